@@ -1,0 +1,177 @@
+"""Prompt templates and the pydantic schemas every answer must validate against."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Union
+
+from pydantic import BaseModel, Field
+
+from ..models import ParsedDoc
+
+__all__ = [
+    "PROMPT_VERSION",
+    "Task",
+    "PAGE_TASKS",
+    "Summary",
+    "KeyConcept",
+    "KeyConcepts",
+    "ImplementationDetail",
+    "ImplementationDetails",
+    "CodePattern",
+    "CodePatterns",
+    "RelatedTopic",
+    "RelatedTopics",
+    "TopicSynthesis",
+    "PageAnalysis",
+    "TopicInput",
+    "Context",
+    "render",
+    "schema_for",
+    "PAGE_TOKEN_BUDGET",
+]
+
+PROMPT_VERSION = "1"
+PAGE_TOKEN_BUDGET = 3000  # page text sent per prompt; longer pages send their first chunks
+
+
+class Summary(BaseModel):
+    summary: str = Field(description="Three to five sentences: what the page explains and for whom.")
+
+
+class KeyConcept(BaseModel):
+    name: str = Field(description="The concept, as the page names it.")
+    description: str = Field(description="One sentence explaining it.")
+    importance: int = Field(ge=1, le=10, description="1 (peripheral) to 10 (central to the page).")
+
+
+class KeyConcepts(BaseModel):
+    items: list[KeyConcept]
+
+
+class ImplementationDetail(BaseModel):
+    title: str = Field(description="A short imperative title.")
+    description: str = Field(description="What to do and why, from the page.")
+
+
+class ImplementationDetails(BaseModel):
+    items: list[ImplementationDetail]
+
+
+class CodePattern(BaseModel):
+    name: str
+    description: str
+    example: str = Field(description="A short code example taken from or modelled on the page.")
+
+
+class CodePatterns(BaseModel):
+    items: list[CodePattern]
+
+
+class RelatedTopic(BaseModel):
+    name: str
+    relationship: str = Field(description="How it relates to this page.")
+
+
+class RelatedTopics(BaseModel):
+    items: list[RelatedTopic]
+
+
+class TopicSynthesis(BaseModel):
+    overview: str = Field(description="A paragraph tying the topic's pages together.")
+    key_themes: list[str] = Field(description="The recurring ideas across the pages.")
+
+
+class PageAnalysis(BaseModel):
+    """The merged per-page result that results.jsonl carries."""
+
+    summary: str
+    key_concepts: list[KeyConcept]
+    implementation_details: list[ImplementationDetail]
+    code_patterns: list[CodePattern]
+    related_topics: list[RelatedTopic]
+
+
+@dataclass(frozen=True)
+class TopicInput:
+    """What a topic synthesis sees: each page's title, summary and main concepts."""
+
+    topic: str
+    pages: tuple[tuple[str, str, tuple[str, ...]], ...]
+
+
+Context = Union[ParsedDoc, TopicInput]
+
+
+class Task(str, enum.Enum):
+    """One kind of question asked of the model; the value names the output field."""
+
+    SUMMARY = "summary"
+    KEY_CONCEPTS = "key_concepts"
+    IMPLEMENTATION_DETAILS = "implementation_details"
+    CODE_PATTERNS = "code_patterns"
+    RELATED_TOPICS = "related_topics"
+    TOPIC_SYNTHESIS = "topic_synthesis"
+
+
+PAGE_TASKS = (Task.SUMMARY, Task.KEY_CONCEPTS, Task.IMPLEMENTATION_DETAILS, Task.CODE_PATTERNS,
+              Task.RELATED_TOPICS)
+
+_SCHEMAS: dict[Task, type[BaseModel]] = {
+    Task.SUMMARY: Summary,
+    Task.KEY_CONCEPTS: KeyConcepts,
+    Task.IMPLEMENTATION_DETAILS: ImplementationDetails,
+    Task.CODE_PATTERNS: CodePatterns,
+    Task.RELATED_TOPICS: RelatedTopics,
+    Task.TOPIC_SYNTHESIS: TopicSynthesis,
+}
+
+_SYSTEM = ("You analyse technical documentation for engineers. Answer only from the material given; "
+           "be specific and concise.")
+
+_INSTRUCTIONS = {
+    Task.SUMMARY: "Summarise this documentation page in three to five sentences.",
+    Task.KEY_CONCEPTS: "List the key concepts this page introduces or relies on (at most 8), "
+                       "each with a one-sentence description and an importance from 1 to 10.",
+    Task.IMPLEMENTATION_DETAILS: "List the concrete implementation advice the page gives (at most 8): "
+                                 "steps, settings, rules and warnings a developer must follow.",
+    Task.CODE_PATTERNS: "List the code patterns the page shows (at most 6), each with a short example. "
+                        "Return an empty list if the page has no code.",
+    Task.RELATED_TOPICS: "List topics related to this page (at most 8) and how each relates, "
+                         "using the links and references it makes.",
+    Task.TOPIC_SYNTHESIS: "These pages form one topic of a documentation site. Write an overview that "
+                          "ties them together and list the key themes they share.",
+}
+
+
+def schema_for(task: Task) -> type[BaseModel]:
+    """The pydantic model the answer to `task` must validate against."""
+    return _SCHEMAS[task]
+
+
+def render(task: Task, context: Context, *, schema_in_prompt: bool = False) -> list[tuple[str, str]]:
+    """The chat messages for one task; json mode also needs the schema spelled out."""
+    system = _SYSTEM
+    if schema_in_prompt:
+        schema = json.dumps(schema_for(task).model_json_schema(), indent=1)
+        system += f"\nReply with one JSON object that validates against this JSON Schema:\n```json\n{schema}\n```"
+    return [("system", system), ("user", f"{_INSTRUCTIONS[task]}\n\n{_material(context)}")]
+
+
+def _material(context: Context) -> str:
+    if isinstance(context, TopicInput):
+        lines = [f"Topic: {context.topic}"]
+        for title, summary, concepts in context.pages:
+            lines.append(f"- {title}: {summary}" + (f" (concepts: {', '.join(concepts)})" if concepts else ""))
+        return "\n".join(lines)
+    text, used = [], 0
+    for chunk in context.chunks:
+        if used + chunk.tokens > PAGE_TOKEN_BUDGET and text:
+            break
+        text.append(chunk.text)
+        used += chunk.tokens
+    links = "\n".join(f"- {link.text or link.url} <{link.url}>" for link in context.links[:30])
+    return (f"Page: {context.title}\nURL: {context.url}\nSection: {context.topic or '(none)'}\n\n"
+            f"---\n{chr(10).join(text)}\n---" + (f"\n\nLinks on the page:\n{links}" if links else ""))

@@ -1,0 +1,135 @@
+"""Command line: flags and environment → Settings → pipeline.run(); exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from . import __version__
+from .config import SAMPLE_SOURCE, LLMKind, Mode, Settings, StructuredMethod, resolve_llm
+from .errors import ConfigError, DocumentItError
+from .redact import redact
+
+__all__ = ["main", "build_parser", "settings_from_args"]
+
+EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED = 0, 2, 3
+
+_EPILOG = """examples:
+  python main.py                                   # bundled sample, offline extractive analyser
+  python main.py --source https://docs.example.org/llms.txt --llm openai --parallelism-mode hybrid
+  python main.py --llm simulate --parallelism-mode sync --limit 5
+
+environment: every flag also reads DOCUMENT_IT_<FLAG> (e.g. DOCUMENT_IT_MAX_CONCURRENCY=10);
+OPENAI_API_KEY, OPENAI_BASE_URL and OPENAI_MODEL are honoured too. Flags win over the environment.
+exit codes: 0 all pages completed, 3 some pages failed, 2 usage or configuration error."""
+
+
+def _env(env: Mapping[str, str], flag: str, default: object, *also: str) -> object:
+    for name in (f"DOCUMENT_IT_{flag.upper().replace('-', '_')}", *also):
+        if env.get(name):
+            return env[name]
+    return default
+
+
+def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser:
+    """The argument parser; defaults come from the environment where it sets them."""
+    p = argparse.ArgumentParser(
+        prog="document-it", description="Turn a documentation site into structured, per-page analysis "
+        "and a Markdown report.", epilog=_EPILOG, formatter_class=_Formatter)
+    d = lambda flag, default, *also: _env(env, flag, default, *also)  # noqa: E731
+    p.add_argument("--source", default=d("source", SAMPLE_SOURCE),
+                   help="llms.txt (URL or path), sitemap.xml URL, text file of URLs, or a folder of "
+                        ".html/.md files; default: the bundled sample corpus")
+    p.add_argument("--output-dir", default=d("output-dir", "output"), help="where results are written")
+    p.add_argument("--state-dir", default=d("state-dir", ".document_it"), help="cache and job state")
+    p.add_argument("--parallelism-mode", choices=[m.value for m in Mode], default=d("parallelism-mode", "hybrid"),
+                   help="where each stage runs (see ARCHITECTURE.md)")
+    p.add_argument("--max-workers", type=int, default=d("max-workers", 8), help="download threads")
+    p.add_argument("--analysis-workers", type=int, default=d("analysis-workers", os.cpu_count() or 2),
+                   help="worker processes for parsing and process-mode analysis")
+    p.add_argument("--max-concurrency", type=int, default=d("max-concurrency", 20),
+                   help="most LLM requests in flight at once")
+    p.add_argument("--batch-size", type=int, default=d("batch-size", 0),
+                   help="prompts per batched request: 0 auto, 1 off (batching arrives in a later release)")
+    p.add_argument("--limit", type=int, default=d("limit", None), help="analyse at most N pages")
+    p.add_argument("--llm", choices=[k.value for k in LLMKind], default=d("llm", "auto"),
+                   help="auto: openai when OPENAI_API_KEY or a base URL is set, else the offline extractive "
+                        "analyser; simulate: start the built-in LLM simulator")
+    p.add_argument("--llm-base-url", default=d("llm-base-url", None, "OPENAI_BASE_URL"),
+                   help="any OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--model", default=d("model", "gpt-4o-mini", "OPENAI_MODEL"), help="model name")
+    p.add_argument("--structured-output", choices=[m.value for m in StructuredMethod],
+                   default=d("structured-output", "json_schema"), help="how the model is asked for JSON")
+    p.add_argument("--request-timeout", type=float, default=d("request-timeout", 60.0),
+                   help="seconds per LLM request attempt")
+    p.add_argument("--sim-latency-ms", type=float, default=d("sim-latency-ms", 400.0),
+                   help="reply latency of the simulator started by --llm simulate")
+    p.add_argument("--quiet", action="store_true", default=str(d("quiet", "")).lower() in ("1", "true", "yes"),
+                   help="no progress bar, only the final summary")
+    p.add_argument("--verbose", action="store_true", help="log what happens to stderr")
+    p.add_argument("--version", action="version", version=f"document-it {__version__}")
+    return p
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the examples' line breaks."""
+
+
+def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> Settings:
+    """One frozen Settings from parsed flags (environment defaults already applied)."""
+    try:
+        ints = {name: int(getattr(args, name)) for name in
+                ("max_workers", "analysis_workers", "max_concurrency", "batch_size")}
+        limit = None if args.limit in (None, "") else int(args.limit)
+        timeout, latency = float(args.request_timeout), float(args.sim_latency_ms)
+        mode, structured = Mode(args.parallelism_mode), StructuredMethod(args.structured_output)
+        kind = LLMKind(args.llm)
+    except ValueError as exc:
+        raise ConfigError(f"bad value from the environment: {exc}") from None
+    base_url = args.llm_base_url or None
+    api_key = env.get("OPENAI_API_KEY") or None
+    return Settings(
+        source=str(args.source), output_dir=Path(args.output_dir), state_dir=Path(args.state_dir),
+        mode=mode, limit=limit, llm=resolve_llm(kind, env, base_url), llm_base_url=base_url,
+        api_key=api_key, model=args.model, structured_output=structured, request_timeout=timeout,
+        sim_latency_ms=latency, quiet=bool(args.quiet), **ints,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run document-it; returns the process exit code."""
+    env = os.environ
+    args = build_parser(env).parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    secrets = (env.get("OPENAI_API_KEY"),)
+    try:
+        settings = settings_from_args(args, env)
+        from .pipeline import run  # heavy imports only once the flags are known to be good
+
+        summary = run(settings)
+    except DocumentItError as exc:
+        print(f"document-it: error: {redact(str(exc), secrets)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("document-it: interrupted; results so far are in results.jsonl", file=sys.stderr)
+        return 130
+    return _report(summary, settings)
+
+
+def _report(summary: dict, settings: Settings) -> int:
+    docs = summary["documents"]
+    print(f"{docs['total']} pages: {docs['completed']} completed, {docs['failed']} failed "
+          f"in {summary['wall_seconds']:.1f}s ({summary['mode']} mode, {summary['provider_label']}) "
+          f"→ {settings.output_dir / 'report.md'}")
+    if docs["failed"]:
+        for url in summary["failed_urls"][:20]:
+            print(f"  failed: {url}")
+        if len(summary["failed_urls"]) > 20:
+            print(f"  … and {len(summary['failed_urls']) - 20} more (see results.jsonl)")
+        return EXIT_SOME_FAILED
+    return EXIT_OK

@@ -1,0 +1,121 @@
+"""Settings: every knob in one frozen dataclass, built once from flags and environment."""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+from .errors import ConfigError
+
+__all__ = [
+    "Mode",
+    "LLMKind",
+    "StructuredMethod",
+    "Settings",
+    "SAMPLE_SOURCE",
+    "resolve_llm",
+]
+
+SAMPLE_SOURCE = str(Path(__file__).parent / "data" / "sample" / "llms.txt")
+
+
+class Mode(str, enum.Enum):
+    """Where each stage runs (see ARCHITECTURE.md, 'Modes are data')."""
+
+    SYNC = "sync"
+    ASYNC = "async"
+    PROCESS = "process"
+    HYBRID = "hybrid"
+
+
+class LLMKind(str, enum.Enum):
+    """Which analyser answers the prompts."""
+
+    AUTO = "auto"
+    OPENAI = "openai"
+    SIMULATE = "simulate"
+    EXTRACTIVE = "extractive"
+
+
+class StructuredMethod(str, enum.Enum):
+    """How the model is asked for structured output."""
+
+    JSON_SCHEMA = "json_schema"
+    FUNCTION_CALLING = "function_calling"
+    JSON_MODE = "json_mode"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know, decided before it starts."""
+
+    source: str = SAMPLE_SOURCE
+    output_dir: Path = Path("output")
+    state_dir: Path = Path(".document_it")
+    mode: Mode = Mode.HYBRID
+    max_workers: int = 8
+    analysis_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    max_concurrency: int = 20
+    batch_size: int = 0
+    limit: int | None = None
+    llm: LLMKind = LLMKind.EXTRACTIVE
+    llm_base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    model: str = "gpt-4o-mini"
+    structured_output: StructuredMethod = StructuredMethod.JSON_SCHEMA
+    request_timeout: float = 60.0
+    sim_latency_ms: float = 400.0
+    quiet: bool = False
+    # fetch limits
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_page_bytes: int = 5 * 1024 * 1024
+    max_redirects: int = 5
+    # parse
+    chunk_tokens: int = 800
+
+    def __post_init__(self) -> None:
+        for name in ("max_workers", "analysis_workers", "max_concurrency", "chunk_tokens", "max_page_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.batch_size < 0:
+            raise ConfigError(f"--batch-size must be 0 (auto), 1 (off) or more (got {self.batch_size})")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be at least 1 (got {self.limit})")
+        if self.request_timeout <= 0:
+            raise ConfigError(f"--request-timeout must be positive (got {self.request_timeout})")
+        if self.llm is LLMKind.AUTO:
+            raise ConfigError("internal: resolve --llm auto before building Settings")
+        if self.llm is LLMKind.OPENAI and not (self.api_key or self.llm_base_url):
+            raise ConfigError("--llm openai needs OPENAI_API_KEY or --llm-base-url")
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state_dir / "cache"
+
+    @property
+    def provider_name(self) -> str:
+        """The label every output carries for who answered."""
+        if self.llm is LLMKind.EXTRACTIVE:
+            return "extractive"
+        return "simulate" if self.llm is LLMKind.SIMULATE else "openai"
+
+    @property
+    def model_name(self) -> str:
+        return "extractive-v1" if self.llm is LLMKind.EXTRACTIVE else self.model
+
+    def with_(self, **changes: object) -> "Settings":
+        """A copy with some fields changed (used to hand workers their share)."""
+        return replace(self, **changes)
+
+
+def resolve_llm(kind: LLMKind, env: Mapping[str, str], base_url: str | None) -> LLMKind:
+    """`auto` means openai when a key or base URL is configured, else the offline analyser."""
+    if kind is not LLMKind.AUTO:
+        return kind
+    if env.get("OPENAI_API_KEY") or base_url:
+        return LLMKind.OPENAI
+    return LLMKind.EXTRACTIVE

@@ -1,0 +1,99 @@
+"""Modes are data: each mode says where fetch, parse and CPU-bound analysis run."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import multiprocessing
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from ..config import Mode, Settings
+from ..fetch import FetchLimits, fetch
+from ..models import DocRef, Fetched, ParsedDoc
+from ..parse import parse
+
+__all__ = ["Where", "Plan", "PLANS", "Stages", "spawn_context"]
+
+T = TypeVar("T")
+
+
+class Where(str, enum.Enum):
+    """Where a stage's work runs."""
+
+    INLINE = "inline"          # on the calling thread, one at a time
+    THREADS = "threads"        # a thread pool
+    PROCESSES = "processes"    # a process pool
+    ASYNC = "async"            # concurrent coroutines on the event loop
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One mode's placement of the stages."""
+
+    fetch: Where
+    parse: Where
+    analyze: Where
+
+    def docs_in_flight(self, settings: Settings) -> int:
+        """How many documents may be between fetch and result at once (bounds memory)."""
+        if self.analyze is Where.INLINE:
+            return 1
+        return settings.max_concurrency + settings.max_workers
+
+    def llm_concurrency(self, settings: Settings) -> int:
+        return 1 if self.analyze is Where.INLINE else settings.max_concurrency
+
+
+PLANS: dict[Mode, Plan] = {
+    Mode.SYNC: Plan(fetch=Where.INLINE, parse=Where.INLINE, analyze=Where.INLINE),
+    Mode.ASYNC: Plan(fetch=Where.THREADS, parse=Where.THREADS, analyze=Where.ASYNC),
+    Mode.PROCESS: Plan(fetch=Where.THREADS, parse=Where.PROCESSES, analyze=Where.PROCESSES),
+    Mode.HYBRID: Plan(fetch=Where.THREADS, parse=Where.PROCESSES, analyze=Where.ASYNC),
+}
+
+
+def spawn_context() -> multiprocessing.context.BaseContext:
+    """Fresh interpreters for workers: forking a process that runs threads is unsafe."""
+    return multiprocessing.get_context("spawn")
+
+
+class Stages:
+    """The executors one run (or one worker process) uses; a context manager that shuts them down."""
+
+    def __init__(self, settings: Settings, plan: Plan) -> None:
+        self.plan = plan
+        self.limits = FetchLimits.from_settings(settings)
+        self.chunk_tokens = settings.chunk_tokens
+        self._threads = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="fetch") \
+            if plan.fetch is Where.THREADS else None
+        self._processes = ProcessPoolExecutor(settings.analysis_workers, mp_context=spawn_context()) \
+            if plan.parse is Where.PROCESSES else None
+
+    def __enter__(self) -> "Stages":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._threads:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._processes:
+            self._processes.shutdown(wait=True, cancel_futures=True)
+
+    async def fetch(self, ref: DocRef) -> Fetched:
+        """Download one page where the plan says fetching runs."""
+        return await self._run(self.plan.fetch, self._threads, fetch, ref, self.limits)
+
+    async def parse(self, fetched: Fetched) -> ParsedDoc:
+        """Parse one page where the plan says parsing runs."""
+        return await self._run(self.plan.parse, self._processes, parse, fetched, self.chunk_tokens)
+
+    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """CPU-bound analysis work (the offline analyser) beside parsing."""
+        return await self._run(self.plan.parse, self._processes, fn, *args)
+
+    @staticmethod
+    async def _run(where: Where, executor: Executor | None, fn: Callable[..., T], *args: Any) -> T:
+        if where is Where.INLINE:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)

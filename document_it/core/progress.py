@@ -1,0 +1,42 @@
+"""A progress bar on stderr while pages finish; silent with --quiet or when not a terminal."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..models import DocResult, DocStatus
+
+__all__ = ["RunProgress"]
+
+
+class RunProgress:
+    """Counts completed and failed pages and draws them."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.completed = 0
+        self.failed = 0
+        console = Console(file=sys.stderr)
+        self._progress = Progress(
+            TextColumn("[bold]analysing"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+            console=console, disable=not enabled or not console.is_terminal, transient=False,
+        )
+        self._task = self._progress.add_task("pages", total=total, detail="")
+
+    def __enter__(self) -> "RunProgress":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def advance(self, result: DocResult) -> None:
+        if result.status is DocStatus.COMPLETED:
+            self.completed += 1
+        else:
+            self.failed += 1
+        detail = f"{self.failed} failed" if self.failed else ""
+        self._progress.update(self._task, advance=1, detail=detail)

@@ -1,0 +1,78 @@
+"""`process` mode: the pages are shared out to worker processes, each running the async pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable
+
+from ..analysis.gateway import LLMStats
+from ..config import Mode, Settings
+from ..models import DocRef, DocResult, DocStatus
+from .dispatcher import PLANS, Stages, spawn_context
+
+__all__ = ["run_process_mode", "run_shard"]
+
+_POLL_S = 0.2
+
+
+def run_shard(settings: Settings, refs: list[DocRef], results: Any) -> dict[str, int]:
+    """In a worker process: analyse `refs`, putting each result on the shared queue; return LLM figures."""
+    return asyncio.run(_shard(settings, refs, results))
+
+
+async def _shard(settings: Settings, refs: list[DocRef], results: Any) -> dict[str, int]:
+    from ..analysis.agent import PageAgent
+    from ..analysis.gateway import Gateway
+    from ..analysis.providers import make_provider
+    from ..pipeline import analyze_refs
+
+    plan = PLANS[Mode.ASYNC]  # already in its own process: threads for I/O, the loop for the LLM
+    with Stages(settings, plan) as stages:
+        async with Gateway(make_provider(settings, stages.run_cpu), settings.max_concurrency) as gateway:
+            await analyze_refs(refs, PageAgent(gateway), stages, settings,
+                               lambda r: results.put(r.to_dict()), plan.docs_in_flight(settings))
+    return gateway.stats.to_dict()
+
+
+def worker_count(settings: Settings, pages: int) -> int:
+    """Never more workers than pages, nor than LLM slots (each worker needs at least one)."""
+    return max(1, min(settings.analysis_workers, pages, settings.max_concurrency))
+
+
+async def run_process_mode(settings: Settings, refs: list[DocRef], emit: Callable[[DocResult], None]) -> LLMStats:
+    """Analyse `refs` over `--analysis-workers` processes, sharing the concurrency cap between them."""
+    workers = worker_count(settings, len(refs))
+    share = settings.with_(max_concurrency=max(1, settings.max_concurrency // workers),
+                           max_workers=max(1, settings.max_workers // workers))
+    shards = [refs[i::workers] for i in range(workers)]
+    loop = asyncio.get_running_loop()
+    context = spawn_context()
+    seen: set[str] = set()
+    stats = LLMStats()
+    with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
+        results = manager.Queue()
+        futures = [loop.run_in_executor(pool, run_shard, share, shard, results) for shard in shards if shard]
+        while len(seen) < len(refs):
+            try:
+                item = await asyncio.to_thread(results.get, True, _POLL_S)
+            except queue.Empty:
+                if all(f.done() for f in futures) and results.empty():
+                    break
+                continue
+            result = DocResult.from_dict(item)
+            seen.add(result.url)
+            emit(result)
+        for future in futures:
+            try:
+                stats.add(LLMStats(**await future))
+            except BrokenProcessPool:
+                pass  # the pages it held are reported below
+    for ref in refs:
+        if ref.url not in seen:
+            emit(DocResult(url=ref.url, title=ref.title, topic=ref.topic, status=DocStatus.FAILED,
+                           error="analyze: the worker process handling this page died",
+                           provider=share.provider_name, model=share.model_name))
+    return stats

@@ -1,0 +1,41 @@
+"""One exception tree; every message is written for the user."""
+
+from __future__ import annotations
+
+__all__ = [
+    "DocumentItError",
+    "ConfigError",
+    "SourceError",
+    "FetchError",
+    "ParseError",
+    "LLMError",
+    "LLMAuthError",
+]
+
+
+class DocumentItError(Exception):
+    """Base of every error document-it raises on purpose."""
+
+
+class ConfigError(DocumentItError):
+    """A flag, environment variable or setting is unusable."""
+
+
+class SourceError(DocumentItError):
+    """The page index (llms.txt, sitemap, URL list, folder) cannot be read."""
+
+
+class FetchError(DocumentItError):
+    """One page could not be downloaded (status, timeout, size, type)."""
+
+
+class ParseError(DocumentItError):
+    """One page could not be turned into text."""
+
+
+class LLMError(DocumentItError):
+    """A model call failed or its reply did not validate."""
+
+
+class LLMAuthError(LLMError):
+    """The provider rejected the API key: no later call can succeed."""

@@ -1,0 +1,129 @@
+"""The data that flows through the pipeline, stage by stage."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "DocRef",
+    "Fetched",
+    "Chunk",
+    "Link",
+    "Section",
+    "CodeBlock",
+    "ParsedDoc",
+    "DocStatus",
+    "DocResult",
+]
+
+
+@dataclass(frozen=True)
+class DocRef:
+    """A page to analyse: where it lives and which topic it belongs to."""
+
+    url: str
+    title: str = ""
+    topic: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The raw bytes of one page, or the reason there are none."""
+
+    ref: DocRef
+    final_url: str
+    content: bytes = b""
+    content_type: str = ""
+    encoding: str | None = None
+    status: int | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading and the text under it."""
+
+    heading: str
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    """A code sample found on the page."""
+
+    code: str
+    language: str = ""
+
+
+@dataclass(frozen=True)
+class Link:
+    """An absolute link found in the page's content, with its anchor text."""
+
+    url: str
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A token-sized slice of a page's text."""
+
+    index: int
+    text: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class ParsedDoc:
+    """A page turned into structured text."""
+
+    url: str
+    title: str
+    topic: str
+    text: str
+    headings: tuple[str, ...] = ()
+    sections: tuple[Section, ...] = ()
+    links: tuple[Link, ...] = ()
+    code_blocks: tuple[CodeBlock, ...] = ()
+    chunks: tuple[Chunk, ...] = ()
+    tokens: int = 0
+    fmt: str = "html"
+
+
+class DocStatus(str, enum.Enum):
+    """Where one document ended up."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass
+class DocResult:
+    """One line of results.jsonl."""
+
+    url: str
+    title: str
+    topic: str
+    status: DocStatus
+    error: str | None = None
+    provider: str = ""
+    model: str = ""
+    analysis: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DocResult":
+        return cls(**{**data, "status": DocStatus(data["status"])})

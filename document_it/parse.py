@@ -1,0 +1,230 @@
+"""parse(Fetched) -> ParsedDoc: pure and picklable, so it runs inline or in a process pool."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urldefrag, urljoin, urlparse
+
+import lxml.html
+from lxml import etree
+from markdown_it import MarkdownIt
+
+from .errors import ParseError
+from .models import Chunk, CodeBlock, Fetched, Link, ParsedDoc, Section
+from .tokens import estimate_tokens
+
+__all__ = ["parse", "chunk_text"]
+
+_DROP = ("script", "style", "noscript", "nav", "aside", "form", "svg", "iframe", "template",
+         "button", "select", "object", "embed", "canvas")
+_CHROME = ("header", "footer")  # page chrome, unless it sits inside the article itself
+_HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
+_BLOCKS = {"p", "li", "dt", "dd", "blockquote", "td", "th", "figcaption", "caption", "summary", "tr"}
+_WS = re.compile(r"\s+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_MARKDOWN = MarkdownIt("commonmark").enable("table")
+
+
+def parse(fetched: Fetched, chunk_tokens: int = 800) -> ParsedDoc:
+    """Extract title, sections, text, links, code blocks and token-sized chunks from one page."""
+    if not fetched.ok:
+        raise ParseError(f"nothing to parse: {fetched.error}")
+    media = fetched.content_type
+    if media in ("text/markdown", "text/x-markdown") or _looks_markdown(fetched.final_url, media):
+        html = _MARKDOWN.render(_decode(fetched))
+        root = lxml.html.document_fromstring(html or "<p></p>")
+        fmt = "markdown"
+    elif media == "text/plain":
+        root = _plain_root(_decode(fetched))
+        fmt = "text"
+    else:
+        root = _html_root(fetched)
+        fmt = "html"
+    return _extract(root, fetched, fmt, chunk_tokens)
+
+
+def _looks_markdown(url: str, media: str) -> bool:
+    return media == "text/plain" and urlparse(url).path.lower().endswith((".md", ".markdown"))
+
+
+def _decode(fetched: Fetched) -> str:
+    return fetched.content.decode(fetched.encoding or "utf-8", errors="replace")
+
+
+def _html_root(fetched: Fetched) -> etree._Element:
+    if not fetched.content.strip():
+        raise ParseError("page is empty")
+    try:
+        parser = lxml.html.HTMLParser(encoding=fetched.encoding, remove_comments=True)
+        root = lxml.html.document_fromstring(fetched.content, parser=parser)
+    except (etree.ParserError, ValueError, LookupError) as exc:
+        raise ParseError(f"unreadable HTML: {exc}") from None
+    return root
+
+
+def _plain_root(text: str) -> etree._Element:
+    root = lxml.html.document_fromstring("<html><body></body></html>")
+    body = root.find("body")
+    for para in re.split(r"\n\s*\n", text):
+        if para.strip():
+            etree.SubElement(body, "p").text = para.strip()
+    return root
+
+
+def _extract(root: etree._Element, fetched: Fetched, fmt: str, chunk_tokens: int) -> ParsedDoc:
+    title = _title(root)
+    chrome = [f"//{tag}[not(ancestor::main) and not(ancestor::article)]" for tag in _CHROME]
+    for bad in root.xpath("|".join([f"//{tag}" for tag in _DROP] + chrome)):
+        bad.drop_tree()
+    main = _main_region(root)
+    walker = _Walker(fetched.final_url)
+    walker.walk(main)
+    sections = walker.sections()
+    text = "\n\n".join(s.text if not s.heading else f"{s.heading}\n{s.text}".strip() for s in sections).strip()
+    if not text:
+        raise ParseError("page has no readable text")
+    title = title or next((s.heading for s in sections if s.heading), "") or fetched.ref.title or fetched.ref.url
+    return ParsedDoc(
+        url=fetched.ref.url,
+        title=title,
+        topic=fetched.ref.topic,
+        text=text,
+        headings=tuple(s.heading for s in sections if s.heading),
+        sections=tuple(sections),
+        links=tuple(walker.links),
+        code_blocks=tuple(walker.code),
+        chunks=tuple(chunk_text(text, chunk_tokens)),
+        tokens=estimate_tokens(text),
+        fmt=fmt,
+    )
+
+
+def _title(root: etree._Element) -> str:
+    for path in ("//main//h1", "//article//h1", "//head/title", "//h1"):
+        found = root.xpath(path)
+        if found:
+            text = _clean(found[0].text_content())
+            if text:
+                return text
+    return ""
+
+
+def _main_region(root: etree._Element) -> etree._Element:
+    for path in ("//main", "//article", "//*[@role='main']", "//body"):
+        found = root.xpath(path)
+        if found:
+            return found[0]
+    return root
+
+
+def _clean(text: str) -> str:
+    return _WS.sub(" ", text).strip()
+
+
+class _Walker:
+    """Walks the main region in document order, collecting sections, links and code."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.links: list[Link] = []
+        self.code: list[CodeBlock] = []
+        self._seen_links: set[str] = set()
+        self._heading, self._level, self._parts = "", 0, []
+        self._sections: list[Section] = []
+
+    def walk(self, el: etree._Element) -> None:
+        self._text(el.text)
+        for child in el:
+            tag = child.tag if isinstance(child.tag, str) else ""
+            self._collect_links(child)
+            if tag in _HEADINGS:
+                self._flush()
+                self._heading, self._level = _clean(child.text_content()), _HEADINGS[tag]
+            elif tag == "pre":
+                self._code(child)
+            elif tag in _BLOCKS:
+                self._text(child.text_content())
+                for pre in child.iter("pre"):
+                    self._code(pre, into_text=False)
+            elif tag:
+                self.walk(child)
+            self._text(child.tail)
+
+    def sections(self) -> list[Section]:
+        self._flush()
+        return self._sections
+
+    def _text(self, text: str | None) -> None:
+        cleaned = _clean(text or "")
+        if cleaned:
+            self._parts.append(cleaned)
+
+    def _code(self, pre: etree._Element, into_text: bool = True) -> None:
+        code = pre.text_content().strip("\n")
+        if not code.strip():
+            return
+        self.code.append(CodeBlock(code=code, language=_language(pre)))
+        if into_text:
+            self._parts.append(code)
+
+    def _collect_links(self, el: etree._Element) -> None:
+        anchors = [el] if el.tag == "a" else el.iter("a") if isinstance(el.tag, str) else []
+        for a in anchors:
+            href = (a.get("href") or "").strip()
+            if not href or href.startswith(("#", "javascript:", "mailto:", "tel:", "data:")):
+                continue
+            url = urldefrag(urljoin(self.base_url, href))[0]
+            if urlparse(url).scheme in ("http", "https", "file") and url not in self._seen_links:
+                self._seen_links.add(url)
+                self.links.append(Link(url, _clean(a.text_content())[:120]))
+
+    def _flush(self) -> None:
+        if self._heading or self._parts:
+            self._sections.append(Section(self._heading, self._level, "\n".join(self._parts)))
+        self._heading, self._level, self._parts = "", 0, []
+
+
+def _language(pre: etree._Element) -> str:
+    for el in [*pre.iter("code"), pre]:
+        for cls in (el.get("class") or "").split():
+            for prefix in ("language-", "lang-"):
+                if cls.startswith(prefix):
+                    return cls[len(prefix):]
+    return ""
+
+
+def chunk_text(text: str, max_tokens: int) -> list[Chunk]:
+    """Split text at paragraph, then sentence, then character boundaries into chunks of at most max_tokens."""
+    pieces: list[str] = []
+    for para in re.split(r"\n\s*\n", text):
+        pieces.extend(_split_piece(para.strip(), max_tokens))
+    chunks: list[Chunk] = []
+    current: list[str] = []
+    size = 0
+    for piece in pieces:
+        cost = estimate_tokens(piece)
+        if current and size + cost > max_tokens:
+            chunks.append(_chunk(len(chunks), current))
+            current, size = [], 0
+        current.append(piece)
+        size += cost
+    if current:
+        chunks.append(_chunk(len(chunks), current))
+    return chunks
+
+
+def _split_piece(piece: str, max_tokens: int) -> list[str]:
+    if not piece:
+        return []
+    if estimate_tokens(piece) <= max_tokens:
+        return [piece]
+    sentences = _SENTENCE.split(piece)
+    if len(sentences) > 1:
+        return [part for s in sentences for part in _split_piece(s, max_tokens)]
+    width = int(max_tokens * 4)
+    return [piece[i:i + width] for i in range(0, len(piece), width)]
+
+
+def _chunk(index: int, parts: list[str]) -> Chunk:
+    text = "\n\n".join(parts)
+    return Chunk(index=index, text=text, tokens=estimate_tokens(text))

@@ -1,0 +1,193 @@
+"""The orchestrator: one coroutine per document, bounded in flight, results streamed as they finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Callable, Iterator
+
+from . import __version__
+from .analysis.agent import PageAgent, synthesize_topics
+from .analysis.extractive import LABEL as EXTRACTIVE_LABEL
+from .analysis.gateway import Gateway, LLMStats
+from .analysis.prompts import TopicInput
+from .analysis.providers import make_provider
+from .config import LLMKind, Mode, Settings
+from .core.dispatcher import PLANS, Stages
+from .core.progress import RunProgress
+from .errors import DocumentItError, LLMAuthError, ParseError
+from .fetch import FetchLimits
+from .models import DocRef, DocResult, DocStatus
+from .report import ResultStream, write_outputs
+from .sources import discover
+
+__all__ = ["run", "analyze_refs", "analyze_document"]
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[DocResult], None]
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    """Discover, fetch, parse and analyse every page, then write the outputs; returns run.json's content."""
+    index = discover(settings.source, FetchLimits.from_settings(settings), settings.limit)
+    with _llm_endpoint(settings) as live:
+        return asyncio.run(_run(live, index.refs, index.title))
+
+
+@contextlib.contextmanager
+def _llm_endpoint(settings: Settings) -> Iterator[Settings]:
+    """For `--llm simulate` without a base URL, start the project's simulator for this run."""
+    if settings.llm is not LLMKind.SIMULATE or settings.llm_base_url:
+        yield settings
+        return
+    from .testing.llm_sim import SimServer
+
+    with SimServer(latency_ms=settings.sim_latency_ms, model=settings.model, max_seconds=24 * 3600) as sim:
+        log.info("simulator listening on %s", sim.base_url)
+        yield settings.with_(llm_base_url=sim.base_url)
+
+
+async def _run(settings: Settings, refs: list[DocRef], title: str) -> dict[str, Any]:
+    results: list[DocResult] = []
+    stream = ResultStream(settings.output_dir / "results.jsonl")
+    started = time.perf_counter()
+    with RunProgress(len(refs), enabled=not settings.quiet) as progress:
+        def emit(result: DocResult) -> None:
+            results.append(result)
+            stream.write(result)
+            progress.advance(result)
+
+        try:
+            stats, synthesis = await _analyze_all(settings, refs, emit)
+        finally:
+            stream.close()
+    summary = _summary(settings, results, stats, time.perf_counter() - started)
+    write_outputs(settings.output_dir, results, synthesis, summary, title)
+    return summary
+
+
+async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit) -> tuple[LLMStats, dict[str, Any]]:
+    plan = PLANS[settings.mode]
+    results: list[DocResult] = []
+
+    def keep(result: DocResult) -> None:
+        results.append(result)
+        emit(result)
+
+    if settings.mode is Mode.PROCESS:
+        from .core.workers import run_process_mode
+
+        stats = await run_process_mode(settings, refs, keep)
+        async with Gateway(make_provider(settings), settings.max_concurrency) as gateway:
+            synthesis = await synthesize_topics(gateway, _topic_inputs(results))
+        stats.add(gateway.stats)
+        return stats, _plain(synthesis)
+    with Stages(settings, plan) as stages:
+        async with Gateway(make_provider(settings, stages.run_cpu), plan.llm_concurrency(settings)) as gateway:
+            await analyze_refs(refs, PageAgent(gateway), stages, settings, keep, plan.docs_in_flight(settings))
+            synthesis = await synthesize_topics(gateway, _topic_inputs(results))
+    return gateway.stats, _plain(synthesis)
+
+
+async def analyze_refs(refs: list[DocRef], agent: PageAgent, stages: Stages, settings: Settings,
+                       emit: Emit, in_flight: int) -> None:
+    """Analyse every ref with at most `in_flight` documents under way; emit each result as it lands."""
+    pending = iter(refs)
+
+    async def worker() -> None:
+        for ref in pending:  # one shared iterator: each ref is taken by exactly one worker
+            emit(await analyze_document(ref, stages, agent, settings))
+
+    tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(in_flight, len(refs))))]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def analyze_document(ref: DocRef, stages: Stages, agent: PageAgent, settings: Settings) -> DocResult:
+    """Fetch, parse and analyse one page; any failure is recorded on its result (an auth failure stops the run)."""
+    timings: dict[str, float] = {}
+
+    def failed(stage: str, reason: str, title: str = "") -> DocResult:
+        return DocResult(url=ref.url, title=title or ref.title, topic=ref.topic, status=DocStatus.FAILED,
+                         error=f"{stage}: {reason}", provider=settings.provider_name,
+                         model=settings.model_name, timings=timings)
+
+    clock = time.perf_counter()
+    fetched = await stages.fetch(ref)
+    timings["fetch"] = _lap(clock)
+    if not fetched.ok:
+        return failed("fetch", fetched.error or "unknown error")
+    clock = time.perf_counter()
+    try:
+        page = await stages.parse(fetched)
+    except ParseError as exc:
+        return failed("parse", str(exc))
+    finally:
+        timings["parse"] = _lap(clock)
+    clock = time.perf_counter()
+    try:
+        analysis = await agent.analyze(page)
+    except LLMAuthError:
+        raise
+    except DocumentItError as exc:
+        return failed("analyze", str(exc), page.title)
+    except Exception as exc:  # a bug or an unexpected library error: record it, keep the run going
+        log.exception("unexpected error analysing %s", ref.url)
+        return failed("analyze", f"unexpected {type(exc).__name__}: {exc}", page.title)
+    finally:
+        timings["analyze"] = _lap(clock)
+    return DocResult(url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED,
+                     provider=settings.provider_name, model=settings.model_name,
+                     analysis=analysis.model_dump(), timings=timings)
+
+
+def _lap(start: float) -> float:
+    return round(time.perf_counter() - start, 4)
+
+
+def _topic_inputs(results: list[DocResult]) -> list[TopicInput]:
+    topics: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {}
+    for result in sorted(results, key=lambda r: r.url):
+        if result.status is DocStatus.COMPLETED and result.analysis:
+            concepts = tuple(c["name"] for c in result.analysis["key_concepts"][:5])
+            topics.setdefault(result.topic or "(no topic)", []).append(
+                (result.title, result.analysis["summary"], concepts))
+    return [TopicInput(topic, tuple(pages)) for topic, pages in topics.items()]
+
+
+def _plain(synthesis: dict[str, Any]) -> dict[str, Any]:
+    return {topic: value if isinstance(value, str) else value.model_dump() for topic, value in synthesis.items()}
+
+
+def _summary(settings: Settings, results: list[DocResult], stats: LLMStats, wall: float) -> dict[str, Any]:
+    completed = sum(r.status is DocStatus.COMPLETED for r in results)
+    stages = {name: round(sum(r.timings.get(name, 0.0) for r in results), 3)
+              for name in ("fetch", "parse", "analyze")}
+    return {
+        "version": __version__,
+        "mode": settings.mode.value,
+        "source": settings.source,
+        "provider": settings.provider_name,
+        "provider_label": EXTRACTIVE_LABEL if settings.llm is LLMKind.EXTRACTIVE else settings.provider_name,
+        "model": settings.model_name,
+        "wall_seconds": round(wall, 3),
+        "documents": {"total": len(results), "completed": completed, "failed": len(results) - completed},
+        "failed_urls": sorted(r.url for r in results if r.status is DocStatus.FAILED),
+        "llm": stats.to_dict(),
+        "stages": stages,
+        "settings": {
+            "max_workers": settings.max_workers,
+            "analysis_workers": settings.analysis_workers,
+            "max_concurrency": settings.max_concurrency,
+            "batch_size": settings.batch_size,
+            "structured_output": settings.structured_output.value,
+        },
+    }

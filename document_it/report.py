@@ -1,0 +1,131 @@
+"""Outputs: streamed results.jsonl, report.md and run.json, all written without half-files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from .models import DocResult, DocStatus
+
+__all__ = ["atomic_write_text", "ResultStream", "write_outputs", "render_report"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ResultStream:
+    """Appends one JSON line per finished document, flushed at once, so a crash loses nothing done."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._handle = path.open("w", encoding="utf-8")
+
+    def write(self, result: DocResult) -> None:
+        self._handle.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+
+
+def write_outputs(output_dir: Path, results: list[DocResult], synthesis: dict[str, Any],
+                  summary: dict[str, Any], title: str) -> None:
+    """Final, sorted results.jsonl plus report.md and run.json, each replaced atomically."""
+    ordered = sorted(results, key=lambda r: r.url)
+    atomic_write_text(output_dir / "results.jsonl",
+                      "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in ordered))
+    atomic_write_text(output_dir / "report.md", render_report(ordered, synthesis, summary, title))
+    atomic_write_text(output_dir / "run.json", json.dumps(summary, indent=2) + "\n")
+
+
+def render_report(results: list[DocResult], synthesis: dict[str, Any], summary: dict[str, Any],
+                  title: str) -> str:
+    """The human report: run figures, per-topic synthesis, per-page highlights, failures."""
+    docs = summary["documents"]
+    lines = [f"# {title or 'Documentation'} — analysis", ""]
+    lines += [f"Analysed by **{summary['provider_label']}**, model `{summary['model']}`, "
+              f"mode `{summary['mode']}`.", ""]
+    lines += _figures(summary)
+    by_topic: dict[str, list[DocResult]] = {}
+    for result in results:
+        by_topic.setdefault(result.topic or "(no topic)", []).append(result)
+    lines += ["## Topics", ""]
+    for topic, members in by_topic.items():
+        lines += _topic_section(topic, members, synthesis.get(topic))
+    failed = [r for r in results if r.status is DocStatus.FAILED]
+    lines += ["## Failures", ""]
+    lines += [f"- [{r.title or r.url}]({r.url}): {r.error}" for r in failed] or ["None: every page completed."]
+    lines.append("")
+    if docs["failed"]:
+        lines.append(f"{docs['failed']} of {docs['total']} pages failed; see results.jsonl for details.\n")
+    return "\n".join(lines)
+
+
+def _figures(summary: dict[str, Any]) -> list[str]:
+    docs, llm, stages = summary["documents"], summary["llm"], summary["stages"]
+    rows = [
+        ("pages", f"{docs['total']} ({docs['completed']} completed, {docs['failed']} failed)"),
+        ("wall time", f"{summary['wall_seconds']:.2f} s"),
+        ("stage time, summed over pages", ", ".join(f"{k} {v:.2f} s" for k, v in stages.items())),
+        ("LLM requests / prompts", f"{llm['requests']} / {llm['prompts']}"),
+        ("tokens in / out", f"{llm['tokens_in']:,} / {llm['tokens_out']:,}"),
+        ("most requests in flight", str(llm["max_in_flight"])),
+    ]
+    return ["## Run", "", "| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]
+
+
+def _topic_section(topic: str, members: list[DocResult], synthesis: Any) -> list[str]:
+    lines = [f"### {topic}", ""]
+    if isinstance(synthesis, dict):
+        lines += [synthesis.get("overview", ""), ""]
+        if synthesis.get("key_themes"):
+            lines += ["Key themes: " + ", ".join(synthesis["key_themes"]), ""]
+    elif isinstance(synthesis, str):
+        lines += [f"_{synthesis}_", ""]
+    for result in members:
+        lines += _page_highlights(result)
+    return lines
+
+
+def _page_highlights(result: DocResult) -> list[str]:
+    name = result.title or result.url
+    if result.status is DocStatus.FAILED or not result.analysis:
+        return [f"- **[{name}]({result.url})** — failed: {result.error}", ""]
+    analysis = result.analysis
+    concepts = sorted(analysis["key_concepts"], key=lambda c: -c["importance"])[:3]
+    lines = [f"- **[{name}]({result.url})** — {_one_line(analysis['summary'])}"]
+    if concepts:
+        lines.append("  - Concepts: " + ", ".join(f"{c['name']} ({c['importance']})" for c in concepts))
+    details = _titles(item["title"] for item in analysis["implementation_details"])
+    if details:
+        lines.append("  - Advice: " + details)
+    patterns = _titles(item["name"] for item in analysis["code_patterns"])
+    if patterns:
+        lines.append("  - Code: " + patterns)
+    return lines + [""]
+
+
+def _titles(names: Iterable[str], most: int = 3) -> str:
+    return "; ".join(_one_line(n) for n in list(names)[:most])
+
+
+def _one_line(text: str, width: int = 300) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

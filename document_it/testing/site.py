@@ -1,0 +1,121 @@
+"""Serve a corpus folder over loopback HTTP for tests and benchmarks, with a few misbehaving routes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+__all__ = ["SiteServer"]
+
+log = logging.getLogger(__name__)
+
+_MAX_SLOW_S = 30.0
+_MAX_BIG = 50 * 1024 * 1024
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".md": "text/markdown",
+                      ".txt": "text/plain", ".xml": "application/xml"}
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.server.hits += 1  # type: ignore[attr-defined]
+        url = urlparse(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        route = {
+            "/_status": self._status, "/_redirect-loop": self._redirect_loop, "/_slow": self._slow,
+            "/_big": self._big, "/_binary": self._binary,
+        }.get(url.path)
+        if route:
+            route(query)
+        else:
+            super().do_GET()
+
+    def _send(self, code: int, body: bytes, ctype: str = "text/html", length: int | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _status(self, query: dict[str, str]) -> None:
+        self._send(int(query.get("code", "500")), b"<p>status page</p>")
+
+    def _redirect_loop(self, query: dict[str, str]) -> None:
+        self.send_response(302)
+        self.send_header("Location", "/_redirect-loop")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _slow(self, query: dict[str, str]) -> None:
+        time.sleep(min(float(query.get("seconds", "2")), _MAX_SLOW_S))
+        self._send(200, b"<html><body><p>slow page finally here</p></body></html>")
+
+    def _big(self, query: dict[str, str]) -> None:
+        size = min(int(query.get("bytes", str(6 * 1024 * 1024))), _MAX_BIG)
+        declare = query.get("declare", "1") == "1"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        if declare:
+            self.send_header("Content-Length", str(size))
+        self.end_headers()
+        block = b"<p>" + b"x" * 1020 + b"</p>"
+        try:
+            for _ in range(size // len(block)):
+                self.wfile.write(block)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading past its cap, as it should
+
+    def _binary(self, query: dict[str, str]) -> None:
+        self._send(200, b"\x89PNG\r\n\x1a\n" + b"\0" * 64, ctype="image/png")
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        log.debug("site: " + format, *args)
+
+
+class SiteServer:
+    """A static file server on 127.0.0.1 that stops by itself after `max_seconds`."""
+
+    def __init__(self, root: Path | str, *, port: int = 0, max_seconds: float = 600) -> None:
+        handler = functools.partial(_Handler, directory=str(root))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server.daemon_threads = True
+        self._server.hits = 0  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="site")
+        self._timer = threading.Timer(max_seconds, self.stop)
+        self._timer.daemon = True
+        self._stopped = False
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def hits(self) -> int:
+        return self._server.hits  # type: ignore[attr-defined]
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def start(self) -> "SiteServer":
+        self._thread.start()
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._timer.cancel()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "SiteServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

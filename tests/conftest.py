@@ -1,0 +1,20 @@
+"""Shared generic fixtures: a loopback static site served from a temp folder."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from document_it.testing.site import SiteServer
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[SiteServer]:
+    """A SiteServer on 127.0.0.1 serving `tmp_path` (write files there, fetch them by `site.url(name)`)."""
+    server = SiteServer(tmp_path, max_seconds=60).start()
+    yield server
+    # stop() waits out serve_forever's 0.5 s poll; let it do so off the test's clock.
+    threading.Thread(target=server.stop, daemon=True, name="site-stop").start()

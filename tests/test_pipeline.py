@@ -1,0 +1,116 @@
+"""End to end: every mode over a loopback site and the LLM simulator gives the same analyses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from document_it.config import LLMKind, Mode, Settings
+from document_it.pipeline import run
+from document_it.testing.llm_sim import SimServer
+from document_it.testing.site import SiteServer
+
+from _corpus import PAGES, write_corpus
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("site")
+    write_corpus(root, extra_links=["", "## Broken", "", "- [Gone](pages/gone.html): missing page"])
+    with SiteServer(root, max_seconds=300) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with SimServer(latency_ms=20, ms_per_token=0.05, max_seconds=300) as server:
+        yield server
+
+
+def _settings(tmp_path: Path, site: SiteServer, sim: SimServer | None, mode: Mode, **extra) -> Settings:
+    llm = dict(llm=LLMKind.SIMULATE, llm_base_url=sim.base_url) if sim else dict(llm=LLMKind.EXTRACTIVE)
+    return Settings(source=site.url("llms.txt"), output_dir=tmp_path / mode.value, state_dir=tmp_path / "state",
+                    mode=mode, quiet=True, **{"analysis_workers": 2, **llm, **extra})
+
+
+def _lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def _comparable(out: Path) -> list[tuple]:
+    return [(r["url"], r["status"], r["error"], json.dumps(r["analysis"], sort_keys=True)) for r in _lines(out)]
+
+
+def test_every_mode_gives_the_same_analyses(tmp_path, site, sim):
+    outputs = {}
+    for mode in Mode:
+        summary = run(_settings(tmp_path, site, sim, mode))
+        assert summary["mode"] == mode.value
+        assert summary["documents"] == {"total": len(PAGES) + 1, "completed": len(PAGES), "failed": 1}
+        outputs[mode] = _comparable(tmp_path / mode.value)
+    reference = outputs[Mode.SYNC]
+    assert [row[0] for row in reference] == sorted(row[0] for row in reference)
+    for mode, rows in outputs.items():
+        assert rows == reference, f"{mode.value} differs from sync"
+
+
+def test_results_report_and_run_json(tmp_path, site, sim):
+    summary = run(_settings(tmp_path, site, sim, Mode.HYBRID))
+    out = tmp_path / "hybrid"
+    lines = _lines(out)
+    done = [r for r in lines if r["status"] == "completed"]
+    assert len(done) == len(PAGES)
+    for r in done:
+        assert r["provider"] == "simulate" and r["model"] == "gpt-4o-mini"
+        assert set(r["analysis"]) == {"summary", "key_concepts", "implementation_details", "code_patterns",
+                                      "related_topics"}
+        assert all(1 <= c["importance"] <= 10 for c in r["analysis"]["key_concepts"])
+        assert set(r["timings"]) == {"fetch", "parse", "analyze"}
+    gone = next(r for r in lines if r["url"].endswith("gone.html"))
+    assert gone["status"] == "failed" and gone["error"] == "fetch: HTTP 404 File not found"
+    # five prompts per page plus one synthesis per topic that has completed pages
+    assert summary["llm"]["prompts"] == 5 * len(PAGES) + 3
+    assert summary["llm"]["requests"] == summary["llm"]["prompts"]
+    assert summary["llm"]["tokens_in"] > 0 and summary["llm"]["tokens_out"] > 0
+    assert set(summary["stages"]) == {"fetch", "parse", "analyze"}
+    assert json.loads((out / "run.json").read_text()) == summary
+    report = (out / "report.md").read_text()
+    for topic in ("Basics", "Guides", "Reference"):
+        assert f"### {topic}" in report
+    assert "## Failures" in report and "gone.html" in report and "HTTP 404" in report
+    assert not list(out.glob("*.tmp"))
+
+
+def test_llm_concurrency_cap_holds_at_the_server(tmp_path, site, sim):
+    sim.reset_stats()
+    run(_settings(tmp_path, site, sim, Mode.HYBRID, max_concurrency=3))
+    stats = sim.stats()
+    assert stats["requests"] == 5 * len(PAGES) + 3
+    assert stats["max_in_flight"] == 3  # the cap is reached and never exceeded
+
+
+def test_process_mode_shares_the_cap_between_workers(tmp_path, site, sim):
+    sim.reset_stats()
+    run(_settings(tmp_path, site, sim, Mode.PROCESS, max_concurrency=4, analysis_workers=2))
+    assert 2 <= sim.stats()["max_in_flight"] <= 4
+
+
+def test_sync_mode_sends_one_request_at_a_time(tmp_path, site, sim):
+    sim.reset_stats()
+    run(_settings(tmp_path, site, sim, Mode.SYNC))
+    assert sim.stats()["max_in_flight"] == 1
+
+
+def test_extractive_default_is_labelled_everywhere(tmp_path, site):
+    summary = run(_settings(tmp_path, site, None, Mode.HYBRID))
+    out = tmp_path / "hybrid"
+    assert summary["provider"] == "extractive" and "no LLM" in summary["provider_label"]
+    assert summary["llm"]["requests"] == 0
+    assert all(r["provider"] == "extractive" for r in _lines(out))
+    assert "extractive (offline, no LLM)" in (out / "report.md").read_text()
+    retries = next(r for r in _lines(out) if r["url"].endswith("retries.html"))
+    assert any("configure the worker pool" in d["description"]
+               for d in retries["analysis"]["implementation_details"])
+    assert retries["analysis"]["code_patterns"][0]["name"].startswith("run_retries")
