@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NoReturn, Sequence
 
 from . import __version__
 from .config import SAMPLE_SOURCE, LLMKind, Mode, Settings, StructuredMethod, resolve_llm
@@ -37,17 +37,17 @@ def _env(env: Mapping[str, str], flag: str, default: object, *also: str) -> obje
 
 def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser:
     """The argument parser; defaults come from the environment where it sets them."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="document-it", description="Turn a documentation site into structured, per-page analysis "
         "and a Markdown report.", epilog=_EPILOG, formatter_class=_Formatter)
     d = lambda flag, default, *also: _env(env, flag, default, *also)  # noqa: E731
-    p.add_argument("--source", default=d("source", SAMPLE_SOURCE),
+    p.add_argument("--source", default=d("source", None),
                    help="llms.txt (URL or path), sitemap.xml URL, text file of URLs, or a folder of "
                         ".html/.md files; default: the bundled sample corpus")
     p.add_argument("--output-dir", default=d("output-dir", "output"), help="where results are written")
     p.add_argument("--state-dir", default=d("state-dir", ".document_it"), help="cache and job state")
     p.add_argument("--parallelism-mode", choices=[m.value for m in Mode], default=d("parallelism-mode", "hybrid"),
-                   help="where each stage runs (see ARCHITECTURE.md)")
+                   help="where each stage runs (see README, 'Parallelism modes')")
     p.add_argument("--max-workers", type=int, default=d("max-workers", 8), help="download threads")
     p.add_argument("--analysis-workers", type=int, default=d("analysis-workers", os.cpu_count() or 2),
                    help="worker processes for parsing and process-mode analysis")
@@ -75,8 +75,20 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"document-it: error: {message} (see --help)\n")
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the examples' line breaks."""
+    """Show defaults (unless there is none) and keep the examples' line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> Settings:
@@ -93,7 +105,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
     base_url = args.llm_base_url or None
     api_key = env.get("OPENAI_API_KEY") or None
     return Settings(
-        source=str(args.source), output_dir=Path(args.output_dir), state_dir=Path(args.state_dir),
+        source=str(args.source or SAMPLE_SOURCE), output_dir=Path(args.output_dir), state_dir=Path(args.state_dir),
         mode=mode, limit=limit, llm=resolve_llm(kind, env, base_url), llm_base_url=base_url,
         api_key=api_key, model=args.model, structured_output=structured, request_timeout=timeout,
         sim_latency_ms=latency, quiet=bool(args.quiet), **ints,

@@ -11,7 +11,7 @@ from markdown_it import MarkdownIt
 
 from .errors import ParseError
 from .models import Chunk, CodeBlock, Fetched, Link, ParsedDoc, Section
-from .tokens import estimate_tokens
+from .tokens import estimate_tokens, tokens_for_chars
 
 __all__ = ["parse", "chunk_text"]
 
@@ -22,6 +22,8 @@ _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCKS = {"p", "li", "dt", "dd", "blockquote", "td", "th", "figcaption", "caption", "summary", "tr"}
 _WS = re.compile(r"\s+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_JOIN = "\n\n"
+_META_CHARSET = re.compile(rb"<meta[^>]+charset", re.IGNORECASE)
 _MARKDOWN = MarkdownIt("commonmark").enable("table")
 
 
@@ -48,18 +50,31 @@ def _looks_markdown(url: str, media: str) -> bool:
 
 
 def _decode(fetched: Fetched) -> str:
-    return fetched.content.decode(fetched.encoding or "utf-8", errors="replace")
+    return fetched.content.decode(fetched.encoding or "utf-8-sig", errors="replace")
 
 
 def _html_root(fetched: Fetched) -> etree._Element:
     if not fetched.content.strip():
         raise ParseError("page is empty")
     try:
-        parser = lxml.html.HTMLParser(encoding=fetched.encoding, remove_comments=True)
+        parser = lxml.html.HTMLParser(encoding=_html_encoding(fetched), remove_comments=True)
         root = lxml.html.document_fromstring(fetched.content, parser=parser)
     except (etree.ParserError, ValueError, LookupError) as exc:
         raise ParseError(f"unreadable HTML: {exc}") from None
     return root
+
+
+def _html_encoding(fetched: Fetched) -> str | None:
+    """The header's charset; else the page's own <meta>; else UTF-8 when the bytes are valid UTF-8."""
+    if fetched.encoding:
+        return fetched.encoding
+    if _META_CHARSET.search(fetched.content[:4096]):
+        return None  # lxml reads the <meta> itself
+    try:
+        fetched.content.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "utf-8"
 
 
 def _plain_root(text: str) -> etree._Element:
@@ -200,14 +215,14 @@ def chunk_text(text: str, max_tokens: int) -> list[Chunk]:
         pieces.extend(_split_piece(para.strip(), max_tokens))
     chunks: list[Chunk] = []
     current: list[str] = []
-    size = 0
+    chars = 0  # length of "\n\n".join(current), separators included
     for piece in pieces:
-        cost = estimate_tokens(piece)
-        if current and size + cost > max_tokens:
+        grown = chars + len(piece) + (len(_JOIN) if current else 0)
+        if current and tokens_for_chars(grown) > max_tokens:
             chunks.append(_chunk(len(chunks), current))
-            current, size = [], 0
+            current, grown = [], len(piece)
         current.append(piece)
-        size += cost
+        chars = grown
     if current:
         chunks.append(_chunk(len(chunks), current))
     return chunks
@@ -226,5 +241,5 @@ def _split_piece(piece: str, max_tokens: int) -> list[str]:
 
 
 def _chunk(index: int, parts: list[str]) -> Chunk:
-    text = "\n\n".join(parts)
+    text = _JOIN.join(parts)
     return Chunk(index=index, text=text, tokens=estimate_tokens(text))

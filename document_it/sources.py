@@ -36,31 +36,28 @@ def discover(source: str, limits: FetchLimits = FetchLimits(), limit: int | None
         raise SourceError("--source is empty")
     scheme = urlparse(source).scheme
     if scheme in ("http", "https", "file"):
-        title, refs = _from_url(source, limits, depth=0)
+        found = _from_url(source, limits, depth=0)
     elif len(scheme) > 1:
         raise SourceError(f"unsupported source {source!r}: use an http(s) URL or a local path")
     else:
-        title, refs = _from_path(Path(source).expanduser(), limits)
-    refs = _dedupe(refs)
+        found = _from_path(Path(source).expanduser(), limits)
+    refs = _dedupe(found.refs)
     if not refs:
         raise SourceError(f"no pages found in {source}")
-    return LlmsIndex(title or source, "", refs[:limit] if limit else refs)
+    return LlmsIndex(found.title or source, found.summary, refs[:limit] if limit else refs)
 
 
-Found = tuple[str, list[DocRef]]
-
-
-def _from_path(path: Path, limits: FetchLimits) -> Found:
+def _from_path(path: Path, limits: FetchLimits) -> LlmsIndex:
     if not path.exists():
         raise SourceError(f"source not found: {path}")
     if path.is_dir():
-        return path.resolve().name, _from_folder(path)
+        return LlmsIndex(path.resolve().name, "", _from_folder(path))
     return _from_text(_read_local(path), path.resolve().as_uri(), limits, depth=0)
 
 
 def _read_local(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as exc:
         raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -76,31 +73,30 @@ def _from_folder(folder: Path) -> list[DocRef]:
     return refs
 
 
-def _from_url(url: str, limits: FetchLimits, depth: int) -> Found:
+def _from_url(url: str, limits: FetchLimits, depth: int) -> LlmsIndex:
     got = fetch(DocRef(url), FetchLimits(limits.connect_timeout, limits.read_timeout,
                                          limits.max_bytes, limits.max_redirects, INDEX_TYPES))
     if not got.ok:
         raise SourceError(f"cannot read source {url}: {got.error}")
-    text = got.content.decode(got.encoding or "utf-8", errors="replace")
+    text = got.content.decode(got.encoding or "utf-8-sig", errors="replace").lstrip("\ufeff")
     return _from_text(text, got.final_url, limits, depth)
 
 
-def _from_text(text: str, base_url: str, limits: FetchLimits, depth: int) -> Found:
+def _from_text(text: str, base_url: str, limits: FetchLimits, depth: int) -> LlmsIndex:
     head = text.lstrip()[:500].lower()
     if head.startswith("<?xml") or "<urlset" in head or "<sitemapindex" in head:
         pages, children = parse_sitemap(text.encode("utf-8"), base_url)
         if depth >= 2 and children:
             raise SourceError("sitemap index nests too deeply (more than two levels)")
         for child in children[:_MAX_SITEMAPS]:
-            pages.extend(_from_url(child, limits, depth + 1)[1])
-        return urlparse(base_url).netloc or "sitemap", pages
+            pages.extend(_from_url(child, limits, depth + 1).refs)
+        return LlmsIndex(urlparse(base_url).netloc or "sitemap", "", pages)
     if head.startswith("<"):
         raise SourceError(f"{base_url} is an HTML page, not an index: point --source at an llms.txt, "
                           "sitemap.xml, URL list or folder")
     if any(_LINK.match(line) for line in text.splitlines()):
-        index = parse_llms_txt(text, base_url)
-        return index.title, index.refs
-    return "", parse_url_list(text, base_url)
+        return parse_llms_txt(text, base_url)
+    return LlmsIndex("", "", parse_url_list(text, base_url))
 
 
 def parse_llms_txt(text: str, base_url: str) -> LlmsIndex:

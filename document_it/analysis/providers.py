@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import urlparse
 
+import json
+
 import httpx
 import openai
 from langchain_openai import ChatOpenAI
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..config import LLMKind, Settings, StructuredMethod
 from ..errors import LLMAuthError, LLMError
@@ -93,17 +95,16 @@ class ChatProvider:
 
     async def complete(self, task: Task, context: Context) -> Reply:
         messages = render(task, context, schema_in_prompt=self._method is StructuredMethod.JSON_MODE)
-        first = await self._call(task, messages)
-        if first["parsed"] is not None:
-            return self._reply(first, 1)
-        problem = _problem(first)
-        log.info("invalid %s reply, asking once more: %s", task.value, problem)
-        repair = messages + [("user", f"Your previous reply was not valid: {problem}\n"
+        first = await self._attempt(task, messages)
+        if first.value is not None:
+            return first.reply(requests=1)
+        log.info("invalid %s reply, asking once more: %s", task.value, first.problem)
+        repair = messages + [("user", f"Your previous reply was not valid: {first.problem}\n"
                                       "Answer again with only the structured output the schema asks for.")]
-        second = await self._call(task, repair)
-        if second["parsed"] is not None:
-            return self._reply(second, 2, first)
-        raise LLMError(f"invalid {task.value} reply after one repair attempt: {_problem(second)}")
+        second = await self._attempt(task, repair)
+        if second.value is not None:
+            return second.reply(requests=2, earlier=first)
+        raise LLMError(f"invalid {task.value} reply after one repair attempt: {second.problem}")
 
     async def aclose(self) -> None:
         """Close this provider's connections."""
@@ -115,9 +116,15 @@ class ChatProvider:
                 schema_for(task), method=self._method.value, include_raw=True)
         return self._runnables[task]
 
-    async def _call(self, task: Task, messages: list[tuple[str, str]]) -> dict[str, Any]:
+    async def _attempt(self, task: Task, messages: list[tuple[str, str]]) -> _Attempt:
+        """One request; an answer that does not validate comes back as a problem, not an exception."""
         try:
-            return await self._runnable(task).ainvoke(messages)
+            out = await self._runnable(task).ainvoke(messages)
+        except (ValidationError, json.JSONDecodeError, openai.LengthFinishReasonError,
+                openai.ContentFilterFinishReasonError) as exc:
+            # the SDK validated and raised before we saw usage: count the prompt we sent
+            sent = estimate_tokens("".join(text for _, text in messages))
+            return _Attempt(None, _first_line(redact(str(exc), self._secrets)), sent, 0)
         except openai.AuthenticationError:
             raise LLMAuthError(f"API key rejected by {self._host} (HTTP 401)") from None
         except openai.PermissionDeniedError:
@@ -129,15 +136,27 @@ class ChatProvider:
         except openai.APIStatusError as exc:
             raise LLMError(f"LLM server {self._host} answered HTTP {exc.status_code}: "
                            f"{redact(_message(exc), self._secrets)}") from None
-        except (ValueError, TypeError, KeyError) as exc:  # malformed replies the SDK could not read
-            raise LLMError(f"malformed reply from {self._host}: {redact(str(exc), self._secrets)[:200]}") from None
-
-    def _reply(self, out: dict[str, Any], requests: int, earlier: dict[str, Any] | None = None) -> Reply:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # replies the SDK could not read
+            return _Attempt(None, "malformed reply: " + _first_line(redact(str(exc), self._secrets)))
         tokens_in, tokens_out = _usage(out["raw"])
-        if earlier is not None:
-            before_in, before_out = _usage(earlier["raw"])
-            tokens_in, tokens_out = tokens_in + before_in, tokens_out + before_out
-        return Reply(value=out["parsed"], requests=requests, tokens_in=tokens_in, tokens_out=tokens_out)
+        if out["parsed"] is None:
+            error = out.get("parsing_error")
+            problem = _first_line(redact(str(error), self._secrets)) if error else "the reply held no structured output"
+            return _Attempt(None, problem, tokens_in, tokens_out)
+        return _Attempt(out["parsed"], "", tokens_in, tokens_out)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    value: BaseModel | None
+    problem: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    def reply(self, requests: int, earlier: "_Attempt | None" = None) -> Reply:
+        before_in, before_out = (earlier.tokens_in, earlier.tokens_out) if earlier else (0, 0)
+        assert self.value is not None
+        return Reply(self.value, requests, self.tokens_in + before_in, self.tokens_out + before_out)
 
 
 def _usage(raw: Any) -> tuple[int, int]:
@@ -147,10 +166,8 @@ def _usage(raw: Any) -> tuple[int, int]:
     return 0, estimate_tokens(str(getattr(raw, "content", "") or ""))
 
 
-def _problem(out: dict[str, Any]) -> str:
-    error = out.get("parsing_error")
-    text = str(error) if error else "the reply held no structured output"
-    return text.splitlines()[0][:300]
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0][:300]
 
 
 def _message(exc: openai.APIStatusError) -> str:

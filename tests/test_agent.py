@@ -1,0 +1,82 @@
+"""The LangGraph page agent: five branches in parallel through the gateway, merged and validated."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from langgraph.graph import START
+
+from document_it.analysis.agent import PageAgent, synthesize_topics
+from document_it.analysis.gateway import Gateway
+from document_it.analysis.prompts import PAGE_TASKS, PageAnalysis, TopicInput
+from document_it.analysis.providers import ChatProvider, ExtractiveProvider
+from document_it.config import LLMKind, Settings
+from document_it.errors import LLMError
+from document_it.fetch import fetch
+from document_it.models import DocRef
+from document_it.parse import parse
+from document_it.testing.llm_sim import SimServer
+
+from _corpus import write_corpus
+from _fake_llm import ScriptedLLM
+
+
+@pytest.fixture
+def page(tmp_path):
+    write_corpus(tmp_path)
+    ref = DocRef((tmp_path / "pages" / "retries.html").as_uri(), "Retries", "Guides")
+    return parse(fetch(ref))
+
+
+def _gateway(base_url: str, cap: int = 10) -> Gateway:
+    settings = Settings(llm=LLMKind.SIMULATE, llm_base_url=base_url, max_concurrency=cap)
+    return Gateway(ChatProvider(settings), cap)
+
+
+def test_graph_fans_out_from_start_and_merges():
+    agent = PageAgent(Gateway(ExtractiveProvider(), 5))
+    graph = agent.graph.get_graph()
+    starts = {edge.target for edge in graph.edges if edge.source == START}
+    assert starts == {task.value for task in PAGE_TASKS}
+    into_merge = {edge.source for edge in graph.edges if edge.target == "merge"}
+    assert into_merge == {task.value for task in PAGE_TASKS}
+
+
+async def test_branches_run_in_parallel_and_merge_into_a_valid_analysis(page):
+    with SimServer(latency_ms=150, ms_per_token=0) as sim:
+        async with _gateway(sim.base_url) as gateway:
+            analysis = await PageAgent(gateway).analyze(page)
+        stats = sim.stats()
+    assert isinstance(analysis, PageAnalysis) and analysis.summary
+    assert stats["requests"] == len(PAGE_TASKS)
+    assert stats["max_in_flight"] == len(PAGE_TASKS)  # all five branches were waiting on the server together
+    assert gateway.stats.prompts == gateway.stats.requests == len(PAGE_TASKS)
+
+
+async def test_gateway_cap_holds_across_pages(page):
+    with SimServer(latency_ms=50, ms_per_token=0) as sim:
+        async with _gateway(sim.base_url, cap=2) as gateway:
+            agent = PageAgent(gateway)
+            await asyncio.gather(*(agent.analyze(page) for _ in range(3)))
+        assert sim.stats()["max_in_flight"] == 2
+    assert gateway.stats.max_in_flight == 2 and gateway.stats.requests == 15
+
+
+async def test_a_failing_branch_fails_the_page_with_the_reason(page):
+    error = {"error": {"message": "context length exceeded", "type": "invalid_request_error"}}
+    with ScriptedLLM([(400, error)] * 5) as llm:
+        async with _gateway(llm.base_url) as gateway:
+            with pytest.raises(LLMError, match="HTTP 400: context length exceeded"):
+                await PageAgent(gateway).analyze(page)
+    assert gateway.stats.failures >= 1
+
+
+async def test_synthesis_per_topic_records_failures_instead_of_raising():
+    topics = [TopicInput("Guides", (("Retries", "How retries work.", ("backoff",)),)),
+              TopicInput("Basics", (("Install", "How to install.", ()),))]
+    with ScriptedLLM([(500, {"error": {"message": "boom"}})] * 2) as llm:
+        async with _gateway(llm.base_url) as gateway:
+            out = await synthesize_topics(gateway, topics)
+    assert set(out) == {"Guides", "Basics"}
+    assert all(isinstance(v, str) and "synthesis failed" in v and "HTTP 500" in v for v in out.values())

@@ -1,0 +1,97 @@
+"""ChatProvider against loopback servers: structured output, one repair, clear errors, no leaked keys."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from document_it.analysis.prompts import Summary, Task, TopicInput
+from document_it.analysis.providers import ChatProvider, ExtractiveProvider, make_provider
+from document_it.config import LLMKind, Settings, StructuredMethod
+from document_it.errors import LLMAuthError, LLMError
+from document_it.testing.llm_sim import SimServer
+
+from _fake_llm import ScriptedLLM, completion
+
+TOPIC = TopicInput("Guides", (("Retries", "How retries work.", ("backoff",)),))
+KEY = "sk-test-secret-0123456789"
+
+
+def _settings(base_url: str, **extra) -> Settings:
+    return Settings(llm=LLMKind.OPENAI, llm_base_url=base_url, api_key=KEY, model="test-model", **extra)
+
+
+async def _ask(base_url: str, task: Task = Task.SUMMARY, **extra):
+    provider = ChatProvider(_settings(base_url, **extra))
+    try:
+        return await provider.complete(task, TOPIC)
+    finally:
+        await provider.aclose()
+
+
+@pytest.mark.parametrize("method", list(StructuredMethod))
+async def test_each_structured_output_method_validates(method):
+    with SimServer(latency_ms=1, ms_per_token=0) as sim:
+        reply = await _ask(sim.base_url, Task.TOPIC_SYNTHESIS, structured_output=method)
+        assert reply.requests == 1 and reply.tokens_in > 0 and reply.tokens_out > 0
+        assert reply.value.overview and isinstance(reply.value.key_themes, list)
+        assert sim.stats()["requests"] == 1
+
+
+async def test_invalid_reply_is_repaired_once():
+    script = [completion('{"summary": 42}'), completion('{"summary": "Retries back off."}')]
+    with ScriptedLLM(script) as llm:
+        reply = await _ask(llm.base_url)
+        assert reply.value == Summary(summary="Retries back off.")
+        # the first reply failed validation inside the SDK, so its prompt is counted by estimate
+        assert reply.requests == 2 and reply.tokens_in > 11 and reply.tokens_out == 7
+        repair = llm.requests[1]["messages"][-1]["content"]
+        assert "not valid" in repair
+
+
+async def test_reply_still_invalid_after_repair_fails_with_reason():
+    with ScriptedLLM([completion("not json at all"), completion('{"wrong": 1}')]) as llm:
+        with pytest.raises(LLMError, match="invalid summary reply after one repair attempt"):
+            await _ask(llm.base_url)
+        assert len(llm.requests) == 2
+
+
+async def test_server_error_message_is_surfaced_without_the_key():
+    body = {"error": {"message": f"model not found for key {KEY}", "type": "invalid_request_error"}}
+    with ScriptedLLM([(404, body)]) as llm:
+        with pytest.raises(LLMError) as caught:
+            await _ask(llm.base_url)
+    text = str(caught.value)
+    assert "HTTP 404" in text and "model not found" in text and KEY not in text
+
+
+async def test_rejected_key_is_an_auth_error_naming_the_host_not_the_key():
+    body = {"error": {"message": f"Incorrect API key provided: {KEY}", "code": "invalid_api_key"}}
+    with ScriptedLLM([(401, body)]) as llm:
+        with pytest.raises(LLMAuthError) as caught:
+            await _ask(llm.base_url)
+    assert "API key rejected by 127.0.0.1" in str(caught.value) and KEY not in str(caught.value)
+
+
+async def test_hung_server_times_out():
+    with ScriptedLLM([completion('{"summary": "late"}')], hang_s=3) as llm:
+        with pytest.raises(LLMError, match="timed out"):
+            await _ask(llm.base_url, request_timeout=0.3)
+
+
+async def test_json_mode_puts_the_schema_in_the_prompt():
+    with ScriptedLLM([completion('{"summary": "ok"}')]) as llm:
+        await _ask(llm.base_url, structured_output=StructuredMethod.JSON_MODE)
+        sent = llm.requests[0]
+    assert sent["response_format"] == {"type": "json_object"}
+    system = sent["messages"][0]["content"]
+    schema = json.loads(system.split("```json\n", 1)[1].split("\n```", 1)[0])
+    assert schema["properties"]["summary"]["type"] == "string"
+
+
+async def test_extractive_provider_makes_no_requests():
+    provider = make_provider(Settings(llm=LLMKind.EXTRACTIVE))
+    assert isinstance(provider, ExtractiveProvider)
+    reply = await provider.complete(Task.TOPIC_SYNTHESIS, TOPIC)
+    assert reply.requests == 0 and "Retries" in reply.value.overview
