@@ -71,25 +71,68 @@ async def _run(settings: Settings, refs: list[DocRef], title: str) -> dict[str, 
 
 async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit) -> tuple[LLMStats, dict[str, Any]]:
     plan = PLANS[settings.mode]
-    results: list[DocResult] = []
-
-    def keep(result: DocResult) -> None:
-        results.append(result)
-        emit(result)
-
     if settings.mode is Mode.PROCESS:
         from .core.workers import run_process_mode
 
+        results: list[DocResult] = []
+
+        def keep(result: DocResult) -> None:
+            results.append(result)
+            emit(result)
+
         stats = await run_process_mode(settings, refs, keep)
+        # the workers held the whole cap while they ran, so the synthesis waits for them
         async with Gateway(make_provider(settings), settings.max_concurrency) as gateway:
             synthesis = await synthesize_topics(gateway, _topic_inputs(results))
         stats.add(gateway.stats)
         return stats, _plain(synthesis)
     with Stages(settings, plan) as stages:
         async with Gateway(make_provider(settings, stages.run_cpu), plan.llm_concurrency(settings)) as gateway:
-            await analyze_refs(refs, PageAgent(gateway), stages, settings, keep, plan.docs_in_flight(settings))
-            synthesis = await synthesize_topics(gateway, _topic_inputs(results))
+            topics = _TopicSynthesis(gateway, refs)
+
+            def keep_local(result: DocResult) -> None:
+                emit(result)
+                topics.page_done(result)
+
+            try:
+                await analyze_refs(refs, PageAgent(gateway), stages, settings, keep_local,
+                                   plan.docs_in_flight(settings))
+            except BaseException:
+                topics.cancel()
+                raise
+            synthesis = await topics.results()
     return gateway.stats, _plain(synthesis)
+
+
+class _TopicSynthesis:
+    """Starts a topic's synthesis as soon as its last page is done, so it overlaps the other pages."""
+
+    def __init__(self, gateway: Gateway, refs: list[DocRef]) -> None:
+        self._gateway = gateway
+        self._left: dict[str, int] = {}
+        for ref in refs:
+            self._left[ref.topic] = self._left.get(ref.topic, 0) + 1
+        self._done: dict[str, list[DocResult]] = {}
+        self._tasks: list[asyncio.Task[dict[str, Any]]] = []
+
+    def page_done(self, result: DocResult) -> None:
+        self._done.setdefault(result.topic, []).append(result)
+        self._left[result.topic] -= 1
+        if self._left[result.topic] == 0:
+            inputs = _topic_inputs(self._done[result.topic])
+            if inputs:
+                self._tasks.append(asyncio.get_running_loop().create_task(
+                    synthesize_topics(self._gateway, inputs)))
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def results(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for part in await asyncio.gather(*self._tasks):
+            merged.update(part)
+        return merged
 
 
 async def analyze_refs(refs: list[DocRef], agent: PageAgent, stages: Stages, settings: Settings,

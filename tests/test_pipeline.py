@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from document_it.analysis.agent import PageAgent
+from document_it.analysis.gateway import Gateway
+from document_it.analysis.providers import ExtractiveProvider
 from document_it.config import LLMKind, Mode, Settings
-from document_it.pipeline import run
+from document_it.core.dispatcher import PLANS, Stages
+from document_it.pipeline import analyze_refs, run
+from document_it.sources import discover
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
 
@@ -114,3 +119,38 @@ def test_extractive_default_is_labelled_everywhere(tmp_path, site):
     assert any("configure the worker pool" in d["description"]
                for d in retries["analysis"]["implementation_details"])
     assert retries["analysis"]["code_patterns"][0]["name"].startswith("run_retries")
+
+
+class _CountingStages(Stages):
+    """Real stages that also count documents between their fetch and their result."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.open = self.peak = 0
+
+    async def fetch(self, ref):
+        self.open += 1
+        self.peak = max(self.peak, self.open)
+        return await super().fetch(ref)
+
+
+async def test_documents_in_flight_are_bounded(tmp_path, site):
+    settings = _settings(tmp_path, site, None, Mode.ASYNC)
+    refs = discover(settings.source).refs
+    done = []
+    with _CountingStages(settings, PLANS[Mode.ASYNC]) as stages:
+        def emit(result):
+            stages.open -= 1
+            done.append(result)
+
+        async with Gateway(ExtractiveProvider(stages.run_cpu), 5) as gateway:
+            await analyze_refs(refs, PageAgent(gateway), stages, settings, emit, in_flight=2)
+    assert len(done) == len(refs) and {r.url for r in done} == {r.url for r in refs}
+    assert stages.peak == 2
+
+
+def test_plans_bound_documents_per_mode():
+    settings = Settings(max_concurrency=20, max_workers=8)
+    assert PLANS[Mode.SYNC].docs_in_flight(settings) == 1 and PLANS[Mode.SYNC].llm_concurrency(settings) == 1
+    assert PLANS[Mode.HYBRID].docs_in_flight(settings) == 28
+    assert PLANS[Mode.HYBRID].llm_concurrency(settings) == 20
