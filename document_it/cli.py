@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Mapping, NoReturn, Sequence
 
 from . import __version__
-from .config import SAMPLE_SOURCE, LLMKind, Mode, Settings, StructuredMethod, resolve_llm
+from .config import SAMPLE_SOURCE, Fallback, LLMKind, Mode, Settings, StructuredMethod, resolve_llm
 from .errors import ConfigError, DocumentItError
 from .redact import redact
 
@@ -66,6 +66,22 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                    default=d("structured-output", "json_schema"), help="how the model is asked for JSON")
     p.add_argument("--request-timeout", type=float, default=d("request-timeout", 60.0),
                    help="seconds per LLM request attempt")
+    p.add_argument("--rpm", type=float, default=d("rpm", 0), help="requests per minute to pace at (0: none, "
+                   "but a limit the server announces is adopted)")
+    p.add_argument("--tpm", type=float, default=d("tpm", 0), help="tokens per minute to pace at (0: none)")
+    p.add_argument("--retries", type=int, default=d("retries", 3),
+                   help="retries per request on 429, 408, 409, 5xx, timeouts, dropped connections, malformed replies")
+    p.add_argument("--max-wait", type=float, default=d("max-wait", 300.0),
+                   help="seconds a page waits for an unavailable LLM (circuit open) before it fails")
+    p.add_argument("--fallback", choices=[f.value for f in Fallback], default=d("fallback", "none"),
+                   help="extractive: answer with the offline analyser when the LLM stays down (labelled)")
+    p.add_argument("--max-cost", type=float, default=d("max-cost", None),
+                   help="stop starting pages once the estimated cost reaches this many USD")
+    p.add_argument("--max-tokens", type=int, default=d("max-tokens", None),
+                   help="stop starting pages once this many tokens (in + out) are spent")
+    p.add_argument("--price-in", type=float, default=d("price-in", None),
+                   help="USD per 1M input tokens (default: the built-in table for known models)")
+    p.add_argument("--price-out", type=float, default=d("price-out", None), help="USD per 1M output tokens")
     p.add_argument("--sim-latency-ms", type=float, default=d("sim-latency-ms", 400.0),
                    help="reply latency of the simulator started by --llm simulate")
     p.add_argument("--quiet", action="store_true", default=str(d("quiet", "")).lower() in ("1", "true", "yes"),
@@ -99,7 +115,11 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         limit = None if args.limit in (None, "") else int(args.limit)
         timeout, latency = float(args.request_timeout), float(args.sim_latency_ms)
         mode, structured = Mode(args.parallelism_mode), StructuredMethod(args.structured_output)
-        kind = LLMKind(args.llm)
+        kind, fallback = LLMKind(args.llm), Fallback(args.fallback)
+        gateway = dict(rpm=float(args.rpm), tpm=float(args.tpm), retries=int(args.retries),
+                       max_wait=float(args.max_wait), fallback=fallback,
+                       **{name: _optional(getattr(args, name), kind_) for name, kind_ in
+                          (("max_cost", float), ("max_tokens", int), ("price_in", float), ("price_out", float))})
     except ValueError as exc:
         raise ConfigError(f"bad value from the environment: {exc}") from None
     base_url = args.llm_base_url or None
@@ -108,8 +128,12 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         source=str(args.source or SAMPLE_SOURCE), output_dir=Path(args.output_dir), state_dir=Path(args.state_dir),
         mode=mode, limit=limit, llm=resolve_llm(kind, env, base_url), llm_base_url=base_url,
         api_key=api_key, model=args.model, structured_output=structured, request_timeout=timeout,
-        sim_latency_ms=latency, quiet=bool(args.quiet), **ints,
+        sim_latency_ms=latency, quiet=bool(args.quiet), **ints, **gateway,
     )
+
+
+def _optional(value: object, kind: type) -> object:
+    return None if value in (None, "") else kind(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,10 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(summary: dict, settings: Settings) -> int:
-    docs = summary["documents"]
+    docs, llm = summary["documents"], summary["llm"]
     print(f"{docs['total']} pages: {docs['completed']} completed, {docs['failed']} failed "
           f"in {summary['wall_seconds']:.1f}s ({summary['mode']} mode, {summary['provider_label']}) "
           f"→ {settings.output_dir / 'report.md'}")
+    if llm.get("requests"):
+        cost = llm.get("cost_usd")
+        print(f"LLM: {llm['requests']} requests, {llm['attempts']} attempts, {llm['rate_limited']} rate-limited, "
+              f"{llm['tokens_in'] + llm['tokens_out']:,} tokens"
+              + ("" if cost is None else f", about ${cost:.4f}"))
     if docs["failed"]:
         for url in summary["failed_urls"][:20]:
             print(f"  failed: {url}")

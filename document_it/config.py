@@ -14,6 +14,7 @@ __all__ = [
     "Mode",
     "LLMKind",
     "StructuredMethod",
+    "Fallback",
     "Settings",
     "SAMPLE_SOURCE",
     "resolve_llm",
@@ -48,6 +49,13 @@ class StructuredMethod(str, enum.Enum):
     JSON_MODE = "json_mode"
 
 
+class Fallback(str, enum.Enum):
+    """What answers when the LLM stays down."""
+
+    NONE = "none"
+    EXTRACTIVE = "extractive"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs to know, decided before it starts."""
@@ -67,6 +75,16 @@ class Settings:
     model: str = "gpt-4o-mini"
     structured_output: StructuredMethod = StructuredMethod.JSON_SCHEMA
     request_timeout: float = 60.0
+    # gateway: limits, retries, breaker, budgets
+    rpm: float = 0.0
+    tpm: float = 0.0
+    retries: int = 3
+    max_wait: float = 300.0
+    fallback: Fallback = Fallback.NONE
+    price_in: float | None = None
+    price_out: float | None = None
+    max_cost: float | None = None
+    max_tokens: int | None = None
     sim_latency_ms: float = 400.0
     quiet: bool = False
     # fetch limits
@@ -78,6 +96,13 @@ class Settings:
     chunk_tokens: int = 800
 
     def __post_init__(self) -> None:
+        for name in ("rpm", "tpm", "retries", "max_wait"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative (got {getattr(self, name)})")
+        for name in ("max_cost", "max_tokens", "price_in", "price_out"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative (got {value})")
         for name in ("max_workers", "analysis_workers", "max_concurrency", "chunk_tokens", "max_page_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")

@@ -10,6 +10,8 @@ __all__ = [
     "ParseError",
     "LLMError",
     "LLMAuthError",
+    "LLMTransientError",
+    "BudgetExceeded",
 ]
 
 
@@ -39,3 +41,19 @@ class LLMError(DocumentItError):
 
 class LLMAuthError(LLMError):
     """The provider rejected the API key: no later call can succeed."""
+
+
+class LLMTransientError(LLMError):
+    """A failure worth retrying: rate limit, server error, timeout, dropped connection, malformed reply."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
+                 rate_limited: bool = False, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
+        self.headers = headers or {}
+
+
+class BudgetExceeded(DocumentItError):
+    """The run reached --max-cost or --max-tokens; no new page starts."""

@@ -118,6 +118,7 @@ class DocResult:
     model: str = ""
     analysis: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    fallback_tasks: list[str] = field(default_factory=list)  # parts answered by the offline analyser
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

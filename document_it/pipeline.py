@@ -11,9 +11,8 @@ from typing import Any, Callable, Iterator
 from . import __version__
 from .analysis.agent import PageAgent, synthesize_topics
 from .analysis.extractive import LABEL as EXTRACTIVE_LABEL
-from .analysis.gateway import Gateway, LLMStats
+from .analysis.gateway import Gateway, build_gateway
 from .analysis.prompts import TopicInput
-from .analysis.providers import make_provider
 from .config import LLMKind, Mode, Settings
 from .core.dispatcher import PLANS, Stages
 from .core.progress import RunProgress
@@ -61,15 +60,16 @@ async def _run(settings: Settings, refs: list[DocRef], title: str) -> dict[str, 
             progress.advance(result)
 
         try:
-            stats, synthesis = await _analyze_all(settings, refs, emit)
+            llm, synthesis = await _analyze_all(settings, refs, emit, progress.watch)
         finally:
             stream.close()
-    summary = _summary(settings, results, stats, time.perf_counter() - started)
+    summary = _summary(settings, results, llm, time.perf_counter() - started)
     write_outputs(settings.output_dir, results, synthesis, summary, title)
     return summary
 
 
-async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit) -> tuple[LLMStats, dict[str, Any]]:
+async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit,
+                       watch: Callable[[Gateway], None]) -> tuple[dict[str, Any], dict[str, Any]]:
     plan = PLANS[settings.mode]
     if settings.mode is Mode.PROCESS:
         from .core.workers import run_process_mode
@@ -80,14 +80,16 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit) -> tu
             results.append(result)
             emit(result)
 
-        stats = await run_process_mode(settings, refs, keep)
+        exports = await run_process_mode(settings, refs, keep)
         # the workers held the whole cap while they ran, so the synthesis waits for them
-        async with Gateway(make_provider(settings), settings.max_concurrency) as gateway:
+        async with build_gateway(settings) as gateway:
+            for exported in exports:
+                gateway.absorb(exported)
             synthesis = await synthesize_topics(gateway, _topic_inputs(results))
-        stats.add(gateway.stats)
-        return stats, _plain(synthesis)
+        return gateway.summary(), _plain(synthesis)
     with Stages(settings, plan) as stages:
-        async with Gateway(make_provider(settings, stages.run_cpu), plan.llm_concurrency(settings)) as gateway:
+        async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings)) as gateway:
+            watch(gateway)
             topics = _TopicSynthesis(gateway, refs)
 
             def keep_local(result: DocResult) -> None:
@@ -101,7 +103,7 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit) -> tu
                 topics.cancel()
                 raise
             synthesis = await topics.results()
-    return gateway.stats, _plain(synthesis)
+    return gateway.summary(), _plain(synthesis)
 
 
 class _TopicSynthesis:
@@ -142,6 +144,10 @@ async def analyze_refs(refs: list[DocRef], agent: PageAgent, stages: Stages, set
 
     async def worker() -> None:
         for ref in pending:  # one shared iterator: each ref is taken by exactly one worker
+            spent = agent.gateway.budget_reason()
+            if spent:  # pages already under way finish; no new one starts
+                emit(_not_started(ref, settings, spent))
+                continue
             emit(await analyze_document(ref, stages, agent, settings))
 
     tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(in_flight, len(refs))))]
@@ -189,7 +195,13 @@ async def analyze_document(ref: DocRef, stages: Stages, agent: PageAgent, settin
         timings["analyze"] = _lap(clock)
     return DocResult(url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED,
                      provider=settings.provider_name, model=settings.model_name,
-                     analysis=analysis.model_dump(), timings=timings)
+                     analysis=analysis.model_dump(), timings=timings,
+                     fallback_tasks=agent.gateway.fell_back.get(page.url, []))
+
+
+def _not_started(ref: DocRef, settings: Settings, reason: str) -> DocResult:
+    return DocResult(url=ref.url, title=ref.title, topic=ref.topic, status=DocStatus.FAILED,
+                     error=f"not analysed: {reason}", provider=settings.provider_name, model=settings.model_name)
 
 
 def _lap(start: float) -> float:
@@ -210,7 +222,7 @@ def _plain(synthesis: dict[str, Any]) -> dict[str, Any]:
     return {topic: value if isinstance(value, str) else value.model_dump() for topic, value in synthesis.items()}
 
 
-def _summary(settings: Settings, results: list[DocResult], stats: LLMStats, wall: float) -> dict[str, Any]:
+def _summary(settings: Settings, results: list[DocResult], llm: dict[str, Any], wall: float) -> dict[str, Any]:
     completed = sum(r.status is DocStatus.COMPLETED for r in results)
     stages = {name: round(sum(r.timings.get(name, 0.0) for r in results), 3)
               for name in ("fetch", "parse", "analyze")}
@@ -224,7 +236,7 @@ def _summary(settings: Settings, results: list[DocResult], stats: LLMStats, wall
         "wall_seconds": round(wall, 3),
         "documents": {"total": len(results), "completed": completed, "failed": len(results) - completed},
         "failed_urls": sorted(r.url for r in results if r.status is DocStatus.FAILED),
-        "llm": stats.to_dict(),
+        "llm": llm,
         "stages": stages,
         "settings": {
             "max_workers": settings.max_workers,
@@ -232,5 +244,8 @@ def _summary(settings: Settings, results: list[DocResult], stats: LLMStats, wall
             "max_concurrency": settings.max_concurrency,
             "batch_size": settings.batch_size,
             "structured_output": settings.structured_output.value,
+            "rpm": settings.rpm, "tpm": settings.tpm, "retries": settings.retries,
+            "max_wait": settings.max_wait, "fallback": settings.fallback.value,
+            "max_cost": settings.max_cost, "max_tokens": settings.max_tokens,
         },
     }

@@ -84,10 +84,23 @@ def _figures(summary: dict[str, Any]) -> list[str]:
         ("pages", f"{docs['total']} ({docs['completed']} completed, {docs['failed']} failed)"),
         ("wall time", f"{summary['wall_seconds']:.2f} s"),
         ("stage time, summed over pages", ", ".join(f"{k} {v:.2f} s" for k, v in stages.items())),
-        ("LLM requests / prompts", f"{llm['requests']} / {llm['prompts']}"),
-        ("tokens in / out", f"{llm['tokens_in']:,} / {llm['tokens_out']:,}"),
-        ("most requests in flight", str(llm["max_in_flight"])),
+        ("prompts", str(llm["prompts"])),
     ]
+    if llm.get("requests"):
+        latency = llm["latency_s"]
+        cost = llm["cost_usd"]
+        rows += [
+            ("LLM requests (attempts, retries, 429s)",
+             f"{llm['requests']} ({llm['attempts']} attempts, {llm['retries']} retries, {llm['rate_limited']} rate-limited)"),
+            ("requests completed / failed", f"{llm['by_status']['completed']} / {llm['by_status']['failed']}"),
+            ("latency p50 / p95 / max", f"{latency['p50']:.2f} / {latency['p95']:.2f} / {latency['max']:.2f} s"),
+            ("tokens in / out", f"{llm['tokens_in']:,} / {llm['tokens_out']:,}"),
+            ("estimated cost", "unknown price for this model" if cost is None else f"${cost:.4f}"),
+            ("most requests in flight / window now", f"{llm['max_in_flight']} / {llm['window']['current']} "
+                                                     f"of {llm['window']['cap']} ({llm['window']['cuts']} cuts)"),
+        ]
+        if llm.get("fallbacks"):
+            rows.append(("answered offline after LLM failures", str(llm["fallbacks"])))
     return ["## Run", "", "| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]
 
 
@@ -111,6 +124,9 @@ def _page_highlights(result: DocResult) -> list[str]:
     analysis = result.analysis
     concepts = sorted(analysis["key_concepts"], key=lambda c: -c["importance"])[:3]
     lines = [f"- **[{name}]({result.url})** — {_one_line(analysis['summary'])}"]
+    if result.fallback_tasks:
+        lines.append("  - _Answered by the offline extractive analyser (LLM unavailable): "
+                     + ", ".join(result.fallback_tasks) + "_")
     if concepts:
         lines.append("  - Concepts: " + ", ".join(f"{c['name']} ({c['importance']})" for c in concepts))
     details = _titles(item["title"] for item in analysis["implementation_details"])

@@ -30,12 +30,12 @@ def page(tmp_path):
 
 
 def _gateway(base_url: str, cap: int = 10) -> Gateway:
-    settings = Settings(llm=LLMKind.SIMULATE, llm_base_url=base_url, max_concurrency=cap)
-    return Gateway(ChatProvider(settings), cap)
+    settings = Settings(llm=LLMKind.SIMULATE, llm_base_url=base_url, max_concurrency=cap, retries=0)
+    return Gateway(ChatProvider(settings), settings)
 
 
 def test_graph_fans_out_from_start_and_merges():
-    agent = PageAgent(Gateway(ExtractiveProvider(), 5))
+    agent = PageAgent(Gateway(ExtractiveProvider(), Settings(), 5))
     graph = agent.graph.get_graph()
     starts = {edge.target for edge in graph.edges if edge.source == START}
     assert starts == {task.value for task in PAGE_TASKS}
@@ -51,7 +51,9 @@ async def test_branches_run_in_parallel_and_merge_into_a_valid_analysis(page):
     assert isinstance(analysis, PageAnalysis) and analysis.summary
     assert stats["requests"] == len(PAGE_TASKS)
     assert stats["max_in_flight"] == len(PAGE_TASKS)  # all five branches were waiting on the server together
-    assert gateway.stats.prompts == gateway.stats.requests == len(PAGE_TASKS)
+    summary = gateway.summary()
+    assert summary["prompts"] == summary["requests"] == summary["attempts"] == len(PAGE_TASKS)
+    assert summary["by_status"]["completed"] == len(PAGE_TASKS)
 
 
 async def test_gateway_cap_holds_across_pages(page):
@@ -60,7 +62,7 @@ async def test_gateway_cap_holds_across_pages(page):
             agent = PageAgent(gateway)
             await asyncio.gather(*(agent.analyze(page) for _ in range(3)))
         assert sim.stats()["max_in_flight"] == 2
-    assert gateway.stats.max_in_flight == 2 and gateway.stats.requests == 15
+    assert gateway.max_in_flight == 2 and gateway.summary()["requests"] == 15
 
 
 async def test_a_failing_branch_fails_the_page_with_the_reason(page):
@@ -69,7 +71,7 @@ async def test_a_failing_branch_fails_the_page_with_the_reason(page):
         async with _gateway(llm.base_url) as gateway:
             with pytest.raises(LLMError, match="HTTP 400: context length exceeded"):
                 await PageAgent(gateway).analyze(page)
-    assert gateway.stats.failures >= 1
+    assert gateway.summary()["by_status"]["failed"] >= 1
 
 
 async def test_synthesis_per_topic_records_failures_instead_of_raising():

@@ -143,7 +143,7 @@ async def test_documents_in_flight_are_bounded(tmp_path, site):
             stages.open -= 1
             done.append(result)
 
-        async with Gateway(ExtractiveProvider(stages.run_cpu), 5) as gateway:
+        async with Gateway(ExtractiveProvider(stages.run_cpu), settings, 5) as gateway:
             await analyze_refs(refs, PageAgent(gateway), stages, settings, emit, in_flight=2)
     assert len(done) == len(refs) and {r.url for r in done} == {r.url for r in refs}
     assert stages.peak == 2

@@ -39,6 +39,7 @@ class PageAgent:
     """A compiled StateGraph that analyses one parsed page through the gateway."""
 
     def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
         graph = StateGraph(PageState)
         graph.add_node("merge", _merge)
         for task in PAGE_TASKS:

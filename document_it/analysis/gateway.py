@@ -1,47 +1,66 @@
-"""The one door to an LLM: every prompt passes here, capped and counted."""
+"""The one door to an LLM: limits, retries, circuit breaker, budgets and accounting for every prompt."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
-from .prompts import Context, Task
-from .providers import Provider
+from ..config import Fallback, Settings
+from ..core.breaker import CircuitBreaker, CircuitOpen
+from ..core.ratelimit import RateLimiter, announced_rpm
+from ..core.tracker import Prices, RequestRecord, RequestTracker
+from ..errors import BudgetExceeded, LLMAuthError, LLMError, LLMTransientError
+from ..tokens import estimate_tokens
+from .prompts import Context, Task, TopicInput
+from .providers import ChatProvider, CpuRunner, ExtractiveProvider, make_provider
 
-__all__ = ["Gateway", "LLMStats"]
+__all__ = ["Gateway", "RetryPolicy", "EXPECTED_OUTPUT_TOKENS", "build_gateway"]
+
+log = logging.getLogger(__name__)
+
+EXPECTED_OUTPUT_TOKENS = 400  # what a reply is assumed to cost before its usage is known
 
 
-@dataclass
-class LLMStats:
-    """What the gateway spent: requests, prompts and tokens."""
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to wait between attempts: Retry-After wins, else full-jitter backoff."""
 
-    requests: int = 0
-    prompts: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    failures: int = 0
-    max_in_flight: int = 0
+    retries: int = 3
+    base_s: float = 0.5
+    cap_s: float = 30.0
 
-    def add(self, other: "LLMStats") -> None:
-        """Fold another process's figures into these."""
-        for name in ("requests", "prompts", "tokens_in", "tokens_out", "failures"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.max_in_flight = max(self.max_in_flight, other.max_in_flight)
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+    def delay(self, failure: int, retry_after: float | None) -> float:
+        """Seconds to wait after the `failure`-th failed attempt (1-based)."""
+        if retry_after is not None:
+            return min(retry_after, self.cap_s * 4)
+        return random.uniform(0, min(self.cap_s, self.base_s * 2 ** failure))
 
 
 class Gateway:
-    """Asks the provider for one task's answer, never more than `max_concurrency` at once."""
+    """Asks the provider for one task's answer, keeping the limits and recording every request."""
 
-    def __init__(self, provider: Provider, max_concurrency: int) -> None:
+    def __init__(self, provider: ChatProvider | ExtractiveProvider, settings: Settings,
+                 max_concurrency: int | None = None, fallback: ExtractiveProvider | None = None) -> None:
+        cap = max_concurrency or settings.max_concurrency
         self.provider = provider
-        self.max_concurrency = max_concurrency
-        self.stats = LLMStats()
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self.max_concurrency = cap
+        self.limiter = RateLimiter(cap, settings.rpm, settings.tpm)
+        self.breaker = CircuitBreaker()
+        self.retry = RetryPolicy(settings.retries)
+        self.max_wait = settings.max_wait
+        self.tracker = RequestTracker(Prices.for_model(settings.model, settings.price_in, settings.price_out))
+        self.fallback = fallback if settings.fallback is Fallback.EXTRACTIVE else None
+        self.max_cost, self.max_tokens = settings.max_cost, settings.max_tokens
+        self.prompts = 0
+        self.fallbacks = 0
+        self.fell_back: dict[str, list[str]] = {}  # page URL (or topic) -> tasks the offline analyser answered
+        self.max_in_flight = 0
         self._in_flight = 0
 
     async def __aenter__(self) -> "Gateway":
@@ -50,20 +69,149 @@ class Gateway:
     async def __aexit__(self, *exc: object) -> None:
         await self.provider.aclose()
 
+    # -- budgets ------------------------------------------------------------------------------
+    def budget_reason(self) -> str | None:
+        """Why no new page may start (a budget is spent), or None."""
+        if self.max_tokens is not None and self.tracker.tokens >= self.max_tokens:
+            return f"token budget reached ({self.tracker.tokens:,} of {self.max_tokens:,} tokens)"
+        cost = self.tracker.cost
+        if self.max_cost is not None and cost is not None and cost >= self.max_cost:
+            return f"cost budget reached (${cost:.4f} of ${self.max_cost:.4f})"
+        return None
+
+    # -- asking -------------------------------------------------------------------------------
     async def ask(self, task: Task, context: Context) -> BaseModel:
         """The validated answer to `task` for `context`; raises LLMError when there is none."""
-        self.stats.prompts += 1
-        async with self._slots:
-            self._in_flight += 1
-            self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+        self.prompts += 1
+        if isinstance(self.provider, ExtractiveProvider):
+            return (await self.provider.complete(task, context)).value
+        record = self.tracker.new(task.value)
+        try:
+            value = await self._ask_llm(self.provider, task, context, record)
+        except LLMAuthError as exc:
+            self.tracker.finish(record, str(exc))
+            raise
+        except LLMError as exc:
+            self.tracker.finish(record, str(exc))
+            if self.fallback is None or not isinstance(exc, (LLMTransientError, _Unavailable)):
+                raise
+            self.fallbacks += 1
+            self.fell_back.setdefault(_key(context), []).append(task.value)
+            log.warning("%s answered by the offline analyser: %s", task.value, exc)
+            return (await self.fallback.complete(task, context)).value
+        self.tracker.finish(record)
+        return value
+
+    async def _ask_llm(self, provider: ChatProvider, task: Task, context: Context, record: RequestRecord) -> BaseModel:
+        messages = provider.messages(task, context)
+        estimate = estimate_tokens("".join(text for _, text in messages)) + EXPECTED_OUTPUT_TOKENS
+        deadline = time.monotonic() + self.max_wait
+        failures, repaired = 0, False
+        while True:
+            probe = await self._ready(deadline)
+            self.tracker.attempt(record)
             try:
-                reply = await self.provider.complete(task, context)
-            except Exception:
-                self.stats.failures += 1
+                attempt = await self._send(provider, task, messages, estimate)
+            except LLMTransientError as exc:
+                self.breaker.on_failure()
+                failures += 1
+                if failures > self.retry.retries:
+                    raise LLMTransientError(f"{exc} (gave up after {record.attempts} attempts)") from None
+                self.tracker.retrying(record, str(exc), rate_limited=exc.rate_limited)
+                await asyncio.sleep(self.retry.delay(failures, exc.retry_after))
+                continue
+            except LLMError:
+                self.breaker.on_success()  # the server answered: it is up, the request was wrong
+                raise
+            except BaseException:
+                if probe:
+                    self.breaker.on_failure()  # a cancelled probe must not leave the breaker half-open
+                raise
+            self.breaker.on_success()
+            self.tracker.usage(record, attempt.tokens_in, attempt.tokens_out)
+            if attempt.value is not None:
+                return attempt.value
+            if attempt.malformed and failures < self.retry.retries:
+                failures += 1
+                self.tracker.retrying(record, attempt.problem)
+                continue
+            if repaired:
+                raise LLMError(f"invalid {task.value} reply after one repair attempt: {attempt.problem}")
+            repaired = True
+            self.tracker.retrying(record, attempt.problem)
+            messages = provider.repair(messages, attempt.problem)
+
+    async def _ready(self, deadline: float) -> bool:
+        try:
+            return await self.breaker.ready(deadline)
+        except CircuitOpen:
+            raise _Unavailable(f"LLM unavailable: gave up after waiting {self.max_wait:g}s for "
+                               f"{self.provider.name} to recover (circuit breaker open)") from None
+
+    async def _send(self, provider: ChatProvider, task: Task, messages: list[tuple[str, str]], estimate: int) -> Any:
+        async with self.limiter.slot(estimate) as sent_at:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            try:
+                attempt = await provider.send(task, messages)
+            except LLMTransientError as exc:
+                if exc.rate_limited:
+                    self.limiter.on_throttle(sent_at, exc.retry_after)
+                    self.limiter.learn_limit(announced_rpm(exc.headers))
                 raise
             finally:
                 self._in_flight -= 1
-        self.stats.requests += reply.requests
-        self.stats.tokens_in += reply.tokens_in
-        self.stats.tokens_out += reply.tokens_out
-        return reply.value
+        self.limiter.learn_limit(announced_rpm(attempt.headers))
+        await self.limiter.on_success(estimate, attempt.tokens_in + attempt.tokens_out)
+        return attempt
+
+    # -- figures ------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """The `llm` block of run.json."""
+        summary = self.tracker.get_summary()
+        window = self.limiter.window
+        return {
+            "prompts": self.prompts,
+            **summary,
+            "max_in_flight": self.max_in_flight,
+            "window": {"current": window.limit, "cap": window.cap, "cuts": window.cuts},
+            "learned_rpm": self.limiter.learned_rpm,
+            "breaker_opened": self.breaker.opened,
+            "fallbacks": self.fallbacks,
+        }
+
+
+    def export(self) -> dict[str, Any]:
+        """This gateway's raw figures, picklable, for the parent process to absorb()."""
+        return {"records": [vars(r).copy() for r in self.tracker.records.values()], "prompts": self.prompts,
+                "fallbacks": self.fallbacks, "max_in_flight": self.max_in_flight,
+                "cuts": self.limiter.window.cuts, "breaker_opened": self.breaker.opened,
+                "learned_rpm": self.limiter.learned_rpm}
+
+    def absorb(self, exported: dict[str, Any]) -> None:
+        """Fold a worker process's figures into this gateway's (process mode)."""
+        for data in exported["records"]:
+            record = self.tracker.new(data["task"])
+            for name, value in data.items():
+                if name != "id":
+                    setattr(record, name, value)
+        self.prompts += exported["prompts"]
+        self.fallbacks += exported["fallbacks"]
+        self.max_in_flight += exported["max_in_flight"]  # workers ran side by side: an upper bound
+        self.limiter.window.cuts += exported["cuts"]
+        self.breaker.opened += exported["breaker_opened"]
+        self.limiter.learned_rpm = self.limiter.learned_rpm or exported["learned_rpm"]
+
+
+def build_gateway(settings: Settings, run_cpu: CpuRunner | None = None, cap: int | None = None) -> Gateway:
+    """The gateway the settings ask for, with the offline fallback when --fallback extractive."""
+    fallback = ExtractiveProvider(run_cpu) if settings.fallback is Fallback.EXTRACTIVE else None
+    return Gateway(make_provider(settings, run_cpu), settings, cap, fallback=fallback)
+
+
+class _Unavailable(LLMError):
+    """The circuit stayed open past --max-wait."""
+
+
+def _key(context: Context) -> str:
+    return context.topic if isinstance(context, TopicInput) else context.url

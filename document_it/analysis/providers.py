@@ -2,40 +2,52 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import urlparse
 
-import json
-
 import httpx
 import openai
+from langchain_core.exceptions import OutputParserException
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
 
 from ..config import LLMKind, Settings, StructuredMethod
-from ..errors import LLMAuthError, LLMError
+from ..core.ratelimit import retry_after_seconds
+from ..errors import LLMAuthError, LLMError, LLMTransientError
 from ..redact import redact
 from ..tokens import estimate_tokens
 from . import extractive
 from .prompts import Context, Task, render, schema_for
 
-__all__ = ["Reply", "Provider", "ChatProvider", "ExtractiveProvider", "make_provider"]
+__all__ = ["Reply", "Attempt", "Provider", "ChatProvider", "ExtractiveProvider", "make_provider", "Messages",
+           "CpuRunner"]
 
 log = logging.getLogger(__name__)
 
 CpuRunner = Callable[..., Awaitable[Any]]
+Messages = list[tuple[str, str]]
 
 
 @dataclass(frozen=True)
 class Reply:
-    """A validated answer and what it cost."""
+    """A validated answer from a provider that needs no HTTP (the offline analyser)."""
 
     value: BaseModel
-    requests: int = 0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one HTTP request to a model brought back: a valid answer, or the problem with it."""
+
+    value: BaseModel | None
+    problem: str = ""
+    malformed: bool = False  # the reply was not even JSON (cut short, garbled): worth a plain retry
     tokens_in: int = 0
     tokens_out: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Provider(Protocol):
@@ -43,8 +55,6 @@ class Provider(Protocol):
 
     name: str
     is_llm: bool
-
-    async def complete(self, task: Task, context: Context) -> Reply: ...
 
     async def aclose(self) -> None: ...
 
@@ -68,15 +78,15 @@ class ExtractiveProvider:
 
 
 class ChatProvider:
-    """Any OpenAI-compatible chat model through ChatOpenAI, asked for structured output."""
+    """Any OpenAI-compatible chat model through ChatOpenAI, asked for structured output; one request per send()."""
 
     is_llm = True
 
     def __init__(self, settings: Settings) -> None:
         self.name = settings.provider_name
+        self.host = urlparse(settings.llm_base_url or "https://api.openai.com").netloc
         self._method = settings.structured_output
         self._secrets = (settings.api_key,)
-        self._host = urlparse(settings.llm_base_url or "https://api.openai.com").netloc
         # our own client, bound to this run's event loop (the SDK's shared default outlives loops)
         self._http = httpx.AsyncClient(
             timeout=settings.request_timeout,
@@ -89,22 +99,20 @@ class ChatProvider:
             max_retries=0,
             timeout=settings.request_timeout,
             use_responses_api=False,
+            include_response_headers=True,
             http_async_client=self._http,
         )
         self._runnables: dict[Task, Any] = {}
 
-    async def complete(self, task: Task, context: Context) -> Reply:
-        messages = render(task, context, schema_in_prompt=self._method is StructuredMethod.JSON_MODE)
-        first = await self._attempt(task, messages)
-        if first.value is not None:
-            return first.reply(requests=1)
-        log.info("invalid %s reply, asking once more: %s", task.value, first.problem)
-        repair = messages + [("user", f"Your previous reply was not valid: {first.problem}\n"
-                                      "Answer again with only the structured output the schema asks for.")]
-        second = await self._attempt(task, repair)
-        if second.value is not None:
-            return second.reply(requests=2, earlier=first)
-        raise LLMError(f"invalid {task.value} reply after one repair attempt: {second.problem}")
+    def messages(self, task: Task, context: Context) -> Messages:
+        """The prompt for `task`; json mode also spells out the schema."""
+        return render(task, context, schema_in_prompt=self._method is StructuredMethod.JSON_MODE)
+
+    @staticmethod
+    def repair(messages: Messages, problem: str) -> Messages:
+        """The same prompt plus a note on what was wrong with the last answer."""
+        return messages + [("user", f"Your previous reply was not valid: {problem}\n"
+                                    "Answer again with only the structured output the schema asks for.")]
 
     async def aclose(self) -> None:
         """Close this provider's connections."""
@@ -116,47 +124,61 @@ class ChatProvider:
                 schema_for(task), method=self._method.value, include_raw=True)
         return self._runnables[task]
 
-    async def _attempt(self, task: Task, messages: list[tuple[str, str]]) -> _Attempt:
-        """One request; an answer that does not validate comes back as a problem, not an exception."""
+    async def send(self, task: Task, messages: Messages) -> Attempt:
+        """One request. Raises LLMAuthError, LLMTransientError (worth a retry) or LLMError (not)."""
         try:
             out = await self._runnable(task).ainvoke(messages)
-        except (ValidationError, json.JSONDecodeError, openai.LengthFinishReasonError,
+        except (ValidationError, json.JSONDecodeError, OutputParserException, openai.LengthFinishReasonError,
                 openai.ContentFilterFinishReasonError) as exc:
             # the SDK validated and raised before we saw usage: count the prompt we sent
             sent = estimate_tokens("".join(text for _, text in messages))
-            return _Attempt(None, _first_line(redact(str(exc), self._secrets)), sent, 0)
-        except openai.AuthenticationError:
-            raise LLMAuthError(f"API key rejected by {self._host} (HTTP 401)") from None
-        except openai.PermissionDeniedError:
-            raise LLMAuthError(f"API key not allowed to use model at {self._host} (HTTP 403)") from None
-        except openai.APITimeoutError:
-            raise LLMError(f"LLM request to {self._host} timed out") from None
-        except openai.APIConnectionError:
-            raise LLMError(f"cannot reach the LLM at {self._host}") from None
+            return Attempt(None, self._clean(exc), _is_malformed(exc), sent, 0)
         except openai.APIStatusError as exc:
-            raise LLMError(f"LLM server {self._host} answered HTTP {exc.status_code}: "
-                           f"{redact(_message(exc), self._secrets)}") from None
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # replies the SDK could not read
-            return _Attempt(None, "malformed reply: " + _first_line(redact(str(exc), self._secrets)))
-        tokens_in, tokens_out = _usage(out["raw"])
+            raise self._status_error(exc) from None
+        except openai.APITimeoutError:
+            raise LLMTransientError(f"LLM request to {self.host} timed out") from None
+        except openai.APIConnectionError as exc:
+            raise LLMTransientError(f"connection to the LLM at {self.host} failed: {_cause(exc)}") from None
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:  # replies the SDK could not read
+            raise LLMTransientError(f"malformed reply from {self.host}: {self._clean(exc)}") from None
+        raw = out["raw"]
+        headers = dict((getattr(raw, "response_metadata", None) or {}).get("headers") or {})
+        tokens_in, tokens_out = _usage(raw)
         if out["parsed"] is None:
             error = out.get("parsing_error")
-            problem = _first_line(redact(str(error), self._secrets)) if error else "the reply held no structured output"
-            return _Attempt(None, problem, tokens_in, tokens_out)
-        return _Attempt(out["parsed"], "", tokens_in, tokens_out)
+            problem = self._clean(error) if error else "the reply held no structured output"
+            return Attempt(None, problem, error is None or _is_malformed(error), tokens_in, tokens_out, headers)
+        return Attempt(out["parsed"], "", False, tokens_in, tokens_out, headers)
+
+    def _status_error(self, exc: openai.APIStatusError) -> LLMError:
+        status = exc.status_code
+        message = redact(_message(exc), self._secrets)
+        headers = dict(exc.response.headers) if exc.response is not None else {}
+        if status == 401:
+            return LLMAuthError(f"API key rejected by {self.host} (HTTP 401): {message}")
+        if status == 403:
+            return LLMAuthError(f"API key not allowed to use this model at {self.host} (HTTP 403): {message}")
+        text = f"LLM server {self.host} answered HTTP {status}: {message}"
+        if status in (408, 409, 429) or status >= 500:
+            never = headers.get("x-should-retry", "").lower() == "false"
+            if not never:
+                return LLMTransientError(text, status=status, retry_after=retry_after_seconds(headers),
+                                         rate_limited=status == 429, headers=headers)
+        return LLMError(text)
+
+    def _clean(self, error: object) -> str:
+        return _first_line(redact(str(error), self._secrets))
 
 
-@dataclass(frozen=True)
-class _Attempt:
-    value: BaseModel | None
-    problem: str
-    tokens_in: int = 0
-    tokens_out: int = 0
-
-    def reply(self, requests: int, earlier: "_Attempt | None" = None) -> Reply:
-        before_in, before_out = (earlier.tokens_in, earlier.tokens_out) if earlier else (0, 0)
-        assert self.value is not None
-        return Reply(self.value, requests, self.tokens_in + before_in, self.tokens_out + before_out)
+def _is_malformed(error: object) -> bool:
+    """True when the reply was not JSON at all (cut short or garbled), as opposed to JSON of the wrong shape."""
+    if isinstance(error, ValidationError):
+        return all(e.get("type") == "json_invalid" for e in error.errors())
+    if isinstance(error, (json.JSONDecodeError, openai.LengthFinishReasonError)):
+        return True
+    text = str(error).lower()
+    return isinstance(error, OutputParserException) and ("json" in text and "invalid" in text
+                                                          or "could not parse" in text)
 
 
 def _usage(raw: Any) -> tuple[int, int]:
@@ -170,6 +192,11 @@ def _first_line(text: str) -> str:
     return (text.strip().splitlines() or [""])[0][:300]
 
 
+def _cause(exc: BaseException) -> str:
+    inner = exc.__cause__ or exc.__context__
+    return type(inner).__name__ if inner else "no response"
+
+
 def _message(exc: openai.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error", body) if isinstance(body, dict) else {}
@@ -177,7 +204,7 @@ def _message(exc: openai.APIStatusError) -> str:
     return str(message or exc.message or "no message")[:300]
 
 
-def make_provider(settings: Settings, run_cpu: CpuRunner | None = None) -> Provider:
+def make_provider(settings: Settings, run_cpu: CpuRunner | None = None) -> ChatProvider | ExtractiveProvider:
     """The provider the settings ask for."""
     if settings.llm is LLMKind.EXTRACTIVE:
         return ExtractiveProvider(run_cpu)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,6 +26,7 @@ class RunProgress:
             console=console, disable=not enabled or not console.is_terminal, transient=False,
         )
         self._task = self._progress.add_task("pages", total=total, detail="")
+        self._gateway: Any = None
 
     def __enter__(self) -> "RunProgress":
         self._progress.start()
@@ -33,10 +35,17 @@ class RunProgress:
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
+    def watch(self, gateway: Any) -> None:
+        """Show this gateway's LLM window (requests allowed in flight) beside the bar."""
+        self._gateway = gateway if getattr(gateway.provider, "is_llm", False) else None
+
     def advance(self, result: DocResult) -> None:
         if result.status is DocStatus.COMPLETED:
             self.completed += 1
         else:
             self.failed += 1
-        detail = f"{self.failed} failed" if self.failed else ""
-        self._progress.update(self._task, advance=1, detail=detail)
+        parts = [f"{self.failed} failed"] if self.failed else []
+        if self._gateway is not None:
+            window = self._gateway.limiter.window
+            parts.append(f"LLM window {window.limit}/{window.cap}, {self._gateway.tracker.tokens:,} tokens")
+        self._progress.update(self._task, advance=1, detail=" · ".join(parts))

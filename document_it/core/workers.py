@@ -8,7 +8,6 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
-from ..analysis.gateway import LLMStats
 from ..config import Mode, Settings
 from ..models import DocRef, DocResult, DocStatus
 from .dispatcher import PLANS, Stages, spawn_context
@@ -18,23 +17,22 @@ __all__ = ["run_process_mode", "run_shard"]
 _POLL_S = 0.2
 
 
-def run_shard(settings: Settings, refs: list[DocRef], results: Any) -> dict[str, int]:
+def run_shard(settings: Settings, refs: list[DocRef], results: Any) -> dict[str, Any]:
     """In a worker process: analyse `refs`, putting each result on the shared queue; return LLM figures."""
     return asyncio.run(_shard(settings, refs, results))
 
 
-async def _shard(settings: Settings, refs: list[DocRef], results: Any) -> dict[str, int]:
+async def _shard(settings: Settings, refs: list[DocRef], results: Any) -> dict[str, Any]:
     from ..analysis.agent import PageAgent
-    from ..analysis.gateway import Gateway
-    from ..analysis.providers import make_provider
+    from ..analysis.gateway import build_gateway
     from ..pipeline import analyze_refs
 
     plan = PLANS[Mode.ASYNC]  # already in its own process: threads for I/O, the loop for the LLM
     with Stages(settings, plan) as stages:
-        async with Gateway(make_provider(settings, stages.run_cpu), settings.max_concurrency) as gateway:
+        async with build_gateway(settings, stages.run_cpu) as gateway:
             await analyze_refs(refs, PageAgent(gateway), stages, settings,
                                lambda r: results.put(r.to_dict()), plan.docs_in_flight(settings))
-    return gateway.stats.to_dict()
+    return gateway.export()
 
 
 def worker_count(settings: Settings, pages: int) -> int:
@@ -42,16 +40,21 @@ def worker_count(settings: Settings, pages: int) -> int:
     return max(1, min(settings.analysis_workers, pages, settings.max_concurrency))
 
 
-async def run_process_mode(settings: Settings, refs: list[DocRef], emit: Callable[[DocResult], None]) -> LLMStats:
-    """Analyse `refs` over `--analysis-workers` processes, sharing the concurrency cap between them."""
+async def run_process_mode(settings: Settings, refs: list[DocRef],
+                           emit: Callable[[DocResult], None]) -> list[dict[str, Any]]:
+    """Analyse `refs` over `--analysis-workers` processes, sharing the cap, rates and budgets between them."""
     workers = worker_count(settings, len(refs))
-    share = settings.with_(max_concurrency=max(1, settings.max_concurrency // workers),
-                           max_workers=max(1, settings.max_workers // workers))
+    share = settings.with_(
+        max_concurrency=max(1, settings.max_concurrency // workers),
+        max_workers=max(1, settings.max_workers // workers),
+        rpm=settings.rpm / workers, tpm=settings.tpm / workers,
+        max_cost=None if settings.max_cost is None else settings.max_cost / workers,
+        max_tokens=None if settings.max_tokens is None else settings.max_tokens // workers)
     shards = [refs[i::workers] for i in range(workers)]
     loop = asyncio.get_running_loop()
     context = spawn_context()
     seen: set[str] = set()
-    stats = LLMStats()
+    exports: list[dict[str, Any]] = []
     with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
         results = manager.Queue()
         futures = [loop.run_in_executor(pool, run_shard, share, shard, results) for shard in shards if shard]
@@ -67,7 +70,7 @@ async def run_process_mode(settings: Settings, refs: list[DocRef], emit: Callabl
             emit(result)
         for future in futures:
             try:
-                stats.add(LLMStats(**await future))
+                exports.append(await future)
             except BrokenProcessPool:
                 pass  # the pages it held are reported below
     for ref in refs:
@@ -75,4 +78,4 @@ async def run_process_mode(settings: Settings, refs: list[DocRef], emit: Callabl
             emit(DocResult(url=ref.url, title=ref.title, topic=ref.topic, status=DocStatus.FAILED,
                            error="analyze: the worker process handling this page died",
                            provider=share.provider_name, model=share.model_name))
-    return stats
+    return exports

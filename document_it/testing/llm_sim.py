@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import random
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -15,7 +16,10 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from document_it.testing._schema_fill import content_text, fill_schema, find_prompt_schema, last_user_text, plain_answer
+from document_it.testing._schema_fill import build_message, prompt_text
+from document_it.testing._sim_faults import (FAULT_KINDS, ApiError, Fault, FaultPlan, RateLimiter, Reply,
+                                             add_cli_arguments, cli_kwargs, completion_budget, fault_429, parse_body,
+                                             server_error, truncate_message)
 from document_it.tokens import estimate_tokens
 
 __all__ = ["SimServer", "main"]
@@ -24,76 +28,8 @@ logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 FINGERPRINT = "document-it-sim"
-_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "busy_seconds", "queued_seconds", "errors")
-
-
-class _ApiError(Exception):
-    """An error reply in OpenAI's error shape."""
-
-    def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
-def _prompt_text(body: dict[str, Any]) -> str:
-    """Return all prompt text (messages, tool-call arguments, schemas) for token counting."""
-    parts: list[str] = []
-    for message in body["messages"]:
-        parts.append(content_text(message.get("content")))
-        for call in message.get("tool_calls") or []:
-            parts.append(json.dumps(call.get("function", {})))
-    for key in ("tools", "response_format"):
-        if body.get(key):
-            parts.append(json.dumps(body[key]))
-    return "\n".join(p for p in parts if p)
-
-
-def _pick_tool(tools: list[Any], choice: Any) -> dict[str, Any]:
-    """Return the function spec named by `tool_choice`, else the first tool."""
-    functions = [t.get("function") for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)]
-    if not functions:
-        raise _ApiError(400, "tools must contain at least one function", param="tools")
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name") or choice.get("name")
-        for function in functions:
-            if function.get("name") == name:
-                return function
-        raise _ApiError(400, f"tool_choice names an unknown function: {name!r}", param="tool_choice")
-    return functions[0]
-
-
-def _dumps(value: Any) -> str:
-    """Serialise compactly and deterministically, the way models emit JSON."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _build_message(body: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
-    """Return (message, finish_reason, generated text) for a chat request."""
-    messages = body["messages"]
-    user = last_user_text(messages)
-    tools = body.get("tools")
-    choice = body.get("tool_choice")
-    fmt = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
-    if isinstance(tools, list) and tools and choice != "none":
-        function = _pick_tool(tools, choice)
-        args = _dumps(fill_schema(function.get("parameters") or {"type": "object"}, text=user))
-        call_id = "call_" + hashlib.sha256(f"{user}\x1f{args}".encode()).hexdigest()[:24]
-        call = {"id": call_id, "type": "function", "function": {"name": function.get("name", ""), "arguments": args}}
-        return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls", args
-    if fmt.get("type") == "json_schema":
-        spec = fmt.get("json_schema") or {}
-        if not isinstance(spec.get("schema"), dict):
-            raise _ApiError(400, "response_format.json_schema.schema must be an object", param="response_format")
-        content = _dumps(fill_schema(spec["schema"], text=user))
-    elif fmt.get("type") == "json_object":
-        schema = find_prompt_schema(content_text(m.get("content")) for m in messages)
-        value = fill_schema(schema, text=user) if schema else {"answer": plain_answer(user)}
-        content = _dumps(value)
-    else:
-        content = plain_answer(user)
-    return {"role": "assistant", "content": content, "refusal": None}, "stop", content
+_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "busy_seconds", "queued_seconds", "errors",
+             "attempts", "rate_limited", "ok")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -118,7 +54,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, err: _ApiError) -> None:
+    def _error(self, err: ApiError) -> None:
         """Send an error reply and count it."""
         self.server.sim._bump(errors=1)  # type: ignore[attr-defined]
         self._send(err.status, err.body)
@@ -138,8 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
                 sim._check_auth(self.headers.get("Authorization"))
                 model = {"id": sim.model, "object": "model", "created": 0, "owned_by": FINGERPRINT}
                 return self._send(200, {"object": "list", "data": [model]})
-            raise _ApiError(404, f"Unknown path: {route}")
-        except _ApiError as err:
+            raise ApiError(404, f"Unknown path: {route}")
+        except ApiError as err:
             self._error(err)
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
@@ -153,15 +89,25 @@ class _Handler(BaseHTTPRequestHandler):
                 sim.reset_stats()
                 return self._send(200, sim.stats())
             if route not in ("/v1/chat/completions", "/chat/completions"):
-                raise _ApiError(404, f"Unknown path: {route}")
-        except _ApiError as err:
+                raise ApiError(404, f"Unknown path: {route}")
+        except ApiError as err:
             return self._error(err)
         sim._enter()
         try:
-            status, payload, headers = sim._complete(raw, self.headers.get("Authorization"))
+            reply = sim._complete(raw, self.headers.get("Authorization"))
         finally:
             sim._bump(in_flight=-1)  # before writing, so a client that has its reply sees consistent stats
-        self._send(status, payload, headers)
+        if reply.drop:
+            return self._drop(abort=reply.drop == "reset")
+        self._send(reply.status, reply.payload, reply.headers)
+
+    def _drop(self, *, abort: bool) -> None:
+        """Close the connection without a reply: a FIN, or (abort) an RST via SO_LINGER 0."""
+        self.close_connection = True
+        if abort:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.rfile.close()  # drop the makefile reference so close() really closes (and resets) the socket
+            self.connection.close()  # the server's later shutdown() of this socket fails quietly
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -181,7 +127,10 @@ class SimServer:
 
     def __init__(self, *, port: int = 0, latency_ms: float = 400, ms_per_token: float = 2.0, jitter_ms: float = 0,
                  capacity: int = 0, model: str = "gpt-4o-mini", api_key: str | None = None,
-                 max_seconds: float = 600, max_requests: int = 100_000) -> None:
+                 max_seconds: float = 600, max_requests: int = 100_000, rpm: float = 0, tpm: float = 0,
+                 burst_seconds: float = 1.0, fail_429: float = 0, fault_retry_after_s: float = 1.0,
+                 fail_500: float = 0, hang: float = 0, hang_seconds: float = 120, malformed: float = 0,
+                 reset: float = 0, seed: int = 0) -> None:
         self.port = port
         self.latency_ms = float(latency_ms)
         self.ms_per_token = float(ms_per_token)
@@ -191,6 +140,11 @@ class SimServer:
         self._api_key = api_key
         self.max_seconds = float(max_seconds)
         self.max_requests = int(max_requests)
+        self.fault_retry_after_s = float(fault_retry_after_s)
+        self.hang_seconds = float(hang_seconds)
+        self._limiter = RateLimiter(rpm, tpm, burst_seconds)
+        self._faults = FaultPlan(fail_429=fail_429, fail_500=fail_500, hang=hang, malformed=malformed, reset=reset,
+                                 seed=seed)
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(self.capacity) if self.capacity > 0 else None
         self._stopped = threading.Event()
@@ -257,9 +211,18 @@ class SimServer:
 
     # -- stats ---------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Return a snapshot of the counters (same dict as GET /stats)."""
+        """Return a snapshot of the counters (same dict as GET /stats).
+
+        Every chat-completions POST counts once in `attempts` and then in exactly one of: `ok` (a valid 200),
+        `rate_limited` (a 429 from the rpm/tpm buckets), `faults[kind]` (an injected 429, 500/503 - both under
+        "500" -, hang, malformed 200 or reset), or `errors` (400/401/503-over-max_requests; `errors` also counts
+        404s and 401s on other routes). So with no such errors: attempts == ok + rate_limited + sum(faults).
+        `requests` (and prompt/completion tokens, busy/queued seconds) counts replies that took service time:
+        requests == ok + faults["malformed"]. `in_flight`/`max_in_flight` count every chat request, hangs too.
+        """
         with self._lock:
             snap = dict(self._stats)
+            snap["faults"] = dict(self._stats["faults"])
         snap["busy_seconds"] = round(snap["busy_seconds"], 6)
         snap["queued_seconds"] = round(snap["queued_seconds"], 6)
         snap["started_at"] = self._started_at
@@ -267,12 +230,13 @@ class SimServer:
         return snap
 
     def reset_stats(self) -> None:
-        """Zero the counters (gauges keep their live value)."""
+        """Zero the counters (gauges keep their live value; rate buckets and the fault sequence are untouched)."""
         with self._lock:
             live = {k: self._stats.get(k, 0) for k in ("in_flight", "serving")}
             self._stats = {k: 0 for k in _COUNTERS}
             self._stats.update(busy_seconds=0.0, queued_seconds=0.0, last_service_seconds=0.0, **live)
             self._stats.update(max_in_flight=live["in_flight"], max_serving=live["serving"])
+            self._stats["faults"] = {k: 0 for k in FAULT_KINDS}
 
     def _bump(self, **deltas: float) -> None:
         """Add to counters under the lock."""
@@ -283,6 +247,7 @@ class SimServer:
     def _enter(self) -> None:
         """Mark a chat request as arrived."""
         with self._lock:
+            self._stats["attempts"] += 1
             self._stats["in_flight"] += 1
             self._stats["max_in_flight"] = max(self._stats["max_in_flight"], self._stats["in_flight"])
 
@@ -293,44 +258,77 @@ class SimServer:
             return
         scheme, _, token = (header or "").partition(" ")
         if scheme.lower() != "bearer" or token.strip() != self._api_key:
-            raise _ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     def _admit(self) -> None:
         """Reserve one request from the max_requests budget, else raise 503."""
         with self._lock:
             if self._stopped.is_set() or self._admitted >= self.max_requests:
-                raise _ApiError(503, "The simulator request limit has been reached.", kind="server_error")
+                raise ApiError(503, "The simulator request limit has been reached.", kind="server_error")
             self._admitted += 1
 
-    def _complete(self, raw: bytes, auth: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """Build, delay and account one chat completion; returns (status, payload, headers)."""
+    def _complete(self, raw: bytes, auth: str | None) -> Reply:
+        """Check, rate-limit, maybe fault, then build, delay and account one chat completion."""
         try:
             self._check_auth(auth)
-            body = _parse_body(raw)
-            message, finish, generated = _build_message(body)
-            self._admit()
-        except _ApiError as err:
+            body = parse_body(raw)
+            message, finish, generated = build_message(body)
+        except ApiError as err:
             self._bump(errors=1)
-            return err.status, err.body, {}
-        usage_prompt = estimate_tokens(_prompt_text(body))
-        usage_completion = estimate_tokens(generated)
-        service = self._service_seconds(usage_completion)
+            return Reply(err.status, err.body, err.headers)
+        prompt_tokens = estimate_tokens(prompt_text(body))
+        try:
+            charge = prompt_tokens + completion_budget(body, estimate_tokens(generated))
+            limits = self._limiter.acquire(charge, str(body.get("model") or self.model))
+        except ApiError as err:
+            self._bump(rate_limited=1)
+            return Reply(err.status, err.body, err.headers)
+        fault = self._faults.draw()
+        if fault is not None and fault.kind != "malformed":
+            return self._inject(fault, limits)
+        try:
+            self._admit()
+        except ApiError as err:
+            self._bump(errors=1)
+            return Reply(err.status, err.body, {**limits, **err.headers})
+        if fault is not None:
+            message, generated = truncate_message(message)
+        completion_tokens = estimate_tokens(generated)
+        service = self._service_seconds(completion_tokens)
         queued = self._serve(service)
-        self._bump(requests=1, prompt_tokens=usage_prompt, completion_tokens=usage_completion,
-                   busy_seconds=service, queued_seconds=queued)
+        self._bump(requests=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                   busy_seconds=service, queued_seconds=queued, ok=0 if fault else 1)
         with self._lock:
             self._stats["last_service_seconds"] = service
+            if fault is not None:
+                self._stats["faults"][fault.kind] += 1
         payload = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model") or self.model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-            "usage": {"prompt_tokens": usage_prompt, "completion_tokens": usage_completion,
-                      "total_tokens": usage_prompt + usage_completion},
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
             "system_fingerprint": FINGERPRINT,
         }
-        return 200, payload, {"openai-processing-ms": str(round(service * 1000)), "x-request-id": uuid.uuid4().hex}
+        headers = {"openai-processing-ms": str(round(service * 1000)), "x-request-id": uuid.uuid4().hex}
+        return Reply(200, payload, {**headers, **limits})
+
+    def _inject(self, fault: Fault, limits: dict[str, str]) -> Reply:
+        """Produce a fault other than `malformed`: a 429, a 500/503, a hang or a reset (no service time)."""
+        with self._lock:
+            self._stats["faults"][fault.kind] += 1
+        if fault.kind == "429":
+            err = fault_429(self.fault_retry_after_s, limits)
+            return Reply(err.status, err.body, err.headers)
+        if fault.kind == "500":
+            err = server_error(fault.status)
+            return Reply(err.status, err.body, dict(limits))
+        if fault.kind == "hang":
+            self._stopped.wait(self.hang_seconds)
+            return Reply(drop="close")
+        return Reply(drop="reset")
 
     def _service_seconds(self, completion_tokens: int) -> float:
         """Return time-to-first-token + decode time + jitter, in seconds."""
@@ -358,22 +356,6 @@ class SimServer:
         return queued
 
 
-def _parse_body(raw: bytes) -> dict[str, Any]:
-    """Parse and validate a chat-completions request body."""
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise _ApiError(400, "We could not parse the JSON body of your request.") from None
-    if not isinstance(body, dict):
-        raise _ApiError(400, "The request body must be a JSON object.")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise _ApiError(400, "'messages' must be a non-empty array of message objects.", param="messages")
-    if body.get("stream"):
-        raise _ApiError(400, "streaming is not supported by the simulator", param="stream")
-    return body
-
-
 def _parser() -> argparse.ArgumentParser:
     """Build the CLI argument parser."""
     p = argparse.ArgumentParser(prog="python -m document_it.testing.llm_sim",
@@ -388,6 +370,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 (None = no auth)")
     p.add_argument("--max-seconds", type=float, default=600, help="stop the server (and exit) after this many seconds")
     p.add_argument("--max-requests", type=int, default=100_000, help="chat requests served; later ones get HTTP 503")
+    add_cli_arguments(p)
     p.add_argument("--log-level", default="WARNING", help="logging level for stderr")
     return p
 
@@ -398,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING), stream=sys.stderr)
     sim = SimServer(port=args.port, latency_ms=args.latency_ms, ms_per_token=args.ms_per_token,
                     jitter_ms=args.jitter_ms, capacity=args.capacity, model=args.model, api_key=args.api_key,
-                    max_seconds=args.max_seconds, max_requests=args.max_requests)
+                    max_seconds=args.max_seconds, max_requests=args.max_requests, **cli_kwargs(args))
     quit_event = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):

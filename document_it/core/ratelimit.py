@@ -1,0 +1,209 @@
+"""Keeping a provider's limits: RPM/TPM token buckets, an AIMD in-flight window and a shared pause."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from contextlib import asynccontextmanager
+from email.utils import parsedate_to_datetime
+from typing import AsyncIterator, Mapping
+
+__all__ = ["TokenBucket", "AdaptiveWindow", "SharedPause", "RateLimiter", "parse_duration",
+           "retry_after_seconds", "announced_rpm"]
+
+
+class TokenBucket:
+    """Refilled continuously at `per_minute / 60` units a second; holds at most `capacity` units.
+
+    A capacity of one request means strictly even spacing (no burst, so no burst-then-429).
+    A request larger than the capacity waits for a full bucket and leaves it in debt.
+    """
+
+    def __init__(self, per_minute: float, capacity: float | None = None) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, capacity if capacity is not None else 1.0)
+        self._level = self.capacity
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def delay_for(self, amount: float) -> float:
+        """Seconds until `amount` (capped at capacity) could be taken; 0 when it can be now."""
+        self._refill()
+        need = min(amount, self.capacity) - self._level
+        return 0.0 if need <= 0 else need / self.rate
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        """Wait until `amount` units are available, then take them (callers are served in order)."""
+        async with self._lock:
+            while (wait := self.delay_for(amount)) > 0:
+                await asyncio.sleep(wait)
+            self._level -= amount
+
+    def adjust(self, delta: float) -> None:
+        """Take (`delta` > 0) or give back (`delta` < 0) units once the real cost is known."""
+        self._refill()
+        self._level = min(self.capacity, self._level - delta)
+
+    def set_rate(self, per_minute: float) -> None:
+        self._refill()
+        self.rate = per_minute / 60.0
+
+
+class AdaptiveWindow:
+    """How many requests may be in flight: halved on a 429, grown by one per window of successes."""
+
+    def __init__(self, cap: int, floor: int = 1) -> None:
+        self.cap = cap
+        self.floor = max(1, min(floor, cap))
+        self.size = float(cap)
+        self.in_flight = 0
+        self.cuts = 0
+        self._changed = asyncio.Condition()
+
+    @property
+    def limit(self) -> int:
+        return max(self.floor, int(self.size))
+
+    async def acquire(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+
+    async def release(self) -> None:
+        async with self._changed:
+            self.in_flight -= 1
+            self._changed.notify_all()
+
+    async def on_success(self) -> None:
+        """Additive increase: about +1 after a full window of successes, up to the cap."""
+        if self.size < self.cap:
+            async with self._changed:
+                self.size = min(float(self.cap), self.size + 1.0 / max(1.0, self.size))
+                self._changed.notify_all()
+
+    def on_throttle(self, since: float, last_cut: float) -> bool:
+        """Multiplicative decrease, at most once per round trip (requests sent before the last cut don't count)."""
+        if since < last_cut:
+            return False
+        self.size = max(float(self.floor), self.size / 2.0)
+        self.cuts += 1
+        return True
+
+
+class SharedPause:
+    """When the server says 'wait', every caller waits until the same moment."""
+
+    def __init__(self) -> None:
+        self.until = 0.0
+
+    def pause_for(self, seconds: float) -> None:
+        self.until = max(self.until, time.monotonic() + max(0.0, seconds))
+
+    async def wait(self) -> None:
+        while (left := self.until - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+
+
+class RateLimiter:
+    """Everything a request waits for before it is sent: pause, window, request and token buckets."""
+
+    def __init__(self, cap: int, rpm: float = 0, tpm: float = 0) -> None:
+        self.window = AdaptiveWindow(cap)
+        self.pause = SharedPause()
+        self.requests = TokenBucket(rpm) if rpm > 0 else None
+        self.tokens = TokenBucket(tpm, capacity=max(1.0, tpm / 60.0)) if tpm > 0 else None
+        self.learned_rpm: float | None = None
+        self._last_cut = 0.0
+
+    @asynccontextmanager
+    async def slot(self, est_tokens: int) -> AsyncIterator[float]:
+        """Hold one in-flight slot, paced by the buckets; yields the moment the request was sent."""
+        await self.window.acquire()
+        try:
+            await self.pause.wait()
+            if self.requests:
+                await self.requests.acquire(1)
+            if self.tokens:
+                await self.tokens.acquire(est_tokens)
+            await self.pause.wait()  # a 429 may have arrived while we queued
+            yield time.monotonic()
+        finally:
+            await self.window.release()
+
+    async def on_success(self, est_tokens: int, used_tokens: int | None) -> None:
+        await self.window.on_success()
+        if self.tokens and used_tokens is not None:
+            self.tokens.adjust(used_tokens - est_tokens)
+
+    def on_throttle(self, sent_at: float, retry_after: float | None) -> None:
+        """A 429: pause everyone for the server's time and cut the window once per round trip."""
+        self.pause.pause_for(retry_after if retry_after is not None else 1.0)
+        if self.window.on_throttle(sent_at, self._last_cut):
+            self._last_cut = time.monotonic()
+
+    def learn_limit(self, limit_requests: float | None) -> None:
+        """Adopt the request limit a server announces in x-ratelimit-limit-requests (unless one was given)."""
+        if not limit_requests or limit_requests <= 0 or self.learned_rpm == limit_requests:
+            return
+        if self.requests is None or self.learned_rpm is not None:
+            self.learned_rpm = limit_requests
+            if self.requests is None:
+                self.requests = TokenBucket(limit_requests)
+            else:
+                self.requests.set_rate(limit_requests)
+
+
+_DURATION = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|h|m|s)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """'1.5s', '6m0s', '20ms', '1h2m' (the x-ratelimit-reset-* format) → seconds."""
+    parts = _DURATION.findall(text.strip())
+    if not parts or _DURATION.sub("", text.strip()):
+        try:
+            return max(0.0, float(text))
+        except ValueError:
+            return None
+    return sum(float(value) * _UNIT_S[unit] for value, unit in parts)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """How long the server asks us to wait: retry-after-ms, Retry-After (seconds or date), x-ratelimit-reset-*."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    if (ms := lower.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    if (after := lower.get("retry-after")) is not None:
+        try:
+            return max(0.0, float(after))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(after).timestamp() - time.time())
+            except (TypeError, ValueError, IndexError):
+                pass
+    resets = [parse_duration(lower[f"x-ratelimit-reset-{kind}"]) for kind in ("requests", "tokens")
+              if lower.get(f"x-ratelimit-reset-{kind}") and lower.get(f"x-ratelimit-remaining-{kind}", "0") in ("0", "")]
+    resets = [r for r in resets if r is not None]
+    return max(resets) if resets else None
+
+
+def announced_rpm(headers: Mapping[str, str]) -> float | None:
+    """The per-minute request limit a server announces in x-ratelimit-limit-requests, if any."""
+    for key, value in headers.items():
+        if key.lower() == "x-ratelimit-limit-requests":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
