@@ -55,7 +55,7 @@ def main() -> int:
               f"{r['server_max_in_flight']:>9} {r['server_busy_s']:>8.2f} {r['bound_s']:>8.2f} "
               f"{r['bound_efficiency']:>8.0%}")
     path = write_json("bench_modes.json", {"params": vars(args), "rows": rows})
-    print(f"\nwrote {path}")
+    print(f"\nwrote {path.name} in benchmarks/results/")
     return 0
 
 

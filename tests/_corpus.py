@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["write_corpus", "PAGES"]
+__all__ = ["write_corpus", "write_many", "PAGES"]
 
 _HTML = """<!DOCTYPE html><html><head><title>{title}</title><style>.x{{color:red}}</style>
 <script>trackVisitor()</script></head><body><nav><a href="index.html">Home</a></nav>
@@ -56,6 +56,23 @@ def write_corpus(root: Path, extra_links: list[str] = ()) -> Path:
             section = topic
         lines.append(f"- [{title}](pages/{name}): about {slug}")
     lines += list(extra_links)
+    index = root / "llms.txt"
+    index.write_text("\n".join(lines) + "\n")
+    return index
+
+
+def write_many(root: Path, count: int) -> Path:
+    """`count` distinct Markdown pages in four sections, and their llms.txt; returns the llms.txt path."""
+    (root / "pages").mkdir(parents=True, exist_ok=True)
+    lines = ["# Many pages", "> Generated for load and fault tests.", ""]
+    for section in range(4):
+        lines += ["", f"## Part {section}", ""]
+        for i in range(section, count, 4):
+            slug = f"page-{i:03d}"
+            other = f"page-{(i + 1) % count:03d}.md"
+            (root / "pages" / f"{slug}.md").write_text(
+                _MD.format(title=f"Topic {i} of the manual", slug=slug, other=other))
+            lines.append(f"- [Topic {i}](pages/{slug}.md)")
     index = root / "llms.txt"
     index.write_text("\n".join(lines) + "\n")
     return index

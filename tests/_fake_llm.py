@@ -22,7 +22,7 @@ def completion(content: str) -> tuple[int, dict[str, Any]]:
 
 
 class ScriptedLLM:
-    """Replies in order from `script` (status, body) or sleeps `hang_s` before answering; loopback only."""
+    """Replies in order from `script` (status, body[, headers]) or sleeps `hang_s` before answering; loopback only."""
 
     def __init__(self, script: list[tuple[int, dict[str, Any]]], hang_s: float = 0.0) -> None:
         self.script = list(script)
@@ -35,10 +35,12 @@ class ScriptedLLM:
                 owner.requests.append(body)
                 if hang_s:
                     time.sleep(hang_s)
-                status, payload = owner.script.pop(0) if owner.script else completion("{}")
+                status, payload, *extra = owner.script.pop(0) if owner.script else completion("{}")
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
+                    for name, value in (extra[0] if extra else {}).items():
+                        self.send_header(name, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()

@@ -113,12 +113,20 @@ class Gateway:
             try:
                 attempt = await self._send(provider, task, messages, estimate)
             except LLMTransientError as exc:
-                self.breaker.on_failure()
-                failures += 1
-                if failures > self.retry.retries:
-                    raise LLMTransientError(f"{exc} (gave up after {record.attempts} attempts)") from None
+                if exc.rate_limited:
+                    # the server is up and told us when to come back: not a failure, bounded by --max-wait
+                    self.breaker.on_success()
+                    if time.monotonic() + (exc.retry_after or 0) > deadline:
+                        raise LLMTransientError(f"{exc} (still rate-limited after {self.max_wait:g}s)") from None
+                else:
+                    self.breaker.on_failure()
+                    failures += 1
+                    if failures > self.retry.retries:
+                        raise LLMTransientError(f"{exc} (gave up after {record.attempts} attempts)") from None
                 self.tracker.retrying(record, str(exc), rate_limited=exc.rate_limited)
-                await asyncio.sleep(self.retry.delay(failures, exc.retry_after))
+                # a 429's wait is the shared pause the limiter already set; others back off with jitter
+                if not exc.rate_limited:
+                    await asyncio.sleep(self.retry.delay(failures, exc.retry_after))
                 continue
             except LLMError:
                 self.breaker.on_success()  # the server answered: it is up, the request was wrong

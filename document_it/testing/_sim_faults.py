@@ -32,7 +32,7 @@ __all__ = [
 FAULT_KINDS = ("429", "500", "hang", "malformed", "reset")
 _EPSILON = 1e-9
 _CLI_NAMES = ("rpm", "tpm", "burst_seconds", "fail_429", "fault_retry_after_s", "fail_500", "hang", "hang_seconds",
-              "malformed", "reset", "seed")
+              "malformed", "reset", "seed", "announce_limits")
 
 
 class ApiError(Exception):
@@ -110,10 +110,11 @@ class _Bucket:
 class RateLimiter:
     """Requests-per-minute and tokens-per-minute limits as continuously refilled token buckets (0 = unlimited)."""
 
-    def __init__(self, rpm: float = 0, tpm: float = 0, burst_seconds: float = 1.0) -> None:
+    def __init__(self, rpm: float = 0, tpm: float = 0, burst_seconds: float = 1.0, announce: bool = True) -> None:
         if rpm < 0 or tpm < 0 or burst_seconds <= 0:
             raise ValueError("rpm and tpm must be >= 0 and burst_seconds > 0")
         now = time.monotonic()
+        self._announce = announce  # False: no x-ratelimit-* headers, a 429 says only Retry-After
         self._lock = threading.Lock()
         self._requests = _Bucket(rpm, burst_seconds, now) if rpm > 0 else None
         self._tokens = _Bucket(tpm, burst_seconds, now) if tpm > 0 else None
@@ -150,6 +151,8 @@ class RateLimiter:
     def _headers(self) -> dict[str, str]:
         """Return x-ratelimit-* headers for the enabled buckets (caller holds the lock)."""
         out: dict[str, str] = {}
+        if not self._announce:
+            return out
         if self._requests is not None:
             out.update(self._requests.headers("requests"))
         if self._tokens is not None:
@@ -262,6 +265,8 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--malformed", type=float, default=0, help="fraction answered 200 with content cut in half")
     p.add_argument("--reset", type=float, default=0, help="fraction whose connection is reset without a reply")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+    p.add_argument("--hide-limits", dest="announce_limits", action="store_false",
+                   help="send no x-ratelimit-* headers (a 429 still carries Retry-After)")
 
 
 def cli_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -130,7 +130,7 @@ class SimServer:
                  max_seconds: float = 600, max_requests: int = 100_000, rpm: float = 0, tpm: float = 0,
                  burst_seconds: float = 1.0, fail_429: float = 0, fault_retry_after_s: float = 1.0,
                  fail_500: float = 0, hang: float = 0, hang_seconds: float = 120, malformed: float = 0,
-                 reset: float = 0, seed: int = 0) -> None:
+                 reset: float = 0, seed: int = 0, announce_limits: bool = True) -> None:
         self.port = port
         self.latency_ms = float(latency_ms)
         self.ms_per_token = float(ms_per_token)
@@ -142,7 +142,7 @@ class SimServer:
         self.max_requests = int(max_requests)
         self.fault_retry_after_s = float(fault_retry_after_s)
         self.hang_seconds = float(hang_seconds)
-        self._limiter = RateLimiter(rpm, tpm, burst_seconds)
+        self._limiter = RateLimiter(rpm, tpm, burst_seconds, announce=announce_limits)
         self._faults = FaultPlan(fail_429=fail_429, fail_500=fail_500, hang=hang, malformed=malformed, reset=reset,
                                  seed=seed)
         self._lock = threading.Lock()
