@@ -54,6 +54,7 @@ class Gateway:
         self.breaker = CircuitBreaker()
         self.retry = RetryPolicy(settings.retries)
         self.max_wait = settings.max_wait
+        self.request_timeout = settings.request_timeout
         self.tracker = RequestTracker(Prices.for_model(settings.model, settings.price_in, settings.price_out))
         self.fallback = fallback if settings.fallback is Fallback.EXTRACTIVE else None
         self.max_cost, self.max_tokens = settings.max_cost, settings.max_tokens
@@ -161,7 +162,11 @@ class Gateway:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
-                attempt = await provider.send(task, messages)
+                # a hard cap per attempt: a server that drips bytes slower than the read timeout still ends
+                attempt = await asyncio.wait_for(provider.send(task, messages), self.request_timeout * 1.5)
+            except asyncio.TimeoutError:
+                raise LLMTransientError(f"LLM request to {provider.host} took longer than "
+                                        f"{self.request_timeout * 1.5:g}s") from None
             except LLMTransientError as exc:
                 if exc.rate_limited:
                     self.limiter.on_throttle(sent_at, exc.retry_after)
