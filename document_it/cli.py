@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import re
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Mapping, NoReturn, Sequence
+from typing import Mapping, NoReturn, Sequence, TypeVar
 
 from . import __version__
 from .config import SAMPLE_SOURCE, Fallback, LLMKind, Mode, Settings, StructuredMethod, resolve_llm
@@ -17,6 +21,7 @@ from .redact import redact
 __all__ = ["main", "build_parser", "settings_from_args"]
 
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED = 0, 2, 3
+E = TypeVar("E")
 
 _EPILOG = """examples:
   python main.py                                   # bundled sample, offline extractive analyser
@@ -25,14 +30,14 @@ _EPILOG = """examples:
 
 environment: every flag also reads DOCUMENT_IT_<FLAG> (e.g. DOCUMENT_IT_MAX_CONCURRENCY=10);
 OPENAI_API_KEY, OPENAI_BASE_URL and OPENAI_MODEL are honoured too. Flags win over the environment.
-exit codes: 0 all pages completed, 3 some pages failed, 2 usage or configuration error."""
+exit codes: 0 all pages completed, 3 some pages failed, 2 usage or configuration error,
+130 interrupted (Ctrl-C or SIGTERM; what finished is kept in the outputs)."""
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
-def _env(env: Mapping[str, str], flag: str, default: object, *also: str) -> object:
-    for name in (f"DOCUMENT_IT_{flag.upper().replace('-', '_')}", *also):
-        if env.get(name):
-            return env[name]
-    return default
+def _env_name(flag: str) -> str:
+    return f"DOCUMENT_IT_{flag.upper().replace('-', '_')}"
 
 
 def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser:
@@ -40,12 +45,20 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
     p = _Parser(
         prog="document-it", description="Turn a documentation site into structured, per-page analysis "
         "and a Markdown report.", epilog=_EPILOG, formatter_class=_Formatter)
-    d = lambda flag, default, *also: _env(env, flag, default, *also)  # noqa: E731
+
+    def d(flag: str, default: object, *also: str) -> object:
+        for name in (_env_name(flag), *also):
+            if env.get(name):
+                p.env_used[f"--{flag}"] = name
+                return env[name]
+        return default
+
     p.add_argument("--source", default=d("source", None),
                    help="llms.txt (URL or path), sitemap.xml URL, text file of URLs, or a folder of "
                         ".html/.md files; default: the bundled sample corpus")
     p.add_argument("--output-dir", default=d("output-dir", "output"), help="where results are written")
-    p.add_argument("--state-dir", default=d("state-dir", ".document_it"), help="cache and job state")
+    p.add_argument("--state-dir", default=d("state-dir", ".document_it"),
+                   help="where the cache and job state live (used from the caching release on)")
     p.add_argument("--parallelism-mode", choices=[m.value for m in Mode], default=d("parallelism-mode", "hybrid"),
                    help="where each stage runs (see README, 'Parallelism modes')")
     p.add_argument("--max-workers", type=int, default=d("max-workers", 8), help="download threads")
@@ -55,7 +68,7 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                    help="most LLM requests in flight at once")
     p.add_argument("--batch-size", type=int, default=d("batch-size", 0),
                    help="prompts per batched request: 0 auto, 1 off (batching arrives in a later release)")
-    p.add_argument("--limit", type=int, default=d("limit", None), help="analyse at most N pages")
+    p.add_argument("--limit", type=int, default=d("limit", None), help="analyse at most N pages (default: all)")
     p.add_argument("--llm", choices=[k.value for k in LLMKind], default=d("llm", "auto"),
                    help="auto: openai when OPENAI_API_KEY or a base URL is set, else the offline extractive "
                         "analyser; simulate: start the built-in LLM simulator")
@@ -82,20 +95,29 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
     p.add_argument("--price-in", type=float, default=d("price-in", None),
                    help="USD per 1M input tokens (default: the built-in table for known models)")
     p.add_argument("--price-out", type=float, default=d("price-out", None), help="USD per 1M output tokens")
+    p.add_argument("--fetch-timeout", type=float, default=d("fetch-timeout", 30.0),
+                   help="seconds a page download may stall (connect: 10 s)")
+    p.add_argument("--max-page-mb", type=float, default=d("max-page-mb", 5.0),
+                   help="pages larger than this are skipped with a clear error")
     p.add_argument("--sim-latency-ms", type=float, default=d("sim-latency-ms", 400.0),
                    help="reply latency of the simulator started by --llm simulate")
-    p.add_argument("--quiet", action="store_true", default=str(d("quiet", "")).lower() in ("1", "true", "yes"),
-                   help="no progress bar, only the final summary")
-    p.add_argument("--verbose", action="store_true", help="log what happens to stderr")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bar, only the final summary")
+    p.add_argument("--verbose", action="store_true", default=None, help="log retries, pauses and skips to stderr")
     p.add_argument("--version", action="version", version=f"document-it {__version__}")
     return p
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr and exit code 2."""
+    """argparse, but a usage mistake is one line on stderr (naming the variable it came from) and exit code 2."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.env_used: dict[str, str] = {}
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"document-it: error: {message} (see --help)\n")
+        found = re.search(r"argument (--[a-z-]+)", message)
+        where = f" (from {self.env_used[found.group(1)]})" if found and found.group(1) in self.env_used else ""
+        self.exit(EXIT_USAGE, f"document-it: error: {message}{where} (see --help)\n")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -109,50 +131,94 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> Settings:
     """One frozen Settings from parsed flags (environment defaults already applied)."""
+    if args.source is not None and not str(args.source).strip():
+        raise ConfigError("--source is empty")
     try:
         ints = {name: int(getattr(args, name)) for name in
-                ("max_workers", "analysis_workers", "max_concurrency", "batch_size")}
-        limit = None if args.limit in (None, "") else int(args.limit)
-        timeout, latency = float(args.request_timeout), float(args.sim_latency_ms)
-        mode, structured = Mode(args.parallelism_mode), StructuredMethod(args.structured_output)
-        kind, fallback = LLMKind(args.llm), Fallback(args.fallback)
-        gateway = dict(rpm=float(args.rpm), tpm=float(args.tpm), retries=int(args.retries),
-                       max_wait=float(args.max_wait), fallback=fallback,
-                       **{name: _optional(getattr(args, name), kind_) for name, kind_ in
-                          (("max_cost", float), ("max_tokens", int), ("price_in", float), ("price_out", float))})
+                ("max_workers", "analysis_workers", "max_concurrency", "batch_size", "retries")}
+        floats = {name: float(getattr(args, name)) for name in
+                  ("request_timeout", "sim_latency_ms", "rpm", "tpm", "max_wait")}
+        optional = {name: None if getattr(args, name) in (None, "") else kind(getattr(args, name))
+                    for name, kind in (("limit", int), ("max_cost", float), ("max_tokens", int),
+                                       ("price_in", float), ("price_out", float))}
+        fetch_timeout, page_mb = float(args.fetch_timeout), float(args.max_page_mb)
     except ValueError as exc:
-        raise ConfigError(f"bad value from the environment: {exc}") from None
+        raise ConfigError(f"bad number from the environment: {exc}") from None
+    if not math.isfinite(page_mb) or page_mb <= 0:
+        raise ConfigError(f"--max-page-mb must be a positive number (got {args.max_page_mb})")
     base_url = args.llm_base_url or None
-    api_key = env.get("OPENAI_API_KEY") or None
     return Settings(
         source=str(args.source or SAMPLE_SOURCE), output_dir=Path(args.output_dir), state_dir=Path(args.state_dir),
-        mode=mode, limit=limit, llm=resolve_llm(kind, env, base_url), llm_base_url=base_url,
-        api_key=api_key, model=args.model, structured_output=structured, request_timeout=timeout,
-        sim_latency_ms=latency, quiet=bool(args.quiet), **ints, **gateway,
+        mode=_choice(args, "parallelism_mode", Mode),
+        llm=resolve_llm(_choice(args, "llm", LLMKind), env, base_url), llm_base_url=base_url,
+        api_key=env.get("OPENAI_API_KEY") or None, model=args.model,
+        structured_output=_choice(args, "structured_output", StructuredMethod),
+        fallback=_choice(args, "fallback", Fallback), quiet=_switch(args.quiet, env, "quiet"),
+        read_timeout=fetch_timeout, max_page_bytes=int(page_mb * 1024 * 1024),
+        **ints, **floats, **optional,
     )
 
 
-def _optional(value: object, kind: type) -> object:
-    return None if value in (None, "") else kind(value)
+def _choice(args: argparse.Namespace, name: str, kind: type[E]) -> E:
+    value = getattr(args, name)
+    try:
+        return kind(value)
+    except ValueError:
+        flag = "--" + name.replace("_", "-")
+        allowed = ", ".join(member.value for member in kind)  # type: ignore[attr-defined]
+        raise ConfigError(f"{flag} must be one of {allowed} (got {value!r} from {_env_name(flag[2:])})") from None
+
+
+def _switch(flag: bool | None, env: Mapping[str, str], name: str) -> bool:
+    if flag:
+        return True
+    value = env.get(_env_name(name), "").strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise ConfigError(f"{_env_name(name)} must be one of {', '.join(_TRUE + _FALSE[1:])} (got {value!r})")
+
+
+def _check_output_dir(path: Path) -> None:
+    """Fail before any work when results could not be written."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--output-dir {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot use --output-dir {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write to --output-dir {path}: permission denied")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM: stop the way Ctrl-C does (asyncio cancels the run; finished pages are written)."""
+    signal.raise_signal(signal.SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run document-it; returns the process exit code."""
     env = os.environ
     args = build_parser(env).parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
     secrets = (env.get("OPENAI_API_KEY"),)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is handled like Ctrl-C
     try:
+        verbose = _switch(args.verbose, env, "verbose")
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
         settings = settings_from_args(args, env)
+        _check_output_dir(settings.output_dir)
         from .pipeline import run  # heavy imports only once the flags are known to be good
 
         summary = run(settings)
     except DocumentItError as exc:
         print(f"document-it: error: {redact(str(exc), secrets)}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # e.g. the disk filled up or the output folder vanished mid-run
+        print(f"document-it: error: {redact(str(exc), secrets)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        print("document-it: interrupted; results so far are in results.jsonl", file=sys.stderr)
+        print("document-it: interrupted; pages that finished are in results.jsonl and report.md", file=sys.stderr)
         return 130
     return _report(summary, settings)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlparse
 
 from .errors import ConfigError
 
@@ -110,8 +112,20 @@ class Settings:
             raise ConfigError(f"--batch-size must be 0 (auto), 1 (off) or more (got {self.batch_size})")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1 (got {self.limit})")
-        if self.request_timeout <= 0:
-            raise ConfigError(f"--request-timeout must be positive (got {self.request_timeout})")
+        for name in ("request_timeout", "read_timeout", "connect_timeout"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                flag = {"read_timeout": "--fetch-timeout", "connect_timeout": "the connect timeout"}.get(
+                    name, "--request-timeout")
+                raise ConfigError(f"{flag} must be a positive number of seconds (got {value})")
+        for name in ("rpm", "tpm", "max_wait", "sim_latency_ms"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number")
+        if self.llm_base_url is not None:
+            parsed = urlparse(self.llm_base_url)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ConfigError(f"--llm-base-url must be an http(s) URL such as http://127.0.0.1:8000/v1 "
+                                  f"(got {self.llm_base_url!r})")
         if self.llm is LLMKind.AUTO:
             raise ConfigError("internal: resolve --llm auto before building Settings")
         if self.llm is LLMKind.OPENAI and not (self.api_key or self.llm_base_url):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "DocumentItError",
     "ConfigError",
@@ -12,7 +14,20 @@ __all__ = [
     "LLMAuthError",
     "LLMTransientError",
     "BudgetExceeded",
+    "connection_reason",
 ]
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def connection_reason(exc: BaseException) -> str:
+    """Why a connection failed ('connection refused'), not the HTTP library's whole retry story."""
+    text = str(exc)
+    found = _ERRNO.search(text)
+    if found:
+        return found.group(1).strip().rstrip(".").lower()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:200]
 
 
 class DocumentItError(Exception):

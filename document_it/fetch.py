@@ -14,6 +14,7 @@ import requests
 
 from . import __version__
 from .config import Settings
+from .errors import connection_reason
 from .models import DocRef, Fetched
 
 __all__ = ["FetchLimits", "fetch", "PAGE_TYPES", "INDEX_TYPES", "kind_of"]
@@ -108,7 +109,7 @@ def _fetch_http(ref: DocRef, limits: FetchLimits) -> Fetched:
         return Fetched(ref, ref.url, error=f"timed out (connect {limits.connect_timeout:g}s, "
                                            f"read {limits.read_timeout:g}s)")
     except requests.RequestException as exc:
-        return Fetched(ref, ref.url, error=f"connection failed: {_short(exc)}")
+        return Fetched(ref, ref.url, error=f"connection failed: {connection_reason(exc)}")
 
 
 def _read_capped(resp: requests.Response, limits: FetchLimits) -> tuple[bytes, str | None]:
@@ -150,8 +151,3 @@ def _charset(resp: requests.Response) -> str | None:
 
 def _too_large(limits: FetchLimits) -> str:
     return f"too large (over {limits.max_bytes:,} bytes)"
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]

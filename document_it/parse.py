@@ -9,18 +9,16 @@ import lxml.html
 from lxml import etree
 from markdown_it import MarkdownIt
 
+from .chrome import base_url, code_language, main_region, strip_chrome
 from .errors import ParseError
 from .models import Chunk, CodeBlock, Fetched, Link, ParsedDoc, Section
 from .tokens import estimate_tokens, tokens_for_chars
 
 __all__ = ["parse", "chunk_text"]
 
-_DROP = ("script", "style", "noscript", "nav", "aside", "form", "svg", "iframe", "template",
-         "button", "select", "object", "embed", "canvas")
-_CHROME = ("header", "footer")  # page chrome, unless it sits inside the article itself
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
-_BLOCKS = {"p", "li", "dt", "dd", "blockquote", "td", "th", "figcaption", "caption", "summary", "tr"}
-_WS = re.compile(r"\s+")
+_BLOCKS = {"p", "li", "dt", "dd", "blockquote", "td", "th", "figcaption", "caption", "summary"}
+_WS = re.compile(r"[\s\u200b\ufeff]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _JOIN = "\n\n"
 _META_CHARSET = re.compile(rb"<meta[^>]+charset", re.IGNORECASE)
@@ -36,13 +34,19 @@ def parse(fetched: Fetched, chunk_tokens: int = 800) -> ParsedDoc:
         html = _MARKDOWN.render(_decode(fetched))
         root = lxml.html.document_fromstring(html or "<p></p>")
         fmt = "markdown"
-    elif media == "text/plain":
+    elif media == "text/plain" and not _looks_html(fetched.content):
         root = _plain_root(_decode(fetched))
         fmt = "text"
     else:
         root = _html_root(fetched)
         fmt = "html"
     return _extract(root, fetched, fmt, chunk_tokens)
+
+
+def _looks_html(content: bytes) -> bool:
+    """HTML served as text/plain (it happens): sniff the start."""
+    head = content[:512].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"\xef\xbb\xbf<!doctype html"))
 
 
 def _looks_markdown(url: str, media: str) -> bool:
@@ -87,12 +91,11 @@ def _plain_root(text: str) -> etree._Element:
 
 
 def _extract(root: etree._Element, fetched: Fetched, fmt: str, chunk_tokens: int) -> ParsedDoc:
-    title = _title(root)
-    chrome = [f"//{tag}[not(ancestor::main) and not(ancestor::article)]" for tag in _CHROME]
-    for bad in root.xpath("|".join([f"//{tag}" for tag in _DROP] + chrome)):
-        bad.drop_tree()
-    main = _main_region(root)
-    walker = _Walker(fetched.final_url)
+    links_base = base_url(root, fetched.final_url)
+    strip_chrome(root)
+    main = main_region(root)
+    title = _title(root, main)
+    walker = _Walker(links_base)
     walker.walk(main)
     sections = walker.sections()
     text = "\n\n".join(s.text if not s.heading else f"{s.heading}\n{s.text}".strip() for s in sections).strip()
@@ -114,22 +117,14 @@ def _extract(root: etree._Element, fetched: Fetched, fmt: str, chunk_tokens: int
     )
 
 
-def _title(root: etree._Element) -> str:
-    for path in ("//main//h1", "//article//h1", "//head/title", "//h1"):
-        found = root.xpath(path)
+def _title(root: etree._Element, main: etree._Element) -> str:
+    """The content's own <h1>, else the <title>, else any <h1>."""
+    for found in (main.xpath(".//h1"), root.xpath("//head/title"), root.xpath("//h1")):
         if found:
             text = _clean(found[0].text_content())
             if text:
                 return text
     return ""
-
-
-def _main_region(root: etree._Element) -> etree._Element:
-    for path in ("//main", "//article", "//*[@role='main']", "//body"):
-        found = root.xpath(path)
-        if found:
-            return found[0]
-    return root
 
 
 def _clean(text: str) -> str:
@@ -157,10 +152,8 @@ class _Walker:
                 self._heading, self._level = _clean(child.text_content()), _HEADINGS[tag]
             elif tag == "pre":
                 self._code(child)
-            elif tag in _BLOCKS:
+            elif tag in _BLOCKS and child.find(".//pre") is None:
                 self._text(child.text_content())
-                for pre in child.iter("pre"):
-                    self._code(pre, into_text=False)
             elif tag:
                 self.walk(child)
             self._text(child.tail)
@@ -174,13 +167,12 @@ class _Walker:
         if cleaned:
             self._parts.append(cleaned)
 
-    def _code(self, pre: etree._Element, into_text: bool = True) -> None:
+    def _code(self, pre: etree._Element) -> None:
         code = pre.text_content().strip("\n")
         if not code.strip():
             return
-        self.code.append(CodeBlock(code=code, language=_language(pre)))
-        if into_text:
-            self._parts.append(code)
+        self.code.append(CodeBlock(code=code, language=code_language(pre)))
+        self._parts.append(code)
 
     def _collect_links(self, el: etree._Element) -> None:
         anchors = [el] if el.tag == "a" else el.iter("a") if isinstance(el.tag, str) else []
@@ -197,15 +189,6 @@ class _Walker:
         if self._heading or self._parts:
             self._sections.append(Section(self._heading, self._level, "\n".join(self._parts)))
         self._heading, self._level, self._parts = "", 0, []
-
-
-def _language(pre: etree._Element) -> str:
-    for el in [*pre.iter("code"), pre]:
-        for cls in (el.get("class") or "").split():
-            for prefix in ("language-", "lang-"):
-                if cls.startswith(prefix):
-                    return cls[len(prefix):]
-    return ""
 
 
 def chunk_text(text: str, max_tokens: int) -> list[Chunk]:

@@ -12,6 +12,7 @@ from . import __version__
 from .analysis.agent import PageAgent, synthesize_topics
 from .analysis.extractive import LABEL as EXTRACTIVE_LABEL
 from .analysis.gateway import Gateway, build_gateway
+from .analysis.providers import check_endpoint
 from .analysis.prompts import TopicInput
 from .config import LLMKind, Mode, Settings
 from .core.dispatcher import PLANS, Stages
@@ -33,6 +34,8 @@ def run(settings: Settings) -> dict[str, Any]:
     """Discover, fetch, parse and analyse every page, then write the outputs; returns run.json's content."""
     index = discover(settings.source, FetchLimits.from_settings(settings), settings.limit)
     with _llm_endpoint(settings) as live:
+        if live.llm is not LLMKind.EXTRACTIVE:
+            check_endpoint(live)
         return asyncio.run(_run(live, index.refs, index.title))
 
 
@@ -51,6 +54,7 @@ def _llm_endpoint(settings: Settings) -> Iterator[Settings]:
 
 async def _run(settings: Settings, refs: list[DocRef], title: str) -> dict[str, Any]:
     results: list[DocResult] = []
+    gateways: list[Gateway] = []
     stream = ResultStream(settings.output_dir / "results.jsonl")
     started = time.perf_counter()
     with RunProgress(len(refs), enabled=not settings.quiet) as progress:
@@ -59,8 +63,22 @@ async def _run(settings: Settings, refs: list[DocRef], title: str) -> dict[str, 
             stream.write(result)
             progress.advance(result)
 
+        def watch(gateway: Gateway) -> None:
+            gateways.append(gateway)
+            progress.watch(gateway)
+
         try:
-            llm, synthesis = await _analyze_all(settings, refs, emit, progress.watch)
+            llm, synthesis = await _analyze_all(settings, refs, emit, watch)
+        except BaseException as exc:
+            # interrupted or aborted: the report and run.json still describe exactly what finished
+            stream.close()
+            llm = gateways[0].summary() if gateways else {"prompts": 0}
+            status = "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) \
+                else f"aborted: {exc}"
+            summary = _summary(settings, results, llm, time.perf_counter() - started, status, total=len(refs))
+            with contextlib.suppress(OSError):
+                write_outputs(settings.output_dir, results, {}, summary, title)
+            raise
         finally:
             stream.close()
     summary = _summary(settings, results, llm, time.perf_counter() - started)
@@ -222,19 +240,22 @@ def _plain(synthesis: dict[str, Any]) -> dict[str, Any]:
     return {topic: value if isinstance(value, str) else value.model_dump() for topic, value in synthesis.items()}
 
 
-def _summary(settings: Settings, results: list[DocResult], llm: dict[str, Any], wall: float) -> dict[str, Any]:
+def _summary(settings: Settings, results: list[DocResult], llm: dict[str, Any], wall: float,
+             status: str = "completed", total: int | None = None) -> dict[str, Any]:
     completed = sum(r.status is DocStatus.COMPLETED for r in results)
     stages = {name: round(sum(r.timings.get(name, 0.0) for r in results), 3)
               for name in ("fetch", "parse", "analyze")}
     return {
         "version": __version__,
+        "status": status,
         "mode": settings.mode.value,
         "source": settings.source,
         "provider": settings.provider_name,
         "provider_label": EXTRACTIVE_LABEL if settings.llm is LLMKind.EXTRACTIVE else settings.provider_name,
         "model": settings.model_name,
         "wall_seconds": round(wall, 3),
-        "documents": {"total": len(results), "completed": completed, "failed": len(results) - completed},
+        "documents": {"total": len(results), "completed": completed, "failed": len(results) - completed,
+                      "not_reached": (total or len(results)) - len(results)},
         "failed_urls": sorted(r.url for r in results if r.status is DocStatus.FAILED),
         "llm": llm,
         "stages": stages,

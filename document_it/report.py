@@ -12,12 +12,16 @@ from .models import DocResult, DocStatus
 
 __all__ = ["atomic_write_text", "ResultStream", "write_outputs", "render_report"]
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so readers see the old file or the whole new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are ordinary files
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -71,7 +75,8 @@ def render_report(results: list[DocResult], synthesis: dict[str, Any], summary: 
         lines += _topic_section(topic, members, synthesis.get(topic))
     failed = [r for r in results if r.status is DocStatus.FAILED]
     lines += ["## Failures", ""]
-    lines += [f"- [{r.title or r.url}]({r.url}): {r.error}" for r in failed] or ["None: every page completed."]
+    lines += [f"- [{_one_line(r.title or r.url)}]({r.url}): {_one_line(r.error or '')}" for r in failed] \
+        or ["None: every page completed."]
     lines.append("")
     if docs["failed"]:
         lines.append(f"{docs['failed']} of {docs['total']} pages failed; see results.jsonl for details.\n")
@@ -120,10 +125,10 @@ def _topic_section(topic: str, members: list[DocResult], synthesis: Any) -> list
 def _page_highlights(result: DocResult) -> list[str]:
     name = result.title or result.url
     if result.status is DocStatus.FAILED or not result.analysis:
-        return [f"- **[{name}]({result.url})** — failed: {result.error}", ""]
+        return [f"- **[{_one_line(name)}]({result.url})** — failed: {_one_line(result.error or '')}", ""]
     analysis = result.analysis
     concepts = sorted(analysis["key_concepts"], key=lambda c: -c["importance"])[:3]
-    lines = [f"- **[{name}]({result.url})** — {_one_line(analysis['summary'])}"]
+    lines = [f"- **[{_one_line(name)}]({result.url})** — {_one_line(analysis['summary'])}"]
     if result.fallback_tasks:
         lines.append("  - _Answered by the offline extractive analyser (LLM unavailable): "
                      + ", ".join(result.fallback_tasks) + "_")
@@ -143,5 +148,6 @@ def _titles(names: Iterable[str], most: int = 3) -> str:
 
 
 def _one_line(text: str, width: int = 300) -> str:
-    flat = " ".join(str(text).split())
+    """One line of page-derived text, cut to `width`, with markup neutralised for Markdown."""
+    flat = " ".join(str(text).split()).replace("<", "&lt;")
     return flat if len(flat) <= width else flat[: width - 1] + "…"

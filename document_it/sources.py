@@ -1,4 +1,4 @@
-"""discover(source) -> [DocRef]: read an llms.txt, sitemap, URL list or local folder."""
+"""discover(source) -> LlmsIndex: read an llms.txt, sitemap, URL list or local folder into pages to analyse."""
 
 from __future__ import annotations
 
@@ -18,12 +18,19 @@ __all__ = ["discover", "parse_llms_txt", "parse_sitemap", "parse_url_list", "top
 log = logging.getLogger(__name__)
 
 PAGE_SUFFIXES = (".html", ".htm", ".md", ".markdown")
-_LINK = re.compile(r"^\s*[-*+]\s*\[(?P<title>[^\]]*)\]\((?P<url>[^)\s]+)(?:\s+\"[^\"]*\")?\)\s*(?::\s*(?P<note>.*))?$")
+_ITEM = r"^\s*(?:[-*+]|\d+[.)])\s+"
+# - [title](url "optional title"): note   (titles may hold [brackets], URLs one level of (parentheses);
+#  the note may follow ':' or a dash)
+_LINK = re.compile(_ITEM + r"\[(?P<title>(?:[^\[\]]|\[[^\]]*\])*)\]"
+                   r"\(<?(?P<url>(?:[^()\s<>]|\([^()\s]*\))+)>?(?:\s+\"[^\"]*\")?\)"
+                   r"\s*(?:[:\-–—]\s*(?P<note>.*))?$")
+_BARE = re.compile(_ITEM + r"<?(?P<url>https?://[^\s<>]+?)>?\s*$")
 _MAX_SITEMAPS = 50
+_SCHEMES = ("http", "https", "file")
 
 
 class LlmsIndex:
-    """What an llms.txt says: a title, a summary and links grouped in sections."""
+    """What an index says: a title, a summary and the pages, each with its topic."""
 
     def __init__(self, title: str, summary: str, refs: list[DocRef]) -> None:
         self.title, self.summary, self.refs = title, summary, refs
@@ -35,8 +42,8 @@ def discover(source: str, limits: FetchLimits = FetchLimits(), limit: int | None
     if not source:
         raise SourceError("--source is empty")
     scheme = urlparse(source).scheme
-    if scheme in ("http", "https", "file"):
-        found = _from_url(source, limits, depth=0)
+    if scheme in _SCHEMES:
+        found = _from_bytes(*_read_url(source, limits), limits, depth=0)
     elif len(scheme) > 1:
         raise SourceError(f"unsupported source {source!r}: use an http(s) URL or a local path")
     else:
@@ -52,14 +59,7 @@ def _from_path(path: Path, limits: FetchLimits) -> LlmsIndex:
         raise SourceError(f"source not found: {path}")
     if path.is_dir():
         return LlmsIndex(path.resolve().name, "", _from_folder(path))
-    return _from_text(_read_local(path), path.resolve().as_uri(), limits, depth=0)
-
-
-def _read_local(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig", errors="replace")
-    except OSError as exc:
-        raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _from_bytes(*_read_url(path.resolve().as_uri(), limits), limits, depth=0)
 
 
 def _from_folder(folder: Path) -> list[DocRef]:
@@ -73,36 +73,48 @@ def _from_folder(folder: Path) -> list[DocRef]:
     return refs
 
 
-def _from_url(url: str, limits: FetchLimits, depth: int) -> LlmsIndex:
+def _read_url(url: str, limits: FetchLimits) -> tuple[bytes, str]:
     got = fetch(DocRef(url), FetchLimits(limits.connect_timeout, limits.read_timeout,
-                                         limits.max_bytes, limits.max_redirects, INDEX_TYPES))
+                                         limits.max_bytes, limits.max_redirects, INDEX_TYPES | {""}))
     if not got.ok:
         raise SourceError(f"cannot read source {url}: {got.error}")
-    text = got.content.decode(got.encoding or "utf-8-sig", errors="replace").lstrip("\ufeff")
-    return _from_text(text, got.final_url, limits, depth)
+    return got.content, got.final_url
 
 
-def _from_text(text: str, base_url: str, limits: FetchLimits, depth: int) -> LlmsIndex:
-    head = text.lstrip()[:500].lower()
-    if head.startswith("<?xml") or "<urlset" in head or "<sitemapindex" in head:
-        pages, children = parse_sitemap(text.encode("utf-8"), base_url)
-        if depth >= 2 and children:
-            raise SourceError("sitemap index nests too deeply (more than two levels)")
-        for child in children[:_MAX_SITEMAPS]:
-            pages.extend(_from_url(child, limits, depth + 1).refs)
-        return LlmsIndex(urlparse(base_url).netloc or "sitemap", "", pages)
-    if head.startswith("<"):
+def _from_bytes(data: bytes, base_url: str, limits: FetchLimits, depth: int) -> LlmsIndex:
+    if b"\x00" in data[:4096]:
+        raise SourceError(f"{base_url} is a binary file, not an llms.txt, sitemap, URL list or folder")
+    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:500].lower()
+    if head.startswith(b"<?xml") or b"<urlset" in head or b"<sitemapindex" in head:
+        return _from_sitemap(data, base_url, limits, depth)
+    if head.startswith(b"<"):
         raise SourceError(f"{base_url} is an HTML page, not an index: point --source at an llms.txt, "
                           "sitemap.xml, URL list or folder")
-    if any(_LINK.match(line) for line in text.splitlines()):
+    text = data.decode("utf-8-sig", errors="replace")
+    lines = text.splitlines()
+    if any(_LINK.match(line) for line in lines):
         return parse_llms_txt(text, base_url)
     return LlmsIndex("", "", parse_url_list(text, base_url))
+
+
+def _from_sitemap(data: bytes, base_url: str, limits: FetchLimits, depth: int) -> LlmsIndex:
+    pages, children = parse_sitemap(data, base_url)
+    if depth >= 2 and children:
+        raise SourceError("sitemap index nests too deeply (more than two levels)")
+    for child in children[:_MAX_SITEMAPS]:
+        try:
+            pages.extend(_from_bytes(*_read_url(child, limits), limits, depth + 1).refs)
+        except SourceError as exc:  # one broken child does not sink the others
+            log.warning("skipping sitemap %s: %s", child, exc)
+    if children and not pages:
+        raise SourceError(f"none of the {len(children)} sitemaps listed in {base_url} could be read")
+    return LlmsIndex(urlparse(base_url).netloc or "sitemap", "", _topics_by_prefix(pages))
 
 
 def parse_llms_txt(text: str, base_url: str) -> LlmsIndex:
     """Read the llms.txt convention: `# Title`, `> summary`, `## Section`, `- [title](url): note`."""
     title, summary, section, refs = "", "", "", []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if stripped.startswith("# ") and not title:
             title = stripped[2:].strip()
@@ -110,13 +122,16 @@ def parse_llms_txt(text: str, base_url: str) -> LlmsIndex:
             summary = stripped.lstrip("> ").strip()
         elif stripped.startswith("## "):
             section = stripped[3:].strip()
-        elif match := _LINK.match(line):
+        elif match := (_LINK.match(line) or _BARE.match(line)):
             url = urljoin(base_url, match["url"])
-            if urlparse(url).scheme not in ("http", "https", "file"):
-                log.warning("skipping link with unsupported scheme in llms.txt: %s", match["url"])
+            if urlparse(url).scheme not in _SCHEMES:
+                log.warning("llms.txt line %d: skipping link with unsupported scheme: %s", number, match["url"])
                 continue
-            refs.append(DocRef(url=urldefrag(url)[0], title=match["title"].strip(),
-                               topic=section or title or "(root)", note=(match["note"] or "").strip()))
+            groups = match.groupdict()
+            refs.append(DocRef(url=urldefrag(url)[0], title=(groups.get("title") or "").strip(),
+                               topic=section or title or "(root)", note=(groups.get("note") or "").strip()))
+        elif "](" in stripped:
+            log.warning("llms.txt line %d does not read as a link, skipped: %s", number, stripped[:100])
     return LlmsIndex(title, summary, refs)
 
 
@@ -142,23 +157,42 @@ def parse_url_list(text: str, base_url: str) -> list[DocRef]:
         if not stripped or stripped.startswith("#"):
             continue
         url = urljoin(base_url, stripped)
-        if urlparse(url).scheme not in ("http", "https", "file") or " " in stripped:
-            raise SourceError(f"line {number} of the URL list is not a URL: {stripped[:80]!r}")
+        if urlparse(url).scheme not in _SCHEMES or " " in stripped or not stripped.isprintable():
+            raise SourceError(f"line {number} of the URL list is not a URL: {stripped[:60]!r}")
         refs.append(DocRef(url=urldefrag(url)[0], topic=topic_for_url(url)))
-    return refs
+    return _topics_by_prefix(refs)
 
 
 def topic_for_url(url: str) -> str:
     """A page's topic when the index names none: the first folder of its path."""
-    parts = PurePosixPath(urlparse(url).path).parts[1:-1]
+    parts = _folders(url)
     return parts[0] if parts else "(root)"
+
+
+def _folders(url: str) -> tuple[str, ...]:
+    path = urlparse(url).path
+    parts = PurePosixPath(path).parts[1:]
+    return parts if path.endswith("/") else parts[:-1]
+
+
+def _topics_by_prefix(refs: list[DocRef]) -> list[DocRef]:
+    """Topics from the first folder below the folders all pages share (so /docs/v2/api/x → 'api')."""
+    if len(refs) < 2:
+        return refs
+    folders = [_folders(ref.url) for ref in refs]
+    common = 0
+    while all(len(f) > common for f in folders) and len({f[common] for f in folders}) == 1:
+        common += 1
+    return [DocRef(ref.url, ref.title, f[common] if len(f) > common else "(root)", ref.note)
+            for ref, f in zip(refs, folders)]
 
 
 def _dedupe(refs: list[DocRef]) -> list[DocRef]:
     seen: set[str] = set()
     unique = []
     for ref in refs:
-        key = ref.url.rstrip("/") if urlparse(ref.url).path not in ("", "/") else ref.url
+        key = re.sub(r"/index\.html?$", "/", ref.url)
+        key = key.rstrip("/") if urlparse(key).path not in ("", "/") else key
         if key not in seen:
             seen.add(key)
             unique.append(ref)

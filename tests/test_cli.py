@@ -47,12 +47,17 @@ def test_help_lists_every_flag_with_defaults_and_examples(capsys):
     (["--llm", "openai"], "needs OPENAI_API_KEY or --llm-base-url"),
     (["--limit", "many"], "invalid int value: 'many'"),
     (["--batch-size", "-1"], "--batch-size must be 0"),
+    (["--source", ""], "--source is empty"),
+    (["--llm-base-url", "not-a-url"], "--llm-base-url must be an http(s) URL"),
+    (["--request-timeout", "nan"], "--request-timeout must be a positive number"),
+    (["--llm-base-url", "http://127.0.0.1:1/v1"], "cannot reach the LLM at 127.0.0.1:1: connection refused"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(argv, fragment, capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(SystemExit) if argv[0] in ("--parallelism-mode", "--limit") else _no_raise() as done:
-        code = main([*argv, "--output-dir", str(tmp_path / "out"), "--quiet"])
+        code = main([*argv, "--output-dir", str(tmp_path / "out"), "--quiet", "--limit", "2"]
+                    if argv[0] != "--limit" else [*argv, "--output-dir", str(tmp_path / "out"), "--quiet"])
     code = done.value.code if done else code
     assert code == 2
     line = _one_error_line(capsys.readouterr().err)
@@ -65,6 +70,24 @@ class _no_raise:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_output_dir_that_is_a_file_is_refused_up_front(tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    assert main(["--output-dir", str(tmp_path / "taken"), "--quiet"]) == 2
+    assert "is a file, not a folder" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("DOCUMENT_IT_MAX_CONCURRENCY", "abc", "invalid int value: 'abc' (from DOCUMENT_IT_MAX_CONCURRENCY)"),
+    ("DOCUMENT_IT_PARALLELISM_MODE", "fast", "got 'fast' from DOCUMENT_IT_PARALLELISM_MODE"),
+    ("DOCUMENT_IT_QUIET", "maybe", "DOCUMENT_IT_QUIET must be one of"),
+])
+def test_bad_environment_values_name_the_variable(name, value, fragment, tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), name: value}
+    done = subprocess.run([sys.executable, str(ROOT / "main.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and fragment in _one_error_line(done.stderr)
 
 
 def test_environment_supplies_defaults_and_flags_win():

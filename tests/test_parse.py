@@ -273,3 +273,63 @@ def test_models_are_frozen() -> None:
     section = Section("H", 2, "t")
     with pytest.raises(AttributeError):
         section.text = "changed"  # type: ignore[misc]
+
+
+# --- pages as documentation generators write them ------------------------------------------------
+
+def _page(html: str, url: str = "http://127.0.0.1/docs/page.html", ctype: str = "text/html"):
+    from document_it.models import DocRef, Fetched
+
+    return parse(Fetched(DocRef(url, topic="t"), url, html.encode(), ctype))
+
+
+def test_sphinx_page_loses_permalinks_and_sidebar_and_keeps_code_language():
+    doc = _page("""<html><head><title>Install — FooLib 1.0 documentation</title></head><body>
+      <div class="sphinxsidebar" role="navigation"><p>SIDEBARLEAK</p></div>
+      <div class="document"><div class="body" role="main">
+        <h1>Install<a class="headerlink" href="#install" title="Link to this heading">¶</a></h1>
+        <p>You should install it with pip.</p>
+        <div class="highlight-python notranslate"><div class="highlight"><pre>import foo</pre></div></div>
+      </div></div></body></html>""")
+    assert doc.title == "Install" and doc.headings == ("Install",)
+    assert "¶" not in doc.text and "SIDEBARLEAK" not in doc.text
+    assert doc.code_blocks[0].language == "python"
+
+
+def test_mkdocs_line_number_tables_and_edit_button_do_not_leak():
+    doc = _page("""<html><body><div class="md-sidebar" data-md-type="toc">TOCLEAK</div>
+      <div class="md-content"><article class="md-content__inner md-typeset">
+      <a href="https://example.org/edit/x.md" title="Edit this page" class="md-content__button">EDITLEAK</a>
+      <h1 id="a">Getting started<a class="headerlink" href="#a">&para;</a></h1>
+      <div class="language-bash highlight"><table class="highlighttable"><tr>
+        <td class="linenos"><div class="linenodiv"><pre>1\n2</pre></div></td>
+        <td class="code"><div><pre><code>export A=1\nrun</code></pre></div></td></tr></table></div>
+      </article></div></body></html>""")
+    assert "TOCLEAK" not in doc.text and "EDITLEAK" not in doc.text and "¶" not in doc.text
+    assert [b.code for b in doc.code_blocks] == ["export A=1\nrun"]
+    assert doc.code_blocks[0].language == "bash"
+    assert not any("example.org/edit" in link.url for link in doc.links)
+
+
+def test_docusaurus_article_inside_main_drops_breadcrumbs_toc_and_footer():
+    doc = _page("""<html><body><main class="docMainContainer"><div class="row"><div class="col">
+      <article><nav class="theme-doc-breadcrumbs"><a href="/">BREADCRUMBLEAK</a></nav>
+      <div class="theme-doc-markdown markdown"><header><h1>Intro\u200b</h1></header>
+      <p>Baz lets you build things.</p></div>
+      <footer class="theme-doc-footer"><a href="https://example.org/edit">Edit this page</a></footer>
+      </article></div><div class="col col--3"><div class="theme-doc-toc-desktop">TOCLEAK</div></div>
+      </div></main></body></html>""")
+    assert doc.title == "Intro" and doc.headings == ("Intro",)
+    assert doc.text == "Intro\nBaz lets you build things."
+
+
+def test_base_href_sets_where_relative_links_point():
+    doc = _page('<html><head><base href="https://docs.example.org/v2/"></head><body><main>'
+                '<p>See <a href="api/ref.html">the API</a>.</p></main></body></html>')
+    assert doc.links[0].url == "https://docs.example.org/v2/api/ref.html"
+
+
+def test_html_served_as_plain_text_is_parsed_as_html():
+    doc = _page("<!DOCTYPE html><html><body><main><h1>Title</h1><p>Body text here.</p></main></body></html>",
+                ctype="text/plain")
+    assert doc.fmt == "html" and doc.title == "Title" and "<" not in doc.text

@@ -303,3 +303,65 @@ def test_bundled_sample_index() -> None:
     assert all(Path(urlparse(u).path).is_file() for u in urls)
     assert {r.topic for r in index.refs} <= sections
     assert index.title and index.title != SAMPLE_SOURCE
+
+
+# --- indexes as people actually write them --------------------------------------------------------
+
+def test_llms_txt_link_variants_people_write(tmp_path):
+    text = "\n".join([
+        "# Site", "## Docs",
+        "- [Intro](intro.html) - dash note",
+        "- [Foo (bar)](Foo_(bar).html): parentheses in the URL",
+        "- [Title with [brackets]](b.html)",
+        "1. [Numbered](n.html)",
+        "- https://docs.example.org/bare.html",
+        "- [Angle](<a b.html>)",
+    ])
+    index = parse_llms_txt(text, "https://docs.example.org/")
+    urls = [ref.url for ref in index.refs]
+    assert urls[:5] == ["https://docs.example.org/intro.html", "https://docs.example.org/Foo_(bar).html",
+                        "https://docs.example.org/b.html", "https://docs.example.org/n.html",
+                        "https://docs.example.org/bare.html"]
+    assert index.refs[0].note == "dash note" and index.refs[2].title == "Title with [brackets]"
+
+
+def test_sitemap_index_survives_a_missing_child(tmp_path):
+    (tmp_path / "a.xml").write_text('<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/'
+                                    'sitemap/0.9"><url><loc>/docs/a.html</loc></url></urlset>')
+    (tmp_path / "index.xml").write_text(
+        '<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        '<sitemap><loc>a.xml</loc></sitemap><sitemap><loc>missing.xml</loc></sitemap></sitemapindex>')
+    with SiteServer(tmp_path, max_seconds=30) as site:
+        refs = discover(site.url("index.xml")).refs
+        assert [r.url for r in refs] == [site.url("docs/a.html")]
+
+
+def test_sitemap_in_a_declared_legacy_encoding(tmp_path):
+    data = ('<?xml version="1.0" encoding="ISO-8859-1"?><urlset xmlns="http://www.sitemaps.org/schemas/'
+            'sitemap/0.9"><url><loc>http://127.0.0.1/café.html</loc></url></urlset>').encode("latin-1")
+    (tmp_path / "sitemap.xml").write_bytes(data)
+    refs = discover(str(tmp_path / "sitemap.xml")).refs
+    assert refs[0].url == "http://127.0.0.1/café.html"
+
+
+def test_a_binary_file_is_not_an_index(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64))
+    with pytest.raises(SourceError, match="unsupported content type image/png"):
+        discover(str(tmp_path / "x.png"))
+    (tmp_path / "blob").write_bytes(b"ELF" + bytes(64))
+    with pytest.raises(SourceError, match="is a binary file, not an llms.txt") as caught:
+        discover(str(tmp_path / "blob"))
+    assert "\\x00" not in str(caught.value)
+
+
+def test_topics_come_from_below_the_shared_folders(tmp_path):
+    (tmp_path / "urls.txt").write_text("http://127.0.0.1/docs/v2/api/a.html\n"
+                                       "http://127.0.0.1/docs/v2/guide/b.html\n"
+                                       "http://127.0.0.1/docs/v2/index.html\n")
+    refs = discover(str(tmp_path / "urls.txt")).refs
+    assert [r.topic for r in refs] == ["api", "guide", "(root)"]
+
+
+def test_folder_url_and_its_index_html_are_one_page(tmp_path):
+    (tmp_path / "urls.txt").write_text("http://127.0.0.1/mkdocs/\nhttp://127.0.0.1/mkdocs/index.html\n")
+    assert len(discover(str(tmp_path / "urls.txt")).refs) == 1

@@ -10,20 +10,21 @@ from urllib.parse import urlparse
 
 import httpx
 import openai
+import requests
 from langchain_core.exceptions import OutputParserException
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
 
 from ..config import LLMKind, Settings, StructuredMethod
 from ..core.ratelimit import retry_after_seconds
-from ..errors import LLMAuthError, LLMError, LLMTransientError
+from ..errors import LLMAuthError, LLMError, LLMTransientError, connection_reason
 from ..redact import redact
 from ..tokens import estimate_tokens
 from . import extractive
 from .prompts import Context, Task, render, schema_for
 
 __all__ = ["Reply", "Attempt", "Provider", "ChatProvider", "ExtractiveProvider", "make_provider", "Messages",
-           "CpuRunner"]
+           "CpuRunner", "check_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,24 @@ def _message(exc: openai.APIStatusError) -> str:
     error = body.get("error", body) if isinstance(body, dict) else {}
     message = error.get("message") if isinstance(error, dict) else None
     return str(message or exc.message or "no message")[:300]
+
+
+def check_endpoint(settings: Settings) -> None:
+    """Before any page: is the LLM server there, and does it take the key? Other answers are left to the run."""
+    host = urlparse(settings.llm_base_url or "https://api.openai.com").netloc
+    url = (settings.llm_base_url or "https://api.openai.com/v1").rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    try:
+        status = requests.get(url, headers=headers, timeout=(5, 15)).status_code
+    except requests.ConnectionError as exc:
+        raise LLMError(f"cannot reach the LLM at {host}: {connection_reason(exc)} (check --llm-base-url)") from None
+    except requests.RequestException as exc:
+        log.info("could not check %s before the run: %s", host, type(exc).__name__)
+        return
+    if status == 401:
+        raise LLMAuthError(f"API key rejected by {host} (HTTP 401)")
+    if status == 403:
+        raise LLMAuthError(f"API key not allowed at {host} (HTTP 403)")
 
 
 def make_provider(settings: Settings, run_cpu: CpuRunner | None = None) -> ChatProvider | ExtractiveProvider:

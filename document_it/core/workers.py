@@ -58,16 +58,20 @@ async def run_process_mode(settings: Settings, refs: list[DocRef],
     with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
         results = manager.Queue()
         futures = [loop.run_in_executor(pool, run_shard, share, shard, results) for shard in shards if shard]
-        while len(seen) < len(refs):
-            try:
-                item = await asyncio.to_thread(results.get, True, _POLL_S)
-            except queue.Empty:
-                if all(f.done() for f in futures) and results.empty():
-                    break
-                continue
-            result = DocResult.from_dict(item)
-            seen.add(result.url)
-            emit(result)
+        try:
+            while len(seen) < len(refs):
+                try:
+                    item = await asyncio.to_thread(results.get, True, _POLL_S)
+                except queue.Empty:
+                    if all(f.done() for f in futures) and results.empty():
+                        break
+                    continue
+                result = DocResult.from_dict(item)
+                seen.add(result.url)
+                emit(result)
+        except BaseException:
+            _stop_workers(pool)  # interrupted: don't wait for the shards to finish
+            raise
         for future in futures:
             try:
                 exports.append(await future)
@@ -79,3 +83,11 @@ async def run_process_mode(settings: Settings, refs: list[DocRef],
                            error="analyze: the worker process handling this page died",
                            provider=share.provider_name, model=share.model_name))
     return exports
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate this run's own worker processes (the executor has no public way before Python 3.14)."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,71 @@
+"""Stopping a run (SIGTERM, as a scheduler does) keeps what finished and leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from document_it.testing.llm_sim import SimServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _children(pid: int) -> set[int]:
+    """Every process below `pid`, from /proc."""
+    found, frontier = set(), {pid}
+    while frontier:
+        parent = frontier.pop()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == parent and int(entry.name) not in found:
+                    found.add(int(entry.name))
+                    frontier.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("mode", ["process", "hybrid"])
+def test_sigterm_mid_run_keeps_finished_pages_and_stops_every_worker(mode, tmp_path):
+    out = tmp_path / "out"
+    with SimServer(latency_ms=300, ms_per_token=0, max_seconds=120) as sim:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py"), "--quiet", "--output-dir", str(out), "--llm", "openai",
+             "--llm-base-url", sim.base_url, "--parallelism-mode", mode, "--max-concurrency", "4",
+             "--analysis-workers", "2"],
+            cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        results = out / "results.jsonl"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (results.exists() and results.read_text().count("\n") >= 2):
+            time.sleep(0.1)
+        children = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    lines = results.read_text().splitlines()
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "interrupted"
+    assert run["documents"]["total"] == len(lines) >= 2 and run["documents"]["not_reached"] > 0
+    assert (out / "report.md").read_text().count("**[") == len(lines)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert not [pid for pid in children if _alive(pid)]
