@@ -9,23 +9,12 @@ import asyncio
 import time as _real_time
 
 import pytest
+from _clock import FakeClock
 
 from document_it.core import breaker as breaker_mod
 from document_it.core.breaker import BreakerState, CircuitBreaker, CircuitOpen
 
 
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return _real_time.time()
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

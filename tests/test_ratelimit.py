@@ -13,26 +13,13 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import pytest
+from _clock import FakeClock
 
 from document_it.core import ratelimit
 from document_it.core.ratelimit import (AdaptiveWindow, RateLimiter, SharedPause, TokenBucket, announced_rpm,
                                         parse_duration, retry_after_seconds)
 
 
-class FakeClock:
-    """Stands in for the `time` module inside ratelimit: monotonic() is controlled, time() is real."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return _real_time.time()
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeAsyncio:
