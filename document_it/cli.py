@@ -27,6 +27,7 @@ _EPILOG = """examples:
   python main.py                                   # bundled sample, offline extractive analyser
   python main.py --source https://docs.example.org/llms.txt --llm openai --parallelism-mode hybrid
   python main.py --llm simulate --parallelism-mode sync --limit 5
+  python main.py cache stats            # or: cache clear
 
 environment: every flag also reads DOCUMENT_IT_<FLAG> (e.g. DOCUMENT_IT_MAX_CONCURRENCY=10);
 OPENAI_API_KEY, OPENAI_BASE_URL and OPENAI_MODEL are honoured too. Flags win over the environment.
@@ -95,6 +96,12 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
     p.add_argument("--price-in", type=float, default=d("price-in", None),
                    help="USD per 1M input tokens (default: the built-in table for known models)")
     p.add_argument("--price-out", type=float, default=d("price-out", None), help="USD per 1M output tokens")
+    p.add_argument("--no-cache", action="store_true", default=None,
+                   help="neither read nor write the cache in --state-dir")
+    p.add_argument("--refresh", action="store_true", default=None,
+                   help="recompute everything and overwrite what the cache holds")
+    p.add_argument("--cache-size-mb", type=float, default=d("cache-size-mb", 1024.0),
+                   help="cache size limit; the oldest entries are evicted past it")
     p.add_argument("--fetch-timeout", type=float, default=d("fetch-timeout", 30.0),
                    help="seconds a page download may stall (connect: 10 s)")
     p.add_argument("--max-page-mb", type=float, default=d("max-page-mb", 5.0),
@@ -137,7 +144,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         ints = {name: int(getattr(args, name)) for name in
                 ("max_workers", "analysis_workers", "max_concurrency", "batch_size", "retries")}
         floats = {name: float(getattr(args, name)) for name in
-                  ("request_timeout", "sim_latency_ms", "rpm", "tpm", "max_wait")}
+                  ("request_timeout", "sim_latency_ms", "rpm", "tpm", "max_wait", "cache_size_mb")}
         optional = {name: None if getattr(args, name) in (None, "") else kind(getattr(args, name))
                     for name, kind in (("limit", int), ("max_cost", float), ("max_tokens", int),
                                        ("price_in", float), ("price_out", float))}
@@ -154,6 +161,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         api_key=env.get("OPENAI_API_KEY") or None, model=args.model,
         structured_output=_choice(args, "structured_output", StructuredMethod),
         fallback=_choice(args, "fallback", Fallback), quiet=_switch(args.quiet, env, "quiet"),
+        no_cache=_switch(args.no_cache, env, "no-cache"), refresh=_switch(args.refresh, env, "refresh"),
         read_timeout=fetch_timeout, max_page_bytes=int(page_mb * 1024 * 1024),
         **ints, **floats, **optional,
     )
@@ -198,6 +206,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run document-it; returns the process exit code."""
     env = os.environ
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cache"]:
+        return _cache_command(argv[1:], env)
     args = build_parser(env).parse_args(argv)
     secrets = (env.get("OPENAI_API_KEY"),)
     if threading.current_thread() is threading.main_thread():
@@ -223,11 +234,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _report(summary, settings)
 
 
+def _cache_command(argv: list[str], env: Mapping[str, str]) -> int:
+    """`python main.py cache stats|clear [--state-dir DIR]`."""
+    p = _Parser(prog="document-it cache", description="Inspect or empty the cache in --state-dir.")
+    p.add_argument("action", choices=["stats", "clear"])
+    p.add_argument("--state-dir", default=env.get(_env_name("state-dir")) or ".document_it")
+    args = p.parse_args(argv)
+    from .core.cache import Memo
+
+    directory = Path(args.state_dir) / "cache"
+    if not directory.exists():
+        print(f"no cache at {directory}")
+        return EXIT_OK
+    memo = Memo(directory)
+    if args.action == "clear":
+        print(f"removed {memo.clear()} entries from {directory}")
+    else:
+        stats = memo.stats()
+        print(f"{directory}: {stats['entries']} entries, {stats['size_bytes'] / 1e6:.1f} MB on disk"
+              + ("" if stats["enabled"] else " (unreadable: it will be ignored)"))
+    memo.close()
+    return EXIT_OK
+
+
 def _report(summary: dict, settings: Settings) -> int:
     docs, llm = summary["documents"], summary["llm"]
     print(f"{docs['total']} pages: {docs['completed']} completed, {docs['failed']} failed "
           f"in {summary['wall_seconds']:.1f}s ({summary['mode']} mode, {summary['provider_label']}) "
           f"→ {settings.output_dir / 'report.md'}")
+    cache = llm.get("cache") or {}
+    if cache.get("hits"):
+        print(f"cache: {cache['hits']} hits, {cache['misses']} misses ({cache['entries']} entries on disk)")
     if llm.get("requests"):
         cost = llm.get("cost_usd")
         print(f"LLM: {llm['requests']} requests, {llm['attempts']} attempts, {llm['rate_limited']} rate-limited, "

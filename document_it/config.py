@@ -87,6 +87,10 @@ class Settings:
     price_out: float | None = None
     max_cost: float | None = None
     max_tokens: int | None = None
+    # cache
+    no_cache: bool = False
+    refresh: bool = False
+    cache_size_mb: float = 1024.0
     sim_latency_ms: float = 400.0
     quiet: bool = False
     # fetch limits

@@ -15,6 +15,7 @@ from .analysis.gateway import Gateway, build_gateway
 from .analysis.providers import check_endpoint
 from .analysis.prompts import TopicInput
 from .config import LLMKind, Mode, Settings
+from .core.cache import Memo
 from .core.dispatcher import PLANS, Stages
 from .core.progress import RunProgress
 from .errors import DocumentItError, LLMAuthError, ParseError
@@ -23,7 +24,7 @@ from .models import DocRef, DocResult, DocStatus
 from .report import ResultStream, write_outputs
 from .sources import discover
 
-__all__ = ["run", "analyze_refs", "analyze_document"]
+__all__ = ["run", "analyze_refs", "analyze_document", "open_memo"]
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +101,14 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit,
 
         exports = await run_process_mode(settings, refs, keep)
         # the workers held the whole cap while they ran, so the synthesis waits for them
-        async with build_gateway(settings) as gateway:
+        async with build_gateway(settings, memo=open_memo(settings)) as gateway:
             for exported in exports:
                 gateway.absorb(exported)
             synthesis = await synthesize_topics(gateway, _topic_inputs(results))
         return gateway.summary(), _plain(synthesis)
-    with Stages(settings, plan) as stages:
-        async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings)) as gateway:
+    memo = open_memo(settings)
+    with Stages(settings, plan, memo) as stages:
+        async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
             watch(gateway)
             topics = _TopicSynthesis(gateway, refs)
 
@@ -153,6 +155,13 @@ class _TopicSynthesis:
         for part in await asyncio.gather(*self._tasks):
             merged.update(part)
         return merged
+
+
+def open_memo(settings: Settings) -> Memo:
+    """The shared cache in --state-dir, or none with --no-cache."""
+    if settings.no_cache:
+        return Memo(None)
+    return Memo(settings.cache_dir, size_limit=int(settings.cache_size_mb * 1024 * 1024), refresh=settings.refresh)
 
 
 async def analyze_refs(refs: list[DocRef], agent: PageAgent, stages: Stages, settings: Settings,

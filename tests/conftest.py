@@ -18,3 +18,9 @@ def site(tmp_path: Path) -> Iterator[SiteServer]:
     yield server
     # stop() waits out serve_forever's 0.5 s poll; let it do so off the test's clock.
     threading.Thread(target=server.stop, daemon=True, name="site-stop").start()
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own --state-dir, so no cache is shared between tests or with the repo."""
+    monkeypatch.setenv("DOCUMENT_IT_STATE_DIR", str(tmp_path / "state"))

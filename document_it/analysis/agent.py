@@ -7,6 +7,7 @@ import operator
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
+from pydantic import ValidationError
 
 from ..models import ParsedDoc
 from .gateway import Gateway
@@ -50,8 +51,16 @@ class PageAgent:
         self.graph = graph.compile()
 
     async def analyze(self, page: ParsedDoc) -> PageAnalysis:
-        """Run every branch for `page` and return the merged, validated analysis."""
+        """Run every branch for `page` and return the merged, validated analysis (reused for identical text)."""
+        memo, key = self.gateway.memo, self.gateway.page_key(page.text)
+        if key is not None and (stored := memo.get("page", key)) is not None:
+            try:
+                return PageAnalysis.model_validate(stored)
+            except ValidationError:
+                pass
         state = await self.graph.ainvoke({"page": page, "parts": {}})
+        if key is not None and not self.gateway.fell_back.get(page.url):
+            memo.set("page", key, state["analysis"].model_dump())
         return state["analysis"]
 
 

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..config import Fallback, Settings
 from ..core.breaker import CircuitBreaker, CircuitOpen
+from ..core.cache import Memo, memo_key
 from ..core.ratelimit import RateLimiter, announced_rpm
 from ..core.tracker import Prices, RequestRecord, RequestTracker
 from ..errors import BudgetExceeded, LLMAuthError, LLMError, LLMTransientError
 from ..tokens import estimate_tokens
-from .prompts import Context, Task, TopicInput
-from .providers import ChatProvider, CpuRunner, ExtractiveProvider, make_provider
+from .prompts import PROMPT_VERSION, Context, Task, TopicInput, schema_for
+from .providers import ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider
 
 __all__ = ["Gateway", "RetryPolicy", "EXPECTED_OUTPUT_TOKENS", "build_gateway"]
 
@@ -46,7 +48,8 @@ class Gateway:
     """Asks the provider for one task's answer, keeping the limits and recording every request."""
 
     def __init__(self, provider: ChatProvider | ExtractiveProvider, settings: Settings,
-                 max_concurrency: int | None = None, fallback: ExtractiveProvider | None = None) -> None:
+                 max_concurrency: int | None = None, fallback: ExtractiveProvider | None = None,
+                 memo: Memo | None = None) -> None:
         cap = max_concurrency or settings.max_concurrency
         self.provider = provider
         self.max_concurrency = cap
@@ -58,6 +61,8 @@ class Gateway:
         self.tracker = RequestTracker(Prices.for_model(settings.model, settings.price_in, settings.price_out))
         self.fallback = fallback if settings.fallback is Fallback.EXTRACTIVE else None
         self.max_cost, self.max_tokens = settings.max_cost, settings.max_tokens
+        self.memo = memo or Memo(None)
+        self._key_base = (provider.name, settings.model, PROMPT_VERSION, settings.structured_output.value)
         self.prompts = 0
         self.fallbacks = 0
         self.fell_back: dict[str, list[str]] = {}  # page URL (or topic) -> tasks the offline analyser answered
@@ -86,9 +91,14 @@ class Gateway:
         self.prompts += 1
         if isinstance(self.provider, ExtractiveProvider):
             return (await self.provider.complete(task, context)).value
+        messages = self.provider.messages(task, context)
+        key = memo_key(*self._key_base, task.value, messages, schema_for(task).model_json_schema())
+        cached = self._from_memo(task, key)
+        if cached is not None:
+            return cached
         record = self.tracker.new(task.value)
         try:
-            value = await self._ask_llm(self.provider, task, context, record)
+            value = await self._ask_llm(self.provider, task, messages, record)
         except LLMAuthError as exc:
             self.tracker.finish(record, str(exc))
             raise
@@ -101,10 +111,26 @@ class Gateway:
             log.warning("%s answered by the offline analyser: %s", task.value, exc)
             return (await self.fallback.complete(task, context)).value
         self.tracker.finish(record)
+        self.memo.set("llm", key, value.model_dump())  # only valid answers are kept
         return value
 
-    async def _ask_llm(self, provider: ChatProvider, task: Task, context: Context, record: RequestRecord) -> BaseModel:
-        messages = provider.messages(task, context)
+    def page_key(self, text: str) -> str | None:
+        """The memo key of a whole page's analysis: pages with the same normalised text share one."""
+        if isinstance(self.provider, ExtractiveProvider):
+            return None
+        return memo_key(*self._key_base, "page", hashlib.sha256(" ".join(text.split()).encode()).hexdigest())
+
+    def _from_memo(self, task: Task, key: str) -> BaseModel | None:
+        stored = self.memo.get("llm", key)
+        if stored is None:
+            return None
+        try:
+            return schema_for(task).model_validate(stored)
+        except ValidationError:
+            return None
+
+    async def _ask_llm(self, provider: ChatProvider, task: Task, messages: Messages,
+                       record: RequestRecord) -> BaseModel:
         estimate = estimate_tokens("".join(text for _, text in messages)) + EXPECTED_OUTPUT_TOKENS
         deadline = time.monotonic() + self.max_wait
         failures, repaired = 0, False
@@ -191,6 +217,7 @@ class Gateway:
             "learned_rpm": self.limiter.learned_rpm,
             "breaker_opened": self.breaker.opened,
             "fallbacks": self.fallbacks,
+            "cache": self.memo.stats(),
         }
 
 
@@ -216,10 +243,11 @@ class Gateway:
         self.limiter.learned_rpm = self.limiter.learned_rpm or exported["learned_rpm"]
 
 
-def build_gateway(settings: Settings, run_cpu: CpuRunner | None = None, cap: int | None = None) -> Gateway:
+def build_gateway(settings: Settings, run_cpu: CpuRunner | None = None, cap: int | None = None,
+                  memo: Memo | None = None) -> Gateway:
     """The gateway the settings ask for, with the offline fallback when --fallback extractive."""
     fallback = ExtractiveProvider(run_cpu) if settings.fallback is Fallback.EXTRACTIVE else None
-    return Gateway(make_provider(settings, run_cpu), settings, cap, fallback=fallback)
+    return Gateway(make_provider(settings, run_cpu), settings, cap, fallback=fallback, memo=memo)
 
 
 class _Unavailable(LLMError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from typing import Any, Callable, TypeVar
 from ..config import Mode, Settings
 from ..fetch import FetchLimits, fetch
 from ..models import DocRef, Fetched, ParsedDoc
-from ..parse import parse
+from ..parse import PARSE_VERSION, parse
+from .cache import Memo, memo_key
 
 __all__ = ["Where", "Plan", "PLANS", "Stages", "spawn_context"]
 
@@ -62,8 +64,9 @@ def spawn_context() -> multiprocessing.context.BaseContext:
 class Stages:
     """The executors one run (or one worker process) uses; a context manager that shuts them down."""
 
-    def __init__(self, settings: Settings, plan: Plan) -> None:
+    def __init__(self, settings: Settings, plan: Plan, memo: Memo | None = None) -> None:
         self.plan = plan
+        self.memo = memo or Memo(None)
         self.limits = FetchLimits.from_settings(settings)
         self.chunk_tokens = settings.chunk_tokens
         self._threads = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="fetch") \
@@ -85,8 +88,16 @@ class Stages:
         return await self._run(self.plan.fetch, self._threads, fetch, ref, self.limits)
 
     async def parse(self, fetched: Fetched) -> ParsedDoc:
-        """Parse one page where the plan says parsing runs."""
-        return await self._run(self.plan.parse, self._processes, parse, fetched, self.chunk_tokens)
+        """Parse one page where the plan says parsing runs, unless the same bytes were parsed before."""
+        ref = fetched.ref
+        key = memo_key(PARSE_VERSION, ref.url, ref.title, ref.topic, fetched.final_url, fetched.content_type,
+                       fetched.encoding, self.chunk_tokens, hashlib.sha256(fetched.content).hexdigest())
+        cached = self.memo.get("parse", key)
+        if isinstance(cached, ParsedDoc):
+            return cached
+        page = await self._run(self.plan.parse, self._processes, parse, fetched, self.chunk_tokens)
+        self.memo.set("parse", key, page)
+        return page
 
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """CPU-bound analysis work (the offline analyser) beside parsing."""

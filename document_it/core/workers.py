@@ -25,11 +25,12 @@ def run_shard(settings: Settings, refs: list[DocRef], results: Any) -> dict[str,
 async def _shard(settings: Settings, refs: list[DocRef], results: Any) -> dict[str, Any]:
     from ..analysis.agent import PageAgent
     from ..analysis.gateway import build_gateway
-    from ..pipeline import analyze_refs
+    from ..pipeline import analyze_refs, open_memo
 
     plan = PLANS[Mode.ASYNC]  # already in its own process: threads for I/O, the loop for the LLM
-    with Stages(settings, plan) as stages:
-        async with build_gateway(settings, stages.run_cpu) as gateway:
+    memo = open_memo(settings)  # the same cache directory every worker and the parent read
+    with Stages(settings, plan, memo) as stages:
+        async with build_gateway(settings, stages.run_cpu, memo=memo) as gateway:
             await analyze_refs(refs, PageAgent(gateway), stages, settings,
                                lambda r: results.put(r.to_dict()), plan.docs_in_flight(settings))
     return gateway.export()
