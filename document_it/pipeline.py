@@ -99,9 +99,15 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit,
             results.append(result)
             emit(result)
 
-        exports = await run_process_mode(settings, refs, keep)
-        # the workers held the whole cap while they ran, so the synthesis waits for them
-        async with build_gateway(settings, memo=open_memo(settings)) as gateway:
+        memo = open_memo(settings)
+        async with build_gateway(settings, memo=memo) as gateway:
+            pending = refs
+            if memo.stats()["entries"] and gateway.provider.is_llm:
+                # pages the cache already answers need no worker process at all
+                with Stages(settings, PLANS[Mode.ASYNC], memo) as stages:
+                    pending = await _answer_from_memo(refs, stages, gateway, settings, keep)
+            exports = await run_process_mode(settings, pending, keep) if pending else []
+            # the workers held the whole cap while they ran, so the synthesis waits for them
             for exported in exports:
                 gateway.absorb(exported)
             synthesis = await synthesize_topics(gateway, _topic_inputs(results))
@@ -124,6 +130,34 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit,
                 raise
             synthesis = await topics.results()
     return gateway.summary(), _plain(synthesis)
+
+
+async def _answer_from_memo(refs: list[DocRef], stages: Stages, gateway: Gateway, settings: Settings,
+                            emit: Emit) -> list[DocRef]:
+    """Emit the pages whose whole analysis is cached; return the others, in order."""
+    async def one(ref: DocRef) -> DocRef | None:
+        fetched = await stages.fetch(ref)
+        if not fetched.ok:
+            return ref  # the worker fetches again and records the failure
+        try:
+            page = await stages.parse(fetched)
+        except ParseError:
+            return ref
+        key = gateway.page_key(page.text)
+        stored = gateway.memo.get("page", key) if key else None
+        if stored is None:
+            return ref
+        emit(DocResult(url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED,
+                       provider=settings.provider_name, model=settings.model_name, analysis=stored))
+        return None
+
+    limit = asyncio.Semaphore(PLANS[Mode.ASYNC].docs_in_flight(settings))
+
+    async def bounded(ref: DocRef) -> DocRef | None:
+        async with limit:
+            return await one(ref)
+
+    return [ref for ref in await asyncio.gather(*(bounded(r) for r in refs)) if ref is not None]
 
 
 class _TopicSynthesis:

@@ -88,12 +88,18 @@ class ChatProvider:
         self.host = urlparse(settings.llm_base_url or "https://api.openai.com").netloc
         self._method = settings.structured_output
         self._secrets = (settings.api_key,)
+        self._settings = settings
+        self._http: httpx.AsyncClient | None = None  # made on the first request: a fully cached run needs none
+        self._runnables: dict[Task, Any] = {}
+
+    def _chat_model(self) -> ChatOpenAI:
+        settings = self._settings
         # our own client, bound to this run's event loop (the SDK's shared default outlives loops)
         self._http = httpx.AsyncClient(
             timeout=settings.request_timeout,
             limits=httpx.Limits(max_connections=settings.max_concurrency,
                                 max_keepalive_connections=settings.max_concurrency))
-        self._llm = ChatOpenAI(
+        return ChatOpenAI(
             model=settings.model,
             base_url=settings.llm_base_url,
             api_key=settings.api_key or "no-key-needed",
@@ -103,7 +109,6 @@ class ChatProvider:
             include_response_headers=True,
             http_async_client=self._http,
         )
-        self._runnables: dict[Task, Any] = {}
 
     def messages(self, task: Task, context: Context) -> Messages:
         """The prompt for `task`; json mode also spells out the schema."""
@@ -117,9 +122,12 @@ class ChatProvider:
 
     async def aclose(self) -> None:
         """Close this provider's connections."""
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     def _runnable(self, task: Task) -> Any:
+        if not self._runnables:
+            self._llm = self._chat_model()
         if task not in self._runnables:
             self._runnables[task] = self._llm.with_structured_output(
                 schema_for(task), method=self._method.value, include_raw=True)
