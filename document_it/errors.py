@@ -13,7 +13,6 @@ __all__ = [
     "LLMError",
     "LLMAuthError",
     "LLMTransientError",
-    "BudgetExceeded",
     "connection_reason",
 ]
 
@@ -68,7 +67,3 @@ class LLMTransientError(LLMError):
         self.retry_after = retry_after
         self.rate_limited = rate_limited
         self.headers = headers or {}
-
-
-class BudgetExceeded(DocumentItError):
-    """The run reached --max-cost or --max-tokens; no new page starts."""

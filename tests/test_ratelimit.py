@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time as _real_time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 

@@ -17,7 +17,7 @@ from ..core.breaker import CircuitBreaker, CircuitOpen
 from ..core.cache import Memo, memo_key
 from ..core.ratelimit import RateLimiter, announced_rpm
 from ..core.tracker import Prices, RequestRecord, RequestTracker
-from ..errors import BudgetExceeded, LLMAuthError, LLMError, LLMTransientError
+from ..errors import LLMAuthError, LLMError, LLMTransientError
 from ..tokens import estimate_tokens
 from .prompts import PROMPT_VERSION, Context, Task, TopicInput, schema_for
 from .providers import ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider

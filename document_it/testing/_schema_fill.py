@@ -11,18 +11,12 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from document_it.testing._sim_faults import ApiError
 
 __all__ = [
-    "build_message",
-    "content_text",
     "extract_words",
     "fill_schema",
     "find_prompt_schema",
-    "last_user_text",
     "make_sentence",
-    "plain_answer",
-    "prompt_text",
     "stable_seed",
 ]
 
@@ -322,84 +316,3 @@ def find_prompt_schema(texts: Iterable[str]) -> dict[str, Any] | None:
             if _looks_like_schema(value):
                 found = value
     return found
-
-
-def content_text(content: Any) -> str:
-    """Return the text of a message content (a string or a list of parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def last_user_text(messages: list[dict[str, Any]]) -> str:
-    """Return the content of the last user message (or of the last message)."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return content_text(message.get("content"))
-    return content_text(messages[-1].get("content"))
-
-
-def plain_answer(user: str) -> str:
-    """Return a short deterministic text answer built from the user's words."""
-    return make_sentence(extract_words(user), random.Random(stable_seed(user, "$text")), 8, 16)
-
-
-def prompt_text(body: dict[str, Any]) -> str:
-    """Return all prompt text (messages, tool-call arguments, schemas) for token counting."""
-    parts: list[str] = []
-    for message in body["messages"]:
-        parts.append(content_text(message.get("content")))
-        for call in message.get("tool_calls") or []:
-            parts.append(json.dumps(call.get("function", {})))
-    for key in ("tools", "response_format"):
-        if body.get(key):
-            parts.append(json.dumps(body[key]))
-    return "\n".join(p for p in parts if p)
-
-
-def _pick_tool(tools: list[Any], choice: Any) -> dict[str, Any]:
-    """Return the function spec named by `tool_choice`, else the first tool."""
-    functions = [t.get("function") for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)]
-    if not functions:
-        raise ApiError(400, "tools must contain at least one function", param="tools")
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name") or choice.get("name")
-        for function in functions:
-            if function.get("name") == name:
-                return function
-        raise ApiError(400, f"tool_choice names an unknown function: {name!r}", param="tool_choice")
-    return functions[0]
-
-
-def _dumps(value: Any) -> str:
-    """Serialise compactly and deterministically, the way models emit JSON."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def build_message(body: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
-    """Return (assistant message, finish_reason, generated text) for a validated chat request body."""
-    messages = body["messages"]
-    user = last_user_text(messages)
-    tools = body.get("tools")
-    choice = body.get("tool_choice")
-    fmt = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
-    if isinstance(tools, list) and tools and choice != "none":
-        function = _pick_tool(tools, choice)
-        args = _dumps(fill_schema(function.get("parameters") or {"type": "object"}, text=user))
-        call_id = "call_" + hashlib.sha256(f"{user}\x1f{args}".encode()).hexdigest()[:24]
-        call = {"id": call_id, "type": "function", "function": {"name": function.get("name", ""), "arguments": args}}
-        return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls", args
-    if fmt.get("type") == "json_schema":
-        spec = fmt.get("json_schema") or {}
-        if not isinstance(spec.get("schema"), dict):
-            raise ApiError(400, "response_format.json_schema.schema must be an object", param="response_format")
-        content = _dumps(fill_schema(spec["schema"], text=user))
-    elif fmt.get("type") == "json_object":
-        schema = find_prompt_schema(content_text(m.get("content")) for m in messages)
-        value = fill_schema(schema, text=user) if schema else {"answer": plain_answer(user)}
-        content = _dumps(value)
-    else:
-        content = plain_answer(user)
-    return {"role": "assistant", "content": content, "refusal": None}, "stop", content

@@ -16,7 +16,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from document_it.testing._schema_fill import build_message, prompt_text
+from document_it.testing._sim_reply import build_message, prompt_text
 from document_it.testing._sim_faults import (FAULT_KINDS, ApiError, Fault, FaultPlan, RateLimiter, Reply,
                                              add_cli_arguments, cli_kwargs, completion_budget, fault_429, parse_body,
                                              server_error, truncate_message)
