@@ -73,3 +73,19 @@ def write_json(name: str, data: Any) -> Path:
     path = out / name
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> None:
+    """Print rows as an aligned table; columns are (header, key, format spec such as '.2f' or '.0%')."""
+    cells = [[header for header, _, _ in columns]]
+    for row in rows:
+        cells.append(["-" if row.get(key) is None else format(row[key], spec) for _, key, spec in columns])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    for line in cells:
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))))
+
+
+def finish(name: str, params: Any, rows: list[dict[str, Any]]) -> None:
+    """Write the JSON next to the other results and say where."""
+    path = write_json(name, {"params": vars(params), "rows": rows})
+    print(f"\nwrote {path.name} in benchmarks/results/")

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _harness import ROOT, sample_site, sim_stats, simulator, write_json
+from _harness import ROOT, finish, print_table, sample_site, sim_stats, simulator
 
 
 def _timed(flags: list[str]) -> tuple[dict, float]:
@@ -55,14 +55,11 @@ def main() -> int:
                          "speedup_cmd": round(cold_cmd / warm_cmd, 1)})
             print(f"  {mode}: cold {cold['wall_seconds']:.2f}s, warm {warm['wall_seconds']:.2f}s", flush=True)
     print(f"\nlatency {args.latency_ms:g} ms + {args.ms_per_token:g} ms/token\n")
-    print(f"{'mode':8} {'pages':>5} {'cold s':>7} {'warm s':>7} {'speedup':>8} {'cmd cold':>9} {'cmd warm':>9} "
-          f"{'speedup':>8} {'req cold':>9} {'req warm':>9}")
-    for r in rows:
-        print(f"{r['mode']:8} {r['pages']:>5} {r['cold_s']:>7.2f} {r['warm_s']:>7.2f} {r['speedup']:>7}x "
-              f"{r['cold_cmd_s']:>9.2f} {r['warm_cmd_s']:>9.2f} {r['speedup_cmd']:>7}x {r['cold_requests']:>9} "
-              f"{r['warm_requests']:>9}")
-    path = write_json("bench_cache.json", {"params": vars(args), "rows": rows})
-    print(f"\nwrote {path.name} in benchmarks/results/")
+    print_table(rows, [("mode", "mode", ""), ("pages", "pages", "d"), ("cold s", "cold_s", ".2f"),
+                       ("warm s", "warm_s", ".2f"), ("speedup", "speedup", ".1f"), ("cmd cold s", "cold_cmd_s", ".2f"),
+                       ("cmd warm s", "warm_cmd_s", ".2f"), ("cmd speedup", "speedup_cmd", ".1f"),
+                       ("requests cold", "cold_requests", "d"), ("requests warm", "warm_requests", "d")])
+    finish("bench_cache.json", args, rows)
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from _harness import run_main, sample_site, sim_stats, simulator, write_json
+from _harness import finish, print_table, run_main, sample_site, sim_stats, simulator
 
 MODES = ("sync", "async", "process", "hybrid")
 
@@ -45,17 +45,15 @@ def main() -> int:
             print(f"  {mode}: {run['wall_seconds']:.2f}s", flush=True)
     sync = next((r["wall_s"] for r in rows if r["mode"] == "sync"), None)
     print(f"\nlatency {args.latency_ms:g} ms + {args.ms_per_token:g} ms/token, cap {args.max_concurrency}\n")
-    print(f"{'mode':8} {'pages':>5} {'fail':>4} {'wall s':>8} {'vs sync':>8} {'requests':>8} "
-          f"{'in flight':>9} {'busy s':>8} {'bound s':>8} {'of bound':>8}")
     for r in rows:
         r["speedup_vs_sync"] = round(sync / r["wall_s"], 2) if sync else None
         r["bound_efficiency"] = round(r["bound_s"] / r["wall_s"], 2) if r["wall_s"] else None
-        print(f"{r['mode']:8} {r['pages']:>5} {r['failed']:>4} {r['wall_s']:>8.2f} "
-              f"{(str(r['speedup_vs_sync']) + 'x') if sync else '-':>8} {r['requests']:>8} "
-              f"{r['server_max_in_flight']:>9} {r['server_busy_s']:>8.2f} {r['bound_s']:>8.2f} "
-              f"{r['bound_efficiency']:>8.0%}")
-    path = write_json("bench_modes.json", {"params": vars(args), "rows": rows})
-    print(f"\nwrote {path.name} in benchmarks/results/")
+    print_table(rows, [("mode", "mode", ""), ("pages", "pages", "d"), ("failed", "failed", "d"),
+                       ("wall s", "wall_s", ".2f"), ("vs sync", "speedup_vs_sync", ".2f"),
+                       ("requests", "requests", "d"), ("in flight", "server_max_in_flight", "d"),
+                       ("busy s", "server_busy_s", ".2f"), ("bound s", "bound_s", ".2f"),
+                       ("of bound", "bound_efficiency", ".0%")])
+    finish("bench_modes.json", args, rows)
     return 0
 
 

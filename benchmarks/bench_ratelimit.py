@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from _harness import run_main, sample_site, sim_stats, simulator, write_json
+from _harness import finish, print_table, run_main, sample_site, sim_stats, simulator
 
 
 def main() -> int:
@@ -46,13 +46,11 @@ def main() -> int:
                          "window_cuts": run["llm"]["window"]["cuts"], "learned_rpm": run["llm"]["learned_rpm"]})
             print(f"  {name}: {achieved:.0f} rpm", flush=True)
     print(f"\nserver limit {args.rpm:g} RPM, latency {args.latency_ms:g} ms + {args.ms_per_token:g} ms/token\n")
-    print(f"{'scenario':22} {'pages':>5} {'failed':>6} {'wall s':>7} {'ok':>5} {'attempts':>8} {'429s':>5} "
-          f"{'429 %':>6} {'rpm':>6} {'of limit':>8}")
-    for r in rows:
-        print(f"{r['scenario']:22} {r['pages']:>5} {r['failed_pages']:>6} {r['wall_s']:>7.1f} {r['ok']:>5} "
-              f"{r['attempts']:>8} {r['429s']:>5} {r['share_429']:>6.1%} {r['achieved_rpm']:>6.0f} {r['of_limit']:>8.0%}")
-    path = write_json("bench_ratelimit.json", {"params": vars(args), "rows": rows})
-    print(f"\nwrote {path.name} in benchmarks/results/")
+    print_table(rows, [("scenario", "scenario", ""), ("pages", "pages", "d"), ("failed", "failed_pages", "d"),
+                       ("wall s", "wall_s", ".1f"), ("ok", "ok", "d"), ("attempts", "attempts", "d"),
+                       ("429s", "429s", "d"), ("429 %", "share_429", ".1%"), ("rpm", "achieved_rpm", ".0f"),
+                       ("of limit", "of_limit", ".0%")])
+    finish("bench_ratelimit.json", args, rows)
     return 0
 
 
