@@ -101,8 +101,9 @@ def _fetch_http(ref: DocRef, limits: FetchLimits) -> Fetched:
             if declared.isdigit() and int(declared) > limits.max_bytes:
                 return Fetched(ref, final, status=resp.status_code, error=_too_large(limits))
             body, error = _read_capped(resp, limits)
+            validators = {name: resp.headers[name] for name in ("ETag", "Last-Modified") if resp.headers.get(name)}
             return Fetched(ref, final, content=body, content_type=media, encoding=_charset(resp),
-                           status=resp.status_code, error=error)
+                           status=resp.status_code, error=error, validators=validators)
     except requests.TooManyRedirects:
         return Fetched(ref, ref.url, error=f"too many redirects (more than {limits.max_redirects})")
     except requests.Timeout:

@@ -41,6 +41,7 @@ class Fetched:
     status: int | None = None
     error: str | None = None
     seconds: float = 0.0
+    validators: dict[str, str] = field(default_factory=dict)  # ETag / Last-Modified, for conditional GETs
 
     @property
     def ok(self) -> bool:

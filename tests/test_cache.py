@@ -130,3 +130,10 @@ def test_cache_stats_and_clear_commands(tmp_path):
     clear = subprocess.run([*base, "clear", "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
     assert clear.returncode == 0 and "removed 1 entries" in clear.stdout
     assert Memo(state / "cache").stats()["entries"] == 0
+
+
+def test_http_validators_are_remembered_for_conditional_requests(tmp_path, site, sim):
+    run(_settings(tmp_path, site, sim, Mode.ASYNC, "out"))
+    memo = Memo(tmp_path / "state" / "cache")
+    stored = memo.get("http", memo_key(site.url("pages/install.html")))
+    assert stored is not None and stored["Last-Modified"] and len(stored["sha256"]) == 64

@@ -84,8 +84,12 @@ class Stages:
             self._processes.shutdown(wait=True, cancel_futures=True)
 
     async def fetch(self, ref: DocRef) -> Fetched:
-        """Download one page where the plan says fetching runs."""
-        return await self._run(self.plan.fetch, self._threads, fetch, ref, self.limits)
+        """Download one page where the plan says fetching runs; remember its ETag / Last-Modified."""
+        fetched = await self._run(self.plan.fetch, self._threads, fetch, ref, self.limits)
+        if fetched.ok and fetched.validators:
+            digest = hashlib.sha256(fetched.content).hexdigest()
+            self.memo.set("http", memo_key(ref.url), {**fetched.validators, "sha256": digest})
+        return fetched
 
     async def parse(self, fetched: Fetched) -> ParsedDoc:
         """Parse one page where the plan says parsing runs, unless the same bytes were parsed before."""

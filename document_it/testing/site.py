@@ -77,12 +77,19 @@ class _Handler(SimpleHTTPRequestHandler):
         log.debug("site: " + format, *args)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up early (as fetch does past its size cap) is not an error worth printing."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        log.debug("site: client %s went away", client_address, exc_info=True)
+
+
 class SiteServer:
     """A static file server on 127.0.0.1 that stops by itself after `max_seconds`."""
 
     def __init__(self, root: Path | str, *, port: int = 0, max_seconds: float = 600) -> None:
         handler = functools.partial(_Handler, directory=str(root))
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server = _QuietServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
         self._server.hits = 0  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="site")
