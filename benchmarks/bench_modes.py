@@ -40,7 +40,8 @@ def main() -> int:
             bound = stats["busy_seconds"] / args.max_concurrency
             rows.append({"mode": mode, "exit": code, "wall_s": run["wall_seconds"],
                          "pages": run["documents"]["total"], "failed": run["documents"]["failed"],
-                         "requests": stats["requests"], "server_max_in_flight": stats["max_in_flight"],
+                         "prompts": run["llm"]["prompts"], "requests": stats["requests"],
+                         "server_max_in_flight": stats["max_in_flight"],
                          "server_busy_s": round(stats["busy_seconds"], 2), "bound_s": round(bound, 2)})
             print(f"  {mode}: {run['wall_seconds']:.2f}s", flush=True)
     sync = next((r["wall_s"] for r in rows if r["mode"] == "sync"), None)
@@ -50,7 +51,8 @@ def main() -> int:
         r["bound_efficiency"] = round(r["bound_s"] / r["wall_s"], 2) if r["wall_s"] else None
     print_table(rows, [("mode", "mode", ""), ("pages", "pages", "d"), ("failed", "failed", "d"),
                        ("wall s", "wall_s", ".2f"), ("vs sync", "speedup_vs_sync", ".2f"),
-                       ("requests", "requests", "d"), ("in flight", "server_max_in_flight", "d"),
+                       ("prompts", "prompts", "d"), ("requests", "requests", "d"),
+                       ("in flight", "server_max_in_flight", "d"),
                        ("busy s", "server_busy_s", ".2f"), ("bound s", "bound_s", ".2f"),
                        ("of bound", "bound_efficiency", ".0%")])
     finish("bench_modes.json", args, rows)

@@ -68,7 +68,9 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
     p.add_argument("--max-concurrency", type=int, default=d("max-concurrency", 20),
                    help="most LLM requests in flight at once")
     p.add_argument("--batch-size", type=int, default=d("batch-size", 0),
-                   help="prompts per batched request: 0 auto, 1 off (batching arrives in a later release)")
+                   help="prompts per batched request: 0 auto (up to 8, by token budget), 1 off, N at most N")
+    p.add_argument("--batch-max-tokens", type=int, default=d("batch-max-tokens", 6000),
+                   help="prompt tokens one batched request may carry")
     p.add_argument("--limit", type=int, default=d("limit", None), help="analyse at most N pages (default: all)")
     p.add_argument("--llm", choices=[k.value for k in LLMKind], default=d("llm", "auto"),
                    help="auto: openai when OPENAI_API_KEY or a base URL is set, else the offline extractive "
@@ -142,7 +144,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         raise ConfigError("--source is empty")
     try:
         ints = {name: int(getattr(args, name)) for name in
-                ("max_workers", "analysis_workers", "max_concurrency", "batch_size", "retries")}
+                ("max_workers", "analysis_workers", "max_concurrency", "batch_size", "batch_max_tokens", "retries")}
         floats = {name: float(getattr(args, name)) for name in
                   ("request_timeout", "sim_latency_ms", "rpm", "tpm", "max_wait", "cache_size_mb")}
         optional = {name: None if getattr(args, name) in (None, "") else kind(getattr(args, name))

@@ -104,6 +104,11 @@ def _figures(summary: dict[str, Any]) -> list[str]:
             ("most requests in flight / window now", f"{llm['max_in_flight']} / {llm['window']['current']} "
                                                      f"of {llm['window']['cap']} ({llm['window']['cuts']} cuts)"),
         ]
+        batching = llm.get("batching") or {}
+        if batching.get("batches"):
+            rows.append(("batches (items mean / max, prompt tokens saved)",
+                         f"{batching['batches']} ({batching['items_per_batch_mean']} / "
+                         f"{batching['items_per_batch_max']}, {batching['tokens_saved']:,})"))
         if llm.get("fallbacks"):
             rows.append(("answered offline after LLM failures", str(llm["fallbacks"])))
     return ["## Run", "", "| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]

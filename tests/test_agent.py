@@ -30,7 +30,7 @@ def page(tmp_path):
 
 
 def _gateway(base_url: str, cap: int = 10) -> Gateway:
-    settings = Settings(llm=LLMKind.SIMULATE, llm_base_url=base_url, max_concurrency=cap, retries=0)
+    settings = Settings(llm=LLMKind.SIMULATE, llm_base_url=base_url, max_concurrency=cap, retries=0, batch_size=1)
     return Gateway(ChatProvider(settings), settings)
 
 

@@ -38,7 +38,7 @@ def sim():
 def _settings(tmp_path: Path, site, sim, mode: Mode, out: str, **extra) -> Settings:
     return Settings(source=site.url("llms.txt"), output_dir=tmp_path / out, state_dir=tmp_path / "state",
                     mode=mode, quiet=True, analysis_workers=2, llm=LLMKind.SIMULATE, llm_base_url=sim.base_url,
-                    **extra)
+                    **{"batch_size": 1, **extra})  # one request per prompt keeps the counts plain
 
 
 def _analyses(out: Path) -> list:

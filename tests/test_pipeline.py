@@ -36,8 +36,8 @@ def sim():
 
 def _settings(tmp_path: Path, site: SiteServer, sim: SimServer | None, mode: Mode, **extra) -> Settings:
     llm = dict(llm=LLMKind.SIMULATE, llm_base_url=sim.base_url) if sim else dict(llm=LLMKind.EXTRACTIVE)
-    return Settings(source=site.url("llms.txt"), output_dir=tmp_path / mode.value, state_dir=tmp_path / "state",
-                    mode=mode, quiet=True, **{"analysis_workers": 2, **llm, **extra})
+    return Settings(source=site.url("llms.txt"), state_dir=tmp_path / "state", mode=mode, quiet=True,
+                    **{"output_dir": tmp_path / mode.value, "analysis_workers": 2, "batch_size": 1, **llm, **extra})
 
 
 def _lines(out: Path) -> list[dict]:
@@ -51,7 +51,8 @@ def _comparable(out: Path) -> list[tuple]:
 def test_every_mode_gives_the_same_analyses(tmp_path, site, sim):
     outputs = {}
     for mode in Mode:
-        summary = run(_settings(tmp_path, site, sim, mode, no_cache=True))  # each mode asks the model itself
+        # each mode asks the model itself, with batching on where the mode batches (not sync)
+        summary = run(_settings(tmp_path, site, sim, mode, no_cache=True, batch_size=0))
         assert summary["mode"] == mode.value
         assert summary["documents"] == {"total": len(PAGES) + 1, "completed": len(PAGES), "failed": 1,
                                         "not_reached": 0}
@@ -87,6 +88,19 @@ def test_results_report_and_run_json(tmp_path, site, sim):
         assert f"### {topic}" in report
     assert "## Failures" in report and "gone.html" in report and "HTTP 404" in report
     assert not list(out.glob("*.tmp"))
+
+
+def test_auto_batching_sends_a_third_of_the_requests_with_the_same_answers(tmp_path, site, sim):
+    sim.reset_stats()
+    plain = run(_settings(tmp_path, site, sim, Mode.HYBRID, output_dir=tmp_path / "plain", no_cache=True))
+    sim.reset_stats()
+    batched = run(_settings(tmp_path, site, sim, Mode.HYBRID, output_dir=tmp_path / "batched", no_cache=True,
+                            batch_size=0))
+    assert batched["llm"]["prompts"] == plain["llm"]["prompts"] == 5 * len(PAGES) + 3
+    assert sim.stats()["requests"] <= batched["llm"]["prompts"] / 3
+    batching = batched["llm"]["batching"]
+    assert batching["items_per_batch_max"] > 1 and batching["tokens_saved"] > 0
+    assert _comparable(tmp_path / "batched") == _comparable(tmp_path / "plain")
 
 
 def test_llm_concurrency_cap_holds_at_the_server(tmp_path, site, sim):

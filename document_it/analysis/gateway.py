@@ -19,7 +19,8 @@ from ..core.ratelimit import RateLimiter, announced_rpm
 from ..core.tracker import Prices, RequestRecord, RequestTracker
 from ..errors import LLMAuthError, LLMError, LLMTransientError
 from ..tokens import estimate_tokens
-from .prompts import PROMPT_VERSION, Context, Task, TopicInput, schema_for
+from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem
+from .prompts import PROMPT_VERSION, Context, Task, TopicInput, batch_schema, schema_for
 from .providers import ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider
 
 __all__ = ["Gateway", "RetryPolicy", "EXPECTED_OUTPUT_TOKENS", "build_gateway"]
@@ -62,6 +63,11 @@ class Gateway:
         self.fallback = fallback if settings.fallback is Fallback.EXTRACTIVE else None
         self.max_cost, self.max_tokens = settings.max_cost, settings.max_tokens
         self.memo = memo or Memo(None)
+        self.tokens_saved = 0
+        self.batcher: Batcher | None = None
+        if isinstance(provider, ChatProvider) and settings.batch_size != 1 and cap > 1:
+            self.batcher = Batcher(self._send_batch, self._send_item, settings.batch_size or AUTO_MAX_ITEMS,
+                                   settings.batch_max_tokens)
         self._key_base = (provider.name, settings.model, PROMPT_VERSION, settings.structured_output.value)
         self.prompts = 0
         self.fallbacks = 0
@@ -96,23 +102,51 @@ class Gateway:
         cached = self._from_memo(task, key)
         if cached is not None:
             return cached
-        record = self.tracker.new(task.value)
         try:
-            value = await self._ask_llm(self.provider, task, messages, record)
-        except LLMAuthError as exc:
-            self.tracker.finish(record, str(exc))
+            if self.batcher is not None:
+                value = await self.batcher.submit(task, context, _tokens(messages))
+            else:
+                value = await self._ask_one(task, messages)
+        except LLMAuthError:
             raise
         except LLMError as exc:
-            self.tracker.finish(record, str(exc))
             if self.fallback is None or not isinstance(exc, (LLMTransientError, _Unavailable)):
                 raise
             self.fallbacks += 1
             self.fell_back.setdefault(_key(context), []).append(task.value)
             log.warning("%s answered by the offline analyser: %s", task.value, exc)
             return (await self.fallback.complete(task, context)).value
-        self.tracker.finish(record)
-        self.memo.set("llm", key, value.model_dump())  # only valid answers are kept
+        self.memo.set("llm", key, value.model_dump())  # only valid answers are kept, one per prompt
         return value
+
+    async def _ask_one(self, task: Task, messages: Messages, schema: type[BaseModel] | None = None) -> Any:
+        """One tracked request (with its retries) for `messages`."""
+        assert isinstance(self.provider, ChatProvider)
+        record = self.tracker.new(task.value)
+        try:
+            value = await self._ask_llm(self.provider, task, messages, record, schema)
+        except LLMError as exc:
+            self.tracker.finish(record, str(exc))
+            raise
+        self.tracker.finish(record)
+        return value
+
+    async def _send_batch(self, task: Task, items: list[BatchItem]) -> dict[str, BaseModel]:
+        """One request for several prompts of `task`; the answers by item id."""
+        assert isinstance(self.provider, ChatProvider)
+        messages = self.provider.batch_messages(task, [(item.id, item.context) for item in items])
+        reply = await self._ask_one(task, messages, batch_schema(task))
+        self.tokens_saved += sum(item.tokens for item in items) - _tokens(messages)
+        wanted = {item.id for item in items}
+        answers: dict[str, BaseModel] = {}
+        for entry in reply.results:
+            if entry.id in wanted and entry.id not in answers:
+                answers[entry.id] = entry.result
+        return answers
+
+    async def _send_item(self, item: BatchItem) -> BaseModel:
+        assert isinstance(self.provider, ChatProvider)
+        return await self._ask_one(item.task, self.provider.messages(item.task, item.context))
 
     def page_key(self, text: str) -> str | None:
         """The memo key of a whole page's analysis: pages with the same normalised text share one."""
@@ -130,15 +164,15 @@ class Gateway:
             return None
 
     async def _ask_llm(self, provider: ChatProvider, task: Task, messages: Messages,
-                       record: RequestRecord) -> BaseModel:
-        estimate = estimate_tokens("".join(text for _, text in messages)) + EXPECTED_OUTPUT_TOKENS
+                       record: RequestRecord, schema: type[BaseModel] | None = None) -> Any:
+        estimate = _tokens(messages) + EXPECTED_OUTPUT_TOKENS
         deadline = time.monotonic() + self.max_wait
         failures, repaired = 0, False
         while True:
             probe = await self._ready(deadline)
             self.tracker.attempt(record)
             try:
-                attempt = await self._send(provider, task, messages, estimate)
+                attempt = await self._send(provider, task, messages, estimate, schema)
             except LLMTransientError as exc:
                 if exc.rate_limited:
                     # the server is up and told us when to come back: not a failure, bounded by --max-wait
@@ -183,13 +217,14 @@ class Gateway:
             raise _Unavailable(f"LLM unavailable: gave up after waiting {self.max_wait:g}s for "
                                f"{self.provider.name} to recover (circuit breaker open)") from None
 
-    async def _send(self, provider: ChatProvider, task: Task, messages: list[tuple[str, str]], estimate: int) -> Any:
+    async def _send(self, provider: ChatProvider, task: Task, messages: Messages, estimate: int,
+                    schema: type[BaseModel] | None) -> Any:
         async with self.limiter.slot(estimate) as sent_at:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
                 # a hard cap per attempt: a server that drips bytes slower than the read timeout still ends
-                attempt = await asyncio.wait_for(provider.send(task, messages), self.request_timeout * 1.5)
+                attempt = await asyncio.wait_for(provider.send(task, messages, schema), self.request_timeout * 1.5)
             except asyncio.TimeoutError:
                 raise LLMTransientError(f"LLM request to {provider.host} took longer than "
                                         f"{self.request_timeout * 1.5:g}s") from None
@@ -218,6 +253,8 @@ class Gateway:
             "breaker_opened": self.breaker.opened,
             "fallbacks": self.fallbacks,
             "cache": self.memo.stats(),
+            "batching": {**(self.batcher.stats() if self.batcher else {"batches": 0}),
+                         "tokens_saved": self.tokens_saved},
         }
 
 
@@ -248,6 +285,10 @@ def build_gateway(settings: Settings, run_cpu: CpuRunner | None = None, cap: int
     """The gateway the settings ask for, with the offline fallback when --fallback extractive."""
     fallback = ExtractiveProvider(run_cpu) if settings.fallback is Fallback.EXTRACTIVE else None
     return Gateway(make_provider(settings, run_cpu), settings, cap, fallback=fallback, memo=memo)
+
+
+def _tokens(messages: Messages) -> int:
+    return estimate_tokens("".join(text for _, text in messages))
 
 
 class _Unavailable(LLMError):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from dataclasses import dataclass
 from typing import Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from ..models import ParsedDoc
 
@@ -29,6 +30,9 @@ __all__ = [
     "TopicInput",
     "Context",
     "render",
+    "render_batch",
+    "batch_schema",
+    "BATCH_NOTE",
     "schema_for",
     "PAGE_TOKEN_BUDGET",
 ]
@@ -153,11 +157,35 @@ def schema_for(task: Task) -> type[BaseModel]:
 
 def render(task: Task, context: Context, *, schema_in_prompt: bool = False) -> list[tuple[str, str]]:
     """The chat messages for one task; json mode also needs the schema spelled out."""
-    system = _SYSTEM
-    if schema_in_prompt:
-        schema = json.dumps(schema_for(task).model_json_schema(), indent=1)
-        system += f"\nReply with one JSON object that validates against this JSON Schema:\n```json\n{schema}\n```"
-    return [("system", system), ("user", f"{_INSTRUCTIONS[task]}\n\n{_material(context)}")]
+    return [("system", _system(schema_for(task), schema_in_prompt)),
+            ("user", f"{_INSTRUCTIONS[task]}\n\n{_material(context)}")]
+
+
+BATCH_NOTE = "\n\nAnswer each of the items below on its own, as if it were the only one."
+
+
+def render_batch(task: Task, items: list[tuple[str, Context]], *, schema_in_prompt: bool = False
+                 ) -> list[tuple[str, str]]:
+    """One prompt for several items of the same task: the instructions once, then each item with its id."""
+    blocks = "".join(f'\n\n<item id="{item_id}">\n{_material(context)}\n</item>' for item_id, context in items)
+    note = f'{BATCH_NOTE} Reply with "results": one entry per item, with its "id" and its "result".'
+    return [("system", _system(batch_schema(task), schema_in_prompt)),
+            ("user", f"{_INSTRUCTIONS[task]}{note}{blocks}")]
+
+
+@functools.cache
+def batch_schema(task: Task) -> type[BaseModel]:
+    """The reply schema of a batched request: a list of (id, result) pairs."""
+    schema = schema_for(task)
+    item = create_model(f"{schema.__name__}Item", id=(str, ...), result=(schema, ...))
+    return create_model(f"{schema.__name__}Batch", results=(list[item], ...))  # type: ignore[valid-type]
+
+
+def _system(schema: type[BaseModel], schema_in_prompt: bool) -> str:
+    if not schema_in_prompt:
+        return _SYSTEM
+    text = json.dumps(schema.model_json_schema(), indent=1)
+    return _SYSTEM + f"\nReply with one JSON object that validates against this JSON Schema:\n```json\n{text}\n```"
 
 
 def _material(context: Context) -> str:

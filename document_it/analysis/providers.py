@@ -21,7 +21,7 @@ from ..errors import LLMAuthError, LLMError, LLMTransientError, connection_reaso
 from ..redact import redact
 from ..tokens import estimate_tokens
 from . import extractive
-from .prompts import Context, Task, render, schema_for
+from .prompts import Context, Task, render, render_batch, schema_for
 
 __all__ = ["Reply", "Attempt", "Provider", "ChatProvider", "ExtractiveProvider", "make_provider", "Messages",
            "CpuRunner", "check_endpoint"]
@@ -90,7 +90,7 @@ class ChatProvider:
         self._secrets = (settings.api_key,)
         self._settings = settings
         self._http: httpx.AsyncClient | None = None  # made on the first request: a fully cached run needs none
-        self._runnables: dict[Task, Any] = {}
+        self._runnables: dict[type[BaseModel], Any] = {}
 
     def _chat_model(self) -> ChatOpenAI:
         settings = self._settings
@@ -125,18 +125,22 @@ class ChatProvider:
         if self._http is not None:
             await self._http.aclose()
 
-    def _runnable(self, task: Task) -> Any:
+    def batch_messages(self, task: Task, items: list[tuple[str, Context]]) -> Messages:
+        """One prompt for several items of `task`."""
+        return render_batch(task, items, schema_in_prompt=self._method is StructuredMethod.JSON_MODE)
+
+    def _runnable(self, schema: type[BaseModel]) -> Any:
         if not self._runnables:
             self._llm = self._chat_model()
-        if task not in self._runnables:
-            self._runnables[task] = self._llm.with_structured_output(
-                schema_for(task), method=self._method.value, include_raw=True)
-        return self._runnables[task]
+        if schema not in self._runnables:
+            self._runnables[schema] = self._llm.with_structured_output(
+                schema, method=self._method.value, include_raw=True)
+        return self._runnables[schema]
 
-    async def send(self, task: Task, messages: Messages) -> Attempt:
+    async def send(self, task: Task, messages: Messages, schema: type[BaseModel] | None = None) -> Attempt:
         """One request. Raises LLMAuthError, LLMTransientError (worth a retry) or LLMError (not)."""
         try:
-            out = await self._runnable(task).ainvoke(messages)
+            out = await self._runnable(schema or schema_for(task)).ainvoke(messages)
         except (ValidationError, json.JSONDecodeError, OutputParserException, openai.LengthFinishReasonError,
                 openai.ContentFilterFinishReasonError) as exc:
             # the SDK validated and raised before we saw usage: count the prompt we sent

@@ -5,12 +5,44 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from typing import Any
 
 from document_it.testing._schema_fill import extract_words, fill_schema, find_prompt_schema, make_sentence, stable_seed
 from document_it.testing._sim_faults import ApiError
 
-__all__ = ["build_message", "content_text", "last_user_text", "plain_answer", "prompt_text"]
+__all__ = ["build_message", "content_text", "last_user_text", "plain_answer", "prompt_text", "answer"]
+
+# document-it's batched prompt: instructions, this note, then <item id="…"> blocks (see analysis/prompts.py)
+_BATCH_MARK = "\n\nAnswer each of the items below on its own"
+_ITEM_RE = re.compile(r'\n\n<item id="([^"]*)">\n(.*?)\n</item>', re.DOTALL)
+
+
+def answer(schema: dict[str, Any], user: str) -> Any:
+    """A value for `schema`; a batched prompt gets each item answered exactly as if it came alone."""
+    result = _batch_result_schema(schema) if _BATCH_MARK in user else None
+    if result is None:
+        return fill_schema(schema, text=user)
+    instruction = user.split(_BATCH_MARK, 1)[0]
+    return {"results": [{"id": item_id, "result": fill_schema(result, text=f"{instruction}\n\n{material}")}
+                        for item_id, material in _ITEM_RE.findall(user)]}
+
+
+def _batch_result_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The per-item `result` schema of a {"results": [{"id", "result"}]} schema, with its definitions."""
+    defs = schema.get("$defs") or schema.get("definitions") or {}
+
+    def deref(node: Any) -> Any:
+        while isinstance(node, dict) and isinstance(node.get("$ref"), str):
+            node = defs.get(node["$ref"].rsplit("/", 1)[-1], {})
+        return node
+
+    results = deref((deref(schema).get("properties") or {}).get("results"))
+    item = deref((results or {}).get("items")) if isinstance(results, dict) else None
+    props = (item or {}).get("properties") if isinstance(item, dict) else None
+    if not isinstance(props, dict) or "id" not in props or "result" not in props:
+        return None
+    return {**props["result"], "$defs": defs}
 
 
 def content_text(content: Any) -> str:
@@ -76,7 +108,7 @@ def build_message(body: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
     fmt = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
     if isinstance(tools, list) and tools and choice != "none":
         function = _pick_tool(tools, choice)
-        args = _dumps(fill_schema(function.get("parameters") or {"type": "object"}, text=user))
+        args = _dumps(answer(function.get("parameters") or {"type": "object"}, user))
         call_id = "call_" + hashlib.sha256(f"{user}\x1f{args}".encode()).hexdigest()[:24]
         call = {"id": call_id, "type": "function", "function": {"name": function.get("name", ""), "arguments": args}}
         return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls", args
@@ -84,10 +116,10 @@ def build_message(body: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
         spec = fmt.get("json_schema") or {}
         if not isinstance(spec.get("schema"), dict):
             raise ApiError(400, "response_format.json_schema.schema must be an object", param="response_format")
-        content = _dumps(fill_schema(spec["schema"], text=user))
+        content = _dumps(answer(spec["schema"], user))
     elif fmt.get("type") == "json_object":
         schema = find_prompt_schema(content_text(m.get("content")) for m in messages)
-        value = fill_schema(schema, text=user) if schema else {"answer": plain_answer(user)}
+        value = answer(schema, user) if schema else {"answer": plain_answer(user)}
         content = _dumps(value)
     else:
         content = plain_answer(user)

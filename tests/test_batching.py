@@ -1,0 +1,80 @@
+"""Dynamic batching through the real gateway: assembly by budget, missing items alone, failed batches split."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from document_it.analysis.gateway import build_gateway
+from document_it.analysis.prompts import Task, TopicInput
+from document_it.config import LLMKind, Settings
+from document_it.testing.llm_sim import SimServer
+
+from _fake_llm import ScriptedLLM, completion
+
+TOPICS = [TopicInput(f"T{i}", ((f"Page {i}", f"About thing {i} with several words", ("alpha",)),))
+          for i in range(6)]
+
+
+def _settings(base_url: str, **extra) -> Settings:
+    return Settings(**{"llm": LLMKind.OPENAI, "llm_base_url": base_url, "api_key": "sk-test-0123456789",
+                       "retries": 0, **extra})
+
+
+async def _ask_all(settings: Settings, topics=TOPICS):
+    async with build_gateway(settings) as gateway:
+        values = await asyncio.gather(*(gateway.ask(Task.TOPIC_SYNTHESIS, t) for t in topics))
+    return values, gateway.summary()
+
+
+def _synthesis(overview: str) -> dict:
+    return {"overview": overview, "key_themes": ["x"]}
+
+
+async def test_a_token_budget_splits_the_queue_into_several_batches():
+    with SimServer(latency_ms=5, ms_per_token=0) as sim:
+        values, summary = await _ask_all(_settings(sim.base_url, batch_max_tokens=300))
+        requests = sim.stats()["requests"]
+    assert len(values) == 6 and all(v.overview for v in values)
+    assert 1 < requests < 6
+    assert summary["batching"]["items_per_batch_max"] < 6 and summary["prompts"] == 6
+
+
+async def test_batch_size_caps_items_per_request():
+    with SimServer(latency_ms=5, ms_per_token=0) as sim:
+        _, summary = await _ask_all(_settings(sim.base_url, batch_size=2))
+        assert sim.stats()["requests"] == 3
+    assert summary["batching"]["items_per_batch_max"] == 2
+
+
+async def test_an_item_missing_from_the_reply_is_asked_alone():
+    batch_reply = json.dumps({"results": [{"id": "i1", "result": _synthesis("first")}]})
+    script = [completion(batch_reply), completion(json.dumps(_synthesis("second, alone")))]
+    with ScriptedLLM(script) as llm:
+        values, summary = await _ask_all(_settings(llm.base_url), TOPICS[:2])
+        sent = llm.requests
+    assert [v.overview for v in values] == ["first", "second, alone"]
+    assert '<item id="i2">' in sent[0]["messages"][-1]["content"]
+    assert "<item" not in sent[1]["messages"][-1]["content"]  # the retry is an ordinary prompt
+    assert summary["batching"]["batches"] == 1
+
+
+async def test_a_batch_that_fails_as_a_whole_is_split_in_halves():
+    bad = completion(json.dumps({"results": "not a list"}))
+    script = [bad, bad, completion(json.dumps(_synthesis("one"))), completion(json.dumps(_synthesis("two")))]
+    with ScriptedLLM(script) as llm:
+        values, summary = await _ask_all(_settings(llm.base_url), TOPICS[:2])
+        assert len(llm.requests) == 4  # batch, its repair, then each half on its own
+    assert sorted(v.overview for v in values) == ["one", "two"]
+    assert summary["batching"]["batches"] == 0
+
+
+async def test_batched_answers_equal_unbatched_ones_for_every_structured_output_method():
+    from document_it.config import StructuredMethod
+
+    for method in StructuredMethod:
+        with SimServer(latency_ms=2, ms_per_token=0) as sim:
+            plain, _ = await _ask_all(_settings(sim.base_url, batch_size=1, structured_output=method))
+            batched, summary = await _ask_all(_settings(sim.base_url, structured_output=method))
+        assert [v.model_dump() for v in batched] == [v.model_dump() for v in plain], method
+        assert summary["batching"]["batches"] == 1
