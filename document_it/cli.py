@@ -102,8 +102,8 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                    help="neither read nor write the cache in --state-dir")
     p.add_argument("--refresh", action="store_true", default=None,
                    help="recompute everything and overwrite what the cache holds")
-    p.add_argument("--cache-size-mb", type=float, default=d("cache-size-mb", 1024.0),
-                   help="cache size limit; the oldest entries are evicted past it")
+    p.add_argument("--cache-size-limit", dest="cache_size_mb", type=float, default=d("cache-size-limit", 1024.0),
+                   help="cache size limit in MB; the oldest entries are evicted past it")
     p.add_argument("--fetch-timeout", type=float, default=d("fetch-timeout", 30.0),
                    help="seconds a page download may stall (connect: 10 s)")
     p.add_argument("--max-page-mb", type=float, default=d("max-page-mb", 5.0),
@@ -253,7 +253,8 @@ def _cache_command(argv: list[str], env: Mapping[str, str]) -> int:
         print(f"removed {memo.clear()} entries from {directory}")
     else:
         stats = memo.stats()
-        print(f"{directory}: {stats['entries']} entries, {stats['size_bytes'] / 1e6:.1f} MB on disk"
+        print(f"{directory}: {stats['entries']} entries, {stats['size_bytes'] / 1e6:.1f} MB on disk, "
+              f"{stats['lifetime_hits']} hits and {stats['lifetime_misses']} misses since it was made"
               + ("" if stats["enabled"] else " (unreadable: it will be ignored)"))
     memo.close()
     return EXIT_OK

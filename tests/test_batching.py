@@ -61,10 +61,10 @@ async def test_an_item_missing_from_the_reply_is_asked_alone():
 
 async def test_a_batch_that_fails_as_a_whole_is_split_in_halves():
     bad = completion(json.dumps({"results": "not a list"}))
-    script = [bad, bad, completion(json.dumps(_synthesis("one"))), completion(json.dumps(_synthesis("two")))]
+    script = [bad, completion(json.dumps(_synthesis("one"))), completion(json.dumps(_synthesis("two")))]
     with ScriptedLLM(script) as llm:
         values, summary = await _ask_all(_settings(llm.base_url), TOPICS[:2])
-        assert len(llm.requests) == 4  # batch, its repair, then each half on its own
+        assert len(llm.requests) == 3  # the batch, then each half on its own
     assert sorted(v.overview for v in values) == ["one", "two"]
     assert summary["batching"]["batches"] == 0
 
@@ -78,3 +78,14 @@ async def test_batched_answers_equal_unbatched_ones_for_every_structured_output_
             batched, summary = await _ask_all(_settings(sim.base_url, structured_output=method))
         assert [v.model_dump() for v in batched] == [v.model_dump() for v in plain], method
         assert summary["batching"]["batches"] == 1
+
+
+async def test_one_malformed_item_does_not_cost_the_others_their_answers():
+    reply = {"results": [{"id": "i1", "result": _synthesis("one")}, {"id": "i2", "result": {"overview": 5}}]}
+    script = [completion(json.dumps(reply)), completion(json.dumps(_synthesis("one again"))),
+              completion(json.dumps(_synthesis("two")))]
+    with ScriptedLLM(script) as llm:
+        values, _ = await _ask_all(_settings(llm.base_url), TOPICS[:2])
+        singles = [r["messages"][-1]["content"] for r in llm.requests[1:]]
+    assert sorted(v.overview for v in values) == ["one again", "two"]
+    assert all("<item" not in text for text in singles)  # both retried on their own, once each

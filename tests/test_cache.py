@@ -67,7 +67,8 @@ def test_refresh_recomputes_and_no_cache_neither_reads_nor_writes(tmp_path, site
     off = run(_settings(tmp_path, site, sim, Mode.ASYNC, "off", no_cache=True))
     assert sim.stats()["requests"] == 5 * len(PAGES) + 3
     assert off["llm"]["cache"] == {"enabled": False, "hits": 0, "misses": off["llm"]["cache"]["misses"],
-                                   "writes": 0, "entries": 0, "size_bytes": 0}
+                                   "writes": 0, "entries": 0, "size_bytes": 0, "lifetime_hits": 0,
+                                   "lifetime_misses": 0}
 
 
 def test_pages_with_identical_text_share_one_analysis(tmp_path, sim):
@@ -126,7 +127,7 @@ def test_cache_stats_and_clear_commands(tmp_path):
     memo.close()
     base = [sys.executable, str(ROOT / "main.py"), "cache"]
     stats = subprocess.run([*base, "stats", "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
-    assert stats.returncode == 0 and "1 entries" in stats.stdout
+    assert stats.returncode == 0 and "1 entries" in stats.stdout and "hits and" in stats.stdout
     clear = subprocess.run([*base, "clear", "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
     assert clear.returncode == 0 and "removed 1 entries" in clear.stdout
     assert Memo(state / "cache").stats()["entries"] == 0

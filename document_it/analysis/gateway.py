@@ -204,6 +204,8 @@ class Gateway:
                 failures += 1
                 self.tracker.retrying(record, attempt.problem)
                 continue
+            if schema is not None:  # a batch: halving it finds the bad item faster than a repair
+                raise LLMError(f"invalid batched {task.value} reply: {attempt.problem}")
             if repaired:
                 raise LLMError(f"invalid {task.value} reply after one repair attempt: {attempt.problem}")
             repaired = True

@@ -46,6 +46,7 @@ class Memo:
                 directory.mkdir(parents=True, exist_ok=True)
                 self._cache = diskcache.Cache(str(directory), size_limit=size_limit, timeout=2,
                                               eviction_policy="least-recently-stored")
+                self._cache.stats(enable=True)  # hits and misses kept on disk, across runs
             except _ERRORS as exc:
                 self._disable(exc)
 
@@ -80,14 +81,15 @@ class Memo:
 
     def stats(self) -> dict[str, Any]:
         """Hits, misses and what is on disk."""
-        entries, size = 0, 0
+        entries, size, lifetime = 0, 0, (0, 0)
         if self._cache is not None:
             try:
-                entries, size = len(self._cache), self._cache.volume()
+                entries, size, lifetime = len(self._cache), self._cache.volume(), self._cache.stats()
             except _ERRORS as exc:
                 self._disable(exc)
         return {"enabled": self.enabled, "hits": self.hits, "misses": self.misses, "writes": self.writes,
-                "entries": entries, "size_bytes": size}
+                "entries": entries, "size_bytes": size, "lifetime_hits": lifetime[0],
+                "lifetime_misses": lifetime[1]}
 
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""
