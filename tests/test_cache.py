@@ -138,3 +138,20 @@ def test_http_validators_are_remembered_for_conditional_requests(tmp_path, site,
     memo = Memo(tmp_path / "state" / "cache")
     stored = memo.get("http", memo_key(site.url("pages/install.html")))
     assert stored is not None and stored["Last-Modified"] and len(stored["sha256"]) == 64
+
+
+def test_a_locked_cache_degrades_to_no_cache(tmp_path):
+    import sqlite3
+
+    memo = Memo(tmp_path / "c")
+    memo.set("llm", "k", {"a": 1})
+    holder = sqlite3.connect(str(tmp_path / "c" / "cache.db"), timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holding the database
+    try:
+        other = Memo(tmp_path / "c")
+        other.set("llm", "k2", {"b": 2})  # times out, warns, carries on without the cache
+        assert other.get("llm", "k2") is None and not other.enabled
+    finally:
+        holder.rollback()
+        holder.close()
+    assert Memo(tmp_path / "c").get("llm", "k") == {"a": 1}

@@ -1,8 +1,8 @@
 """Dynamic batching: prompts of the same task from different pages travel in one request.
 
 A batch leaves when it is full (by --batch-size items or --batch-max-tokens prompt tokens) or when a
-short wait expires; in auto mode the wait is zero when the queue is deep and a few tens of ms when it
-is shallow. Items the reply leaves out are asked again on their own; a batch that fails as a whole
+short wait expires; the wait is zero when the queue is deep, a few tens of ms when it is shallow, and
+is extended while every LLM slot is busy (sending then would only queue behind the others). Items the reply leaves out are asked again on their own; a batch that fails as a whole
 is split in halves, down to single items that take the ordinary path.
 """
 
@@ -45,8 +45,9 @@ class Batcher:
     """Queues prompts per task and sends them together; every caller gets its own answer back."""
 
     def __init__(self, send_batch: SendBatch, send_one: SendOne, max_items: int, max_tokens: int,
-                 wait_s: float = SHALLOW_WAIT_S) -> None:
+                 wait_s: float = SHALLOW_WAIT_S, busy: Callable[[], bool] = lambda: False) -> None:
         self._send_batch, self._send_one = send_batch, send_one
+        self._busy = busy  # True while every LLM slot is taken: a batch sent now would only queue
         self.max_items = max_items
         self.max_tokens = max_tokens
         self.wait_s = wait_s
@@ -68,8 +69,15 @@ class Batcher:
         if len(queue) >= self.max_items or sum(i.tokens for i in queue) >= self.max_tokens:
             self._flush(task)  # deep queue: no wait
         elif task not in self._timers:
-            self._timers[task] = loop.call_later(self.wait_s, self._flush, task)
+            self._timers[task] = loop.call_later(self.wait_s, self._expire, task)
         return await item.future
+
+    def _expire(self, task: Task) -> None:
+        """The wait is over: send, unless no slot is free, in which case the batch keeps filling."""
+        if self._busy() and task in self._queues:
+            self._timers[task] = asyncio.get_running_loop().call_later(self.wait_s, self._expire, task)
+        else:
+            self._flush(task)
 
     def _flush(self, task: Task) -> None:
         timer = self._timers.pop(task, None)

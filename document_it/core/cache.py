@@ -44,6 +44,7 @@ class Memo:
         if directory is not None:
             try:
                 directory.mkdir(parents=True, exist_ok=True)
+                _probe(directory / "cache.db")
                 self._cache = diskcache.Cache(str(directory), size_limit=size_limit, timeout=2,
                                               eviction_policy="least-recently-stored")
                 self._cache.stats(enable=True)  # hits and misses kept on disk, across runs
@@ -119,3 +120,15 @@ class Memo:
                 cache.close()
             except _ERRORS:
                 pass
+
+
+def _probe(database: Path) -> None:
+    """Fail fast (2 s) on a locked or corrupt database; diskcache itself would retry a lock for 60 s."""
+    if not database.exists():
+        return
+    connection = sqlite3.connect(str(database), timeout=2)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.rollback()
+    finally:
+        connection.close()
