@@ -59,7 +59,7 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                         ".html/.md files; default: the bundled sample corpus")
     p.add_argument("--output-dir", default=d("output-dir", "output"), help="where results are written")
     p.add_argument("--state-dir", default=d("state-dir", ".document_it"),
-                   help="where the cache and job state live (used from the caching release on)")
+                   help="where the cache (LLM answers, parses, HTTP validators) and job state live")
     p.add_argument("--parallelism-mode", choices=[m.value for m in Mode], default=d("parallelism-mode", "hybrid"),
                    help="where each stage runs (see README, 'Parallelism modes')")
     p.add_argument("--max-workers", type=int, default=d("max-workers", 8), help="download threads")
@@ -102,7 +102,8 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                    help="neither read nor write the cache in --state-dir")
     p.add_argument("--refresh", action="store_true", default=None,
                    help="recompute everything and overwrite what the cache holds")
-    p.add_argument("--cache-size-limit", dest="cache_size_mb", type=float, default=d("cache-size-limit", 1024.0),
+    p.add_argument("--cache-size-limit", dest="cache_size_mb", metavar="MB", type=float,
+                   default=d("cache-size-limit", 1024.0),
                    help="cache size limit in MB; the oldest entries are evicted past it")
     p.add_argument("--fetch-timeout", type=float, default=d("fetch-timeout", 30.0),
                    help="seconds a page download may stall (connect: 10 s)")
