@@ -66,25 +66,27 @@ class Batcher:
         item = BatchItem(f"i{self._ids}", task, context, tokens, loop.create_future())
         queue = self._queues.setdefault(task, [])
         queue.append(item)
-        if len(queue) >= self.max_items or sum(i.tokens for i in queue) >= self.max_tokens:
-            self._flush(task)  # deep queue: no wait
-        elif task not in self._timers:
+        if self._full(queue):
+            self._flush(task, only_full=True)  # deep queue: full batches leave at once
+        if self._queues.get(task) and task not in self._timers:
             self._timers[task] = loop.call_later(self.wait_s, self._expire, task)
         return await item.future
 
+    def _full(self, queue: list[BatchItem]) -> bool:
+        return len(queue) >= self.max_items or sum(i.tokens for i in queue) >= self.max_tokens
+
     def _expire(self, task: Task) -> None:
         """The wait is over: send, unless no slot is free, in which case the batch keeps filling."""
-        if self._busy() and task in self._queues:
+        self._timers.pop(task, None)
+        if self._busy() and self._queues.get(task):
             self._timers[task] = asyncio.get_running_loop().call_later(self.wait_s, self._expire, task)
         else:
-            self._flush(task)
+            self._flush(task, only_full=False)
 
-    def _flush(self, task: Task) -> None:
-        timer = self._timers.pop(task, None)
-        if timer is not None:
-            timer.cancel()
-        queue = self._queues.pop(task, [])
-        while queue:
+    def _flush(self, task: Task, only_full: bool) -> None:
+        """Send the queued prompts as budget-sized batches; with `only_full`, a part-filled rest stays."""
+        queue = self._queues.get(task, [])
+        while queue and (not only_full or self._full(queue)):
             batch, used = [], 0
             while queue and len(batch) < self.max_items and (not batch or used + queue[0].tokens <= self.max_tokens):
                 used += queue[0].tokens
@@ -92,6 +94,11 @@ class Batcher:
             job = asyncio.get_running_loop().create_task(self._run(task, batch))
             self._tasks.add(job)
             job.add_done_callback(self._tasks.discard)
+        if not queue:
+            self._queues.pop(task, None)
+            timer = self._timers.pop(task, None)
+            if timer is not None:
+                timer.cancel()
 
     async def _run(self, task: Task, items: list[BatchItem]) -> None:
         if len(items) == 1:
