@@ -234,7 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("document-it: interrupted; pages that finished are in results.jsonl and report.md", file=sys.stderr)
         return 130
-    return _report(summary, settings)
+    try:
+        return _report(summary, settings)
+    except BrokenPipeError:  # `python main.py | head -1`: the reader left; the outputs are written
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK if not summary["documents"]["failed"] else EXIT_SOME_FAILED
 
 
 def _cache_command(argv: list[str], env: Mapping[str, str]) -> int:
