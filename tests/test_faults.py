@@ -30,7 +30,8 @@ def test_forty_pages_through_faults_and_429s(tmp_path):
             SimServer(latency_ms=30, ms_per_token=0.05, fail_429=0.15, fault_retry_after_s=0.2, fail_500=0.05,
                       hang=0.02, hang_seconds=30, malformed=0.03, seed=7, max_seconds=240) as sim:
         done = _run(["--source", site.url("llms.txt"), "--llm-base-url", sim.base_url, "--llm", "openai",
-                     "--max-concurrency", str(cap), "--request-timeout", "1", "--parallelism-mode", "hybrid"],
+                     "--max-concurrency", str(cap), "--request-timeout", "1", "--parallelism-mode", "hybrid",
+                     "--batch-size", "1"],  # one request per prompt: ~200 requests meet the faults
                     tmp_path)
         stats = sim.stats()
     assert "Traceback" not in done.stderr, done.stderr
