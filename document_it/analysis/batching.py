@@ -33,6 +33,7 @@ class BatchItem:
     id: str
     task: Task
     context: Context
+    messages: list[tuple[str, str]]  # the prompt as it would go alone
     tokens: int
     future: asyncio.Future[BaseModel] = field(repr=False)
 
@@ -59,11 +60,11 @@ class Batcher:
         self.items_batched = 0
         self.largest = 0
 
-    async def submit(self, task: Task, context: Context, tokens: int) -> BaseModel:
+    async def submit(self, task: Task, context: Context, messages: list[tuple[str, str]], tokens: int) -> BaseModel:
         """Queue one prompt and wait for its answer."""
         loop = asyncio.get_running_loop()
         self._ids += 1
-        item = BatchItem(f"i{self._ids}", task, context, tokens, loop.create_future())
+        item = BatchItem(f"i{self._ids}", task, context, messages, tokens, loop.create_future())
         queue = self._queues.setdefault(task, [])
         queue.append(item)
         if self._full(queue):

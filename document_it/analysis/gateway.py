@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import random
@@ -53,7 +54,6 @@ class Gateway:
                  memo: Memo | None = None) -> None:
         cap = max_concurrency or settings.max_concurrency
         self.provider = provider
-        self.max_concurrency = cap
         self.limiter = RateLimiter(cap, settings.rpm, settings.tpm)
         self.breaker = CircuitBreaker()
         self.retry = RetryPolicy(settings.retries)
@@ -99,13 +99,13 @@ class Gateway:
         if isinstance(self.provider, ExtractiveProvider):
             return (await self.provider.complete(task, context)).value
         messages = self.provider.messages(task, context)
-        key = memo_key(*self._key_base, task.value, messages, schema_for(task).model_json_schema())
+        key = memo_key(*self._key_base, task.value, messages, _schema_json(task))
         cached = self._from_memo(task, key)
         if cached is not None:
             return cached
         try:
             if self.batcher is not None:
-                value = await self.batcher.submit(task, context, _tokens(messages))
+                value = await self.batcher.submit(task, context, messages, _tokens(messages))
             else:
                 value = await self._ask_one(task, messages)
         except LLMAuthError:
@@ -146,8 +146,7 @@ class Gateway:
         return answers
 
     async def _send_item(self, item: BatchItem) -> BaseModel:
-        assert isinstance(self.provider, ChatProvider)
-        return await self._ask_one(item.task, self.provider.messages(item.task, item.context))
+        return await self._ask_one(item.task, item.messages)
 
     def page_key(self, text: str) -> str | None:
         """The memo key of a whole page's analysis: pages with the same normalised text share one."""
@@ -288,6 +287,12 @@ def build_gateway(settings: Settings, run_cpu: CpuRunner | None = None, cap: int
     """The gateway the settings ask for, with the offline fallback when --fallback extractive."""
     fallback = ExtractiveProvider(run_cpu) if settings.fallback is Fallback.EXTRACTIVE else None
     return Gateway(make_provider(settings, run_cpu), settings, cap, fallback=fallback, memo=memo)
+
+
+@functools.cache
+def _schema_json(task: Task) -> dict[str, Any]:
+    """The answer schema as JSON, part of every memo key (built once per task, not per prompt)."""
+    return schema_for(task).model_json_schema()
 
 
 def _tokens(messages: Messages) -> int:
