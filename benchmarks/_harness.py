@@ -57,7 +57,7 @@ def sim_stats(base_url: str, reset: bool = False) -> dict[str, Any]:
 def run_main(*flags: str, timeout: float = 1800) -> tuple[dict[str, Any], int]:
     """Run `python main.py` with flags into a temp output dir; return (run.json, exit code)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "main.py", "--quiet", "--output-dir", f"{tmp}/out",
+        cmd = [sys.executable, "main.py", "--quiet", "--allow-private", "--output-dir", f"{tmp}/out",
                "--state-dir", f"{tmp}/state", *flags]
         env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

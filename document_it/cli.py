@@ -15,7 +15,7 @@ from typing import Mapping, NoReturn, Sequence, TypeVar
 
 from . import __version__
 from .config import SAMPLE_SOURCE, Fallback, LLMKind, Mode, Settings, StructuredMethod, resolve_llm
-from .errors import ConfigError, DocumentItError
+from .errors import ConfigError, DocumentItError, Interrupted
 from .redact import redact
 
 __all__ = ["main", "build_parser", "settings_from_args"]
@@ -27,12 +27,15 @@ _EPILOG = """examples:
   python main.py                                   # bundled sample, offline extractive analyser
   python main.py --source https://docs.example.org/llms.txt --llm openai --parallelism-mode hybrid
   python main.py --llm simulate --parallelism-mode sync --limit 5
+  python main.py --source https://docs.example.org/guide/ --max-depth 3 --incremental   # nightly crawl
+  python main.py --resume                          # continue a killed run
   python main.py cache stats            # or: cache clear
 
 environment: every flag also reads DOCUMENT_IT_<FLAG> (e.g. DOCUMENT_IT_MAX_CONCURRENCY=10);
 OPENAI_API_KEY, OPENAI_BASE_URL and OPENAI_MODEL are honoured too. Flags win over the environment.
 exit codes: 0 all pages completed, 3 some pages failed, 2 usage or configuration error,
-130 interrupted (Ctrl-C or SIGTERM; what finished is kept in the outputs)."""
+130 interrupted by Ctrl-C, 143 stopped by SIGTERM (what finished is kept in the outputs;
+with the job queue, --resume continues)."""
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
@@ -55,8 +58,8 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
         return default
 
     p.add_argument("--source", default=d("source", None),
-                   help="llms.txt (URL or path), sitemap.xml URL, text file of URLs, or a folder of "
-                        ".html/.md files; default: the bundled sample corpus")
+                   help="llms.txt (URL or path), sitemap.xml URL, text file of URLs, a folder of .html/.md "
+                        "files, or a page URL to crawl from; default: the bundled sample corpus")
     p.add_argument("--output-dir", default=d("output-dir", "output"), help="where results are written")
     p.add_argument("--state-dir", default=d("state-dir", ".document_it"),
                    help="where the cache (LLM answers, parses, HTTP validators) and job state live")
@@ -109,6 +112,39 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                    help="seconds a page download may stall (connect: 10 s)")
     p.add_argument("--max-page-mb", type=float, default=d("max-page-mb", 5.0),
                    help="pages larger than this are skipped with a clear error")
+    crawl = p.add_argument_group(
+        "crawling", "when --source is a page (not an index), its site is crawled breadth-first: same host and "
+        "folder as the start page, robots.txt honoured, sitemap.xml read when present")
+    crawl.add_argument("--max-depth", type=int, default=d("max-depth", 2), help="links followed from the start page")
+    crawl.add_argument("--max-pages", type=int, default=d("max-pages", 500), help="pages a crawl visits at most")
+    crawl.add_argument("--allow-domain", action="append", default=_listed(d("allow-domain", None)), metavar="HOST",
+                       help="also follow links to this host and its subdomains (repeatable)")
+    crawl.add_argument("--include", action="append", default=_listed(d("include", None)), metavar="REGEX",
+                       help="follow only URLs matching one of these (replaces the same-folder rule; repeatable)")
+    crawl.add_argument("--exclude", action="append", default=_listed(d("exclude", None)), metavar="REGEX",
+                       help="never follow URLs matching this (repeatable)")
+    crawl.add_argument("--per-host", type=int, default=d("per-host", 4), help="downloads at once from one host")
+    crawl.add_argument("--delay", type=float, default=d("delay", 0.0),
+                       help="seconds between download starts on one host (robots.txt Crawl-delay wins if longer)")
+    crawl.add_argument("--allow-private", action="store_true", default=None,
+                       help="allow loopback, private and link-local addresses (refused by default, also after "
+                            "redirects), e.g. to analyse a site served on 127.0.0.1")
+    jobs = p.add_argument_group(
+        "job queue and nightly runs", "the queue (--state-dir/jobs.sqlite) records every page's state, so a killed "
+        "run can be resumed and a nightly run re-analyses only what changed")
+    queue = jobs.add_mutually_exclusive_group()
+    queue.add_argument("--enable-queue", dest="enable_queue", action="store_const", const=True, default=None,
+                       help="use the job queue (on by default for crawls, --resume and --incremental)")
+    queue.add_argument("--no-queue", dest="enable_queue", action="store_const", const=False,
+                       help="never use the job queue")
+    jobs.add_argument("--resume", action="store_true", default=None,
+                      help="continue the last unfinished run in --state-dir (its source and options); finished "
+                           "pages are kept, not analysed again")
+    jobs.add_argument("--incremental", action="store_true", default=None,
+                      help="re-analyse only new and changed pages (conditional GET, content hash); unchanged pages "
+                           "keep their last analysis; writes changes.md")
+    jobs.add_argument("--grace", type=float, default=d("grace", 5.0),
+                      help="on Ctrl-C or SIGTERM, seconds pages under way get to finish (a second signal stops at once)")
     p.add_argument("--sim-latency-ms", type=float, default=d("sim-latency-ms", 400.0),
                    help="reply latency of the simulator started by --llm simulate")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar, only the final summary")
@@ -145,9 +181,11 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         raise ConfigError("--source is empty")
     try:
         ints = {name: int(getattr(args, name)) for name in
-                ("max_workers", "analysis_workers", "max_concurrency", "batch_size", "batch_max_tokens", "retries")}
+                ("max_workers", "analysis_workers", "max_concurrency", "batch_size", "batch_max_tokens", "retries",
+                 "max_depth", "max_pages", "per_host")}
         floats = {name: float(getattr(args, name)) for name in
-                  ("request_timeout", "sim_latency_ms", "rpm", "tpm", "max_wait", "cache_size_mb")}
+                  ("request_timeout", "sim_latency_ms", "rpm", "tpm", "max_wait", "cache_size_mb", "delay")}
+        grace = float(args.grace)
         optional = {name: None if getattr(args, name) in (None, "") else kind(getattr(args, name))
                     for name, kind in (("limit", int), ("max_cost", float), ("max_tokens", int),
                                        ("price_in", float), ("price_out", float))}
@@ -156,9 +194,12 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         raise ConfigError(f"bad number from the environment: {exc}") from None
     if not math.isfinite(page_mb) or page_mb <= 0:
         raise ConfigError(f"--max-page-mb must be a positive number (got {args.max_page_mb})")
+    if not math.isfinite(grace) or grace < 0:
+        raise ConfigError(f"--grace must be a non-negative number of seconds (got {args.grace})")
     base_url = args.llm_base_url or None
+    resume = _switch(args.resume, env, "resume")
     return Settings(
-        source=str(args.source or SAMPLE_SOURCE), output_dir=Path(args.output_dir), state_dir=Path(args.state_dir),
+        source=str(args.source or ("" if resume else SAMPLE_SOURCE)), output_dir=Path(args.output_dir), state_dir=Path(args.state_dir),
         mode=_choice(args, "parallelism_mode", Mode),
         llm=resolve_llm(_choice(args, "llm", LLMKind), env, base_url), llm_base_url=base_url,
         api_key=env.get("OPENAI_API_KEY") or None, model=args.model,
@@ -166,6 +207,10 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         fallback=_choice(args, "fallback", Fallback), quiet=_switch(args.quiet, env, "quiet"),
         no_cache=_switch(args.no_cache, env, "no-cache"), refresh=_switch(args.refresh, env, "refresh"),
         read_timeout=fetch_timeout, max_page_bytes=int(page_mb * 1024 * 1024),
+        allow_private=_switch(args.allow_private, env, "allow-private"),
+        allow_domains=tuple(args.allow_domain or ()), include=tuple(args.include or ()),
+        exclude=tuple(args.exclude or ()), enable_queue=_queue_choice(args.enable_queue, env),
+        resume=resume, incremental=_switch(args.incremental, env, "incremental"), grace_s=grace,
         **ints, **floats, **optional,
     )
 
@@ -178,6 +223,21 @@ def _choice(args: argparse.Namespace, name: str, kind: type[E]) -> E:
         flag = "--" + name.replace("_", "-")
         allowed = ", ".join(member.value for member in kind)  # type: ignore[attr-defined]
         raise ConfigError(f"{flag} must be one of {allowed} (got {value!r} from {_env_name(flag[2:])})") from None
+
+
+def _listed(value: object) -> list[str] | None:
+    """A repeatable flag's default from the environment: comma-separated values."""
+    if not value:
+        return None
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def _queue_choice(flag: bool | None, env: Mapping[str, str]) -> bool | None:
+    if flag is not None:
+        return flag
+    if env.get(_env_name("enable-queue"), "").strip() == "":
+        return None
+    return _switch(None, env, "enable-queue")
 
 
 def _switch(flag: bool | None, env: Mapping[str, str], name: str) -> bool:
@@ -202,8 +262,8 @@ def _check_output_dir(path: Path) -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM: stop the way Ctrl-C does (asyncio cancels the run; finished pages are written)."""
-    signal.raise_signal(signal.SIGINT)
+    """SIGTERM outside the analysis loop (which handles it itself): stop the way Ctrl-C does."""
+    raise Interrupted(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -231,14 +291,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # e.g. the disk filled up or the output folder vanished mid-run
         print(f"document-it: error: {redact(str(exc), secrets)}", file=sys.stderr)
         return EXIT_USAGE
+    except Interrupted as exc:
+        return _interrupted(exc.signum, exc.resumable)
     except KeyboardInterrupt:
-        print("document-it: interrupted; pages that finished are in results.jsonl and report.md", file=sys.stderr)
-        return 130
+        return _interrupted(signal.SIGINT, False)
     try:
         return _report(summary, settings)
     except BrokenPipeError:  # `python main.py | head -1`: the reader left; the outputs are written
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK if not summary["documents"]["failed"] else EXIT_SOME_FAILED
+
+
+def _interrupted(signum: int, resumable: bool) -> int:
+    hint = "; run again with --resume to continue" if resumable else ""
+    print(f"document-it: interrupted; pages that finished are in results.jsonl and report.md{hint}", file=sys.stderr)
+    return 128 + signum
 
 
 def _cache_command(argv: list[str], env: Mapping[str, str]) -> int:

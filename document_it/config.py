@@ -99,6 +99,20 @@ class Settings:
     read_timeout: float = 30.0
     max_page_bytes: int = 5 * 1024 * 1024
     max_redirects: int = 5
+    allow_private: bool = False
+    # crawl (when --source is a page rather than an index) and politeness
+    max_depth: int = 2
+    max_pages: int = 500
+    allow_domains: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    per_host: int = 4
+    delay: float = 0.0
+    # job queue, resume and nightly runs
+    enable_queue: bool | None = None  # None: on for crawls, --resume and --incremental
+    resume: bool = False
+    incremental: bool = False
+    grace_s: float = 5.0
     # parse
     chunk_tokens: int = 800
 
@@ -110,9 +124,16 @@ class Settings:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative (got {value})")
-        for name in ("max_workers", "analysis_workers", "max_concurrency", "chunk_tokens", "max_page_bytes"):
+        for name in ("max_workers", "analysis_workers", "max_concurrency", "chunk_tokens", "max_page_bytes",
+                     "max_pages", "per_host"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.max_depth < 0:
+            raise ConfigError(f"--max-depth must not be negative (got {self.max_depth})")
+        if not math.isfinite(self.delay) or self.delay < 0:
+            raise ConfigError(f"--delay must be a non-negative number of seconds (got {self.delay})")
+        if self.enable_queue is False and (self.resume or self.incremental):
+            raise ConfigError("--resume and --incremental need the job queue; drop --no-queue")
         if self.batch_size < 0:
             raise ConfigError(f"--batch-size must be 0 (auto), 1 (off) or more (got {self.batch_size})")
         if self.limit is not None and self.limit < 1:
@@ -139,6 +160,10 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.state_dir / "cache"
+
+    @property
+    def jobs_path(self) -> Path:
+        return self.state_dir / "jobs.sqlite"
 
     @property
     def provider_name(self) -> str:

@@ -14,6 +14,7 @@ __all__ = [
     "LLMAuthError",
     "LLMTransientError",
     "connection_reason",
+    "Interrupted",
 ]
 
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
@@ -67,3 +68,12 @@ class LLMTransientError(LLMError):
         self.retry_after = retry_after
         self.rate_limited = rate_limited
         self.headers = headers or {}
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal after writing what finished; the exit code is 128 + signum."""
+
+    def __init__(self, signum: int, resumable: bool = False) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+        self.resumable = resumable  # the job queue kept the rest: --resume continues

@@ -1,14 +1,16 @@
-"""fetch(DocRef) -> Fetched: one page's bytes over HTTP or from disk, within limits."""
+"""fetch(DocRef) -> Fetched: one page's bytes over HTTP or from disk, within limits and politely."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mimetypes
 import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import Callable, ContextManager, Iterator
+from urllib.parse import unquote, urljoin, urlparse
 
 import requests
 
@@ -16,8 +18,9 @@ from . import __version__
 from .config import Settings
 from .errors import connection_reason
 from .models import DocRef, Fetched
+from .netguard import check_url
 
-__all__ = ["FetchLimits", "fetch", "PAGE_TYPES", "INDEX_TYPES", "kind_of"]
+__all__ = ["FetchLimits", "fetch", "fetch_text", "USER_AGENT", "PAGE_TYPES", "INDEX_TYPES", "ANY_TYPE", "kind_of", "Gate"]
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +28,14 @@ PAGE_TYPES = frozenset({
     "text/html", "application/xhtml+xml", "text/markdown", "text/x-markdown", "text/plain",
 })
 INDEX_TYPES = PAGE_TYPES | {"application/xml", "text/xml"}
+ANY_TYPE = frozenset({"*"})
+# url -> why following a redirect there is refused (off the crawl's scope), or None
+RedirectCheck = Callable[[str], "str | None"]
+# url -> a context manager held while that host is being downloaded from (per-host politeness)
+Gate = Callable[[str], ContextManager[None]]
 _EXT_TYPES = {".md": "text/markdown", ".markdown": "text/markdown", ".txt": "text/plain",
               ".html": "text/html", ".htm": "text/html", ".xml": "application/xml"}
+USER_AGENT = f"document-it/{__version__}"
 _CHUNK = 64 * 1024
 _local = threading.local()
 
@@ -40,11 +49,15 @@ class FetchLimits:
     max_bytes: int = 5 * 1024 * 1024
     max_redirects: int = 5
     allowed_types: frozenset[str] = PAGE_TYPES
+    allow_private: bool = False  # loopback, private and link-local addresses (checked on every hop)
 
     @classmethod
     def from_settings(cls, settings: Settings, allowed_types: frozenset[str] = PAGE_TYPES) -> "FetchLimits":
         return cls(settings.connect_timeout, settings.read_timeout, settings.max_page_bytes,
-                   settings.max_redirects, allowed_types)
+                   settings.max_redirects, allowed_types, settings.allow_private)
+
+    def accepts(self, media: str) -> bool:
+        return "*" in self.allowed_types or media in self.allowed_types
 
     @property
     def deadline_s(self) -> float:
@@ -61,56 +74,103 @@ def kind_of(content_type: str, url: str) -> str:
     return _EXT_TYPES.get(suffix) or mimetypes.guess_type(url)[0] or media
 
 
-def fetch(ref: DocRef, limits: FetchLimits = FetchLimits()) -> Fetched:
-    """Download one page; failures are recorded on the result, never raised."""
+def fetch(ref: DocRef, limits: FetchLimits = FetchLimits(), validators: dict[str, str] | None = None,
+          redirect_check: RedirectCheck | None = None, gate: Gate | None = None) -> Fetched:
+    """Download one page; failures are recorded on the result, never raised.
+
+    `validators` (ETag / Last-Modified from an earlier download) make the request conditional: an
+    unchanged page comes back as status 304 with no content. `redirect_check` may refuse a redirect
+    target (a crawl's scope); `gate` is held around each request to a host (politeness).
+    """
     start = time.perf_counter()
     scheme = urlparse(ref.url).scheme
     if scheme == "file":
         result = _fetch_file(ref, limits)
     elif scheme in ("http", "https"):
-        result = _fetch_http(ref, limits)
+        result = _fetch_http(ref, limits, validators or {}, redirect_check, gate)
     else:
         result = Fetched(ref, ref.url, error=f"unsupported URL scheme {scheme or '(none)'!r}")
     return replace(result, seconds=time.perf_counter() - start)
 
 
-def _session(limits: FetchLimits) -> requests.Session:
+def _session() -> requests.Session:
     session = getattr(_local, "session", None)
     if session is None:
         session = requests.Session()
-        session.headers["User-Agent"] = f"document-it/{__version__}"
+        session.headers["User-Agent"] = USER_AGENT
         session.headers["Accept"] = "text/html, text/markdown;q=0.9, text/plain;q=0.8, */*;q=0.1"
         _local.session = session
-    session.max_redirects = limits.max_redirects
     return session
 
 
-def _fetch_http(ref: DocRef, limits: FetchLimits) -> Fetched:
+def fetch_text(url: str, limits: FetchLimits = FetchLimits(), gate: Gate | None = None) -> tuple[int | None, str]:
+    """(HTTP status or None when unreachable, body text) of any small text file, e.g. robots.txt."""
+    got = fetch(DocRef(url), replace(limits, allowed_types=ANY_TYPE, max_bytes=min(limits.max_bytes, 512 * 1024)),
+                gate=gate)
+    if got.status is None and not got.ok:
+        return None, ""
+    return got.status, got.content.decode(got.encoding or "utf-8", errors="replace") if got.ok else ""
+
+
+def _fetch_http(ref: DocRef, limits: FetchLimits, validators: dict[str, str],
+                redirect_check: RedirectCheck | None, gate: Gate | None) -> Fetched:
+    url, seen = ref.url, {ref.url}
+    headers = _conditional(validators)
     try:
-        with _session(limits).get(ref.url, timeout=(limits.connect_timeout, limits.read_timeout),
-                                  stream=True) as resp:
-            final = resp.url or ref.url
-            if resp.status_code >= 400:
-                reason = f" {resp.reason}" if resp.reason else ""
-                return Fetched(ref, final, status=resp.status_code, error=f"HTTP {resp.status_code}{reason}")
-            media = kind_of(resp.headers.get("Content-Type", ""), final)
-            if media not in limits.allowed_types:
-                return Fetched(ref, final, status=resp.status_code,
-                               error=f"unsupported content type {media or '(none)'}")
-            declared = resp.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > limits.max_bytes:
-                return Fetched(ref, final, status=resp.status_code, error=_too_large(limits))
-            body, error = _read_capped(resp, limits)
-            validators = {name: resp.headers[name] for name in ("ETag", "Last-Modified") if resp.headers.get(name)}
-            return Fetched(ref, final, content=body, content_type=media, encoding=_charset(resp),
-                           status=resp.status_code, error=error, validators=validators)
-    except requests.TooManyRedirects:
-        return Fetched(ref, ref.url, error=f"too many redirects (more than {limits.max_redirects})")
+        for _hop in range(limits.max_redirects + 1):
+            refused = check_url(url, limits.allow_private)
+            if refused:
+                return Fetched(ref, url, error=refused)
+            with gate(url) if gate else _nothing(), \
+                    _session().get(url, timeout=(limits.connect_timeout, limits.read_timeout), stream=True,
+                                   allow_redirects=False, headers=headers) as resp:
+                if resp.is_redirect:
+                    target = urljoin(url, resp.headers["Location"])
+                    if urlparse(target).scheme not in ("http", "https"):
+                        return Fetched(ref, url, status=resp.status_code,
+                                       error=f"redirected to a non-http URL {target[:200]} (not followed)")
+                    why = redirect_check(target) if redirect_check else None
+                    if why:
+                        return Fetched(ref, url, status=resp.status_code, error=f"redirected to {target[:200]}: {why}")
+                    if target in seen:
+                        return Fetched(ref, url, status=resp.status_code, error=f"redirect loop at {target[:200]}")
+                    seen.add(target)
+                    url = target
+                    continue
+                return _response(ref, url, resp, limits)
+        return Fetched(ref, url, error=f"too many redirects (more than {limits.max_redirects})")
     except requests.Timeout:
-        return Fetched(ref, ref.url, error=f"timed out (connect {limits.connect_timeout:g}s, "
-                                           f"read {limits.read_timeout:g}s)")
+        return Fetched(ref, url, error=f"timed out (connect {limits.connect_timeout:g}s, "
+                                       f"read {limits.read_timeout:g}s)")
     except requests.RequestException as exc:
-        return Fetched(ref, ref.url, error=f"connection failed: {connection_reason(exc)}")
+        return Fetched(ref, url, error=f"connection failed: {connection_reason(exc)}")
+
+
+def _response(ref: DocRef, final: str, resp: requests.Response, limits: FetchLimits) -> Fetched:
+    if resp.status_code == 304:
+        return Fetched(ref, final, status=304)
+    if resp.status_code >= 400:
+        reason = f" {resp.reason}" if resp.reason else ""
+        return Fetched(ref, final, status=resp.status_code, error=f"HTTP {resp.status_code}{reason}")
+    media = kind_of(resp.headers.get("Content-Type", ""), final)
+    if not limits.accepts(media):
+        return Fetched(ref, final, status=resp.status_code, error=f"unsupported content type {media or '(none)'}")
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limits.max_bytes:
+        return Fetched(ref, final, status=resp.status_code, error=_too_large(limits))
+    body, error = _read_capped(resp, limits)
+    validators = {name: resp.headers[name] for name in ("ETag", "Last-Modified") if resp.headers.get(name)}
+    return Fetched(ref, final, content=body, content_type=media, encoding=_charset(resp),
+                   status=resp.status_code, error=error, validators=validators)
+
+
+def _conditional(validators: dict[str, str]) -> dict[str, str]:
+    headers = {}
+    if validators.get("ETag"):
+        headers["If-None-Match"] = validators["ETag"]
+    if validators.get("Last-Modified"):
+        headers["If-Modified-Since"] = validators["Last-Modified"]
+    return headers
 
 
 def _read_capped(resp: requests.Response, limits: FetchLimits) -> tuple[bytes, str | None]:
@@ -130,7 +190,7 @@ def _read_capped(resp: requests.Response, limits: FetchLimits) -> tuple[bytes, s
 def _fetch_file(ref: DocRef, limits: FetchLimits) -> Fetched:
     path = Path(unquote(urlparse(ref.url).path))
     media = kind_of("", ref.url)
-    if media not in limits.allowed_types:
+    if not limits.accepts(media):
         return Fetched(ref, ref.url, error=f"unsupported content type {media or '(unknown)'}")
     try:
         if path.stat().st_size > limits.max_bytes:
@@ -148,6 +208,11 @@ def _charset(resp: requests.Response) -> str | None:
         if key.strip().lower() == "charset" and value.strip():
             return value.strip().strip('"')
     return None
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def _too_large(limits: FetchLimits) -> str:

@@ -93,6 +93,7 @@ class ParsedDoc:
     headings: tuple[str, ...] = ()
     sections: tuple[Section, ...] = ()
     links: tuple[Link, ...] = ()
+    outlinks: tuple[str, ...] = ()  # every http(s) link on the page, navigation included (for crawling)
     code_blocks: tuple[CodeBlock, ...] = ()
     chunks: tuple[Chunk, ...] = ()
     tokens: int = 0

@@ -16,7 +16,7 @@ from .tokens import estimate_tokens, tokens_for_chars
 
 __all__ = ["parse", "chunk_text", "PARSE_VERSION"]
 
-PARSE_VERSION = "2"  # bump when parsing changes, so cached parses are not reused
+PARSE_VERSION = "3"  # bump when parsing changes, so cached parses are not reused
 
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCKS = {"p", "li", "dt", "dd", "blockquote", "td", "th", "figcaption", "caption", "summary"}
@@ -94,6 +94,7 @@ def _plain_root(text: str) -> etree._Element:
 
 def _extract(root: etree._Element, fetched: Fetched, fmt: str, chunk_tokens: int) -> ParsedDoc:
     links_base = base_url(root, fetched.final_url)
+    outlinks = _outlinks(root, links_base)  # before the chrome goes: a crawl follows the navigation too
     strip_chrome(root)
     main = main_region(root)
     title = _title(root, main)
@@ -112,11 +113,27 @@ def _extract(root: etree._Element, fetched: Fetched, fmt: str, chunk_tokens: int
         headings=tuple(s.heading for s in sections if s.heading),
         sections=tuple(sections),
         links=tuple(walker.links),
+        outlinks=outlinks,
         code_blocks=tuple(walker.code),
         chunks=tuple(chunk_text(text, chunk_tokens)),
         tokens=estimate_tokens(text),
         fmt=fmt,
     )
+
+
+def _outlinks(root: etree._Element, base: str) -> tuple[str, ...]:
+    """Every http(s) link on the whole page, fragment removed, in document order, once each."""
+    found: dict[str, None] = {}
+    for a in root.iter("a"):
+        href = (a.get("href") or "").strip()
+        if href and not href.startswith("#"):
+            try:
+                url = urldefrag(urljoin(base, href))[0]
+                if urlparse(url).scheme in ("http", "https"):
+                    found.setdefault(url)
+            except ValueError:  # e.g. a malformed IPv6 host: not a link worth following
+                continue
+    return tuple(found)
 
 
 def _title(root: etree._Element, main: etree._Element) -> str:
@@ -182,8 +199,12 @@ class _Walker:
             href = (a.get("href") or "").strip()
             if not href or href.startswith(("#", "javascript:", "mailto:", "tel:", "data:")):
                 continue
-            url = urldefrag(urljoin(self.base_url, href))[0]
-            if urlparse(url).scheme in ("http", "https", "file") and url not in self._seen_links:
+            try:
+                url = urldefrag(urljoin(self.base_url, href))[0]
+                scheme = urlparse(url).scheme
+            except ValueError:  # a malformed link (e.g. a broken IPv6 host) is just text
+                continue
+            if scheme in ("http", "https", "file") and url not in self._seen_links:
                 self._seen_links.add(url)
                 self.links.append(Link(url, _clean(a.text_content())[:120]))
 

@@ -18,13 +18,15 @@ from .config import LLMKind, Mode, Settings
 from .core.cache import Memo
 from .core.dispatcher import PLANS, Stages
 from .core.progress import RunProgress
-from .errors import DocumentItError, LLMAuthError, ParseError
+from .core.shutdown import Shutdown
+from .errors import DocumentItError, Interrupted, LLMAuthError, ParseError
 from .fetch import FetchLimits
-from .models import DocRef, DocResult, DocStatus
+from .models import DocRef, DocResult, DocStatus, Fetched, ParsedDoc
 from .report import ResultStream, write_outputs
 from .sources import discover
 
-__all__ = ["run", "analyze_refs", "analyze_document", "open_memo"]
+__all__ = ["run", "analyze_refs", "analyze_document", "parse_step", "analyze_page", "failed_result", "open_memo",
+           "topic_inputs", "summarize_run", "plain_synthesis"]
 
 log = logging.getLogger(__name__)
 
@@ -58,37 +60,43 @@ async def _run(settings: Settings, refs: list[DocRef], title: str) -> dict[str, 
     gateways: list[Gateway] = []
     stream = ResultStream(settings.output_dir / "results.jsonl")
     started = time.perf_counter()
-    with RunProgress(len(refs), enabled=not settings.quiet) as progress:
-        def emit(result: DocResult) -> None:
-            results.append(result)
-            stream.write(result)
-            progress.advance(result)
+    async with Shutdown(settings.grace_s) as shutdown:
+        with RunProgress(len(refs), enabled=not settings.quiet) as progress:
+            def emit(result: DocResult) -> None:
+                results.append(result)
+                stream.write(result)
+                progress.advance(result)
 
-        def watch(gateway: Gateway) -> None:
-            gateways.append(gateway)
-            progress.watch(gateway)
+            def watch(gateway: Gateway) -> None:
+                gateways.append(gateway)
+                progress.watch(gateway)
 
-        try:
-            llm, synthesis = await _analyze_all(settings, refs, emit, watch)
-        except BaseException as exc:
-            # interrupted or aborted: the report and run.json still describe exactly what finished
-            stream.close()
-            llm = gateways[0].summary() if gateways else {"prompts": 0}
-            status = "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) \
-                else f"aborted: {exc}"
-            summary = _summary(settings, results, llm, time.perf_counter() - started, status, total=len(refs))
-            with contextlib.suppress(OSError):
-                write_outputs(settings.output_dir, results, {}, summary, title)
-            raise
-        finally:
-            stream.close()
-    summary = _summary(settings, results, llm, time.perf_counter() - started)
+            try:
+                llm, synthesis = await _analyze_all(settings, refs, emit, watch, shutdown)
+            except BaseException as exc:
+                # stopped at once or aborted: the report and run.json still describe exactly what finished
+                stream.close()
+                llm = gateways[0].summary() if gateways else {"prompts": 0}
+                stopped = shutdown.stopped or isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
+                status = "interrupted" if stopped else f"aborted: {exc}"
+                summary = summarize_run(settings, results, llm, time.perf_counter() - started, status, total=len(refs))
+                with contextlib.suppress(OSError):
+                    write_outputs(settings.output_dir, results, {}, summary, title)
+                if shutdown.signum is not None:
+                    raise Interrupted(shutdown.signum) from None
+                raise
+            finally:
+                stream.close()
+    status = "interrupted" if shutdown.stopped else "completed"
+    summary = summarize_run(settings, results, llm, time.perf_counter() - started, status, total=len(refs))
     write_outputs(settings.output_dir, results, synthesis, summary, title)
+    if shutdown.signum is not None:
+        raise Interrupted(shutdown.signum)
     return summary
 
 
-async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit,
-                       watch: Callable[[Gateway], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch: Callable[[Gateway], None],
+                       shutdown: Shutdown) -> tuple[dict[str, Any], dict[str, Any]]:
     plan = PLANS[settings.mode]
     if settings.mode is Mode.PROCESS:
         from .core.workers import run_process_mode
@@ -106,12 +114,12 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit,
                 # pages the cache already answers need no worker process at all
                 with Stages(settings, PLANS[Mode.ASYNC], memo) as stages:
                     pending = await _answer_from_memo(refs, stages, gateway, settings, keep)
-            exports = await run_process_mode(settings, pending, keep) if pending else []
+            exports = await run_process_mode(settings, pending, keep, shutdown) if pending else []
             # the workers held the whole cap while they ran, so the synthesis waits for them
             for exported in exports:
                 gateway.absorb(exported)
-            synthesis = await synthesize_topics(gateway, _topic_inputs(results))
-        return gateway.summary(), _plain(synthesis)
+            synthesis = {} if shutdown.stopped else await synthesize_topics(gateway, topic_inputs(results))
+        return gateway.summary(), plain_synthesis(synthesis)
     memo = open_memo(settings)
     with Stages(settings, plan, memo) as stages:
         async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
@@ -124,12 +132,14 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit,
 
             try:
                 await analyze_refs(refs, PageAgent(gateway), stages, settings, keep_local,
-                                   plan.docs_in_flight(settings))
+                                   plan.docs_in_flight(settings), shutdown.stopping)
             except BaseException:
                 topics.cancel()
                 raise
-            synthesis = await topics.results()
-    return gateway.summary(), _plain(synthesis)
+            if shutdown.stopped:
+                topics.cancel()
+            synthesis = {} if shutdown.stopped else await topics.results()
+    return gateway.summary(), plain_synthesis(synthesis)
 
 
 async def _answer_from_memo(refs: list[DocRef], stages: Stages, gateway: Gateway, settings: Settings,
@@ -175,7 +185,7 @@ class _TopicSynthesis:
         self._done.setdefault(result.topic, []).append(result)
         self._left[result.topic] -= 1
         if self._left[result.topic] == 0:
-            inputs = _topic_inputs(self._done[result.topic])
+            inputs = topic_inputs(self._done[result.topic])
             if inputs:
                 self._tasks.append(asyncio.get_running_loop().create_task(
                     synthesize_topics(self._gateway, inputs)))
@@ -199,12 +209,16 @@ def open_memo(settings: Settings) -> Memo:
 
 
 async def analyze_refs(refs: list[DocRef], agent: PageAgent, stages: Stages, settings: Settings,
-                       emit: Emit, in_flight: int) -> None:
-    """Analyse every ref with at most `in_flight` documents under way; emit each result as it lands."""
+                       emit: Emit, in_flight: int, stop: asyncio.Event | Any | None = None) -> None:
+    """Analyse every ref with at most `in_flight` documents under way; emit each result as it lands.
+
+    Once `stop` is set (an asyncio or multiprocessing Event) no new page starts."""
     pending = iter(refs)
 
     async def worker() -> None:
         for ref in pending:  # one shared iterator: each ref is taken by exactly one worker
+            if stop is not None and stop.is_set():
+                return
             spent = agent.gateway.budget_reason()
             if spent:  # pages already under way finish; no new one starts
                 emit(_not_started(ref, settings, spent))
@@ -224,34 +238,42 @@ async def analyze_refs(refs: list[DocRef], agent: PageAgent, stages: Stages, set
 async def analyze_document(ref: DocRef, stages: Stages, agent: PageAgent, settings: Settings) -> DocResult:
     """Fetch, parse and analyse one page; any failure is recorded on its result (an auth failure stops the run)."""
     timings: dict[str, float] = {}
-
-    def failed(stage: str, reason: str, title: str = "") -> DocResult:
-        return DocResult(url=ref.url, title=title or ref.title, topic=ref.topic, status=DocStatus.FAILED,
-                         error=f"{stage}: {reason}", provider=settings.provider_name,
-                         model=settings.model_name, timings=timings)
-
     clock = time.perf_counter()
     fetched = await stages.fetch(ref)
     timings["fetch"] = _lap(clock)
     if not fetched.ok:
-        return failed("fetch", fetched.error or "unknown error")
+        return failed_result(ref, settings, "fetch", fetched.error or "unknown error", timings=timings)
+    page = await parse_step(fetched, stages, settings, timings)
+    if isinstance(page, DocResult):
+        return page
+    return await analyze_page(ref, page, agent, settings, timings)
+
+
+async def parse_step(fetched: Fetched, stages: Stages, settings: Settings,
+                     timings: dict[str, float]) -> ParsedDoc | DocResult:
+    """The parsed page, or the failed result saying why it could not be parsed."""
     clock = time.perf_counter()
     try:
-        page = await stages.parse(fetched)
+        return await stages.parse(fetched)
     except ParseError as exc:
-        return failed("parse", str(exc))
+        return failed_result(fetched.ref, settings, "parse", str(exc), timings=timings)
     finally:
         timings["parse"] = _lap(clock)
+
+
+async def analyze_page(ref: DocRef, page: ParsedDoc, agent: PageAgent, settings: Settings,
+                       timings: dict[str, float]) -> DocResult:
+    """Run the agent over one parsed page; failures land on the result (an auth failure stops the run)."""
     clock = time.perf_counter()
     try:
         analysis = await agent.analyze(page)
     except LLMAuthError:
         raise
     except DocumentItError as exc:
-        return failed("analyze", str(exc), page.title)
+        return failed_result(ref, settings, "analyze", str(exc), page.title, timings)
     except Exception as exc:  # a bug or an unexpected library error: record it, keep the run going
         log.exception("unexpected error analysing %s", ref.url)
-        return failed("analyze", f"unexpected {type(exc).__name__}: {exc}", page.title)
+        return failed_result(ref, settings, "analyze", f"unexpected {type(exc).__name__}: {exc}", page.title, timings)
     finally:
         timings["analyze"] = _lap(clock)
     return DocResult(url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED,
@@ -260,16 +282,23 @@ async def analyze_document(ref: DocRef, stages: Stages, agent: PageAgent, settin
                      fallback_tasks=agent.gateway.fell_back.get(page.url, []))
 
 
+def failed_result(ref: DocRef, settings: Settings, stage: str, reason: str, title: str = "",
+                  timings: dict[str, float] | None = None) -> DocResult:
+    """A page that did not make it, and at which stage."""
+    return DocResult(url=ref.url, title=title or ref.title, topic=ref.topic, status=DocStatus.FAILED,
+                     error=f"{stage}: {reason}", provider=settings.provider_name,
+                     model=settings.model_name, timings=timings or {})
+
+
 def _not_started(ref: DocRef, settings: Settings, reason: str) -> DocResult:
-    return DocResult(url=ref.url, title=ref.title, topic=ref.topic, status=DocStatus.FAILED,
-                     error=f"not analysed: {reason}", provider=settings.provider_name, model=settings.model_name)
+    return failed_result(ref, settings, "not analysed", reason)
 
 
 def _lap(start: float) -> float:
     return round(time.perf_counter() - start, 4)
 
 
-def _topic_inputs(results: list[DocResult]) -> list[TopicInput]:
+def topic_inputs(results: list[DocResult]) -> list[TopicInput]:
     topics: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {}
     for result in sorted(results, key=lambda r: r.url):
         if result.status is DocStatus.COMPLETED and result.analysis:
@@ -279,11 +308,11 @@ def _topic_inputs(results: list[DocResult]) -> list[TopicInput]:
     return [TopicInput(topic, tuple(pages)) for topic, pages in topics.items()]
 
 
-def _plain(synthesis: dict[str, Any]) -> dict[str, Any]:
+def plain_synthesis(synthesis: dict[str, Any]) -> dict[str, Any]:
     return {topic: value if isinstance(value, str) else value.model_dump() for topic, value in synthesis.items()}
 
 
-def _summary(settings: Settings, results: list[DocResult], llm: dict[str, Any], wall: float,
+def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, Any], wall: float,
              status: str = "completed", total: int | None = None) -> dict[str, Any]:
     completed = sum(r.status is DocStatus.COMPLETED for r in results)
     stages = {name: round(sum(r.timings.get(name, 0.0) for r in results), 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import urldefrag, urljoin, urlparse
 
@@ -74,8 +75,7 @@ def _from_folder(folder: Path) -> list[DocRef]:
 
 
 def _read_url(url: str, limits: FetchLimits) -> tuple[bytes, str]:
-    got = fetch(DocRef(url), FetchLimits(limits.connect_timeout, limits.read_timeout,
-                                         limits.max_bytes, limits.max_redirects, INDEX_TYPES | {""}))
+    got = fetch(DocRef(url), replace(limits, allowed_types=INDEX_TYPES | {""}))
     if not got.ok:
         raise SourceError(f"cannot read source {url}: {got.error}")
     return got.content, got.final_url

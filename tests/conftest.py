@@ -24,3 +24,9 @@ def site(tmp_path: Path) -> Iterator[SiteServer]:
 def _private_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test gets its own --state-dir, so no cache is shared between tests or with the repo."""
     monkeypatch.setenv("DOCUMENT_IT_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest.fixture(autouse=True)
+def _loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests serve their sites on 127.0.0.1, which document-it refuses unless told (--allow-private)."""
+    monkeypatch.setenv("DOCUMENT_IT_ALLOW_PRIVATE", "1")

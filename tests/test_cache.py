@@ -36,7 +36,7 @@ def sim():
 
 
 def _settings(tmp_path: Path, site, sim, mode: Mode, out: str, **extra) -> Settings:
-    return Settings(source=site.url("llms.txt"), output_dir=tmp_path / out, state_dir=tmp_path / "state",
+    return Settings(source=site.url("llms.txt"), allow_private=True, output_dir=tmp_path / out, state_dir=tmp_path / "state",
                     mode=mode, quiet=True, analysis_workers=2, llm=LLMKind.SIMULATE, llm_base_url=sim.base_url,
                     **{"batch_size": 1, **extra})  # one request per prompt keeps the counts plain
 
@@ -111,7 +111,7 @@ def test_a_corrupt_cache_degrades_to_no_cache_with_a_warning(tmp_path, site, sim
     cache = tmp_path / "state" / "cache"
     cache.mkdir(parents=True)
     (cache / "cache.db").write_bytes(b"this is not sqlite" * 100)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DOCUMENT_IT_ALLOW_PRIVATE": "1"}
     done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--quiet", "--source", site.url("llms.txt"),
                            "--output-dir", str(tmp_path / "out"), "--state-dir", str(tmp_path / "state"),
                            "--llm", "simulate", "--llm-base-url", sim.base_url],
@@ -131,13 +131,6 @@ def test_cache_stats_and_clear_commands(tmp_path):
     clear = subprocess.run([*base, "clear", "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
     assert clear.returncode == 0 and "removed 1 entries" in clear.stdout
     assert Memo(state / "cache").stats()["entries"] == 0
-
-
-def test_http_validators_are_remembered_for_conditional_requests(tmp_path, site, sim):
-    run(_settings(tmp_path, site, sim, Mode.ASYNC, "out"))
-    memo = Memo(tmp_path / "state" / "cache")
-    stored = memo.get("http", memo_key(site.url("pages/install.html")))
-    assert stored is not None and stored["Last-Modified"] and len(stored["sha256"]) == 64
 
 
 def test_a_locked_cache_degrades_to_no_cache(tmp_path):

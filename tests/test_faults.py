@@ -17,7 +17,7 @@ PAGES = 40
 
 
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DOCUMENT_IT_ALLOW_PRIVATE": "1"}
     return subprocess.run([sys.executable, str(ROOT / "main.py"), "--quiet", "--output-dir", str(tmp_path / "out"),
                            "--state-dir", str(tmp_path / "state"), *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)

@@ -14,7 +14,7 @@ from document_it.models import DocRef
 from document_it.testing.site import SiteServer, _Handler
 
 HTML = "<html><head><title>Guide</title></head><body><p>Hello café</p></body></html>"
-FAST = FetchLimits(connect_timeout=2, read_timeout=2)
+FAST = FetchLimits(connect_timeout=2, read_timeout=2, allow_private=True)
 
 
 def _closed_port() -> int:
@@ -88,12 +88,12 @@ def test_xml_is_rejected_for_pages_but_allowed_for_indexes(site: SiteServer, tmp
     (tmp_path / "sitemap.xml").write_text("<urlset/>", encoding="utf-8")
 
     assert fetch(DocRef(site.url("sitemap.xml")), FAST).error == "unsupported content type application/xml"
-    index = fetch(DocRef(site.url("sitemap.xml")), FetchLimits(2, 2, allowed_types=INDEX_TYPES))
+    index = fetch(DocRef(site.url("sitemap.xml")), FetchLimits(2, 2, allowed_types=INDEX_TYPES, allow_private=True))
     assert index.ok and index.content == b"<urlset/>"
 
 
 def test_too_large_by_declared_length(site: SiteServer) -> None:
-    limits = FetchLimits(connect_timeout=2, read_timeout=2, max_bytes=10_000)
+    limits = FetchLimits(connect_timeout=2, read_timeout=2, max_bytes=10_000, allow_private=True)
 
     got = fetch(DocRef(site.url("_big?bytes=200000&declare=1")), limits)
 
@@ -103,7 +103,7 @@ def test_too_large_by_declared_length(site: SiteServer) -> None:
 
 
 def test_too_large_while_streaming_without_length(site: SiteServer) -> None:
-    limits = FetchLimits(connect_timeout=2, read_timeout=2, max_bytes=10_000)
+    limits = FetchLimits(connect_timeout=2, read_timeout=2, max_bytes=10_000, allow_private=True)
 
     got = fetch(DocRef(site.url("_big?bytes=300000&declare=0")), limits)
 
@@ -120,18 +120,27 @@ def test_body_under_the_cap_is_read_whole_without_length(site: SiteServer) -> No
     assert got.content.startswith(b"<p>xxx")
 
 
-def test_redirect_loop_is_capped(site: SiteServer) -> None:
-    limits = FetchLimits(connect_timeout=2, read_timeout=2, max_redirects=3)
+def test_redirect_loop_is_caught(site: SiteServer) -> None:
+    limits = FetchLimits(connect_timeout=2, read_timeout=2, max_redirects=3, allow_private=True)
 
     got = fetch(DocRef(site.url("_redirect-loop")), limits)
 
     assert not got.ok
+    assert got.error.startswith("redirect loop at ") and got.error.endswith("/_redirect-loop")
+    assert site.hits == 1
+
+
+def test_a_long_redirect_chain_is_capped(site: SiteServer) -> None:
+    limits = FetchLimits(connect_timeout=2, read_timeout=2, max_redirects=3, allow_private=True)
+
+    got = fetch(DocRef(site.url("_redirect-chain?n=10")), limits)
+
     assert got.error == "too many redirects (more than 3)"
-    assert site.hits <= 3 + 1
+    assert site.hits == 3 + 1
 
 
 def test_slow_server_times_out(site: SiteServer) -> None:
-    limits = FetchLimits(connect_timeout=1, read_timeout=0.5)
+    limits = FetchLimits(connect_timeout=1, read_timeout=0.5, allow_private=True)
 
     got = fetch(DocRef(site.url("_slow?seconds=3")), limits)
 
@@ -192,7 +201,7 @@ def test_one_session_per_thread(site: SiteServer, tmp_path: Path) -> None:
     first = fetch_module._local.session
     assert fetch(DocRef(site.url("a.html")), FAST).ok
     assert fetch_module._local.session is first
-    assert fetch_module._session(FAST) is first
+    assert fetch_module._session() is first
 
     seen: list[object] = []
 

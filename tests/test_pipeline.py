@@ -13,6 +13,7 @@ from document_it.analysis.providers import ExtractiveProvider
 from document_it.config import LLMKind, Mode, Settings
 from document_it.core.dispatcher import PLANS, Stages
 from document_it.pipeline import analyze_refs, run
+from document_it.fetch import FetchLimits
 from document_it.sources import discover
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
@@ -36,7 +37,7 @@ def sim():
 
 def _settings(tmp_path: Path, site: SiteServer, sim: SimServer | None, mode: Mode, **extra) -> Settings:
     llm = dict(llm=LLMKind.SIMULATE, llm_base_url=sim.base_url) if sim else dict(llm=LLMKind.EXTRACTIVE)
-    return Settings(source=site.url("llms.txt"), state_dir=tmp_path / "state", mode=mode, quiet=True,
+    return Settings(source=site.url("llms.txt"), allow_private=True, state_dir=tmp_path / "state", mode=mode, quiet=True,
                     **{"output_dir": tmp_path / mode.value, "analysis_workers": 2, "batch_size": 1, **llm, **extra})
 
 
@@ -143,15 +144,15 @@ class _CountingStages(Stages):
         super().__init__(*args)
         self.open = self.peak = 0
 
-    async def fetch(self, ref):
+    async def fetch(self, ref, validators=None):
         self.open += 1
         self.peak = max(self.peak, self.open)
-        return await super().fetch(ref)
+        return await super().fetch(ref, validators)
 
 
 async def test_documents_in_flight_are_bounded(tmp_path, site):
     settings = _settings(tmp_path, site, None, Mode.ASYNC)
-    refs = discover(settings.source).refs
+    refs = discover(settings.source, FetchLimits.from_settings(settings)).refs
     done = []
     with _CountingStages(settings, PLANS[Mode.ASYNC]) as stages:
         def emit(result):

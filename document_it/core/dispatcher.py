@@ -6,17 +6,19 @@ import asyncio
 import enum
 import hashlib
 import multiprocessing
+import signal
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from ..config import Mode, Settings
-from ..fetch import FetchLimits, fetch
+from ..fetch import FetchLimits, RedirectCheck, fetch
+from ..politeness import HostGate, Robots
 from ..models import DocRef, Fetched, ParsedDoc
 from ..parse import PARSE_VERSION, parse
 from .cache import Memo, memo_key
 
-__all__ = ["Where", "Plan", "PLANS", "Stages", "spawn_context"]
+__all__ = ["Where", "Plan", "PLANS", "Stages", "spawn_context", "ignore_interrupts"]
 
 T = TypeVar("T")
 
@@ -61,17 +63,26 @@ def spawn_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+def ignore_interrupts() -> None:
+    """Worker initializer: Ctrl-C reaches the whole process group, but stopping is the parent's decision."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Stages:
     """The executors one run (or one worker process) uses; a context manager that shuts them down."""
 
-    def __init__(self, settings: Settings, plan: Plan, memo: Memo | None = None) -> None:
+    def __init__(self, settings: Settings, plan: Plan, memo: Memo | None = None,
+                 redirect_check: RedirectCheck | None = None, robots: Robots | None = None) -> None:
         self.plan = plan
         self.memo = memo or Memo(None)
         self.limits = FetchLimits.from_settings(settings)
+        self.gate = HostGate(settings.per_host, settings.delay, robots)
+        self.redirect_check = redirect_check
         self.chunk_tokens = settings.chunk_tokens
         self._threads = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="fetch") \
             if plan.fetch is Where.THREADS else None
-        self._processes = ProcessPoolExecutor(settings.analysis_workers, mp_context=spawn_context()) \
+        self._processes = ProcessPoolExecutor(settings.analysis_workers, mp_context=spawn_context(),
+                                              initializer=ignore_interrupts) \
             if plan.parse is Where.PROCESSES else None
 
     def __enter__(self) -> "Stages":
@@ -83,13 +94,10 @@ class Stages:
         if self._processes:
             self._processes.shutdown(wait=True, cancel_futures=True)
 
-    async def fetch(self, ref: DocRef) -> Fetched:
-        """Download one page where the plan says fetching runs; remember its ETag / Last-Modified."""
-        fetched = await self._run(self.plan.fetch, self._threads, fetch, ref, self.limits)
-        if fetched.ok and fetched.validators:
-            digest = hashlib.sha256(fetched.content).hexdigest()
-            self.memo.set("http", memo_key(ref.url), {**fetched.validators, "sha256": digest})
-        return fetched
+    async def fetch(self, ref: DocRef, validators: dict[str, str] | None = None) -> Fetched:
+        """Download one page where the plan says fetching runs (conditionally, given validators)."""
+        return await self._run(self.plan.fetch, self._threads, fetch, ref, self.limits, validators,
+                               self.redirect_check, self.gate.slot)
 
     async def parse(self, fetched: Fetched) -> ParsedDoc:
         """Parse one page where the plan says parsing runs, unless the same bytes were parsed before."""

@@ -10,19 +10,20 @@ from typing import Any, Callable
 
 from ..config import Mode, Settings
 from ..models import DocRef, DocResult, DocStatus
-from .dispatcher import PLANS, Stages, spawn_context
+from .dispatcher import PLANS, Stages, ignore_interrupts, spawn_context
+from .shutdown import Shutdown
 
-__all__ = ["run_process_mode", "run_shard"]
+__all__ = ["run_process_mode", "run_shard", "worker_share", "worker_count"]
 
 _POLL_S = 0.2
 
 
-def run_shard(settings: Settings, refs: list[DocRef], results: Any) -> dict[str, Any]:
+def run_shard(settings: Settings, refs: list[DocRef], results: Any, stop: Any) -> dict[str, Any]:
     """In a worker process: analyse `refs`, putting each result on the shared queue; return LLM figures."""
-    return asyncio.run(_shard(settings, refs, results))
+    return asyncio.run(_shard(settings, refs, results, stop))
 
 
-async def _shard(settings: Settings, refs: list[DocRef], results: Any) -> dict[str, Any]:
+async def _shard(settings: Settings, refs: list[DocRef], results: Any, stop: Any) -> dict[str, Any]:
     from ..analysis.agent import PageAgent
     from ..analysis.gateway import build_gateway
     from ..pipeline import analyze_refs, open_memo
@@ -32,7 +33,7 @@ async def _shard(settings: Settings, refs: list[DocRef], results: Any) -> dict[s
     with Stages(settings, plan, memo) as stages:
         async with build_gateway(settings, stages.run_cpu, memo=memo) as gateway:
             await analyze_refs(refs, PageAgent(gateway), stages, settings,
-                               lambda r: results.put(r.to_dict()), plan.docs_in_flight(settings))
+                               lambda r: results.put(r.to_dict()), plan.docs_in_flight(settings), stop)
     return gateway.export()
 
 
@@ -41,26 +42,35 @@ def worker_count(settings: Settings, pages: int) -> int:
     return max(1, min(settings.analysis_workers, pages, settings.max_concurrency))
 
 
-async def run_process_mode(settings: Settings, refs: list[DocRef],
-                           emit: Callable[[DocResult], None]) -> list[dict[str, Any]]:
-    """Analyse `refs` over `--analysis-workers` processes, sharing the cap, rates and budgets between them."""
-    workers = worker_count(settings, len(refs))
-    share = settings.with_(
+def worker_share(settings: Settings, workers: int) -> Settings:
+    """One worker's part of the limits: LLM cap, download threads, per-host slots, rates and budgets."""
+    return settings.with_(
         max_concurrency=max(1, settings.max_concurrency // workers),
         max_workers=max(1, settings.max_workers // workers),
+        per_host=max(1, settings.per_host // workers), delay=settings.delay * workers,
         rpm=settings.rpm / workers, tpm=settings.tpm / workers,
         max_cost=None if settings.max_cost is None else settings.max_cost / workers,
         max_tokens=None if settings.max_tokens is None else settings.max_tokens // workers)
+
+
+async def run_process_mode(settings: Settings, refs: list[DocRef], emit: Callable[[DocResult], None],
+                           shutdown: Shutdown) -> list[dict[str, Any]]:
+    """Analyse `refs` over `--analysis-workers` processes, sharing the cap, rates and budgets between them."""
+    workers = worker_count(settings, len(refs))
+    share = worker_share(settings, workers)
     shards = [refs[i::workers] for i in range(workers)]
     loop = asyncio.get_running_loop()
     context = spawn_context()
     seen: set[str] = set()
     exports: list[dict[str, Any]] = []
-    with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
-        results = manager.Queue()
-        futures = [loop.run_in_executor(pool, run_shard, share, shard, results) for shard in shards if shard]
+    with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context,
+                                                           initializer=ignore_interrupts) as pool:
+        results, stop = manager.Queue(), manager.Event()
+        futures = [loop.run_in_executor(pool, run_shard, share, shard, results, stop) for shard in shards if shard]
         try:
             while len(seen) < len(refs):
+                if shutdown.stopped and not stop.is_set():
+                    stop.set()  # the workers finish what they hold and take nothing new
                 try:
                     item = await asyncio.to_thread(results.get, True, _POLL_S)
                 except queue.Empty:
@@ -79,7 +89,7 @@ async def run_process_mode(settings: Settings, refs: list[DocRef],
             except BrokenProcessPool:
                 pass  # the pages it held are reported below
     for ref in refs:
-        if ref.url not in seen:
+        if ref.url not in seen and not shutdown.stopped:
             emit(DocResult(url=ref.url, title=ref.title, topic=ref.topic, status=DocStatus.FAILED,
                            error="analyze: the worker process handling this page died",
                            provider=share.provider_name, model=share.model_name))

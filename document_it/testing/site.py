@@ -27,7 +27,8 @@ class _Handler(SimpleHTTPRequestHandler):
         url = urlparse(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         route = {
-            "/_status": self._status, "/_redirect-loop": self._redirect_loop, "/_slow": self._slow,
+            "/_status": self._status, "/_redirect-loop": self._redirect_loop,
+            "/_redirect-chain": self._redirect_chain, "/_redirect-to": self._redirect_to, "/_slow": self._slow,
             "/_big": self._big, "/_binary": self._binary,
         }.get(url.path)
         if route:
@@ -48,6 +49,21 @@ class _Handler(SimpleHTTPRequestHandler):
     def _redirect_loop(self, query: dict[str, str]) -> None:
         self.send_response(302)
         self.send_header("Location", "/_redirect-loop")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _redirect_chain(self, query: dict[str, str]) -> None:
+        """/_redirect-chain?n=K redirects K times before landing on a page."""
+        left = int(query.get("n", "3"))
+        self._redirect(f"/_redirect-chain?n={left - 1}" if left > 0 else "/_status?code=200")
+
+    def _redirect_to(self, query: dict[str, str]) -> None:
+        """/_redirect-to?url=U redirects anywhere (tests of off-scope and non-http redirects)."""
+        self._redirect(query.get("url", "/"))
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
         self.send_header("Content-Length", "0")
         self.end_headers()
 

@@ -1,0 +1,376 @@
+"""Persistent job state in one SQLite file: the crawl's jobs, crash-resume, and each page's last analysis.
+
+Several processes (and threads) open the same file; every change that reads before it writes runs in one
+`BEGIN IMMEDIATE` transaction, so no two workers ever claim the same job. A claim is a lease: a worker
+that dies stops renewing it, and once it expires the job is claimed again.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from document_it.errors import ConfigError
+from document_it.models import DocRef
+
+__all__ = ["JobState", "RunStatus", "Job", "RunInfo", "PageRecord", "JobQueue", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+_APPLICATION_ID = 0x44_49_4A_51  # "DIJQ" in the file header: this is a document-it job database
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, source TEXT NOT NULL, options TEXT NOT NULL,
+       status TEXT NOT NULL, started REAL NOT NULL, finished REAL)""",
+    """CREATE TABLE IF NOT EXISTS jobs (run_id INTEGER NOT NULL, key TEXT NOT NULL, url TEXT NOT NULL,
+       title TEXT NOT NULL, topic TEXT NOT NULL, note TEXT NOT NULL, depth INTEGER NOT NULL, state TEXT NOT NULL,
+       attempts INTEGER NOT NULL DEFAULT 0, lease_until REAL, worker TEXT, result TEXT,
+       change TEXT NOT NULL DEFAULT '', change_note TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL,
+       PRIMARY KEY (run_id, key))""",
+    "CREATE INDEX IF NOT EXISTS jobs_by_order ON jobs (run_id, state, depth, seq)",
+    """CREATE TABLE IF NOT EXISTS pages (source TEXT NOT NULL, key TEXT NOT NULL, url TEXT NOT NULL,
+       topic TEXT NOT NULL, content_hash TEXT NOT NULL, etag TEXT, last_modified TEXT, result TEXT,
+       links TEXT NOT NULL, headings TEXT NOT NULL, words INTEGER NOT NULL, analysed_at REAL NOT NULL,
+       removed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (source, key))""",
+    """CREATE TABLE IF NOT EXISTS topics (source TEXT NOT NULL, topic TEXT NOT NULL, fingerprint TEXT NOT NULL,
+       synthesis TEXT NOT NULL, PRIMARY KEY (source, topic))""",
+)
+_RUN_COLUMNS = "id, source, options, status, started, finished"
+_JOB_COLUMNS = "run_id, key, url, title, topic, note, depth, attempts, worker"
+_PAGE_COLUMNS = "key, url, topic, content_hash, etag, last_modified, result, links, headings, words, analysed_at"
+_NEXT_JOB = (f"SELECT {_JOB_COLUMNS} FROM jobs WHERE run_id = ? AND (state = 'pending' OR "
+             "(state = 'in_progress' AND lease_until < ?)) ORDER BY depth, seq LIMIT 1")
+_TAKE_JOB = ("UPDATE jobs SET state = 'in_progress', attempts = attempts + 1, lease_until = ?, worker = ? "
+             "WHERE run_id = ? AND key = ?")
+_FINISH_JOB = ("UPDATE jobs SET state = ?, result = ?, change = ?, change_note = ?, lease_until = NULL "
+               "WHERE run_id = ? AND key = ? AND state = 'in_progress' AND worker = ? AND attempts = ?")
+_UPSERT_PAGE = f"""INSERT INTO pages (source, {_PAGE_COLUMNS}, removed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
+    ON CONFLICT (source, key) DO UPDATE SET url = excluded.url, topic = excluded.topic,
+    content_hash = excluded.content_hash, etag = excluded.etag, last_modified = excluded.last_modified,
+    result = excluded.result, links = excluded.links, headings = excluded.headings, words = excluded.words,
+    analysed_at = excluded.analysed_at, removed = 0"""
+_RELEASE = ("UPDATE jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), lease_until = NULL, worker = NULL "
+            "WHERE run_id = ? AND state = 'in_progress'")
+_RETRY = ("UPDATE jobs SET state = 'pending', result = NULL, change = '', change_note = '', lease_until = NULL, "
+          "worker = NULL WHERE run_id = ? AND state = 'failed' AND attempts < ?")
+_PRUNE = ("SELECT id FROM runs WHERE id NOT IN (SELECT id FROM runs ORDER BY id DESC LIMIT ?) AND id != ?")
+
+
+class JobState(str, enum.Enum):
+    """Where one job of a run stands."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class RunStatus(str, enum.Enum):
+    """Where one run stands; running and interrupted runs can be resumed."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed page of a run; `worker` and `attempts` identify the claim that finish() must match."""
+
+    run_id: int
+    key: str
+    ref: DocRef
+    depth: int
+    attempts: int
+    worker: str = ""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run of the crawl: its source, the options it was started with, and how it ended."""
+
+    id: int
+    source: str
+    options: dict
+    status: str
+    started: float
+    finished: float | None
+
+
+@dataclass(frozen=True)
+class PageRecord:
+    """The latest analysed state of one page of a source, read by the next run to spot changes."""
+
+    key: str
+    url: str
+    topic: str
+    content_hash: str
+    etag: str | None
+    last_modified: str | None
+    result: dict | None
+    links: tuple[str, ...]
+    headings: tuple[str, ...]
+    words: int
+    analysed_at: float
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _run_info(row: tuple) -> RunInfo:
+    return RunInfo(row[0], row[1], _load(row[2]), RunStatus(row[3]), row[4], row[5])
+
+
+def _page_record(row: tuple) -> PageRecord:
+    return PageRecord(row[0], row[1], row[2], row[3], row[4], row[5], _load(row[6]),
+                      tuple(_load(row[7])), tuple(_load(row[8])), row[9], row[10])
+
+
+class JobQueue:
+    """The jobs, runs and page memory of one --state-dir, shared by every process of a run."""
+
+    def __init__(self, path: Path, lease_s: float = 120.0, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.lease_s = lease_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open the job database {self.path}: {exc}") from None
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        try:
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")  # durable across crashes of the process, not of the OS
+            with self._tx() as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                app = db.execute("PRAGMA application_id").fetchone()[0]
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if app not in (0, _APPLICATION_ID) or (app == 0 and tables):
+                    raise sqlite3.DatabaseError("foreign database")
+                if version > SCHEMA_VERSION or version < 0:
+                    raise ConfigError(f"{self.path} was written by a newer document-it (job schema v{version}, "
+                                      f"this one reads v{SCHEMA_VERSION}); upgrade or use another --state-dir")
+                if version < SCHEMA_VERSION:
+                    for statement in _SCHEMA:
+                        db.execute(statement)
+                    db.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.OperationalError as exc:
+            raise ConfigError(f"cannot open the job database {self.path}: {exc}") from None
+        except sqlite3.DatabaseError:
+            raise ConfigError(f"{self.path} is not a document-it job database; "
+                              "remove it or use another --state-dir") from None
+
+    def close(self) -> None:
+        """Close the connection (the file stays)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> JobQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken before the first read so concurrent writers queue up."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, *args: Any) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _write(self, sql: str, *args: Any) -> int:
+        with self._lock:
+            return self._db.execute(sql, args).rowcount
+
+    # runs
+
+    def start_run(self, source: str, options: dict) -> RunInfo:
+        """Record a new run as running and return it."""
+        with self._tx() as db:
+            cursor = db.execute("INSERT INTO runs (source, options, status, started) VALUES (?, ?, ?, ?)",
+                                (source, _dump(options), RunStatus.RUNNING.value, self._clock()))
+            run_id = cursor.lastrowid
+        return self.run(run_id)
+
+    def unfinished_run(self) -> RunInfo | None:
+        """The latest run when it is still running or was interrupted, else None."""
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT 1")
+        if rows and rows[0][3] in (RunStatus.RUNNING.value, RunStatus.INTERRUPTED.value):
+            return _run_info(rows[0])
+        return None
+
+    def run(self, run_id: int) -> RunInfo:
+        """The run with this id (KeyError when there is none)."""
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", run_id)
+        if not rows:
+            raise KeyError(run_id)
+        return _run_info(rows[0])
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        """Set a run's status; any status but running also stamps when it finished."""
+        status = RunStatus(status)
+        finished = None if status is RunStatus.RUNNING else self._clock()
+        self._write("UPDATE runs SET status = ?, finished = ? WHERE id = ?", status.value, finished, run_id)
+
+    # jobs
+
+    def add(self, run_id: int, items: Iterable[tuple[str, DocRef, int]], max_jobs: int | None = None) -> int:
+        """Queue (key, ref, depth) items not yet in the run, up to max_jobs jobs in all; returns how many were new."""
+        added = 0
+        with self._tx() as db:
+            seq, total = db.execute("SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM jobs WHERE run_id = ?",
+                                    (run_id,)).fetchone()
+            for key, ref, depth in items:
+                if max_jobs is not None and total >= max_jobs:
+                    break
+                seq += 1
+                new = db.execute(
+                    "INSERT OR IGNORE INTO jobs (run_id, key, url, title, topic, note, depth, state, seq) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    (run_id, key, ref.url, ref.title, ref.topic, ref.note, depth, seq)).rowcount
+                added += new
+                total += new
+        return added
+
+    def claim(self, run_id: int, worker: str) -> Job | None:
+        """Take the next job (pending, or leased by a worker that stopped renewing), shallowest first."""
+        with self._tx() as db:
+            now = self._clock()
+            row = db.execute(_NEXT_JOB, (run_id, now)).fetchone()
+            if row is None:
+                return None
+            db.execute(_TAKE_JOB, (now + self.lease_s, worker, run_id, row[1]))
+        ref = DocRef(url=row[2], title=row[3], topic=row[4], note=row[5])
+        return Job(row[0], row[1], ref, row[6], row[7] + 1, worker)
+
+    def renew(self, run_id: int, worker: str) -> None:
+        """Extend the leases this worker holds."""
+        self._write("UPDATE jobs SET lease_until = ? WHERE run_id = ? AND worker = ? AND state = 'in_progress'",
+                    self._clock() + self.lease_s, run_id, worker)
+
+    def finish(self, job: Job, state: JobState, result: dict | None, *, change: str = "", change_note: str = "",
+               page: PageRecord | None = None, source: str | None = None) -> bool:
+        """Record a claimed job's outcome (and its page); False when the claim was lost to another worker."""
+        state = JobState(state)
+        if state in (JobState.PENDING, JobState.IN_PROGRESS):
+            raise ValueError(f"finish() needs a final state, not {state.value}")
+        with self._tx() as db:
+            updated = db.execute(_FINISH_JOB, (state.value, None if result is None else _dump(result), change,
+                                               change_note, job.run_id, job.key, job.worker, job.attempts)).rowcount
+            if not updated:
+                return False
+            if page is not None:
+                if source is None:
+                    source = db.execute("SELECT source FROM runs WHERE id = ?", (job.run_id,)).fetchone()[0]
+                db.execute(_UPSERT_PAGE, (source, page.key, page.url, page.topic, page.content_hash, page.etag,
+                                          page.last_modified, None if page.result is None else _dump(page.result),
+                                          _dump(list(page.links)), _dump(list(page.headings)), page.words,
+                                          page.analysed_at))
+        return True
+
+    def release(self, run_id: int, worker: str | None = None) -> int:
+        """Put in-progress jobs (all, or one worker's) back to pending, undoing their attempt; returns how many."""
+        if worker is None:
+            return self._write(_RELEASE, run_id)
+        return self._write(_RELEASE + " AND worker = ?", run_id, worker)
+
+    def retry_failed(self, run_id: int, max_attempts: int) -> int:
+        """Queue again the failed jobs tried fewer than max_attempts times; returns how many."""
+        return self._write(_RETRY, run_id, max_attempts)
+
+    def counts(self, run_id: int) -> dict[JobState, int]:
+        """How many jobs of the run are in each state (every state present)."""
+        found = dict(self._read("SELECT state, COUNT(*) FROM jobs WHERE run_id = ? GROUP BY state", run_id))
+        return {state: found.get(state.value, 0) for state in JobState}
+
+    def active(self, run_id: int) -> bool:
+        """Whether any job of the run is pending or in progress."""
+        return bool(self._read("SELECT 1 FROM jobs WHERE run_id = ? AND state IN ('pending', 'in_progress') "
+                               "LIMIT 1", run_id))
+
+    def results(self, run_id: int) -> list[dict]:
+        """The result dicts of the run's done and failed jobs, sorted by url."""
+        rows = self._read("SELECT result FROM jobs WHERE run_id = ? AND state IN ('done', 'failed') "
+                          "AND result IS NOT NULL ORDER BY url, key", run_id)
+        return [_load(row[0]) for row in rows]
+
+    def changes(self, run_id: int) -> list[tuple[str, str, str]]:
+        """(url, change, change_note) of the run's jobs that recorded a change, sorted by url."""
+        rows = self._read("SELECT url, change, change_note FROM jobs WHERE run_id = ? AND change != '' "
+                          "ORDER BY url, key", run_id)
+        return [(url, change, note) for url, change, note in rows]
+
+    def total(self, run_id: int) -> int:
+        """How many jobs the run has."""
+        return self._read("SELECT COUNT(*) FROM jobs WHERE run_id = ?", run_id)[0][0]
+
+    # cross-run page memory
+
+    def previous(self, source: str, key: str) -> PageRecord | None:
+        """The page's last analysed state for this source, unless it was marked removed."""
+        rows = self._read(f"SELECT {_PAGE_COLUMNS} FROM pages WHERE source = ? AND key = ? AND removed = 0",
+                          source, key)
+        return _page_record(rows[0]) if rows else None
+
+    def known(self, source: str) -> dict[str, str]:
+        """key -> url of the source's pages not marked removed."""
+        return dict(self._read("SELECT key, url FROM pages WHERE source = ? AND removed = 0", source))
+
+    def mark_removed(self, source: str, keys: Iterable[str]) -> int:
+        """Mark pages gone from the source; returns how many were newly marked."""
+        with self._tx() as db:
+            return sum(db.execute("UPDATE pages SET removed = 1 WHERE source = ? AND key = ? AND removed = 0",
+                                  (source, key)).rowcount for key in keys)
+
+    def topic_synthesis(self, source: str, topic: str) -> tuple[str, dict] | None:
+        """(fingerprint, synthesis) last saved for a topic, or None."""
+        rows = self._read("SELECT fingerprint, synthesis FROM topics WHERE source = ? AND topic = ?", source, topic)
+        return (rows[0][0], _load(rows[0][1])) if rows else None
+
+    def save_topic_synthesis(self, source: str, topic: str, fingerprint: str, synthesis: dict) -> None:
+        """Store a topic's synthesis with the fingerprint of the pages it was made from."""
+        self._write("INSERT OR REPLACE INTO topics (source, topic, fingerprint, synthesis) VALUES (?, ?, ?, ?)",
+                    source, topic, fingerprint, _dump(synthesis))
+
+    def prune(self, keep_runs: int = 3) -> int:
+        """Delete runs older than the newest keep_runs (never the unfinished one); returns how many jobs went."""
+        unfinished = self.unfinished_run()
+        removed = 0
+        with self._tx() as db:
+            old = [row[0] for row in db.execute(_PRUNE, (max(keep_runs, 0), unfinished.id if unfinished else -1))]
+            for run_id in old:
+                removed += db.execute("DELETE FROM jobs WHERE run_id = ?", (run_id,)).rowcount
+                db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        return removed
