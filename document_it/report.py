@@ -35,10 +35,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 class ResultStream:
     """Appends one JSON line per finished document, flushed at once, so a crash loses nothing done."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, append: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._handle = path.open("w", encoding="utf-8")
+        self._handle = path.open("a" if append else "w", encoding="utf-8")
 
     def write(self, result: DocResult) -> None:
         self._handle.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")

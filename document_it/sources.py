@@ -14,7 +14,7 @@ from .errors import SourceError
 from .fetch import INDEX_TYPES, FetchLimits, fetch
 from .models import DocRef
 
-__all__ = ["discover", "parse_llms_txt", "parse_sitemap", "parse_url_list", "topic_for_url", "LlmsIndex"]
+__all__ = ["discover", "read_sitemap", "parse_llms_txt", "parse_sitemap", "parse_url_list", "topic_for_url", "LlmsIndex"]
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,13 @@ _SCHEMES = ("http", "https", "file")
 
 
 class LlmsIndex:
-    """What an index says: a title, a summary and the pages, each with its topic."""
+    """What an index says: a title, a summary and the pages, each with its topic.
 
-    def __init__(self, title: str, summary: str, refs: list[DocRef]) -> None:
-        self.title, self.summary, self.refs = title, summary, refs
+    When the source is a web page rather than an index, `crawl_from` is that page's URL and `refs`
+    holds only it: the crawl finds the rest."""
+
+    def __init__(self, title: str, summary: str, refs: list[DocRef], crawl_from: str | None = None) -> None:
+        self.title, self.summary, self.refs, self.crawl_from = title, summary, refs, crawl_from
 
 
 def discover(source: str, limits: FetchLimits = FetchLimits(), limit: int | None = None) -> LlmsIndex:
@@ -43,7 +46,12 @@ def discover(source: str, limits: FetchLimits = FetchLimits(), limit: int | None
     if not source:
         raise SourceError("--source is empty")
     scheme = urlparse(source).scheme
-    if scheme in _SCHEMES:
+    if scheme in ("http", "https"):
+        data, final = _read_url(source, limits)
+        if _is_html(data):  # a page, not an index: crawl its site from here
+            return LlmsIndex(urlparse(final).netloc, "", [DocRef(url=final, topic="(root)")], crawl_from=final)
+        found = _from_bytes(data, final, limits, depth=0)
+    elif scheme == "file":
         found = _from_bytes(*_read_url(source, limits), limits, depth=0)
     elif len(scheme) > 1:
         raise SourceError(f"unsupported source {source!r}: use an http(s) URL or a local path")
@@ -85,16 +93,38 @@ def _from_bytes(data: bytes, base_url: str, limits: FetchLimits, depth: int) -> 
     if b"\x00" in data[:4096]:
         raise SourceError(f"{base_url} is a binary file, not an llms.txt, sitemap, URL list or folder")
     head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:500].lower()
-    if head.startswith(b"<?xml") or b"<urlset" in head or b"<sitemapindex" in head:
+    if _is_sitemap(data):
         return _from_sitemap(data, base_url, limits, depth)
     if head.startswith(b"<"):
         raise SourceError(f"{base_url} is an HTML page, not an index: point --source at an llms.txt, "
-                          "sitemap.xml, URL list or folder")
+                          "sitemap.xml, URL list or folder (or at a web page's http(s) URL to crawl its site)")
     text = data.decode("utf-8-sig", errors="replace")
     lines = text.splitlines()
     if any(_LINK.match(line) for line in lines):
         return parse_llms_txt(text, base_url)
     return LlmsIndex("", "", parse_url_list(text, base_url))
+
+
+def _is_html(data: bytes) -> bool:
+    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:500].lower()
+    return head.startswith(b"<") and not (head.startswith(b"<?xml") or b"<urlset" in head or b"<sitemapindex" in head)
+
+
+def read_sitemap(url: str, limits: FetchLimits) -> list[DocRef]:
+    """The pages a sitemap (or sitemap index) at `url` lists; none when it is missing or unreadable."""
+    try:
+        data, final = _read_url(url, limits)
+        if not _is_sitemap(data):
+            return []
+        return _from_sitemap(data, final, limits, depth=0).refs
+    except SourceError as exc:
+        log.info("no sitemap at %s: %s", url, exc)
+        return []
+
+
+def _is_sitemap(data: bytes) -> bool:
+    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:500].lower()
+    return head.startswith(b"<?xml") or b"<urlset" in head or b"<sitemapindex" in head
 
 
 def _from_sitemap(data: bytes, base_url: str, limits: FetchLimits, depth: int) -> LlmsIndex:
@@ -124,7 +154,7 @@ def parse_llms_txt(text: str, base_url: str) -> LlmsIndex:
             section = stripped[3:].strip()
         elif match := (_LINK.match(line) or _BARE.match(line)):
             url = urljoin(base_url, match["url"])
-            if urlparse(url).scheme not in _SCHEMES:
+            if not _may_list(url, base_url):
                 log.warning("llms.txt line %d: skipping link with unsupported scheme: %s", number, match["url"])
                 continue
             groups = match.groupdict()
@@ -144,6 +174,7 @@ def parse_sitemap(data: bytes, base_url: str) -> tuple[list[DocRef], list[str]]:
         raise SourceError(f"sitemap {base_url} is not valid XML: {exc}") from None
     locs = [urljoin(base_url, (el.text or "").strip())
             for el in root.iter("{*}loc") if (el.text or "").strip()]
+    locs = [loc for loc in locs if _may_list(loc, base_url)]
     if etree.QName(root).localname == "sitemapindex":
         return [], locs
     return [DocRef(url=urldefrag(loc)[0], topic=topic_for_url(loc)) for loc in locs], []
@@ -157,10 +188,19 @@ def parse_url_list(text: str, base_url: str) -> list[DocRef]:
         if not stripped or stripped.startswith("#"):
             continue
         url = urljoin(base_url, stripped)
+        if urlparse(url).scheme == "file" and not _may_list(url, base_url):
+            log.warning("line %d of the URL list: a web index may not point at local files, skipped", number)
+            continue
         if urlparse(url).scheme not in _SCHEMES or " " in stripped or not stripped.isprintable():
             raise SourceError(f"line {number} of the URL list is not a URL: {stripped[:60]!r}")
         refs.append(DocRef(url=urldefrag(url)[0], topic=topic_for_url(url)))
     return _topics_by_prefix(refs)
+
+
+def _may_list(url: str, base_url: str) -> bool:
+    """An index lists http(s) pages; only a local index may also list local files."""
+    scheme = urlparse(url).scheme
+    return scheme in ("http", "https") or (scheme == "file" and urlparse(base_url).scheme == "file")
 
 
 def topic_for_url(url: str) -> str:

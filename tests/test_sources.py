@@ -258,14 +258,23 @@ def test_missing_path_is_a_source_error(tmp_path: Path) -> None:
         discover(str(tmp_path / "nope" / "llms.txt"))
 
 
-def test_html_page_as_source_is_explained(site: SiteServer, tmp_path: Path) -> None:
+def test_a_web_page_as_source_starts_a_crawl_but_a_local_one_is_explained(site: SiteServer, tmp_path: Path) -> None:
     _write(tmp_path / "index.html", "<!doctype html><html><body><a href='a.html'>A</a></body></html>")
 
-    with pytest.raises(SourceError, match="HTML page, not an index") as over_http:
-        discover(site.url("index.html"), FAST)
-    assert "llms.txt" in str(over_http.value) and "sitemap" in str(over_http.value)
-    with pytest.raises(SourceError, match="HTML page, not an index"):
+    index = discover(site.url("index.html"), FAST)
+
+    assert index.crawl_from == site.url("index.html") and [r.url for r in index.refs] == [index.crawl_from]
+    with pytest.raises(SourceError, match="HTML page, not an index") as local:
         discover(str(tmp_path / "index.html"))
+    assert "llms.txt" in str(local.value) and "crawl" in str(local.value)
+
+
+def test_a_web_index_may_not_list_local_files(site: SiteServer, tmp_path: Path) -> None:
+    _write(tmp_path / "llms.txt", "# Site\n\n- [Secret](file:///etc/passwd)\n- [Page](page.md)\n")
+    _write(tmp_path / "urls.txt", "file:///etc/passwd\npage.md\n")
+
+    assert [r.url for r in discover(site.url("llms.txt"), FAST).refs] == [site.url("page.md")]
+    assert [r.url for r in discover(site.url("urls.txt"), FAST).refs] == [site.url("page.md")]
 
 
 def test_unreachable_url_source_is_a_source_error() -> None:

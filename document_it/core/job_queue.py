@@ -264,6 +264,19 @@ class JobQueue:
                 total += new
         return added
 
+    def add_removed(self, run_id: int, items: Iterable[tuple[str, str, str]]) -> None:
+        """Record (key, url, note) pages found gone as skipped jobs of the run whose change is 'removed'."""
+        with self._tx() as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs WHERE run_id = ?", (run_id,)).fetchone()[0]
+            for number, (key, url, note) in enumerate(items, seq + 1):
+                db.execute("INSERT OR IGNORE INTO jobs (run_id, key, url, title, topic, note, depth, state, change, "
+                           "change_note, seq) VALUES (?, ?, ?, '', '', '', 0, 'skipped', 'removed', ?, ?)",
+                           (run_id, key, url, note, number))
+
+    def keys(self, run_id: int) -> set[str]:
+        """The dedupe keys of every job of the run."""
+        return {row[0] for row in self._read("SELECT key FROM jobs WHERE run_id = ?", run_id)}
+
     def claim(self, run_id: int, worker: str) -> Job | None:
         """Take the next job (pending, or leased by a worker that stopped renewing), shallowest first."""
         with self._tx() as db:

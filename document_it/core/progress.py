@@ -16,7 +16,7 @@ __all__ = ["RunProgress"]
 class RunProgress:
     """Counts completed and failed pages and draws them."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, done: int = 0) -> None:
         self.completed = 0
         self.failed = 0
         console = Console(file=sys.stderr)
@@ -25,7 +25,7 @@ class RunProgress:
             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
             console=console, disable=not enabled or not console.is_terminal, transient=False,
         )
-        self._task = self._progress.add_task("pages", total=total, detail="")
+        self._task = self._progress.add_task("pages", total=total, completed=done, detail="")
         self._gateway: Any = None
 
     def __enter__(self) -> "RunProgress":
@@ -39,7 +39,8 @@ class RunProgress:
         """Show this gateway's LLM window (requests allowed in flight) beside the bar."""
         self._gateway = gateway if getattr(gateway.provider, "is_llm", False) else None
 
-    def advance(self, result: DocResult) -> None:
+    def advance(self, result: DocResult, total: int | None = None) -> None:
+        """Count one finished page; `total` grows while a crawl finds more pages."""
         if result.status is DocStatus.COMPLETED:
             self.completed += 1
         else:
@@ -48,4 +49,5 @@ class RunProgress:
         if self._gateway is not None:
             window = self._gateway.limiter.window
             parts.append(f"LLM window {window.limit}/{window.cap}, {self._gateway.tracker.tokens:,} tokens")
-        self._progress.update(self._task, advance=1, detail=" · ".join(parts))
+        self._progress.update(self._task, advance=1, detail=" · ".join(parts),
+                              **({"total": total} if total is not None else {}))

@@ -13,7 +13,7 @@ from ..models import DocRef, DocResult, DocStatus
 from .dispatcher import PLANS, Stages, ignore_interrupts, spawn_context
 from .shutdown import Shutdown
 
-__all__ = ["run_process_mode", "run_shard", "worker_share", "worker_count"]
+__all__ = ["run_process_mode", "run_shard", "run_queue_workers", "run_queue_shard", "worker_share", "worker_count"]
 
 _POLL_S = 0.2
 
@@ -94,6 +94,66 @@ async def run_process_mode(settings: Settings, refs: list[DocRef], emit: Callabl
                            error="analyze: the worker process handling this page died",
                            provider=share.provider_name, model=share.model_name))
     return exports
+
+
+def run_queue_shard(settings: Settings, spec: Any, results: Any, stop: Any) -> dict[str, Any]:
+    """In a worker process: take pages from the run's job queue until none is left; return figures."""
+    return asyncio.run(_queue_shard(settings, spec, results, stop))
+
+
+async def _queue_shard(settings: Settings, spec: Any, results: Any, stop: Any) -> dict[str, Any]:
+    from ..analysis.agent import PageAgent
+    from ..analysis.gateway import build_gateway
+    from ..pipeline import open_memo
+    from ..queued import open_worker
+    from .job_queue import JobQueue
+
+    plan = PLANS[Mode.ASYNC]
+    memo = open_memo(settings)
+    with JobQueue(settings.jobs_path) as queue, open_worker(settings, spec, queue, plan, memo) as (worker, stages):
+        async with build_gateway(settings, stages.run_cpu, memo=memo) as gateway:
+            worker.agent = PageAgent(gateway)
+            await worker.drain(lambda r: results.put(r.to_dict()), plan.docs_in_flight(settings), stop)
+    return {"gateway": gateway.export(), "counters": {**worker.counters.as_dict(), "budget": worker.counters.budget}}
+
+
+async def run_queue_workers(settings: Settings, spec: Any, emit: Callable[[DocResult], None],
+                            shutdown: Shutdown) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Drain a queued run over `--analysis-workers` processes that all claim from the same job queue."""
+    workers = max(1, min(settings.analysis_workers, settings.max_concurrency))
+    share = worker_share(settings, workers)
+    loop = asyncio.get_running_loop()
+    context = spawn_context()
+    outputs: list[dict[str, Any]] = []
+    with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context,
+                                                           initializer=ignore_interrupts) as pool:
+        results, stop = manager.Queue(), manager.Event()
+        futures = [loop.run_in_executor(pool, run_queue_shard, share, spec, results, stop) for _ in range(workers)]
+        try:
+            while True:
+                if shutdown.stopped and not stop.is_set():
+                    stop.set()
+                try:
+                    emit(DocResult.from_dict(await asyncio.to_thread(results.get, True, _POLL_S)))
+                except queue.Empty:
+                    if all(f.done() for f in futures) and results.empty():
+                        break
+        except BaseException:
+            _stop_workers(pool)
+            raise
+        for future in futures:
+            try:
+                outputs.append(await future)
+            except BrokenProcessPool:
+                pass  # its pages stay in the queue (released at the end of the run)
+    counters: dict[str, Any] = {}
+    for output in outputs:
+        for name, value in output["counters"].items():
+            if isinstance(value, int):
+                counters[name] = counters.get(name, 0) + value
+            elif value:
+                counters[name] = value
+    return [output["gateway"] for output in outputs], counters
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:

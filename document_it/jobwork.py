@@ -1,0 +1,193 @@
+"""Working through a queued run: claim a page, fetch it (conditionally), skip it when unchanged, parse it,
+queue its links, analyse it and record the outcome in the job queue, which is the run's memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from .analysis.agent import PageAgent
+from .config import Settings
+from .core.dispatcher import Stages
+from .core.job_queue import Job, JobQueue, JobState, PageRecord
+from .crawl import Crawl, CrawlSpec
+from .incremental import Change, content_hash, page_record, what_changed
+from .models import DocResult, DocStatus, Fetched
+from .pipeline import analyze_page, failed_result, parse_step
+
+__all__ = ["RunSpec", "JobWorker", "worker_name"]
+
+log = logging.getLogger(__name__)
+
+_IDLE_S = 0.25  # how long an idle worker waits before asking the queue again (others may add links)
+_GONE = (404, 410)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What every worker of one queued run needs to know (picklable, for worker processes)."""
+
+    run_id: int
+    source: str
+    incremental: bool = False
+    crawl: CrawlSpec | None = None
+
+
+@dataclass
+class Counters:
+    """What the workers did besides analysing; summed into run.json."""
+
+    parsed: int = 0
+    not_modified: int = 0     # the server answered 304
+    same_content: int = 0     # downloaded, but the bytes hash as before
+    robots: int = 0           # disallowed by robots.txt
+    not_pages: int = 0        # crawled links that were not documents (images, archives…)
+    gone: int = 0             # known pages now answering 404/410
+    budget: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"parsed": self.parsed, "not_modified_304": self.not_modified, "same_content": self.same_content,
+                "robots_disallowed": self.robots, "not_documents": self.not_pages, "gone": self.gone}
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class JobWorker:
+    """Drains the job queue of one run with at most `in_flight` pages under way in this process."""
+
+    def __init__(self, spec: RunSpec, settings: Settings, queue: JobQueue, stages: Stages, agent: PageAgent,
+                 crawl: Crawl | None) -> None:
+        self.spec, self.settings, self.queue = spec, settings, queue
+        self.stages, self.agent, self.crawl = stages, agent, crawl
+        self.name = worker_name()
+        self.counters = Counters()
+
+    async def drain(self, emit: Callable[[DocResult], None], in_flight: int, stop: Any) -> None:
+        """Take pages until none is left (or `stop` is set, or a budget runs out); emit each recorded result."""
+        wake = asyncio.Event()
+
+        async def loop() -> None:
+            while not stop.is_set():
+                spent = self.agent.gateway.budget_reason()
+                if spent:  # the rest stays pending: --resume continues with a new budget
+                    self.counters.budget = spent
+                    return
+                job = await asyncio.to_thread(self.queue.claim, self.spec.run_id, self.name)
+                if job is None:
+                    if not await asyncio.to_thread(self.queue.active, self.spec.run_id):
+                        return
+                    wake.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(wake.wait(), _IDLE_S)
+                    continue
+                result = await self.one(job)
+                wake.set()
+                if result is not None:
+                    emit(result)
+
+        renewer = asyncio.create_task(self._renew())
+        tasks = [asyncio.create_task(loop()) for _ in range(max(1, in_flight))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in (*tasks, renewer):
+                task.cancel()
+            await asyncio.gather(*tasks, renewer, return_exceptions=True)
+            # pages this process held but did not finish go back to the queue for whoever comes next
+            await asyncio.to_thread(self.queue.release, self.spec.run_id, self.name)
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.queue.lease_s / 3)
+            await asyncio.to_thread(self.queue.renew, self.spec.run_id, self.name)
+
+    async def one(self, job: Job) -> DocResult | None:
+        """Process one claimed page; returns its result once recorded (None when skipped or taken over)."""
+        ref = job.ref
+        if self.crawl is not None:
+            refused = await asyncio.to_thread(self.crawl.refused, ref.url)
+            if refused:
+                self.counters.robots += 1
+                return await self._finish(job, JobState.SKIPPED, None, note=refused)
+        previous = None
+        if self.spec.incremental:
+            previous = await asyncio.to_thread(self.queue.previous, self.spec.source, job.key)
+            previous = previous if previous is not None and previous.result else None
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        fetched = await self.stages.fetch(ref, _validators(previous))
+        timings["fetch"] = round(time.perf_counter() - clock, 4)
+        if previous is not None and fetched.status == 304:
+            self.counters.not_modified += 1
+            return await self._unchanged(job, previous, fetched, timings)
+        if not fetched.ok:
+            return await self._not_fetched(job, previous, fetched, timings)
+        if previous is not None and content_hash(fetched.content) == previous.content_hash:
+            self.counters.same_content += 1
+            return await self._unchanged(job, previous, fetched, timings)
+        page = await parse_step(fetched, self.stages, self.settings, timings)
+        if isinstance(page, DocResult):
+            return await self._finish(job, JobState.FAILED, page)
+        self.counters.parsed += 1
+        if self.crawl is not None:  # queue the links first, so other workers can start on them meanwhile
+            await self._add(self.crawl.follow(page.outlinks, job.depth))
+        result = await analyze_page(ref, page, self.agent, self.settings, timings)
+        if result.status is DocStatus.FAILED:
+            return await self._finish(job, JobState.FAILED, result)
+        change = (Change.CHANGED if previous else Change.ADDED) if self.spec.incremental else None
+        record = page_record(job.key, fetched, page, result.to_dict(), page.outlinks)
+        return await self._finish(job, JobState.DONE, result, change, what_changed(previous, page), record)
+
+    async def _unchanged(self, job: Job, previous: PageRecord, fetched: Fetched,
+                         timings: dict[str, float]) -> DocResult | None:
+        """Keep the last analysis (no parse, no LLM call); a crawl still follows the page's last known links."""
+        if self.crawl is not None:
+            await self._add(self.crawl.follow(previous.links, job.depth))
+        stored = DocResult.from_dict(previous.result or {})
+        result = replace(stored, url=job.ref.url, topic=job.ref.topic, timings=timings)
+        validators = fetched.validators or {}
+        record = replace(previous, url=job.ref.url, topic=job.ref.topic, result=result.to_dict(),
+                         etag=validators.get("ETag", previous.etag),
+                         last_modified=validators.get("Last-Modified", previous.last_modified))
+        return await self._finish(job, JobState.DONE, result, Change.UNCHANGED, "", record)
+
+    async def _not_fetched(self, job: Job, previous: PageRecord | None, fetched: Fetched,
+                           timings: dict[str, float]) -> DocResult | None:
+        if previous is not None and fetched.status in _GONE:
+            self.counters.gone += 1
+            await asyncio.to_thread(self.queue.mark_removed, self.spec.source, [job.key])
+            return await self._finish(job, JobState.SKIPPED, None, Change.REMOVED, f"gone (HTTP {fetched.status})")
+        error = fetched.error or "unknown error"
+        if self.crawl is not None and job.depth > 0 and error.startswith("unsupported content type"):
+            self.counters.not_pages += 1  # a crawled link to something that is not a document
+            return await self._finish(job, JobState.SKIPPED, None, note=error)
+        return await self._finish(job, JobState.FAILED, failed_result(job.ref, self.settings, "fetch", error,
+                                                                      timings=timings))
+
+    async def _finish(self, job: Job, state: JobState, result: DocResult | None, change: Change | None = None,
+                      note: str = "", record: PageRecord | None = None) -> DocResult | None:
+        done = await asyncio.to_thread(
+            self.queue.finish, job, state, result.to_dict() if result else None,
+            change=change.value if change else "", change_note=note, page=record, source=self.spec.source)
+        if not done:
+            log.info("%s was taken over by another worker after its lease ran out", job.ref.url)
+        return result if done else None
+
+    async def _add(self, jobs: list[tuple[str, Any, int]]) -> None:
+        if jobs and self.crawl is not None:
+            await asyncio.to_thread(self.queue.add, self.spec.run_id, jobs, self.crawl.spec.max_pages)
+
+
+def _validators(previous: PageRecord | None) -> dict[str, str] | None:
+    if previous is None:
+        return None
+    found = {"ETag": previous.etag, "Last-Modified": previous.last_modified}
+    return {name: value for name, value in found.items() if value} or None

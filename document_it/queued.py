@@ -1,0 +1,235 @@
+"""Runs kept in the job queue: crawls, crash-resume and nightly incremental runs.
+
+The queue (--state-dir/jobs.sqlite) is the run's memory: every page is a job, every finished page's result
+is stored with it, and results.jsonl, report.md and run.json are written from it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from typing import Any
+
+from .analysis.agent import PageAgent, synthesize_topics
+from .analysis.gateway import Gateway, build_gateway
+from .config import Mode, Settings
+from .core.dispatcher import PLANS, Stages
+from .core.job_queue import JobQueue, JobState, RunInfo
+from .core.progress import RunProgress
+from .core.runlock import RunLock
+from .core.shutdown import Shutdown
+from .crawl import Crawl, CrawlSpec
+from .errors import ConfigError, Interrupted
+from .fetch import FetchLimits
+from .incremental import changes_block, render_changes
+from .jobwork import JobWorker, RunSpec
+from .models import DocResult
+from .pipeline import open_memo, plain_synthesis, summarize_run, topic_inputs
+from .report import ResultStream, atomic_write_text, write_outputs
+from .scope import url_key
+from .sources import LlmsIndex
+
+__all__ = ["run_queued", "wants_queue", "open_worker", "RETRY_FAILED"]
+
+log = logging.getLogger(__name__)
+
+RETRY_FAILED = 3  # --resume retries a failed page until it has been tried this many times
+
+
+def wants_queue(settings: Settings, index: LlmsIndex | None) -> bool:
+    """The queue is on for --resume, --incremental and crawls unless --no-queue; --enable-queue forces it."""
+    crawl = index is not None and index.crawl_from is not None
+    if settings.enable_queue is False:
+        if crawl:
+            raise ConfigError("crawling a site needs the job queue: drop --no-queue")
+        return False
+    return bool(settings.enable_queue or settings.resume or settings.incremental or crawl)
+
+
+def run_queued(settings: Settings, index: LlmsIndex | None) -> dict[str, Any]:
+    """Start (from `index`) or resume the queued run in --state-dir; returns run.json's content."""
+    with RunLock(settings.state_dir), JobQueue(settings.jobs_path) as queue:
+        spec, settings, title, resumed = _open_run(queue, settings, index)
+        return asyncio.run(_run(settings, spec, queue, title, resumed))
+
+
+def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None) -> tuple[RunSpec, Settings, str, bool]:
+    if settings.resume:
+        info = queue.unfinished_run()
+        if info is None:
+            raise ConfigError(f"nothing to resume in {settings.state_dir}: its last run finished "
+                              "(run again without --resume)")
+        if settings.source and settings.source != info.source:
+            raise ConfigError(f"--resume continues the run over {info.source}; drop --source or start a new run")
+        queue.finish_run(info.id, "running")
+        held, retried = queue.release(info.id), queue.retry_failed(info.id, RETRY_FAILED)
+        log.info("resuming run %d: %d pages were under way, %d failed pages will be retried", info.id, held, retried)
+        return _spec(info), settings.with_(source=info.source, incremental=info.options["incremental"]), \
+            info.options.get("title", ""), True
+    assert index is not None
+    stale = queue.unfinished_run()
+    if stale is not None:
+        log.warning("starting a new run; the unfinished run over %s is dropped (--resume would have continued it)",
+                    stale.source)
+        queue.finish_run(stale.id, "aborted")
+    crawl = CrawlSpec.from_settings(settings, index.crawl_from) if index.crawl_from else None
+    if crawl is not None and settings.limit:
+        crawl = CrawlSpec(**{**crawl.to_options(), "max_pages": min(crawl.max_pages, settings.limit)})
+    options = {"incremental": settings.incremental, "title": index.title, "limited": bool(settings.limit),
+               "crawl": crawl.to_options() if crawl else None}
+    info = queue.start_run(settings.source, options)
+    if crawl is not None:
+        seeds = Crawl(crawl, FetchLimits.from_settings(settings)).seeds()
+        queue.add(info.id, seeds, crawl.max_pages)
+    else:
+        queue.add(info.id, [(url_key(ref.url), ref, 0) for ref in index.refs])
+    return _spec(info), settings, index.title, False
+
+
+def _spec(info: RunInfo) -> RunSpec:
+    crawl = info.options.get("crawl")
+    return RunSpec(info.id, info.source, bool(info.options.get("incremental")),
+                   CrawlSpec.from_options(crawl) if crawl else None)
+
+
+async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    out = settings.output_dir
+    # results.jsonl starts as what the queue already holds (a resumed run's finished pages), then grows
+    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                     for r in queue.results(spec.run_id)))
+    stream = ResultStream(out / "results.jsonl", append=True)
+    llm: dict[str, Any] = {"prompts": 0}
+    synthesis: dict[str, Any] = {}
+    counters: dict[str, Any] = {}
+    status = "completed"
+    async with Shutdown(settings.grace_s) as shutdown:
+        total = queue.total(spec.run_id)
+        with RunProgress(total, enabled=not settings.quiet, done=total - _open_jobs(queue, spec)) as progress:
+            def emit(result: DocResult) -> None:
+                stream.write(result)
+                progress.advance(result, total=queue.total(spec.run_id))
+
+            try:
+                llm, synthesis, counters = await _execute(settings, spec, queue, emit, progress, shutdown)
+            except BaseException as exc:
+                status = "interrupted" if shutdown.stopped or isinstance(
+                    exc, (KeyboardInterrupt, asyncio.CancelledError)) else f"aborted: {exc}"
+                raise
+            finally:
+                stream.close()
+                if status == "completed" and shutdown.stopped:
+                    status = "interrupted"
+                if status == "completed" and counters.get("budget"):
+                    status = f"stopped: {counters['budget']}"
+                summary = _finish(settings, spec, queue, title, resumed, status, llm, synthesis, counters,
+                                  time.perf_counter() - started)
+    if shutdown.signum is not None:
+        raise Interrupted(shutdown.signum, resumable=True)
+    return summary
+
+
+def _open_jobs(queue: JobQueue, spec: RunSpec) -> int:
+    counts = queue.counts(spec.run_id)
+    return counts[JobState.PENDING] + counts[JobState.IN_PROGRESS]
+
+
+async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any, progress: RunProgress,
+                   shutdown: Shutdown) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Drain the queue here (or over worker processes in process mode), then synthesise the topics."""
+    memo = open_memo(settings)
+    if settings.mode is Mode.PROCESS:
+        from .core.workers import run_queue_workers
+
+        async with build_gateway(settings, memo=memo) as gateway:
+            exports, counters = await run_queue_workers(settings, spec, emit, shutdown)
+            for exported in exports:
+                gateway.absorb(exported)
+            synthesis = {} if shutdown.stopped else await _synthesize(gateway, queue, spec)
+        return gateway.summary(), synthesis, counters
+    plan = PLANS[settings.mode]
+    with open_worker(settings, spec, queue, plan, memo) as (worker, stages):
+        async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
+            progress.watch(gateway)
+            worker.agent = PageAgent(gateway)
+            await worker.drain(emit, plan.docs_in_flight(settings), shutdown.stopping)
+            synthesis = {} if shutdown.stopped else await _synthesize(gateway, queue, spec)
+    return gateway.summary(), synthesis, {**worker.counters.as_dict(), "budget": worker.counters.budget}
+
+
+@contextlib.contextmanager
+def open_worker(settings: Settings, spec: RunSpec, queue: JobQueue, plan: Any, memo: Any) -> Any:
+    """A JobWorker with its stages (the caller sets `worker.agent` once its gateway is open)."""
+    crawl = Crawl(spec.crawl, FetchLimits.from_settings(settings)) if spec.crawl else None
+    with Stages(settings, plan, memo, redirect_check=crawl.redirect_check if crawl else None,
+                robots=crawl.robots if crawl else None) as stages:
+        yield JobWorker(spec, settings, queue, stages, None, crawl), stages  # type: ignore[arg-type]
+
+
+async def _synthesize(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> dict[str, Any]:
+    """One synthesis per topic; in nightly runs a topic whose pages did not change keeps its last one."""
+    results = [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id)]
+    kept: dict[str, Any] = {}
+    todo = []
+    for topic in topic_inputs(results):
+        fingerprint = hashlib.sha256(json.dumps([topic.topic, topic.pages]).encode()).hexdigest()
+        stored = queue.topic_synthesis(spec.source, topic.topic) if spec.incremental else None
+        if stored is not None and stored[0] == fingerprint:
+            kept[topic.topic] = stored[1]
+        else:
+            todo.append((topic, fingerprint))
+    fresh = plain_synthesis(await synthesize_topics(gateway, [topic for topic, _ in todo]))
+    for topic, fingerprint in todo:
+        if isinstance(fresh.get(topic.topic), dict):
+            queue.save_topic_synthesis(spec.source, topic.topic, fingerprint, fresh[topic.topic])
+    if spec.incremental:
+        log.info("topic syntheses: %d redone, %d unchanged", len(todo), len(kept))
+    return {**kept, **fresh}
+
+
+def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool, status: str,
+            llm: dict[str, Any], synthesis: dict[str, Any], counters: dict[str, Any], wall: float) -> dict[str, Any]:
+    """Write the outputs from the queue (every page once) and close the run."""
+    complete = status == "completed"
+    if spec.incremental and complete:
+        _mark_removed(queue, spec)
+    results = [DocResult.from_dict(r) for r in queue.results(spec.run_id)]
+    counts = queue.counts(spec.run_id)
+    summary = summarize_run(settings, results, llm, wall, status,
+                            total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS])
+    summary["queue"] = {"run_id": spec.run_id, "resumed": resumed,
+                        "jobs": {state.value: n for state, n in counts.items()}}
+    summary["stages"]["pages_parsed"] = counters.get("parsed", 0)
+    if spec.crawl is not None:
+        summary["crawl"] = {**spec.crawl.to_options(), "pages_found": queue.total(spec.run_id),
+                            "robots_disallowed": counters.get("robots_disallowed", 0),
+                            "not_documents": counters.get("not_documents", 0)}
+    changes = queue.changes(spec.run_id)
+    if spec.incremental:
+        summary["changes"] = {**changes_block(changes), "not_modified_304": counters.get("not_modified_304", 0),
+                              "same_content": counters.get("same_content", 0)}
+    with contextlib.suppress(OSError) if not complete else contextlib.nullcontext():
+        write_outputs(settings.output_dir, results, synthesis, summary, title)
+        if spec.incremental:
+            atomic_write_text(settings.output_dir / "changes.md", render_changes(title, changes, complete))
+    # an aborted run (e.g. a rejected API key) stays resumable, like an interrupted one
+    queue.finish_run(spec.run_id, "completed" if complete else "interrupted")
+    if complete:
+        queue.prune(keep_runs=3)
+    return summary
+
+
+def _mark_removed(queue: JobQueue, spec: RunSpec) -> None:
+    """Pages the last runs knew that this complete run never reached are gone from the source."""
+    options = queue.run(spec.run_id).options
+    if options.get("limited") or (spec.crawl and queue.total(spec.run_id) >= spec.crawl.max_pages):
+        log.info("not marking unseen pages as removed: this run was cut short by --limit / --max-pages")
+        return
+    seen = queue.keys(spec.run_id)
+    gone = {key: url for key, url in queue.known(spec.source).items() if key not in seen}
+    if gone:
+        queue.mark_removed(spec.source, gone)
+        queue.add_removed(spec.run_id, [(key, url, "no longer listed or linked") for key, url in gone.items()])
