@@ -63,7 +63,7 @@ def worker_name() -> str:
 class JobWorker:
     """Drains the job queue of one run with at most `in_flight` pages under way in this process."""
 
-    def __init__(self, spec: RunSpec, settings: Settings, queue: JobQueue, stages: Stages, agent: PageAgent,
+    def __init__(self, spec: RunSpec, settings: Settings, queue: JobQueue, stages: Stages, agent: PageAgent | None,
                  crawl: Crawl | None) -> None:
         self.spec, self.settings, self.queue = spec, settings, queue
         self.stages, self.agent, self.crawl = stages, agent, crawl
@@ -76,7 +76,7 @@ class JobWorker:
 
         async def loop() -> None:
             while not stop.is_set():
-                spent = self.agent.gateway.budget_reason()
+                spent = self.agent.gateway.budget_reason() if self.agent else None
                 if spent:  # the rest stays pending: --resume continues with a new budget
                     self.counters.budget = spent
                     return
@@ -139,6 +139,9 @@ class JobWorker:
         self.counters.parsed += 1
         if self.crawl is not None:  # queue the links first, so other workers can start on them meanwhile
             await self._add(self.crawl.follow(page.outlinks, job.depth))
+        if self.agent is None:  # crawl and parse only (benchmarks/bench_crawl.py measures exactly that)
+            return await self._finish(job, JobState.DONE, DocResult(
+                url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED, timings=timings))
         result = await analyze_page(ref, page, self.agent, self.settings, timings)
         if result.status is DocStatus.FAILED:
             return await self._finish(job, JobState.FAILED, result)

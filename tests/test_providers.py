@@ -77,7 +77,7 @@ async def test_rejected_key_is_an_auth_error_naming_the_host_not_the_key():
 
 async def test_hung_server_times_out():
     with ScriptedLLM([completion('{"summary": "late"}')], hang_s=3) as llm:
-        with pytest.raises(LLMError, match="timed out"):
+        with pytest.raises(LLMError, match="timed out|took longer than"):  # httpx or the gateway stops it
             await _ask(llm.base_url, request_timeout=0.3)
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import random
+import re
 import signal
 import socket
 import struct
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 FINGERPRINT = "document-it-sim"
+_PAGE_URL = re.compile(rb"URL: ([^\s\\\"]+)")  # document-it's page prompts name their page this way
 _COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "busy_seconds", "queued_seconds", "errors",
              "attempts", "rate_limited", "ok")
 
@@ -92,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(404, f"Unknown path: {route}")
         except ApiError as err:
             return self._error(err)
-        sim._enter()
+        sim._enter(raw)
         try:
             reply = sim._complete(raw, self.headers.get("Authorization"))
         finally:
@@ -223,6 +225,7 @@ class SimServer:
         with self._lock:
             snap = dict(self._stats)
             snap["faults"] = dict(self._stats["faults"])
+            snap["urls"] = dict(self._stats["urls"])
         snap["busy_seconds"] = round(snap["busy_seconds"], 6)
         snap["queued_seconds"] = round(snap["queued_seconds"], 6)
         snap["started_at"] = self._started_at
@@ -237,6 +240,7 @@ class SimServer:
             self._stats.update(busy_seconds=0.0, queued_seconds=0.0, last_service_seconds=0.0, **live)
             self._stats.update(max_in_flight=live["in_flight"], max_serving=live["serving"])
             self._stats["faults"] = {k: 0 for k in FAULT_KINDS}
+            self._stats["urls"] = {}
 
     def _bump(self, **deltas: float) -> None:
         """Add to counters under the lock."""
@@ -244,9 +248,13 @@ class SimServer:
             for key, delta in deltas.items():
                 self._stats[key] += delta
 
-    def _enter(self) -> None:
-        """Mark a chat request as arrived."""
+    def _enter(self, raw: bytes = b"") -> None:
+        """Mark a chat request as arrived, counting the page URLs its prompts name (`urls` in /stats)."""
         with self._lock:
+            for url in _PAGE_URL.findall(raw)[:64]:
+                if len(self._stats["urls"]) < 20_000:
+                    key = url.decode("utf-8", "replace")
+                    self._stats["urls"][key] = self._stats["urls"].get(key, 0) + 1
             self._stats["attempts"] += 1
             self._stats["in_flight"] += 1
             self._stats["max_in_flight"] = max(self._stats["max_in_flight"], self._stats["in_flight"])
