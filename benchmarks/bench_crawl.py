@@ -39,16 +39,12 @@ from typing import Any, Iterator
 
 from _harness import print_table, write_json  # also puts the repo root on sys.path
 
-from document_it.config import Mode, Settings
-from document_it.core.dispatcher import PLANS, spawn_context
-from document_it.core.job_queue import JobQueue, JobState
-from document_it.crawl import Crawl, CrawlSpec
-from document_it.fetch import FetchLimits
-from document_it.jobwork import RunSpec
-from document_it.models import DocResult, DocStatus
-from document_it.queued import open_worker
 from document_it.testing.docsite import write_docsite
 from document_it.testing.site import SiteServer
+
+# Spawned children (the pool's parse workers, the site server) import this file again as __mp_main__, so the
+# package is imported only inside functions the parent runs: document_it.queued and .jobwork pull in the
+# analysis agent (langgraph, ~4 s of CPU per process), which main.py's children never load either (cli is lazy).
 
 try:
     import psutil
@@ -80,7 +76,7 @@ def served(root: Path, where: str) -> Iterator[tuple[str, dict[str, Any], int | 
             stats["hits"] = site.hits
         return
     parent, child = multiprocessing.Pipe()
-    proc = spawn_context().Process(target=_serve, args=(str(root), child), daemon=True, name="bench-site")
+    proc = multiprocessing.get_context("spawn").Process(target=_serve, args=(str(root), child), daemon=True, name="bench-site")
     proc.start()
     try:
         if not parent.poll(30):
@@ -153,16 +149,21 @@ async def _warm_pool(stages: Any, processes: int) -> int:
     return len(pids)
 
 
-def _settings(args: argparse.Namespace, mode: str, start: str, state: Path) -> Settings:
+def _settings(args: argparse.Namespace, mode: str, start: str, state: Path) -> Any:
+    from document_it.config import Mode, Settings
+
     expected = args.pages + args.sections + 1
     return Settings(source=start, allow_private=True, max_depth=2, max_pages=expected + 10,
                     max_workers=args.threads, per_host=args.per_host, analysis_workers=args.processes,
                     state_dir=state, output_dir=state / "out", no_cache=True, quiet=True, mode=Mode(mode))
 
 
-async def _drain(settings: Settings, queue: JobQueue, spec: RunSpec, in_flight: int, warm: bool,
+async def _drain(settings: Any, queue: Any, spec: Any, in_flight: int, warm: bool,
                  server_pid: int | None, timeout: float) -> dict[str, Any]:
-    results: list[DocResult] = []
+    from document_it.core.dispatcher import PLANS
+    from document_it.queued import open_worker
+
+    results: list[Any] = []
     plan = PLANS[settings.mode]
     stop = asyncio.Event()  # never set: the drain ends when the queue is empty
     cold_clock = time.perf_counter()
@@ -185,6 +186,12 @@ async def _drain(settings: Settings, queue: JobQueue, spec: RunSpec, in_flight: 
 
 def crawl_once(args: argparse.Namespace, mode: str, base_url: str, warm: bool, server_pid: int | None,
                expected_paths: set[str]) -> dict[str, Any]:
+    from document_it.core.job_queue import JobQueue, JobState
+    from document_it.crawl import Crawl, CrawlSpec
+    from document_it.fetch import FetchLimits
+    from document_it.jobwork import RunSpec
+    from document_it.models import DocStatus
+
     expected = len(expected_paths)
     start = f"{base_url}/docs/index.html"
     with tempfile.TemporaryDirectory(prefix="bench-crawl-state-") as tmp:
@@ -199,7 +206,7 @@ def crawl_once(args: argparse.Namespace, mode: str, base_url: str, warm: bool, s
             spec = RunSpec(info.id, start, False, crawl)
             got = asyncio.run(_drain(settings, queue, spec, in_flight, warm, server_pid, args.timeout))
             counts = queue.counts(info.id)
-    results: list[DocResult] = got["results"]
+    results = got["results"]
     paths = [r.url.removeprefix(base_url + "/") for r in results]
     completed = sum(r.status is DocStatus.COMPLETED for r in results)
     problems = []
