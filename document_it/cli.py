@@ -345,6 +345,14 @@ def _report(summary: dict, settings: Settings) -> int:
         print(f"LLM: {llm['requests']} requests, {llm['attempts']} attempts, {llm['rate_limited']} rate-limited, "
               f"{llm['tokens_in'] + llm['tokens_out']:,} tokens"
               + ("" if cost is None else f", about ${cost:.4f}"))
+    changes = summary.get("changes")
+    if changes:
+        print(f"changes: {changes['added']} added, {changes['changed']} changed, {changes['removed']} removed, "
+              f"{changes['unchanged']} unchanged → {settings.output_dir / 'changes.md'}")
+    if docs.get("not_reached") and summary["status"] != "completed":
+        print(f"{docs['not_reached']} pages not reached ({summary['status']}); --resume continues the run"
+              if "queue" in summary else f"{docs['not_reached']} pages not reached ({summary['status']})")
+        return EXIT_SOME_FAILED
     if docs["failed"]:
         for url in summary["failed_urls"][:20]:
             print(f"  failed: {url}")

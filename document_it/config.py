@@ -11,6 +11,7 @@ from typing import Mapping
 from urllib.parse import urlparse
 
 from .errors import ConfigError
+from .scope import check_scope_flags
 
 __all__ = [
     "Mode",
@@ -132,6 +133,7 @@ class Settings:
             raise ConfigError(f"--max-depth must not be negative (got {self.max_depth})")
         if not math.isfinite(self.delay) or self.delay < 0:
             raise ConfigError(f"--delay must be a non-negative number of seconds (got {self.delay})")
+        check_scope_flags(self.allow_domains, self.include, self.exclude)
         if self.enable_queue is False and (self.resume or self.incremental):
             raise ConfigError("--resume and --incremental need the job queue; drop --no-queue")
         if self.batch_size < 0:

@@ -20,6 +20,7 @@ from .crawl import Crawl, CrawlSpec
 from .incremental import Change, content_hash, page_record, what_changed
 from .models import DocResult, DocStatus, Fetched
 from .pipeline import analyze_page, failed_result, parse_step
+from .scope import url_key
 
 __all__ = ["RunSpec", "JobWorker", "worker_name"]
 
@@ -125,6 +126,10 @@ class JobWorker:
         clock = time.perf_counter()
         fetched = await self.stages.fetch(ref, _validators(previous))
         timings["fetch"] = round(time.perf_counter() - clock, 4)
+        if fetched.final_url != ref.url and url_key(fetched.final_url) != job.key:
+            if not await asyncio.to_thread(self.queue.claim_alias, self.spec.run_id, url_key(fetched.final_url),
+                                           fetched.final_url):  # the redirect lands on a page the run already has
+                return await self._finish(job, JobState.SKIPPED, None, note=f"same page as {fetched.final_url}")
         if previous is not None and fetched.status == 304:
             self.counters.not_modified += 1
             return await self._unchanged(job, previous, fetched, timings)

@@ -21,9 +21,9 @@ from .core.job_queue import JobQueue, JobState, RunInfo
 from .core.progress import RunProgress
 from .core.runlock import RunLock
 from .core.shutdown import Shutdown
-from .crawl import Crawl, CrawlSpec
-from .errors import ConfigError, Interrupted
-from .fetch import FetchLimits
+from .crawl import Crawl, CrawlSpec, NewJob
+from .errors import ConfigError, Interrupted, SourceError
+from .fetch import USER_AGENT, FetchLimits
 from .incremental import changes_block, render_changes
 from .jobwork import JobWorker, RunSpec
 from .models import DocResult
@@ -78,15 +78,24 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None) -> t
     crawl = CrawlSpec.from_settings(settings, index.crawl_from) if index.crawl_from else None
     if crawl is not None and settings.limit:
         crawl = CrawlSpec(**{**crawl.to_options(), "max_pages": min(crawl.max_pages, settings.limit)})
+    seeds = _seeds(crawl, settings) if crawl else []
     options = {"incremental": settings.incremental, "title": index.title, "limited": bool(settings.limit),
                "crawl": crawl.to_options() if crawl else None}
     info = queue.start_run(settings.source, options)
     if crawl is not None:
-        seeds = Crawl(crawl, FetchLimits.from_settings(settings)).seeds()
         queue.add(info.id, seeds, crawl.max_pages)
     else:
         queue.add(info.id, [(url_key(ref.url), ref, 0) for ref in index.refs])
     return _spec(info), settings, index.title, False
+
+
+def _seeds(spec: CrawlSpec, settings: Settings) -> list[NewJob]:
+    """The crawl's first jobs; a start page robots.txt forbids is an error, not an empty run."""
+    crawl = Crawl(spec, FetchLimits.from_settings(settings))
+    refused = crawl.refused(spec.start)
+    if refused:
+        raise SourceError(f"cannot crawl from {spec.start}: {refused} (user agent {USER_AGENT})")
+    return crawl.seeds()
 
 
 def _spec(info: RunInfo) -> RunSpec:
@@ -118,7 +127,10 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
             except BaseException as exc:
                 status = "interrupted" if shutdown.stopped or isinstance(
                     exc, (KeyboardInterrupt, asyncio.CancelledError)) else f"aborted: {exc}"
-                raise
+                if shutdown.signum is None:
+                    raise
+                # the grace period ran out (or a second signal came): pages under way were cancelled and
+                # went back to the queue; what finished is written below and Interrupted is raised
             finally:
                 stream.close()
                 if status == "completed" and shutdown.stopped:

@@ -9,7 +9,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from .errors import ConfigError
 
-__all__ = ["Scope", "clean_url", "is_page_link", "url_key"]
+__all__ = ["Scope", "check_scope_flags", "clean_url", "is_page_link", "url_key"]
 
 _WEB = ("http", "https")
 _DEFAULT_PORT = {"http": "80", "https": "443"}
@@ -99,6 +99,14 @@ def _compile(flag: str, patterns: Sequence[str]) -> tuple[re.Pattern[str], ...]:
         except re.error as exc:
             raise ConfigError(f"{flag} {pattern!r} is not a valid regular expression: {exc.msg}") from None
     return tuple(compiled)
+
+
+def check_scope_flags(allow_domains: Sequence[str], include: Sequence[str], exclude: Sequence[str]) -> None:
+    """Raise ConfigError for a malformed --allow-domain / --include / --exclude, before any work starts."""
+    for value in allow_domains:
+        _domain(value)
+    _compile("--include", include)
+    _compile("--exclude", exclude)
 
 
 @dataclass(frozen=True)

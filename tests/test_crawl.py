@@ -228,16 +228,12 @@ def test_loopback_site_is_refused_unless_allowed(site: SiteServer, tmp_path: Pat
 
 # --- known bugs ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="jobwork/crawl de-duplicate by the link's URL only: a page reached through "
-                   "an in-scope redirect is fetched and analysed again under the redirecting URL")
 def test_a_page_reached_through_a_redirect_is_analysed_once(site: SiteServer, tmp_path: Path) -> None:
     _write_home(tmp_path, "ok.html", "/_redirect-to?url=/ok.html")
     code, rows, _ = _run(site, tmp_path, "index.html")
     assert code == 0 and [row["title"] for row in rows].count("Fine") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="queued._open_run starts the run in the queue before Crawl() validates "
-                   "--include/--exclude, so a rejected flag leaves an unfinished run that --resume picks up")
 def test_a_rejected_regex_leaves_nothing_to_resume(site: SiteServer, tmp_path: Path, capsys) -> None:
     _write_home(tmp_path)
     assert main(["--source", site.url("index.html"), "--output-dir", str(tmp_path / "out"), *FAST,
@@ -245,3 +241,12 @@ def test_a_rejected_regex_leaves_nothing_to_resume(site: SiteServer, tmp_path: P
     capsys.readouterr()
     assert main(["--resume", "--output-dir", str(tmp_path / "out"), *FAST]) == 2
     assert "nothing to resume" in _one_error_line(capsys.readouterr().err)
+
+
+def test_a_start_page_robots_txt_forbids_is_an_error_not_an_empty_run(site: SiteServer, tmp_path: Path,
+                                                                      capsys) -> None:
+    _write_home(tmp_path, "ok.html")
+    (tmp_path / "robots.txt").write_text("User-agent: *\nDisallow: /\n")
+    code = main(["--source", site.url("index.html"), "--output-dir", str(tmp_path / "out"), *FAST])
+    assert code == 2
+    assert "disallowed by robots.txt" in _one_error_line(capsys.readouterr().err)

@@ -110,13 +110,14 @@ def test_kill_9_mid_crawl_then_resume_analyses_each_page_once(tmp_path, monkeypa
     assert (tmp_path / "out" / "report.md").read_text().count("**[") == SITE_PAGES
 
 
-def test_sigterm_stops_gracefully_and_resume_finishes_the_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("grace", ["30", "0"])  # pages under way finish / are cut off and requeued
+def test_sigterm_stops_gracefully_and_resume_finishes_the_run(tmp_path, monkeypatch, grace):
     monkeypatch.setenv("DOCUMENT_IT_ALLOW_PRIVATE", "1")
     write_docsite(tmp_path / "site", PAGES)
     results = tmp_path / "out" / "results.jsonl"
     with SiteServer(tmp_path / "site", max_seconds=240) as site, \
             SimServer(latency_ms=150, ms_per_token=0, max_seconds=240) as sim:
-        proc = _start(tmp_path, site, sim, "--grace", "30")
+        proc = _start(tmp_path, site, sim, "--grace", grace)
         try:
             _wait_for_lines(results, 10, proc)
             proc.send_signal(signal.SIGTERM)
@@ -128,7 +129,7 @@ def test_sigterm_stops_gracefully_and_resume_finishes_the_run(tmp_path, monkeypa
         assert "Traceback" not in err and "--resume" in err
         stopped = json.loads((tmp_path / "out" / "run.json").read_text())
         assert stopped["status"] == "interrupted" and stopped["documents"]["not_reached"] > 0
-        # the pages under way were allowed to finish: nothing is left half-done in the queue
+        # pages under way either finished or went back to the queue: nothing is left half-done
         assert stopped["queue"]["jobs"]["in_progress"] == 0
         assert len(_urls(results)) == stopped["documents"]["total"]
 

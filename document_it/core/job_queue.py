@@ -273,6 +273,14 @@ class JobQueue:
                            "change_note, seq) VALUES (?, ?, ?, '', '', '', 0, 'skipped', 'removed', ?, ?)",
                            (run_id, key, url, note, number))
 
+    def claim_alias(self, run_id: int, key: str, url: str) -> bool:
+        """Reserve `key` (where a redirect landed) as seen; False when the run already has that page as a job."""
+        with self._tx() as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs WHERE run_id = ?", (run_id,)).fetchone()[0]
+            return db.execute("INSERT OR IGNORE INTO jobs (run_id, key, url, title, topic, note, depth, state, "
+                              "change_note, seq) VALUES (?, ?, ?, '', '', '', 0, 'skipped', 'reached by redirect', ?)",
+                              (run_id, key, url, seq + 1)).rowcount == 1
+
     def keys(self, run_id: int) -> set[str]:
         """The dedupe keys of every job of the run."""
         return {row[0] for row in self._read("SELECT key FROM jobs WHERE run_id = ?", run_id)}
