@@ -15,12 +15,17 @@ it done. --no-cache is set, so no parse comes from the memo.
 Two figures per mode:
   warm  the process pool was started (and each worker imported the parser) before the clock started;
   cold  the clock starts before the executors exist, so process start-up is in it (what a real run pays).
+(async has no process pool: its warm and cold runs are the same measurement twice.)
 `in flight` (pages the worker keeps under way) is threads + 2 * processes: enough to keep every download
-thread busy while each parse process has one page running and one queued. CPU% is the crawler's process
-tree (this process + its pool workers; the server process excluded) as a share of ONE core, so 2 cores
-fully used is 200%; it is measured with psutil when installed. The run fails (exit 1) unless every page of
-the site was visited exactly once and completed. Goal: hybrid warm >= 150 pages/s with 16 threads on 2 cores
-(reported, not enforced). Writes benchmarks/results/bench_crawl.json.
+thread busy while each parse process has one page running and one queued (a real run uses
+Plan.docs_in_flight = max_concurrency + max_workers, sized for LLM calls this benchmark does not make).
+CPU% is the crawler's process tree (this process + its pool workers; the server process excluded) as a
+share of ONE core, so 2 cores fully used is 200%; it is measured with psutil when installed.
+
+The run fails (exit 1) unless every page of the site was visited exactly once and completed. Goal: hybrid
+warm >= 150 pages/s with 16 threads on 2 cores (the median over --repeat; reported, not enforced). Loopback
+numbers on a shared machine are noisy: use --repeat 3 or more before comparing.
+Writes benchmarks/results/bench_crawl.json.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 from _harness import print_table, write_json  # also puts the repo root on sys.path
@@ -76,7 +81,8 @@ def served(root: Path, where: str) -> Iterator[tuple[str, dict[str, Any], int | 
             stats["hits"] = site.hits
         return
     parent, child = multiprocessing.Pipe()
-    proc = multiprocessing.get_context("spawn").Process(target=_serve, args=(str(root), child), daemon=True, name="bench-site")
+    proc = multiprocessing.get_context("spawn").Process(target=_serve, args=(str(root), child), daemon=True,
+                                                        name="bench-site")
     proc.start()
     try:
         if not parent.poll(30):
@@ -160,7 +166,7 @@ def _settings(args: argparse.Namespace, mode: str, start: str, state: Path) -> A
 
 async def _drain(settings: Any, queue: Any, spec: Any, in_flight: int, warm: bool,
                  server_pid: int | None, timeout: float) -> dict[str, Any]:
-    from document_it.core.dispatcher import PLANS
+    from document_it.core.dispatcher import PLANS, Where
     from document_it.queued import open_worker
 
     results: list[Any] = []
@@ -169,7 +175,8 @@ async def _drain(settings: Any, queue: Any, spec: Any, in_flight: int, warm: boo
     cold_clock = time.perf_counter()
     cold_cpu = _cpu_snapshot(server_pid)
     with open_worker(settings, spec, queue, plan, None) as (worker, stages):
-        warmed = await _warm_pool(stages, settings.analysis_workers) if warm and stages._processes else None
+        pooled = plan.parse is Where.PROCESSES
+        warmed = await _warm_pool(stages, settings.analysis_workers) if warm and pooled else None
         cpu0 = _cpu_snapshot(server_pid) if warm else cold_cpu
         clock = time.perf_counter() if warm else cold_clock
         timed_out = False
@@ -218,7 +225,8 @@ def crawl_once(args: argparse.Namespace, mode: str, base_url: str, warm: bool, s
         problems.append(f"{len(paths) - len(set(paths))} pages visited more than once")
     missing, extra = expected_paths - set(paths), set(paths) - expected_paths
     if missing or extra:
-        problems.append(f"missing {sorted(missing)[:3]}… ({len(missing)}), unexpected {sorted(extra)[:3]} ({len(extra)})")
+        problems.append(f"missing {len(missing)} (e.g. {sorted(missing)[:3]}), "
+                        f"unexpected {len(extra)} (e.g. {sorted(extra)[:3]})")
     if counts[JobState.DONE] != expected or sum(counts.values()) != expected:
         problems.append(f"queue says {({s.value: n for s, n in counts.items() if n})}")
     seconds = got["seconds"]
@@ -284,11 +292,14 @@ def main() -> int:
                        ("CPU%", "cpu_pct", "d"), ("fetch ms p50", "fetch_ms_median", ".1f"),
                        ("parse ms p50", "parse_ms_median", ".1f")])
     hybrid = [r["pages_s"] for r in rows if r["mode"] == "hybrid" and r["start"] == "warm" and r["ok"]]
-    goal: dict[str, Any] = {"pages_s": GOAL_PAGES_S, "cpus": os.cpu_count(), "best_hybrid_warm": None, "met": None}
+    goal: dict[str, Any] = {"pages_s": GOAL_PAGES_S, "cpus": os.cpu_count(), "median_hybrid_warm": None,
+                            "best_hybrid_warm": None, "met": None}
     if hybrid:
-        goal.update(best_hybrid_warm=max(hybrid), met=max(hybrid) >= GOAL_PAGES_S)
-        print(f"\ngoal >= {GOAL_PAGES_S:g} pages/s (hybrid, warm): {'met' if goal['met'] else 'NOT met'} — "
-              f"best {goal['best_hybrid_warm']:.1f} pages/s on {os.cpu_count()} CPUs")
+        median = statistics.median(hybrid)
+        goal.update(median_hybrid_warm=median, best_hybrid_warm=max(hybrid), met=median >= GOAL_PAGES_S)
+        print(f"\ngoal >= {GOAL_PAGES_S:g} pages/s (hybrid, warm, median of {len(hybrid)}): "
+              f"{'met' if goal['met'] else 'NOT met'} — {median:.1f} pages/s (best {max(hybrid):.1f}) "
+              f"on {os.cpu_count()} CPUs")
     path = write_json("bench_crawl.json", {"params": vars(args), "goal": goal, "server": server, "rows": rows})
     print(f"\nwrote {path.name} in benchmarks/results/")
     failed = [r for r in rows if not r["ok"]]

@@ -113,8 +113,8 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
     p.add_argument("--max-page-mb", type=float, default=d("max-page-mb", 5.0),
                    help="pages larger than this are skipped with a clear error")
     crawl = p.add_argument_group(
-        "crawling", "when --source is a page (not an index), its site is crawled breadth-first: same host and "
-        "folder as the start page, robots.txt honoured, sitemap.xml read when present")
+        "crawling", "when --source is a web page (not an index), its site is crawled breadth-first:\n"
+        "same host and folder as the start page, robots.txt honoured, sitemap.xml read when present")
     crawl.add_argument("--max-depth", type=int, default=d("max-depth", 2), help="links followed from the start page")
     crawl.add_argument("--max-pages", type=int, default=d("max-pages", 500), help="pages a crawl visits at most")
     crawl.add_argument("--allow-domain", action="append", default=_listed(d("allow-domain", None)), metavar="HOST",
@@ -130,8 +130,8 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                        help="allow loopback, private and link-local addresses (refused by default, also after "
                             "redirects), e.g. to analyse a site served on 127.0.0.1")
     jobs = p.add_argument_group(
-        "job queue and nightly runs", "the queue (--state-dir/jobs.sqlite) records every page's state, so a killed "
-        "run can be resumed and a nightly run re-analyses only what changed")
+        "job queue and nightly runs", "the queue (--state-dir/jobs.sqlite) records every page's state, so a\n"
+        "killed run can be resumed and a nightly run re-analyses only what changed (docs/nightly.md)")
     queue = jobs.add_mutually_exclusive_group()
     queue.add_argument("--enable-queue", dest="enable_queue", action="store_const", const=True, default=None,
                        help="use the job queue (on by default for crawls, --resume and --incremental)")

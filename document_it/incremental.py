@@ -9,6 +9,7 @@ from typing import Any
 
 from .core.job_queue import PageRecord
 from .models import Fetched, ParsedDoc
+from .report import one_line
 
 __all__ = ["Change", "content_hash", "page_record", "what_changed", "changes_block", "render_changes"]
 
@@ -78,7 +79,7 @@ def render_changes(title: str, changes: list[tuple[str, str, str]], complete: bo
     for kind in (Change.ADDED, Change.CHANGED, Change.REMOVED):
         rows = [(url, note) for url, change, note in changes if change == kind.value]
         lines += [f"## {kind.value.capitalize()} ({len(rows)})", ""]
-        lines += [f"- <{url}>" + (f" — {_one_line(note)}" if note else "") for url, note in rows[:_LISTED]] or ["None."]
+        lines += [f"- <{url}>" + (f" — {one_line(note)}" if note else "") for url, note in rows[:_LISTED]] or ["None."]
         if len(rows) > _LISTED:
             lines.append(f"- … and {len(rows) - _LISTED} more (see run.json)")
         lines.append("")
@@ -88,10 +89,5 @@ def render_changes(title: str, changes: list[tuple[str, str, str]], complete: bo
 
 
 def _names(headings: list[str], most: int = 4) -> str:
-    shown = ", ".join(_one_line(h, 60) for h in headings[:most])
+    shown = ", ".join(one_line(h, 60) for h in headings[:most])
     return shown + (f" and {len(headings) - most} more" if len(headings) > most else "")
-
-
-def _one_line(text: str, width: int = 200) -> str:
-    flat = " ".join(text.split()).replace("<", "&lt;")
-    return flat if len(flat) <= width else flat[: width - 1] + "…"

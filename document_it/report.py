@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from .models import DocResult, DocStatus
 
-__all__ = ["atomic_write_text", "ResultStream", "write_outputs", "render_report"]
+__all__ = ["atomic_write_text", "ResultStream", "write_outputs", "render_report", "one_line"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -75,7 +75,7 @@ def render_report(results: list[DocResult], synthesis: dict[str, Any], summary: 
         lines += _topic_section(topic, members, synthesis.get(topic))
     failed = [r for r in results if r.status is DocStatus.FAILED]
     lines += ["## Failures", ""]
-    lines += [f"- [{_one_line(r.title or r.url)}]({r.url}): {_one_line(r.error or '')}" for r in failed] \
+    lines += [f"- [{one_line(r.title or r.url)}]({r.url}): {one_line(r.error or '')}" for r in failed] \
         or ["None: every page completed."]
     lines.append("")
     if docs["failed"]:
@@ -130,10 +130,10 @@ def _topic_section(topic: str, members: list[DocResult], synthesis: Any) -> list
 def _page_highlights(result: DocResult) -> list[str]:
     name = result.title or result.url
     if result.status is DocStatus.FAILED or not result.analysis:
-        return [f"- **[{_one_line(name)}]({result.url})** — failed: {_one_line(result.error or '')}", ""]
+        return [f"- **[{one_line(name)}]({result.url})** — failed: {one_line(result.error or '')}", ""]
     analysis = result.analysis
     concepts = sorted(analysis["key_concepts"], key=lambda c: -c["importance"])[:3]
-    lines = [f"- **[{_one_line(name)}]({result.url})** — {_one_line(analysis['summary'])}"]
+    lines = [f"- **[{one_line(name)}]({result.url})** — {one_line(analysis['summary'])}"]
     if result.fallback_tasks:
         lines.append("  - _Answered by the offline extractive analyser (LLM unavailable): "
                      + ", ".join(result.fallback_tasks) + "_")
@@ -149,10 +149,10 @@ def _page_highlights(result: DocResult) -> list[str]:
 
 
 def _titles(names: Iterable[str], most: int = 3) -> str:
-    return "; ".join(_one_line(n) for n in list(names)[:most])
+    return "; ".join(one_line(n) for n in list(names)[:most])
 
 
-def _one_line(text: str, width: int = 300) -> str:
+def one_line(text: str, width: int = 300) -> str:
     """One line of page-derived text, cut to `width`, with markup neutralised for Markdown."""
     flat = " ".join(str(text).split()).replace("<", "&lt;")
     return flat if len(flat) <= width else flat[: width - 1] + "…"

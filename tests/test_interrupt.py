@@ -13,32 +13,9 @@ import pytest
 
 from document_it.testing.llm_sim import SimServer
 
+from _procs import alive, children
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _children(pid: int) -> set[int]:
-    """Every process below `pid`, from /proc."""
-    found, frontier = set(), {pid}
-    while frontier:
-        parent = frontier.pop()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == parent and int(entry.name) not in found:
-                    found.add(int(entry.name))
-                    frontier.add(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.mark.parametrize("mode", ["process", "hybrid"])
@@ -55,7 +32,7 @@ def test_sigterm_mid_run_keeps_finished_pages_and_stops_every_worker(mode, tmp_p
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not (results.exists() and results.read_text().count("\n") >= 2):
             time.sleep(0.1)
-        children = _children(proc.pid)
+        workers = children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err  # 128 + SIGTERM
@@ -66,6 +43,6 @@ def test_sigterm_mid_run_keeps_finished_pages_and_stops_every_worker(mode, tmp_p
     assert run["documents"]["total"] == len(lines) >= 2 and run["documents"]["not_reached"] > 0
     assert (out / "report.md").read_text().count("**[") == len(lines)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+    while time.monotonic() < deadline and any(alive(pid) for pid in workers):
         time.sleep(0.2)
-    assert not [pid for pid in children if _alive(pid)]
+    assert not [pid for pid in workers if alive(pid)]

@@ -19,6 +19,8 @@ from document_it.testing.docsite import write_docsite
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
 
+from _procs import children
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = 60
 SITE_PAGES = PAGES + 4 + 1  # content pages, four section indexes, the home page
@@ -42,24 +44,12 @@ def _wait_for_lines(path: Path, count: int, proc: subprocess.Popen, limit_s: flo
     raise AssertionError(f"the run did not reach {count} results (exit {proc.poll()})")
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
-
-
 def _kill_tree(proc: subprocess.Popen) -> None:
     """kill -9 the run and the worker processes it started (a crash takes the whole run down)."""
-    children = _children(proc.pid)
+    below = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    for pid in children:
+    for pid in below:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
