@@ -250,3 +250,16 @@ def test_a_start_page_robots_txt_forbids_is_an_error_not_an_empty_run(site: Site
     code = main(["--source", site.url("index.html"), "--output-dir", str(tmp_path / "out"), *FAST])
     assert code == 2
     assert "disallowed by robots.txt" in _one_error_line(capsys.readouterr().err)
+
+
+def test_pages_only_the_sitemap_lists_are_crawled_too(site: SiteServer, tmp_path: Path) -> None:
+    _write_home(tmp_path, "ok.html")
+    (tmp_path / "hidden.html").write_text("<html><head><title>Hidden</title></head><body><main><h1>Hidden</h1>"
+                                          "<p>Linked from nowhere, listed in the sitemap.</p></main></body></html>")
+    (tmp_path / "sitemap.xml").write_text(
+        '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        f"<url><loc>{site.url('hidden.html')}</loc></url><url><loc>http://127.0.0.2:1/off.html</loc></url></urlset>")
+
+    code, rows, _ = _run(site, tmp_path, "index.html")
+
+    assert code == 0 and sorted(row["title"] for row in rows) == ["Fine", "Hidden", "Home"]

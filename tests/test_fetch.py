@@ -231,3 +231,50 @@ def test_kind_of(header: str, url: str, expected: str) -> None:
 def test_page_types_exclude_xml() -> None:
     assert "application/xml" not in PAGE_TYPES
     assert PAGE_TYPES < INDEX_TYPES
+
+
+def test_conditional_get_with_an_etag_comes_back_304_when_unchanged(site: SiteServer) -> None:
+    first = fetch(DocRef(site.url("_etag?v=7")), FAST)
+    assert first.ok and first.validators["ETag"] == '"7"' and first.content
+
+    same = fetch(DocRef(site.url("_etag?v=7")), FAST, validators=first.validators)
+    moved = fetch(DocRef(site.url("_etag?v=8")), FAST, validators=first.validators)
+
+    assert same.ok and same.status == 304 and same.content == b""
+    assert moved.status == 200 and b"Version" in moved.content
+
+
+def test_conditional_get_with_last_modified(site: SiteServer, tmp_path: Path) -> None:
+    (tmp_path / "a.html").write_text(HTML, encoding="utf-8")
+    first = fetch(DocRef(site.url("a.html")), FAST)
+    assert first.validators.get("Last-Modified")
+
+    again = fetch(DocRef(site.url("a.html")), FAST, validators={"Last-Modified": first.validators["Last-Modified"]})
+
+    assert again.status == 304 and again.ok
+
+
+def test_a_redirect_the_caller_refuses_is_not_followed(site: SiteServer) -> None:
+    got = fetch(DocRef(site.url("_redirect-to?url=/elsewhere.html")), FAST,
+                redirect_check=lambda url: "off the crawl's scope" if "elsewhere" in url else None)
+
+    assert got.error.endswith("/elsewhere.html: off the crawl's scope") and site.hits == 1
+
+
+def test_loopback_is_refused_unless_allowed(site: SiteServer) -> None:
+    got = fetch(DocRef(site.url("a.html")), FetchLimits(connect_timeout=2, read_timeout=2))
+
+    assert "loopback" in got.error and "--allow-private" in got.error and site.hits == 0
+
+
+def test_every_redirect_hop_is_checked_again(site: SiteServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The address check runs per hop: here it passes the first and refuses where the redirect points."""
+    calls = []
+
+    def only_first(url: str, allow_private: bool) -> str | None:
+        calls.append(url)
+        return None if len(calls) == 1 else f"refused {url}: loopback"
+
+    monkeypatch.setattr(fetch_module, "check_url", only_first)
+    got = fetch(DocRef(site.url("_redirect-to?url=/a.html")), FAST)
+    assert got.error.startswith("refused ") and calls[1].endswith("/a.html") and site.hits == 1

@@ -28,7 +28,7 @@ class _Handler(SimpleHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         route = {
             "/_status": self._status, "/_redirect-loop": self._redirect_loop,
-            "/_redirect-chain": self._redirect_chain, "/_redirect-to": self._redirect_to, "/_slow": self._slow,
+            "/_redirect-chain": self._redirect_chain, "/_redirect-to": self._redirect_to, "/_etag": self._etag, "/_slow": self._slow,
             "/_big": self._big, "/_binary": self._binary,
         }.get(url.path)
         if route:
@@ -60,6 +60,22 @@ class _Handler(SimpleHTTPRequestHandler):
     def _redirect_to(self, query: dict[str, str]) -> None:
         """/_redirect-to?url=U redirects anywhere (tests of off-scope and non-http redirects)."""
         self._redirect(query.get("url", "/"))
+
+    def _etag(self, query: dict[str, str]) -> None:
+        """/_etag?v=V serves a page whose ETag is "V", answering 304 when If-None-Match names it."""
+        tag = f'"{query.get("v", "1")}"'
+        if self.headers.get("If-None-Match") == tag:
+            self.send_response(304)
+            self.send_header("ETag", tag)
+            self.end_headers()
+            return
+        body = f"<html><body><main><h1>Version {tag}</h1><p>Tagged page.</p></main></body></html>".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("ETag", tag)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _redirect(self, location: str) -> None:
         self.send_response(302)
