@@ -14,6 +14,10 @@ __all__ = ["Scope", "check_scope_flags", "clean_url", "is_page_link", "url_key"]
 _WEB = ("http", "https")
 _DEFAULT_PORT = {"http": "80", "https": "443"}
 _INDEX = ("index.html", "index.htm")
+# what documentation generators add beside the pages: copies of each page's source, assets, the
+# alphabetical index and the search page (a crawl would analyse them as pages; they add nothing)
+_GENERATED_FOLDERS = ("_sources", "_static", "_images", "_downloads")
+_GENERATED_PAGES = frozenset({"genindex.html", "search.html", "py-modindex.html", "404.html"})
 _NOT_PAGES = frozenset(
     "png jpg jpeg gif svg webp ico bmp  mp4 webm mp3 wav  zip tar gz tgz bz2 xz 7z whl egg"
     "  exe dmg pkg deb rpm msi bin so dll  woff woff2 ttf otf eot  css js map mjs  json yaml yml csv"
@@ -60,14 +64,17 @@ def clean_url(url: str) -> str:
 
 
 def is_page_link(url: str) -> bool:
-    """False for links that are obviously not documents (images, archives, scripts, mailto:, ...)."""
+    """False for links that are obviously not documents (images, archives, scripts, mailto:, ...)
+    or are a documentation generator's by-products (Sphinx's page sources, general index, search page)."""
     try:
         parts = urlsplit(url.strip())
     except ValueError:
         return False
     if parts.scheme and parts.scheme.lower() not in _WEB:
         return False
-    last = parts.path.rpartition("/")[2]
+    folder, _, last = parts.path.rpartition("/")
+    if any(f"/{name}/" in f"{folder}/" for name in _GENERATED_FOLDERS) or last in _GENERATED_PAGES:
+        return False
     return "." not in last or last.rpartition(".")[2].lower() not in _NOT_PAGES
 
 

@@ -192,3 +192,15 @@ def test_scope_pickles_for_worker_processes():
     copy = pickle.loads(pickle.dumps(scope))
     assert copy == scope
     assert copy.allows("http://127.0.0.1:8123/docs/a") and not copy.allows("http://127.0.0.1:8123/docs/x")
+
+
+@pytest.mark.parametrize("url", [
+    "https://d.org/_sources/index.rst.txt", "https://d.org/en/latest/_static/basic.html",
+    "https://d.org/genindex.html", "https://d.org/en/search.html", "https://d.org/py-modindex.html",
+])
+def test_generator_by_products_are_not_pages(url):
+    assert not is_page_link(url)
+
+
+def test_ordinary_pages_with_similar_names_still_are():
+    assert is_page_link("https://d.org/guide/searching.html") and is_page_link("https://d.org/sources/intro.html")
