@@ -282,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             format="%(levelname)s %(name)s: %(message)s")
         settings = settings_from_args(args, env)
         _check_output_dir(settings.output_dir)
+        if settings.state_dir.exists() and not settings.state_dir.is_dir():
+            raise ConfigError(f"--state-dir {settings.state_dir} is a file, not a folder")
         from .pipeline import run  # heavy imports only once the flags are known to be good
 
         summary = run(settings)

@@ -19,7 +19,7 @@ from document_it.testing.docsite import write_docsite
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
 
-from _procs import children
+from _procs import alive, children
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = 60
@@ -44,16 +44,18 @@ def _wait_for_lines(path: Path, count: int, proc: subprocess.Popen, limit_s: flo
     raise AssertionError(f"the run did not reach {count} results (exit {proc.poll()})")
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """kill -9 the run and the worker processes it started (a crash takes the whole run down)."""
+def _kill_9(proc: subprocess.Popen) -> None:
+    """kill -9 the run alone, as a crash would; the worker processes it started must not outlive it."""
     below = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    for pid in below:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(alive(pid) for pid in below):
+        time.sleep(0.1)
+    orphans = [pid for pid in below if alive(pid)]
+    for pid in orphans:  # leave nothing behind, then fail
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans, f"{len(orphans)} worker processes outlived the killed run"
 
 
 def _urls(path: Path) -> list[str]:
@@ -83,7 +85,7 @@ def test_kill_9_mid_crawl_then_resume_analyses_each_page_once(tmp_path, monkeypa
         try:
             _wait_for_lines(results, SITE_PAGES // 2, proc)
         finally:
-            _kill_tree(proc)
+            _kill_9(proc)
         finished = _done_before(tmp_path)
         assert SITE_PAGES // 2 <= len(finished) < SITE_PAGES
         sim.reset_stats()
@@ -114,7 +116,7 @@ def test_sigterm_stops_gracefully_and_resume_finishes_the_run(tmp_path, monkeypa
             _, err = proc.communicate(timeout=90)
         finally:
             if proc.poll() is None:
-                _kill_tree(proc)
+                _kill_9(proc)
         assert proc.returncode == 143, err
         assert "Traceback" not in err and "--resume" in err
         stopped = json.loads((tmp_path / "out" / "run.json").read_text())

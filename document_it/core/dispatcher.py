@@ -6,7 +6,10 @@ import asyncio
 import enum
 import hashlib
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -21,6 +24,7 @@ from .cache import Memo, memo_key
 __all__ = ["Where", "Plan", "PLANS", "Stages", "spawn_context", "ignore_interrupts"]
 
 T = TypeVar("T")
+_ORPHAN_CHECK_S = 1.0
 
 
 class Where(str, enum.Enum):
@@ -64,8 +68,17 @@ def spawn_context() -> multiprocessing.context.BaseContext:
 
 
 def ignore_interrupts() -> None:
-    """Worker initializer: Ctrl-C reaches the whole process group, but stopping is the parent's decision."""
+    """Worker initializer: Ctrl-C reaches the whole process group, but stopping is the parent's decision;
+    and a worker whose parent was killed outright (kill -9) exits instead of idling on as an orphan."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_ORPHAN_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 class Stages:

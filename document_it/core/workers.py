@@ -6,6 +6,7 @@ import asyncio
 import queue
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.managers import SyncManager
 from typing import Any, Callable
 
 from ..config import Mode, Settings
@@ -63,7 +64,7 @@ async def run_process_mode(settings: Settings, refs: list[DocRef], emit: Callabl
     context = spawn_context()
     seen: set[str] = set()
     exports: list[dict[str, Any]] = []
-    with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context,
+    with _manager(context) as manager, ProcessPoolExecutor(workers, mp_context=context,
                                                            initializer=ignore_interrupts) as pool:
         results, stop = manager.Queue(), manager.Event()
         futures = [loop.run_in_executor(pool, run_shard, share, shard, results, stop) for shard in shards if shard]
@@ -125,7 +126,7 @@ async def run_queue_workers(settings: Settings, spec: Any, emit: Callable[[DocRe
     loop = asyncio.get_running_loop()
     context = spawn_context()
     outputs: list[dict[str, Any]] = []
-    with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context,
+    with _manager(context) as manager, ProcessPoolExecutor(workers, mp_context=context,
                                                            initializer=ignore_interrupts) as pool:
         results, stop = manager.Queue(), manager.Event()
         futures = [loop.run_in_executor(pool, run_queue_shard, share, spec, results, stop) for _ in range(workers)]
@@ -154,6 +155,13 @@ async def run_queue_workers(settings: Settings, spec: Any, emit: Callable[[DocRe
             elif value:
                 counters[name] = value
     return [output["gateway"] for output in outputs], counters
+
+
+def _manager(context: Any) -> SyncManager:
+    """The process that carries results back; it ignores Ctrl-C (the parent decides) and dies with its parent."""
+    manager = SyncManager(ctx=context)
+    manager.start(ignore_interrupts)
+    return manager
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
