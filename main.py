@@ -1,6 +1,6 @@
 """document-it entry point: `python main.py --help`."""
 
-from document_it.cli import main
+from document_it.cli import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command()

@@ -18,7 +18,7 @@ from .config import SAMPLE_SOURCE, Fallback, LLMKind, Mode, Settings, Structured
 from .errors import ConfigError, DocumentItError, Interrupted
 from .redact import redact
 
-__all__ = ["main", "build_parser", "settings_from_args"]
+__all__ = ["main", "run_command", "build_parser", "settings_from_args"]
 
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED = 0, 2, 3
 E = TypeVar("E")
@@ -62,7 +62,8 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                         "files, or a page URL to crawl from; default: the bundled sample corpus")
     p.add_argument("--output-dir", default=d("output-dir", "output"), help="where results are written")
     p.add_argument("--state-dir", default=d("state-dir", ".document_it"),
-                   help="where the cache (LLM answers, parses, HTTP validators) and job state live")
+                   help="where the cache (LLM answers, parses) and the job queue (jobs.sqlite: page states for "
+                        "resume and nightly runs) live")
     p.add_argument("--parallelism-mode", choices=[m.value for m in Mode], default=d("parallelism-mode", "hybrid"),
                    help="where each stage runs (see README, 'Parallelism modes')")
     p.add_argument("--max-workers", type=int, default=d("max-workers", 8), help="download threads")
@@ -211,6 +212,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         allow_domains=tuple(args.allow_domain or ()), include=tuple(args.include or ()),
         exclude=tuple(args.exclude or ()), enable_queue=_queue_choice(args.enable_queue, env),
         resume=resume, incremental=_switch(args.incremental, env, "incremental"), grace_s=grace,
+        explicit=frozenset(getattr(args, "explicit", ())),
         **ints, **floats, **optional,
     )
 
@@ -223,6 +225,16 @@ def _choice(args: argparse.Namespace, name: str, kind: type[E]) -> E:
         flag = "--" + name.replace("_", "-")
         allowed = ", ".join(member.value for member in kind)  # type: ignore[attr-defined]
         raise ConfigError(f"{flag} must be one of {allowed} (got {value!r} from {_env_name(flag[2:])})") from None
+
+
+def _explicit(parser: "_Parser", argv: Sequence[str], env: Mapping[str, str]) -> set[str]:
+    """The Settings fields the user chose, on the command line or in the environment."""
+    given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")} | set(parser.env_used)
+    given |= {option for action in parser._actions for option in action.option_strings
+              if option.startswith("--") and env.get(_env_name(option[2:]), "").strip()}
+    fields = {"parallelism_mode": "mode", "allow_domain": "allow_domains"}
+    return {fields.get(action.dest, action.dest) for action in parser._actions
+            if any(option in given for option in action.option_strings)}
 
 
 def _listed(value: object) -> list[str] | None:
@@ -272,7 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["cache"]:
         return _cache_command(argv[1:], env)
-    args = build_parser(env).parse_args(argv)
+    parser = build_parser(env)
+    args = parser.parse_args(argv)
+    args.explicit = _explicit(parser, argv, env)
     secrets = (env.get("OPENAI_API_KEY"),)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is handled like Ctrl-C
@@ -281,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         settings = settings_from_args(args, env)
-        _check_output_dir(settings.output_dir)
+        if not settings.resume or "output_dir" in settings.explicit:  # else the resumed run's own folder
+            _check_output_dir(settings.output_dir)
         if settings.state_dir.exists() and not settings.state_dir.is_dir():
             raise ConfigError(f"--state-dir {settings.state_dir} is a file, not a folder")
         from .pipeline import run  # heavy imports only once the flags are known to be good
@@ -310,6 +325,17 @@ def _interrupted(signum: int, resumable: bool) -> int:
     return 128 + signum
 
 
+def run_command() -> None:
+    """The program: run main() and exit with its code. After a stop by signal the outputs are written,
+    so exit at once rather than wait for downloads still under way in other threads."""
+    code = main()
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
 def _cache_command(argv: list[str], env: Mapping[str, str]) -> int:
     """`python main.py cache stats|clear [--state-dir DIR]`."""
     p = _Parser(prog="document-it cache", description="Inspect or empty the cache in --state-dir.")
@@ -336,9 +362,10 @@ def _cache_command(argv: list[str], env: Mapping[str, str]) -> int:
 
 def _report(summary: dict, settings: Settings) -> int:
     docs, llm = summary["documents"], summary["llm"]
+    out = Path(summary.get("output_dir") or settings.output_dir)  # --resume may write where the run began
     print(f"{docs['total']} pages: {docs['completed']} completed, {docs['failed']} failed "
           f"in {summary['wall_seconds']:.1f}s ({summary['mode']} mode, {summary['provider_label']}) "
-          f"→ {settings.output_dir / 'report.md'}")
+          f"→ {out / 'report.md'}")
     cache = llm.get("cache") or {}
     if cache.get("hits"):
         print(f"cache: {cache['hits']} hits, {cache['misses']} misses ({cache['entries']} entries on disk)")
@@ -350,7 +377,7 @@ def _report(summary: dict, settings: Settings) -> int:
     changes = summary.get("changes")
     if changes:
         print(f"changes: {changes['added']} added, {changes['changed']} changed, {changes['removed']} removed, "
-              f"{changes['unchanged']} unchanged → {settings.output_dir / 'changes.md'}")
+              f"{changes['unchanged']} unchanged → {out / 'changes.md'}")
     if docs.get("not_reached") and summary["status"] != "completed":
         print(f"{docs['not_reached']} pages not reached ({summary['status']}); --resume continues the run"
               if "queue" in summary else f"{docs['not_reached']} pages not reached ({summary['status']})")

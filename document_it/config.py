@@ -109,11 +109,13 @@ class Settings:
     exclude: tuple[str, ...] = ()
     per_host: int = 4
     delay: float = 0.0
+    host_share: int = 1  # worker processes sharing each host's politeness (set for process mode's workers)
     # job queue, resume and nightly runs
     enable_queue: bool | None = None  # None: on for crawls, --resume and --incremental
     resume: bool = False
     incremental: bool = False
     grace_s: float = 5.0
+    explicit: frozenset[str] = frozenset()  # fields the user set (flag or environment); --resume keeps those
     # parse
     chunk_tokens: int = 800
 

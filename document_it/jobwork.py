@@ -122,20 +122,21 @@ class JobWorker:
         if self.spec.incremental:
             previous = await asyncio.to_thread(self.queue.previous, self.spec.source, job.key)
             previous = previous if previous is not None and previous.result else None
+        reusable = previous is not None and self._reusable(previous)
         timings: dict[str, float] = {}
         clock = time.perf_counter()
-        fetched = await self.stages.fetch(ref, _validators(previous))
+        fetched = await self.stages.fetch(ref, _validators(previous) if reusable else None)
         timings["fetch"] = round(time.perf_counter() - clock, 4)
         if fetched.final_url != ref.url and url_key(fetched.final_url) != job.key:
             if not await asyncio.to_thread(self.queue.claim_alias, self.spec.run_id, url_key(fetched.final_url),
-                                           fetched.final_url):  # the redirect lands on a page the run already has
+                                           fetched.final_url, job.key):  # the redirect lands on a page the run already has
                 return await self._finish(job, JobState.SKIPPED, None, note=f"same page as {fetched.final_url}")
         if previous is not None and fetched.status == 304:
             self.counters.not_modified += 1
             return await self._unchanged(job, previous, fetched, timings)
         if not fetched.ok:
             return await self._not_fetched(job, previous, fetched, timings)
-        if previous is not None and content_hash(fetched.content) == previous.content_hash:
+        if reusable and previous is not None and content_hash(fetched.content) == previous.content_hash:
             self.counters.same_content += 1
             return await self._unchanged(job, previous, fetched, timings)
         page = await parse_step(fetched, self.stages, self.settings, timings)
@@ -151,8 +152,17 @@ class JobWorker:
         if result.status is DocStatus.FAILED:
             return await self._finish(job, JobState.FAILED, result)
         change = (Change.CHANGED if previous else Change.ADDED) if self.spec.incremental else None
+        note = what_changed(previous, page)
+        if previous is not None and not reusable and content_hash(fetched.content) == previous.content_hash:
+            note = f"same content, analysed again ({'--refresh' if self.settings.refresh else 'new analyser or model'})"
         record = page_record(job.key, fetched, page, result.to_dict(), page.outlinks)
-        return await self._finish(job, JobState.DONE, result, change, what_changed(previous, page), record)
+        return await self._finish(job, JobState.DONE, result, change, note, record)
+
+    def _reusable(self, previous: PageRecord) -> bool:
+        """A page's last analysis may stand in for a new one unless --refresh or another analyser/model."""
+        result = previous.result or {}
+        return not self.settings.refresh and result.get("provider") == self.settings.provider_name \
+            and result.get("model") == self.settings.model_name
 
     async def _unchanged(self, job: Job, previous: PageRecord, fetched: Fetched,
                          timings: dict[str, float]) -> DocResult | None:
@@ -169,6 +179,9 @@ class JobWorker:
 
     async def _not_fetched(self, job: Job, previous: PageRecord | None, fetched: Fetched,
                            timings: dict[str, float]) -> DocResult | None:
+        if previous is not None and self.crawl is not None and fetched.status not in _GONE:
+            # down for tonight, not gone: the pages it linked to are still part of the site
+            await self._add(self.crawl.follow(previous.links, job.depth))
         if previous is not None and fetched.status in _GONE:
             self.counters.gone += 1
             await asyncio.to_thread(self.queue.mark_removed, self.spec.source, [job.key])

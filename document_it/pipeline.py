@@ -35,15 +35,17 @@ Emit = Callable[[DocResult], None]
 
 def run(settings: Settings) -> dict[str, Any]:
     """Discover, fetch, parse and analyse every page, then write the outputs; returns run.json's content."""
-    from .queued import run_queued, wants_queue
+    from .queued import resumed_settings, run_queued, wants_queue
 
+    if settings.resume:
+        settings = resumed_settings(settings)
     index = None if settings.resume else discover(settings.source, FetchLimits.from_settings(settings), settings.limit)
     queued = wants_queue(settings, index)
     with _llm_endpoint(settings) as live:
         if live.llm is not LLMKind.EXTRACTIVE:
             check_endpoint(live)
         if queued:
-            return run_queued(live, index)
+            return run_queued(live, index, chosen=settings)
         assert index is not None
         return asyncio.run(_run(live, index.refs, index.title))
 

@@ -131,13 +131,14 @@ class HostGate:
 
     def __init__(self, per_host: int = 4, delay: float = 0.0, robots: Robots | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, share: int = 1) -> None:
         if per_host < 1:
             raise ValueError("per_host must be at least 1")
         if delay < 0:
             raise ValueError("delay must not be negative")
         self.per_host = per_host
         self.delay = delay
+        self.share = max(1, share)  # processes downloading from the same hosts, each with its own gate
         self._robots = robots
         self._clock = clock
         self._sleep = sleep
@@ -183,4 +184,4 @@ class HostGate:
 
     def _interval(self, url: str) -> float:
         asked = self._robots.crawl_delay(url) if self._robots is not None else None
-        return max(self.delay, asked or 0.0)
+        return max(self.delay, (asked or 0.0) * self.share)  # N gates each waiting N × Crawl-delay

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from .analysis.agent import PageAgent, synthesize_topics
 from .analysis.gateway import Gateway, build_gateway
-from .config import Mode, Settings
+from .config import LLMKind, Mode, Settings, StructuredMethod
 from .core.dispatcher import PLANS, Stages
 from .core.job_queue import JobQueue, JobState, RunInfo
 from .core.progress import RunProgress
@@ -32,7 +34,7 @@ from .report import ResultStream, atomic_write_text, write_outputs
 from .scope import url_key
 from .sources import LlmsIndex
 
-__all__ = ["run_queued", "wants_queue", "open_worker", "RETRY_FAILED"]
+__all__ = ["run_queued", "resumed_settings", "wants_queue", "open_worker", "RETRY_FAILED"]
 
 log = logging.getLogger(__name__)
 
@@ -49,38 +51,62 @@ def wants_queue(settings: Settings, index: LlmsIndex | None) -> bool:
     return bool(settings.enable_queue or settings.resume or settings.incremental or crawl)
 
 
-def run_queued(settings: Settings, index: LlmsIndex | None) -> dict[str, Any]:
-    """Start (from `index`) or resume the queued run in --state-dir; returns run.json's content."""
+def resumed_settings(settings: Settings) -> Settings:
+    """For --resume: the unfinished run's source and options, except those the user set this time."""
+    with JobQueue(settings.jobs_path) as queue:
+        info = queue.unfinished_run()
+    if info is None:
+        raise ConfigError(f"nothing to resume in {settings.state_dir}: no run was interrupted there "
+                          "(run again without --resume)")
+    if settings.source and settings.source != info.source:
+        raise ConfigError(f"--resume continues the run over {info.source}; drop --source or start a new run")
+    kept = {name: _FROM_OPTION.get(name, lambda v: v)(value)
+            for name, value in info.options.get("settings", {}).items() if name not in settings.explicit}
+    return settings.with_(source=info.source, incremental=bool(info.options.get("incremental")), **kept)
+
+
+def run_queued(settings: Settings, index: LlmsIndex | None, chosen: Settings | None = None) -> dict[str, Any]:
+    """Start (from `index`) or resume the queued run in --state-dir; returns run.json's content.
+
+    `chosen` is what the user asked for (before e.g. a simulator was started for the run): what --resume
+    restores."""
     with RunLock(settings.state_dir), JobQueue(settings.jobs_path) as queue:
-        spec, settings, title, resumed = _open_run(queue, settings, index)
+        spec, settings, title, resumed = _open_run(queue, settings, index, chosen or settings)
         return asyncio.run(_run(settings, spec, queue, title, resumed))
 
 
-def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None) -> tuple[RunSpec, Settings, str, bool]:
+# what --resume restores unless given again: where results go, what analyses the pages, how to fetch
+_RESUMED = ("output_dir", "allow_private", "llm", "llm_base_url", "model", "structured_output", "mode",
+            "per_host", "delay")
+_FROM_OPTION: dict[str, Any] = {"output_dir": Path, "llm": LLMKind, "structured_output": StructuredMethod,
+                                "mode": Mode}
+
+
+def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None,
+              chosen: Settings) -> tuple[RunSpec, Settings, str, bool]:
     if settings.resume:
         info = queue.unfinished_run()
         if info is None:
-            raise ConfigError(f"nothing to resume in {settings.state_dir}: its last run finished "
-                              "(run again without --resume)")
-        if settings.source and settings.source != info.source:
-            raise ConfigError(f"--resume continues the run over {info.source}; drop --source or start a new run")
+            raise ConfigError(f"nothing to resume in {settings.state_dir}: no run was interrupted there")
         queue.finish_run(info.id, "running")
         held, retried = queue.release(info.id), queue.retry_failed(info.id, RETRY_FAILED)
         log.info("resuming run %d: %d pages were under way, %d failed pages will be retried", info.id, held, retried)
-        return _spec(info), settings.with_(source=info.source, incremental=info.options["incremental"]), \
-            info.options.get("title", ""), True
+        return _spec(info), settings, info.options.get("title", ""), True
     assert index is not None
+    crawl = CrawlSpec.from_settings(settings, index.crawl_from) if index.crawl_from else None
+    if crawl is not None and settings.limit:
+        crawl = CrawlSpec(**{**crawl.to_options(), "max_pages": min(crawl.max_pages, settings.limit)})
+    seeds = _seeds(crawl, settings) if crawl else []
     stale = queue.unfinished_run()
     if stale is not None:
         log.warning("starting a new run; the unfinished run over %s is dropped (--resume would have continued it)",
                     stale.source)
         queue.finish_run(stale.id, "aborted")
-    crawl = CrawlSpec.from_settings(settings, index.crawl_from) if index.crawl_from else None
-    if crawl is not None and settings.limit:
-        crawl = CrawlSpec(**{**crawl.to_options(), "max_pages": min(crawl.max_pages, settings.limit)})
-    seeds = _seeds(crawl, settings) if crawl else []
+    stored = {name: getattr(chosen, name) for name in _RESUMED}
     options = {"incremental": settings.incremental, "title": index.title, "limited": bool(settings.limit),
-               "crawl": crawl.to_options() if crawl else None}
+               "crawl": crawl.to_options() if crawl else None,
+               "settings": {k: str(v) if isinstance(v, Path) else v.value if isinstance(v, enum.Enum) else v
+                            for k, v in stored.items()}}
     info = queue.start_run(settings.source, options)
     if crawl is not None:
         queue.add(info.id, seeds, crawl.max_pages)
@@ -116,11 +142,11 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
     counters: dict[str, Any] = {}
     status = "completed"
     async with Shutdown(settings.grace_s) as shutdown:
-        total = queue.total(spec.run_id)
+        total = _pages(queue, spec)
         with RunProgress(total, enabled=not settings.quiet, done=total - _open_jobs(queue, spec)) as progress:
             def emit(result: DocResult) -> None:
                 stream.write(result)
-                progress.advance(result, total=queue.total(spec.run_id))
+                progress.advance(result, total=_pages(queue, spec))
 
             try:
                 llm, synthesis, counters = await _execute(settings, spec, queue, emit, progress, shutdown)
@@ -137,11 +163,19 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
                     status = "interrupted"
                 if status == "completed" and counters.get("budget"):
                     status = f"stopped: {counters['budget']}"
+                if status == "completed" and _open_jobs(queue, spec):  # e.g. worker processes died
+                    queue.release(spec.run_id)
+                    status = "aborted: the workers stopped before every page was done"
                 summary = _finish(settings, spec, queue, title, resumed, status, llm, synthesis, counters,
                                   time.perf_counter() - started)
     if shutdown.signum is not None:
         raise Interrupted(shutdown.signum, resumable=True)
     return summary
+
+
+def _pages(queue: JobQueue, spec: RunSpec) -> int:
+    """Jobs that are (or will be) pages of the report: all but the skipped ones."""
+    return queue.total(spec.run_id) - queue.counts(spec.run_id)[JobState.SKIPPED]
 
 
 def _open_jobs(queue: JobQueue, spec: RunSpec) -> int:
@@ -212,6 +246,7 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
     counts = queue.counts(spec.run_id)
     summary = summarize_run(settings, results, llm, wall, status,
                             total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS])
+    summary["output_dir"] = str(settings.output_dir)
     summary["queue"] = {"run_id": spec.run_id, "resumed": resumed,
                         "jobs": {state.value: n for state, n in counts.items()}}
     summary["stages"]["pages_parsed"] = counters.get("parsed", 0)

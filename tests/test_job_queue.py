@@ -328,3 +328,30 @@ def test_data_survives_close_and_reopen(tmp_path, clock):
         assert queue.counts(run.id)[JobState.DONE] == 1 and queue.counts(run.id)[JobState.PENDING] == 1
         assert queue.results(run.id) == [{"url": job.ref.url}]
         assert queue.previous("src", "k1").result == {"summary": "ünïcode"}
+
+
+def test_a_damaged_database_is_a_one_line_config_error(tmp_path):
+    path = tmp_path / "jobs.sqlite"
+    with JobQueue(path) as queue:
+        run = queue.start_run("src", {})
+        queue.add(run.id, [(f"k{i}", DocRef(f"https://d/{i}" + "x" * 200), 0) for i in range(400)])
+    data = bytearray(path.read_bytes())
+    for page in range(1, len(data) // 4096):  # keep the header, scribble over every other page
+        data[page * 4096 + 100: page * 4096 + 300] = b"\xff" * 200
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(ConfigError, match="damaged|not a document-it job database|cannot use"):
+        with JobQueue(path) as queue:
+            queue.unfinished_run()
+            queue.results(run.id)
+
+
+def test_a_redirect_target_stays_with_the_job_that_claimed_it(tmp_path):
+    with JobQueue(tmp_path / "jobs.sqlite") as queue:
+        run = queue.start_run("src", {})
+        queue.add(run.id, [("a", DocRef("https://d/a"), 0), ("c", DocRef("https://d/c"), 0)])
+
+        assert queue.claim_alias(run.id, "b", "https://d/b", owner="a")
+        assert queue.claim_alias(run.id, "b", "https://d/b", owner="a")  # tried again after a resume
+        assert not queue.claim_alias(run.id, "b", "https://d/b", owner="c")  # another page redirecting there
+        assert not queue.claim_alias(run.id, "c", "https://d/c", owner="a")  # a page with its own job

@@ -125,9 +125,15 @@ def test_sigterm_stops_gracefully_and_resume_finishes_the_run(tmp_path, monkeypa
         assert stopped["queue"]["jobs"]["in_progress"] == 0
         assert len(_urls(results)) == stopped["documents"]["total"]
 
-        assert _resume(tmp_path, sim) == 0
+        monkeypatch.delenv("DOCUMENT_IT_ALLOW_PRIVATE")
+        monkeypatch.chdir(tmp_path / "site")  # the default ./output would be the wrong place
+        # no flags but --resume: the run's own LLM endpoint, output folder and --allow-private come back
+        assert main(["--resume", "--quiet", "--state-dir", str(tmp_path / "state")]) == 0
+    assert not (tmp_path / "site" / "output").exists()
     urls = _urls(results)
     assert len(urls) == len(set(urls)) == SITE_PAGES
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["provider"] == "openai" and run["queue"]["resumed"] is True
 
 
 def test_resume_with_nothing_to_resume_is_a_clear_error(tmp_path, capsys):

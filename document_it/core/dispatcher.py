@@ -89,7 +89,7 @@ class Stages:
         self.plan = plan
         self.memo = memo or Memo(None)
         self.limits = FetchLimits.from_settings(settings)
-        self.gate = HostGate(settings.per_host, settings.delay, robots)
+        self.gate = HostGate(settings.per_host, settings.delay, robots, share=settings.host_share)
         self.redirect_check = redirect_check
         self.chunk_tokens = settings.chunk_tokens
         self._threads = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="fetch") \

@@ -7,12 +7,12 @@ that dies stops renewing it, and once it expires the job is claimed again.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import sqlite3
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -169,7 +169,8 @@ class JobQueue:
                 app = db.execute("PRAGMA application_id").fetchone()[0]
                 tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 if app not in (0, _APPLICATION_ID) or (app == 0 and tables):
-                    raise sqlite3.DatabaseError("foreign database")
+                    raise ConfigError(f"{self.path} is not a document-it job database; "
+                                      "remove it or use another --state-dir")
                 if version > SCHEMA_VERSION or version < 0:
                     raise ConfigError(f"{self.path} was written by a newer document-it (job schema v{version}, "
                                       f"this one reads v{SCHEMA_VERSION}); upgrade or use another --state-dir")
@@ -195,10 +196,10 @@ class JobQueue:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
+    @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken before the first read so concurrent writers queue up."""
-        with self._lock:
+        with self._lock, self._damage():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -209,12 +210,25 @@ class JobQueue:
                 raise
 
     def _read(self, sql: str, *args: Any) -> list[tuple]:
-        with self._lock:
+        with self._lock, self._damage():
             return self._db.execute(sql, args).fetchall()
 
     def _write(self, sql: str, *args: Any) -> int:
-        with self._lock:
+        with self._lock, self._damage():
             return self._db.execute(sql, args).rowcount
+
+    @contextlib.contextmanager
+    def _damage(self) -> Iterator[None]:
+        """A damaged file or a full disk is the user's to fix: one line, not a traceback."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise
+            raise ConfigError(f"cannot use the job database {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"the job database {self.path} is damaged ({exc}); remove it or use another "
+                              "--state-dir") from None
 
     # runs
 
@@ -275,13 +289,18 @@ class JobQueue:
                            "change_note, seq) VALUES (?, ?, ?, '', '', '', 0, 'skipped', 'removed', ?, ?)",
                            (run_id, key, url, note, number))
 
-    def claim_alias(self, run_id: int, key: str, url: str) -> bool:
-        """Reserve `key` (where a redirect landed) as seen; False when the run already has that page as a job."""
+    def claim_alias(self, run_id: int, key: str, url: str, owner: str) -> bool:
+        """Reserve `key` (where the job `owner`'s redirect landed) for that job; False when the run has that
+        page under another job. The owner keeps its claim when it is tried again (retry, resume)."""
         with self._tx() as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs WHERE run_id = ?", (run_id,)).fetchone()[0]
-            return db.execute("INSERT OR IGNORE INTO jobs (run_id, key, url, title, topic, note, depth, state, "
-                              "change_note, seq) VALUES (?, ?, ?, '', '', '', 0, 'skipped', 'reached by redirect', ?)",
-                              (run_id, key, url, seq + 1)).rowcount == 1
+            if db.execute("INSERT OR IGNORE INTO jobs (run_id, key, url, title, topic, note, depth, state, "
+                          "change_note, seq) VALUES (?, ?, ?, '', '', ?, 0, 'skipped', 'reached by redirect', ?)",
+                          (run_id, key, url, owner, seq + 1)).rowcount == 1:
+                return True
+            row = db.execute("SELECT state, note, change_note FROM jobs WHERE run_id = ? AND key = ?",
+                             (run_id, key)).fetchone()
+            return row == ("skipped", owner, "reached by redirect")
 
     def keys(self, run_id: int) -> set[str]:
         """The dedupe keys of every job of the run."""

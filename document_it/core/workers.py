@@ -48,7 +48,7 @@ def worker_share(settings: Settings, workers: int) -> Settings:
     return settings.with_(
         max_concurrency=max(1, settings.max_concurrency // workers),
         max_workers=max(1, settings.max_workers // workers),
-        per_host=max(1, settings.per_host // workers), delay=settings.delay * workers,
+        per_host=max(1, settings.per_host // workers), delay=settings.delay * workers, host_share=workers,
         rpm=settings.rpm / workers, tpm=settings.tpm / workers,
         max_cost=None if settings.max_cost is None else settings.max_cost / workers,
         max_tokens=None if settings.max_tokens is None else settings.max_tokens // workers)
