@@ -19,6 +19,7 @@ from .config import Settings
 from .errors import connection_reason
 from .models import DocRef, Fetched
 from .netguard import check_url
+from .pinned import blocked_by, guarded_session
 
 __all__ = ["FetchLimits", "fetch", "fetch_text", "USER_AGENT", "PAGE_TYPES", "INDEX_TYPES", "ANY_TYPE", "kind_of", "Gate"]
 
@@ -93,13 +94,16 @@ def fetch(ref: DocRef, limits: FetchLimits = FetchLimits(), validators: dict[str
     return replace(result, seconds=time.perf_counter() - start)
 
 
-def _session() -> requests.Session:
-    session = getattr(_local, "session", None)
+def _session(allow_private: bool = False) -> requests.Session:
+    """This thread's session (one per thread: requests sessions are not thread-safe)."""
+    sessions = getattr(_local, "sessions", None)
+    if sessions is None:
+        sessions = _local.sessions = {}
+    session = sessions.get(allow_private)
     if session is None:
-        session = requests.Session()
+        session = sessions[allow_private] = guarded_session(allow_private)
         session.headers["User-Agent"] = USER_AGENT
         session.headers["Accept"] = "text/html, text/markdown;q=0.9, text/plain;q=0.8, */*;q=0.1"
-        _local.session = session
     return session
 
 
@@ -122,7 +126,7 @@ def _fetch_http(ref: DocRef, limits: FetchLimits, validators: dict[str, str],
             if refused:
                 return Fetched(ref, url, error=refused)
             with gate(url) if gate else _nothing(), \
-                    _session().get(url, timeout=(limits.connect_timeout, limits.read_timeout), stream=True,
+                    _session(limits.allow_private).get(url, timeout=(limits.connect_timeout, limits.read_timeout), stream=True,
                                    allow_redirects=False, headers=headers) as resp:
                 if resp.is_redirect:
                     target = urljoin(url, resp.headers["Location"])
@@ -142,6 +146,10 @@ def _fetch_http(ref: DocRef, limits: FetchLimits, validators: dict[str, str],
     except requests.Timeout:
         return Fetched(ref, url, error=f"timed out (connect {limits.connect_timeout:g}s, "
                                        f"read {limits.read_timeout:g}s)")
+    except requests.ConnectionError as exc:
+        refused = blocked_by(exc)  # the address checked at connect time differed from the one checked before
+        return Fetched(ref, url, error=f"refused {url}: {refused}" if refused else
+                       f"connection failed: {connection_reason(exc)}")
     except requests.RequestException as exc:
         return Fetched(ref, url, error=f"connection failed: {connection_reason(exc)}")
 

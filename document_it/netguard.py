@@ -7,7 +7,7 @@ import socket
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["blocked_reason", "check_url"]
+__all__ = ["blocked_reason", "check_url", "refusal"]
 
 Resolver = Callable[..., Iterable[tuple[Any, ...]]]
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
@@ -80,7 +80,12 @@ def check_url(url: str, allow_private: bool, resolve: Resolver = socket.getaddri
     for address in addresses:
         kind = blocked_reason(address)
         if kind:
-            article = "an" if kind[0] in "aeiou" else "a"
-            what = f"{host} is" if address == host else f"{host} resolves to {address},"
-            return f"refused {shown}: {what} {article} {kind} address ({_HINT})"
+            return f"refused {shown}: {refusal(host, address, kind)}"
     return None
+
+
+def refusal(host: str, address: str, kind: str) -> str:
+    """'10.0.0.5 is a private address (pass --allow-private …)', or '<host> resolves to <address>, a …'."""
+    article = "an" if kind[0] in "aeiou" else "a"
+    what = f"{host} is" if address == host else f"{host} resolves to {address},"
+    return f"{what} {article} {kind} address ({_HINT})"

@@ -198,16 +198,15 @@ def test_unsupported_scheme_is_not_contacted(site: SiteServer) -> None:
 def test_one_session_per_thread(site: SiteServer, tmp_path: Path) -> None:
     (tmp_path / "a.html").write_text(HTML, encoding="utf-8")
     assert fetch(DocRef(site.url("a.html")), FAST).ok
-    first = fetch_module._local.session
+    first = fetch_module._session(True)
     assert fetch(DocRef(site.url("a.html")), FAST).ok
-    assert fetch_module._local.session is first
-    assert fetch_module._session() is first
+    assert fetch_module._session(True) is first
 
     seen: list[object] = []
 
     def other_thread() -> None:
         assert fetch(DocRef(site.url("a.html")), FAST).ok
-        seen.append(fetch_module._local.session)
+        seen.append(fetch_module._session(True))
 
     worker = threading.Thread(target=other_thread)
     worker.start()
@@ -278,3 +277,15 @@ def test_every_redirect_hop_is_checked_again(site: SiteServer, monkeypatch: pyte
     monkeypatch.setattr(fetch_module, "check_url", only_first)
     got = fetch(DocRef(site.url("_redirect-to?url=/a.html")), FAST)
     assert got.error.startswith("refused ") and calls[1].endswith("/a.html") and site.hits == 1
+
+
+def test_a_name_that_resolves_to_loopback_at_connect_time_is_refused(site: SiteServer,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the up-front check saw a public address, the connection would reach loopback."""
+    monkeypatch.setattr(fetch_module, "check_url", lambda url, allow_private: None)  # the check was fooled
+
+    got = fetch(DocRef(site.url("a.html").replace("127.0.0.1", "localhost")),
+                FetchLimits(connect_timeout=2, read_timeout=2))
+
+    assert got.error.startswith("refused ") and "localhost resolves to" in got.error and "loopback" in got.error
+    assert site.hits == 0
