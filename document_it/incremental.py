@@ -7,7 +7,7 @@ import hashlib
 import time
 from typing import Any
 
-from .core.job_queue import PageRecord
+from .core.page_memory import PageRecord
 from .models import Fetched, ParsedDoc
 from .report import one_line
 

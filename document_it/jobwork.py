@@ -15,7 +15,8 @@ from typing import Any, Callable
 from .analysis.agent import PageAgent
 from .config import Settings
 from .core.dispatcher import Stages
-from .core.job_queue import Job, JobQueue, JobState, PageRecord
+from .core.job_queue import Job, JobQueue, JobState
+from .core.page_memory import PageRecord
 from .crawl import Crawl, CrawlSpec
 from .incremental import Change, content_hash, page_record, what_changed
 from .models import DocResult, DocStatus, Fetched

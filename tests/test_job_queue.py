@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from _clock import FakeClock
-from document_it.core.job_queue import Job, JobQueue, JobState, PageRecord
+from document_it.core.job_queue import Job, JobQueue, JobState
+from document_it.core.page_memory import PageRecord
 from document_it.errors import ConfigError
 from document_it.models import DocRef
 

@@ -1,4 +1,6 @@
-"""Persistent job state in one SQLite file: the crawl's jobs, crash-resume, and each page's last analysis.
+"""Persistent job state in one SQLite file: runs and their jobs (claims, leases, outcomes).
+
+The cross-run page memory in the same file lives in page_memory.py.
 
 Several processes (and threads) open the same file; every change that reads before it writes runs in one
 `BEGIN IMMEDIATE` transaction, so no two workers ever claim the same job. A claim is a lease: a worker
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import sqlite3
 import threading
 import time
@@ -17,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from document_it.errors import ConfigError
-from document_it.models import DocRef
+from ..errors import ConfigError
+from ..models import DocRef
+from .page_memory import PageMemory, PageRecord, from_json, to_json, upsert_page
 
-__all__ = ["JobState", "RunStatus", "Job", "RunInfo", "PageRecord", "JobQueue", "SCHEMA_VERSION"]
+__all__ = ["JobState", "RunStatus", "Job", "RunInfo", "JobQueue", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 _APPLICATION_ID = 0x44_49_4A_51  # "DIJQ" in the file header: this is a document-it job database
@@ -42,7 +44,6 @@ _SCHEMA = (
 )
 _RUN_COLUMNS = "id, source, options, status, started, finished"
 _JOB_COLUMNS = "run_id, key, url, title, topic, note, depth, attempts, worker"
-_PAGE_COLUMNS = "key, url, topic, content_hash, etag, last_modified, result, links, headings, words, analysed_at"
 # two queries rather than one with OR, so each walks the (run_id, state, depth, seq) index instead of sorting
 _EXPIRED_JOB = (f"SELECT {_JOB_COLUMNS} FROM jobs WHERE run_id = ? AND state = 'in_progress' AND lease_until < ? "
                 "ORDER BY depth, seq LIMIT 1")
@@ -51,11 +52,6 @@ _TAKE_JOB = ("UPDATE jobs SET state = 'in_progress', attempts = attempts + 1, le
              "WHERE run_id = ? AND key = ?")
 _FINISH_JOB = ("UPDATE jobs SET state = ?, result = ?, change = ?, change_note = ?, lease_until = NULL "
                "WHERE run_id = ? AND key = ? AND state = 'in_progress' AND worker = ? AND attempts = ?")
-_UPSERT_PAGE = f"""INSERT INTO pages (source, {_PAGE_COLUMNS}, removed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
-    ON CONFLICT (source, key) DO UPDATE SET url = excluded.url, topic = excluded.topic,
-    content_hash = excluded.content_hash, etag = excluded.etag, last_modified = excluded.last_modified,
-    result = excluded.result, links = excluded.links, headings = excluded.headings, words = excluded.words,
-    analysed_at = excluded.analysed_at, removed = 0"""
 _RELEASE = ("UPDATE jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), lease_until = NULL, worker = NULL "
             "WHERE run_id = ? AND state = 'in_progress'")
 _RETRY = ("UPDATE jobs SET state = 'pending', result = NULL, change = '', change_note = '', lease_until = NULL, "
@@ -106,41 +102,11 @@ class RunInfo:
     finished: float | None
 
 
-@dataclass(frozen=True)
-class PageRecord:
-    """The latest analysed state of one page of a source, read by the next run to spot changes."""
-
-    key: str
-    url: str
-    topic: str
-    content_hash: str
-    etag: str | None
-    last_modified: str | None
-    result: dict | None
-    links: tuple[str, ...]
-    headings: tuple[str, ...]
-    words: int
-    analysed_at: float
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _load(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
 def _run_info(row: tuple) -> RunInfo:
-    return RunInfo(row[0], row[1], _load(row[2]), RunStatus(row[3]), row[4], row[5])
+    return RunInfo(row[0], row[1], from_json(row[2]), RunStatus(row[3]), row[4], row[5])
 
 
-def _page_record(row: tuple) -> PageRecord:
-    return PageRecord(row[0], row[1], row[2], row[3], row[4], row[5], _load(row[6]),
-                      tuple(_load(row[7])), tuple(_load(row[8])), row[9], row[10])
-
-
-class JobQueue:
+class JobQueue(PageMemory):
     """The jobs, runs and page memory of one --state-dir, shared by every process of a run."""
 
     def __init__(self, path: Path, lease_s: float = 120.0, clock: Callable[[], float] = time.time) -> None:
@@ -236,7 +202,7 @@ class JobQueue:
         """Record a new run as running and return it."""
         with self._tx() as db:
             cursor = db.execute("INSERT INTO runs (source, options, status, started) VALUES (?, ?, ?, ?)",
-                                (source, _dump(options), RunStatus.RUNNING.value, self._clock()))
+                                (source, to_json(options), RunStatus.RUNNING.value, self._clock()))
             run_id = cursor.lastrowid
         return self.run(run_id)
 
@@ -330,17 +296,14 @@ class JobQueue:
         if state in (JobState.PENDING, JobState.IN_PROGRESS):
             raise ValueError(f"finish() needs a final state, not {state.value}")
         with self._tx() as db:
-            updated = db.execute(_FINISH_JOB, (state.value, None if result is None else _dump(result), change,
+            updated = db.execute(_FINISH_JOB, (state.value, None if result is None else to_json(result), change,
                                                change_note, job.run_id, job.key, job.worker, job.attempts)).rowcount
             if not updated:
                 return False
             if page is not None:
                 if source is None:
                     source = db.execute("SELECT source FROM runs WHERE id = ?", (job.run_id,)).fetchone()[0]
-                db.execute(_UPSERT_PAGE, (source, page.key, page.url, page.topic, page.content_hash, page.etag,
-                                          page.last_modified, None if page.result is None else _dump(page.result),
-                                          _dump(list(page.links)), _dump(list(page.headings)), page.words,
-                                          page.analysed_at))
+                upsert_page(db, source, page)
         return True
 
     def release(self, run_id: int, worker: str | None = None) -> int:
@@ -367,7 +330,7 @@ class JobQueue:
         """The result dicts of the run's done and failed jobs, sorted by url."""
         rows = self._read("SELECT result FROM jobs WHERE run_id = ? AND state IN ('done', 'failed') "
                           "AND result IS NOT NULL ORDER BY url, key", run_id)
-        return [_load(row[0]) for row in rows]
+        return [from_json(row[0]) for row in rows]
 
     def changes(self, run_id: int) -> list[tuple[str, str, str]]:
         """(url, change, change_note) of the run's jobs that recorded a change, sorted by url."""
@@ -378,34 +341,6 @@ class JobQueue:
     def total(self, run_id: int) -> int:
         """How many jobs the run has."""
         return self._read("SELECT COUNT(*) FROM jobs WHERE run_id = ?", run_id)[0][0]
-
-    # cross-run page memory
-
-    def previous(self, source: str, key: str) -> PageRecord | None:
-        """The page's last analysed state for this source, unless it was marked removed."""
-        rows = self._read(f"SELECT {_PAGE_COLUMNS} FROM pages WHERE source = ? AND key = ? AND removed = 0",
-                          source, key)
-        return _page_record(rows[0]) if rows else None
-
-    def known(self, source: str) -> dict[str, str]:
-        """key -> url of the source's pages not marked removed."""
-        return dict(self._read("SELECT key, url FROM pages WHERE source = ? AND removed = 0", source))
-
-    def mark_removed(self, source: str, keys: Iterable[str]) -> int:
-        """Mark pages gone from the source; returns how many were newly marked."""
-        with self._tx() as db:
-            return sum(db.execute("UPDATE pages SET removed = 1 WHERE source = ? AND key = ? AND removed = 0",
-                                  (source, key)).rowcount for key in keys)
-
-    def topic_synthesis(self, source: str, topic: str) -> tuple[str, dict] | None:
-        """(fingerprint, synthesis) last saved for a topic, or None."""
-        rows = self._read("SELECT fingerprint, synthesis FROM topics WHERE source = ? AND topic = ?", source, topic)
-        return (rows[0][0], _load(rows[0][1])) if rows else None
-
-    def save_topic_synthesis(self, source: str, topic: str, fingerprint: str, synthesis: dict) -> None:
-        """Store a topic's synthesis with the fingerprint of the pages it was made from."""
-        self._write("INSERT OR REPLACE INTO topics (source, topic, fingerprint, synthesis) VALUES (?, ?, ?, ?)",
-                    source, topic, fingerprint, _dump(synthesis))
 
     def prune(self, keep_runs: int = 3) -> int:
         """Delete runs older than the newest keep_runs (never the unfinished one); returns how many jobs went."""
