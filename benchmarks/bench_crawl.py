@@ -167,7 +167,7 @@ def _settings(args: argparse.Namespace, mode: str, start: str, state: Path) -> A
 async def _drain(settings: Any, queue: Any, spec: Any, in_flight: int, warm: bool,
                  server_pid: int | None, timeout: float) -> dict[str, Any]:
     from document_it.core.dispatcher import PLANS, Where
-    from document_it.queued import open_worker
+    from document_it.jobwork import open_worker
 
     results: list[Any] = []
     plan = PLANS[settings.mode]

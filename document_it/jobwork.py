@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
 from .analysis.agent import PageAgent
@@ -18,12 +18,13 @@ from .core.dispatcher import Stages
 from .core.job_queue import Job, JobQueue, JobState
 from .core.page_memory import PageRecord
 from .crawl import Crawl, CrawlSpec
+from .fetch import FetchLimits
 from .incremental import Change, content_hash, page_record, what_changed
 from .models import DocResult, DocStatus, Fetched
 from .pipeline import analyze_page, failed_result, parse_step
 from .scope import url_key
 
-__all__ = ["RunSpec", "JobWorker", "worker_name"]
+__all__ = ["RunSpec", "JobWorker", "open_worker", "worker_name"]
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,15 @@ class Counters:
     """What the workers did besides analysing; summed into run.json."""
 
     parsed: int = 0
-    not_modified: int = 0     # the server answered 304
-    same_content: int = 0     # downloaded, but the bytes hash as before
-    robots: int = 0           # disallowed by robots.txt
-    not_pages: int = 0        # crawled links that were not documents (images, archives…)
-    gone: int = 0             # known pages now answering 404/410
-    budget: str | None = None
+    not_modified_304: int = 0   # the server answered 304
+    same_content: int = 0       # downloaded, but the bytes hash as before
+    robots_disallowed: int = 0  # disallowed by robots.txt
+    not_documents: int = 0      # crawled links that were not documents (images, archives…)
+    gone: int = 0               # known pages now answering 404/410
+    budget: str | None = None   # why no new page was started, if a budget ran out
 
     def as_dict(self) -> dict[str, Any]:
-        return {"parsed": self.parsed, "not_modified_304": self.not_modified, "same_content": self.same_content,
-                "robots_disallowed": self.robots, "not_documents": self.not_pages, "gone": self.gone}
+        return asdict(self)
 
 
 def worker_name() -> str:
@@ -117,7 +117,7 @@ class JobWorker:
         if self.crawl is not None:
             refused = await asyncio.to_thread(self.crawl.refused, ref.url)
             if refused:
-                self.counters.robots += 1
+                self.counters.robots_disallowed += 1
                 return await self._finish(job, JobState.SKIPPED, None, note=refused)
         previous = None
         if self.spec.incremental:
@@ -133,7 +133,7 @@ class JobWorker:
                                            fetched.final_url, job.key):  # the redirect lands on a page the run already has
                 return await self._finish(job, JobState.SKIPPED, None, note=f"same page as {fetched.final_url}")
         if previous is not None and fetched.status == 304:
-            self.counters.not_modified += 1
+            self.counters.not_modified_304 += 1
             return await self._unchanged(job, previous, fetched, timings)
         if not fetched.ok:
             return await self._not_fetched(job, previous, fetched, timings)
@@ -189,7 +189,7 @@ class JobWorker:
             return await self._finish(job, JobState.SKIPPED, None, Change.REMOVED, f"gone (HTTP {fetched.status})")
         error = fetched.error or "unknown error"
         if self.crawl is not None and job.depth > 0 and error.startswith("unsupported content type"):
-            self.counters.not_pages += 1  # a crawled link to something that is not a document
+            self.counters.not_documents += 1  # a crawled link to something that is not a document
             return await self._finish(job, JobState.SKIPPED, None, note=error)
         return await self._finish(job, JobState.FAILED, failed_result(job.ref, self.settings, "fetch", error,
                                                                       timings=timings))
@@ -213,3 +213,12 @@ def _validators(previous: PageRecord | None) -> dict[str, str] | None:
         return None
     found = {"ETag": previous.etag, "Last-Modified": previous.last_modified}
     return {name: value for name, value in found.items() if value} or None
+
+
+@contextlib.contextmanager
+def open_worker(settings: Settings, spec: RunSpec, queue: JobQueue, plan: Any, memo: Any) -> Any:
+    """A JobWorker with its stages (the caller sets `worker.agent` once its gateway is open)."""
+    crawl = Crawl(spec.crawl, FetchLimits.from_settings(settings)) if spec.crawl else None
+    with Stages(settings, plan, memo, redirect_check=crawl.redirect_check if crawl else None,
+                robots=crawl.robots if crawl else None) as stages:
+        yield JobWorker(spec, settings, queue, stages, None, crawl), stages  # type: ignore[arg-type]

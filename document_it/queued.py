@@ -18,7 +18,7 @@ from typing import Any
 from .analysis.agent import PageAgent, synthesize_topics
 from .analysis.gateway import Gateway, build_gateway
 from .config import LLMKind, Mode, Settings, StructuredMethod
-from .core.dispatcher import PLANS, Stages
+from .core.dispatcher import PLANS
 from .core.job_queue import JobQueue, JobState, RunInfo
 from .core.progress import RunProgress
 from .core.runlock import RunLock
@@ -27,14 +27,14 @@ from .crawl import Crawl, CrawlSpec, NewJob
 from .errors import ConfigError, Interrupted, SourceError
 from .fetch import USER_AGENT, FetchLimits
 from .incremental import changes_block, render_changes
-from .jobwork import JobWorker, RunSpec
+from .jobwork import RunSpec, open_worker
 from .models import DocResult
 from .pipeline import open_memo, plain_synthesis, summarize_run, topic_inputs
 from .report import ResultStream, atomic_write_text, write_outputs
 from .scope import url_key
 from .sources import LlmsIndex
 
-__all__ = ["run_queued", "resumed_settings", "wants_queue", "open_worker", "RETRY_FAILED"]
+__all__ = ["run_queued", "resumed_settings", "wants_queue", "RETRY_FAILED"]
 
 log = logging.getLogger(__name__)
 
@@ -203,16 +203,7 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
             worker.agent = PageAgent(gateway)
             await worker.drain(emit, plan.docs_in_flight(settings), shutdown.stopping)
             synthesis = {} if shutdown.stopped else await _synthesize(gateway, queue, spec)
-    return gateway.summary(), synthesis, {**worker.counters.as_dict(), "budget": worker.counters.budget}
-
-
-@contextlib.contextmanager
-def open_worker(settings: Settings, spec: RunSpec, queue: JobQueue, plan: Any, memo: Any) -> Any:
-    """A JobWorker with its stages (the caller sets `worker.agent` once its gateway is open)."""
-    crawl = Crawl(spec.crawl, FetchLimits.from_settings(settings)) if spec.crawl else None
-    with Stages(settings, plan, memo, redirect_check=crawl.redirect_check if crawl else None,
-                robots=crawl.robots if crawl else None) as stages:
-        yield JobWorker(spec, settings, queue, stages, None, crawl), stages  # type: ignore[arg-type]
+    return gateway.summary(), synthesis, worker.counters.as_dict()
 
 
 async def _synthesize(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> dict[str, Any]:

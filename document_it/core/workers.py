@@ -106,7 +106,7 @@ async def _queue_shard(settings: Settings, spec: Any, results: Any, stop: Any) -
     from ..analysis.agent import PageAgent
     from ..analysis.gateway import build_gateway
     from ..pipeline import open_memo
-    from ..queued import open_worker
+    from ..jobwork import open_worker
     from .job_queue import JobQueue
 
     plan = PLANS[Mode.ASYNC]
@@ -115,7 +115,7 @@ async def _queue_shard(settings: Settings, spec: Any, results: Any, stop: Any) -
         async with build_gateway(settings, stages.run_cpu, memo=memo) as gateway:
             worker.agent = PageAgent(gateway)
             await worker.drain(lambda r: results.put(r.to_dict()), plan.docs_in_flight(settings), stop)
-    return {"gateway": gateway.export(), "counters": {**worker.counters.as_dict(), "budget": worker.counters.budget}}
+    return {"gateway": gateway.export(), "counters": worker.counters.as_dict()}
 
 
 async def run_queue_workers(settings: Settings, spec: Any, emit: Callable[[DocResult], None],
