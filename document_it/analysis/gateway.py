@@ -24,7 +24,7 @@ from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem
 from .prompts import PROMPT_VERSION, Context, Task, TopicInput, batch_schema, schema_for
 from .providers import ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider
 
-__all__ = ["Gateway", "RetryPolicy", "EXPECTED_OUTPUT_TOKENS", "build_gateway"]
+__all__ = ["Gateway", "Completion", "RetryPolicy", "EXPECTED_OUTPUT_TOKENS", "build_gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,27 @@ class Gateway:
             return (await self.fallback.complete(task, context)).value
         self.memo.set("llm", key, value.model_dump())  # only valid answers are kept, one per prompt
         return value
+
+    async def complete(self, prompt: str, system: str | None = None) -> Completion:
+        """A plain-text answer to a free-form prompt, through the same cache, limits, retries and accounting."""
+        self.prompts += 1
+        if isinstance(self.provider, ExtractiveProvider):
+            raise LLMError("free-form prompts need an LLM: set OPENAI_API_KEY or a base URL, or use "
+                           "simulate (the offline extractive analyser only answers document-it's own tasks)")
+        messages: Messages = ([("system", system)] if system else []) + [("user", prompt)]
+        key = memo_key(*self._key_base, Task.TEXT.value, messages)
+        stored = self.memo.get("llm", key)
+        if isinstance(stored, str):
+            return Completion(stored, 0, 0, 0, cached=True)
+        record = self.tracker.new(Task.TEXT.value)
+        try:
+            text = await self._ask_llm(self.provider, Task.TEXT, messages, record)
+        except LLMError as exc:
+            self.tracker.finish(record, str(exc))
+            raise
+        self.tracker.finish(record)
+        self.memo.set("llm", key, text)
+        return Completion(text, record.tokens_in, record.tokens_out, record.attempts)
 
     async def _ask_one(self, task: Task, messages: Messages, schema: type[BaseModel] | None = None) -> Any:
         """One tracked request (with its retries) for `messages`."""
@@ -280,6 +301,17 @@ class Gateway:
         self.limiter.window.cuts += exported["cuts"]
         self.breaker.opened += exported["breaker_opened"]
         self.limiter.learned_rpm = self.limiter.learned_rpm or exported["learned_rpm"]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A plain-text answer and what it cost (nothing when it came from the cache)."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    attempts: int
+    cached: bool = False
 
 
 def build_gateway(settings: Settings, run_cpu: CpuRunner | None = None, cap: int | None = None,

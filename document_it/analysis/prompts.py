@@ -118,6 +118,7 @@ class Task(str, enum.Enum):
     CODE_PATTERNS = "code_patterns"
     RELATED_TOPICS = "related_topics"
     TOPIC_SYNTHESIS = "topic_synthesis"
+    TEXT = "text"  # a free-form prompt answered in plain text (the public patterns API)
 
 
 PAGE_TASKS = (Task.SUMMARY, Task.KEY_CONCEPTS, Task.IMPLEMENTATION_DETAILS, Task.CODE_PATTERNS,

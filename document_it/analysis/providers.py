@@ -91,6 +91,7 @@ class ChatProvider:
         self._settings = settings
         self._http: httpx.AsyncClient | None = None  # made on the first request: a fully cached run needs none
         self._runnables: dict[type[BaseModel], Any] = {}
+        self._llm: ChatOpenAI | None = None
 
     def _chat_model(self) -> ChatOpenAI:
         settings = self._settings
@@ -129,8 +130,13 @@ class ChatProvider:
         """One prompt for several items of `task`."""
         return render_batch(task, items, schema_in_prompt=self._method is StructuredMethod.JSON_MODE)
 
+    def _plain(self) -> ChatOpenAI:
+        if self._llm is None:
+            self._llm = self._chat_model()
+        return self._llm
+
     def _runnable(self, schema: type[BaseModel]) -> Any:
-        if not self._runnables:
+        if self._llm is None:
             self._llm = self._chat_model()
         if schema not in self._runnables:
             self._runnables[schema] = self._llm.with_structured_output(
@@ -140,7 +146,11 @@ class ChatProvider:
     async def send(self, task: Task, messages: Messages, schema: type[BaseModel] | None = None) -> Attempt:
         """One request. Raises LLMAuthError, LLMTransientError (worth a retry) or LLMError (not)."""
         try:
-            out = await self._runnable(schema or schema_for(task)).ainvoke(messages)
+            if task is Task.TEXT:
+                raw = await self._plain().ainvoke(messages)
+                out = {"raw": raw, "parsed": _text_of(raw)}
+            else:
+                out = await self._runnable(schema or schema_for(task)).ainvoke(messages)
         except (ValidationError, json.JSONDecodeError, OutputParserException, openai.LengthFinishReasonError,
                 openai.ContentFilterFinishReasonError) as exc:
             # the SDK validated and raised before we saw usage: count the prompt we sent
@@ -199,6 +209,14 @@ def _usage(raw: Any) -> tuple[int, int]:
     if usage:
         return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
     return 0, estimate_tokens(str(getattr(raw, "content", "") or ""))
+
+
+def _text_of(message: Any) -> str:
+    """The text of a chat reply (content may be a string or a list of parts)."""
+    content = getattr(message, "content", "")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+    return str(content or "")
 
 
 def _first_line(text: str) -> str:
