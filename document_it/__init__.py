@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "__version__", "connect_llm", "LLMClient",
+    "__version__", "connect_llm", "GatewayClient", "LLMClient", "PromptReply",
     "ParallelTask", "ParallelizerBuilder", "Parallelizer", "VotingResult", "VotingStrategy",
     "parallel_query", "aparallel_query",
     "ParallelProcessor", "ProcessingRequest", "ProcessedChunk",
@@ -18,7 +18,7 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-_LAZY = {"connect_llm": "analysis.client", "LLMClient": "analysis.client"}
+_LAZY = {"connect_llm": "analysis.client", "GatewayClient": "analysis.client"}
 
 
 def __getattr__(name: str) -> Any:

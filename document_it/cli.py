@@ -81,7 +81,13 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                         "analyser; simulate: start the built-in LLM simulator")
     p.add_argument("--llm-base-url", default=d("llm-base-url", None, "OPENAI_BASE_URL"),
                    help="any OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--model", default=d("model", "gpt-4o-mini", "OPENAI_MODEL"), help="model name")
+    p.add_argument("--model", default=d("model", "gpt-4o-mini", "OPENAI_MODEL"),
+                   help="model name (the root model: page analyses and syntheses)")
+    p.add_argument("--sub-model", default=d("sub-model", None),
+                   help="model for per-chunk notes on long pages (map-reduce); default: --model")
+    p.add_argument("--chunk-tokens", type=int, default=d("chunk-tokens", 800),
+                   help="chunk size in tokens; pages longer than one prompt's budget (3000 tokens) are read "
+                        "chunk by chunk, the notes merged by the root model")
     p.add_argument("--structured-output", choices=[m.value for m in StructuredMethod],
                    default=d("structured-output", "json_schema"), help="how the model is asked for JSON")
     p.add_argument("--request-timeout", type=float, default=d("request-timeout", 60.0),
@@ -183,7 +189,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
     try:
         ints = {name: int(getattr(args, name)) for name in
                 ("max_workers", "analysis_workers", "max_concurrency", "batch_size", "batch_max_tokens", "retries",
-                 "max_depth", "max_pages", "per_host")}
+                 "max_depth", "max_pages", "per_host", "chunk_tokens")}
         floats = {name: float(getattr(args, name)) for name in
                   ("request_timeout", "sim_latency_ms", "rpm", "tpm", "max_wait", "cache_size_mb", "delay")}
         grace = float(args.grace)
@@ -203,7 +209,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         source=str(args.source or ("" if resume else SAMPLE_SOURCE)), output_dir=Path(args.output_dir), state_dir=Path(args.state_dir),
         mode=_choice(args, "parallelism_mode", Mode),
         llm=resolve_llm(_choice(args, "llm", LLMKind), env, base_url), llm_base_url=base_url,
-        api_key=env.get("OPENAI_API_KEY") or None, model=args.model,
+        api_key=env.get("OPENAI_API_KEY") or None, model=args.model, sub_model=args.sub_model or None,
         structured_output=_choice(args, "structured_output", StructuredMethod),
         fallback=_choice(args, "fallback", Fallback), quiet=_switch(args.quiet, env, "quiet"),
         no_cache=_switch(args.no_cache, env, "no-cache"), refresh=_switch(args.refresh, env, "refresh"),

@@ -77,6 +77,7 @@ class Settings:
     llm_base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
     model: str = "gpt-4o-mini"
+    sub_model: str | None = None  # per-chunk work on long pages (default: the same model)
     structured_output: StructuredMethod = StructuredMethod.JSON_SCHEMA
     request_timeout: float = 60.0
     # gateway: limits, retries, breaker, budgets

@@ -139,7 +139,7 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch
                 topics.page_done(result)
 
             try:
-                await analyze_refs(refs, PageAgent(gateway), stages, settings, keep_local,
+                await analyze_refs(refs, PageAgent(gateway, settings.sub_model), stages, settings, keep_local,
                                    plan.docs_in_flight(settings), shutdown.stopping)
             except BaseException:
                 topics.cancel()
@@ -348,5 +348,6 @@ def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, A
             "rpm": settings.rpm, "tpm": settings.tpm, "retries": settings.retries,
             "max_wait": settings.max_wait, "fallback": settings.fallback.value,
             "max_cost": settings.max_cost, "max_tokens": settings.max_tokens,
+            "sub_model": settings.sub_model, "chunk_tokens": settings.chunk_tokens,
         },
     }

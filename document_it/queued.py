@@ -76,7 +76,7 @@ def run_queued(settings: Settings, index: LlmsIndex | None, chosen: Settings | N
 
 
 # what --resume restores unless given again: where results go, what analyses the pages, how to fetch
-_RESUMED = ("output_dir", "allow_private", "llm", "llm_base_url", "model", "structured_output", "mode",
+_RESUMED = ("output_dir", "allow_private", "llm", "llm_base_url", "model", "sub_model", "structured_output", "mode",
             "per_host", "delay")
 _FROM_OPTION: dict[str, Any] = {"output_dir": Path, "llm": LLMKind, "structured_output": StructuredMethod,
                                 "mode": Mode}
@@ -200,7 +200,7 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
     with open_worker(settings, spec, queue, plan, memo) as (worker, stages):
         async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
             progress.watch(gateway)
-            worker.agent = PageAgent(gateway)
+            worker.agent = PageAgent(gateway, settings.sub_model)
             await worker.drain(emit, plan.docs_in_flight(settings), shutdown.stopping)
             synthesis = {} if shutdown.stopped else await _synthesize(gateway, queue, spec)
     return gateway.summary(), synthesis, worker.counters.as_dict()

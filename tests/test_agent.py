@@ -7,14 +7,14 @@ import asyncio
 import pytest
 from langgraph.graph import START
 
-from document_it.analysis.agent import PageAgent, synthesize_topics
+from document_it.analysis.agent import PageAgent, _digest, synthesize_topics
 from document_it.analysis.gateway import Gateway
-from document_it.analysis.prompts import PAGE_TASKS, PageAnalysis, TopicInput
+from document_it.analysis.prompts import PAGE_TASKS, PAGE_TOKEN_BUDGET, PageAnalysis, TopicInput
 from document_it.analysis.providers import ChatProvider, ExtractiveProvider
 from document_it.config import LLMKind, Settings
 from document_it.errors import LLMError
 from document_it.fetch import fetch
-from document_it.models import DocRef
+from document_it.models import DocRef, ParsedDoc
 from document_it.parse import parse
 from document_it.testing.llm_sim import SimServer
 
@@ -34,11 +34,11 @@ def _gateway(base_url: str, cap: int = 10) -> Gateway:
     return Gateway(ChatProvider(settings), settings)
 
 
-def test_graph_fans_out_from_start_and_merges():
+def test_graph_digests_then_fans_out_and_merges():
     agent = PageAgent(Gateway(ExtractiveProvider(), Settings(), 5))
     graph = agent.graph.get_graph()
-    starts = {edge.target for edge in graph.edges if edge.source == START}
-    assert starts == {task.value for task in PAGE_TASKS}
+    assert {edge.target for edge in graph.edges if edge.source == START} == {"digest"}
+    assert {edge.target for edge in graph.edges if edge.source == "digest"} == {task.value for task in PAGE_TASKS}
     into_merge = {edge.source for edge in graph.edges if edge.target == "merge"}
     assert into_merge == {task.value for task in PAGE_TASKS}
 
@@ -82,3 +82,37 @@ async def test_synthesis_per_topic_records_failures_instead_of_raising():
             out = await synthesize_topics(gateway, topics)
     assert set(out) == {"Guides", "Basics"}
     assert all(isinstance(v, str) and "synthesis failed" in v and "HTTP 500" in v for v in out.values())
+
+
+def _long_page(tmp_path) -> ParsedDoc:
+    words = " ".join(f"Option{i} controls the retry budget of worker pool {i}." for i in range(1400))
+    (tmp_path / "long.md").write_text(f"# Long reference\n\n{words}\n")
+    page = parse(fetch(DocRef((tmp_path / "long.md").as_uri(), "Long", "Reference")), chunk_tokens=800)
+    assert page.tokens > PAGE_TOKEN_BUDGET and len(page.chunks) > 4
+    return page
+
+
+async def test_a_long_page_is_read_chunk_by_chunk_by_the_sub_model_then_analysed_by_the_root(tmp_path):
+    page = _long_page(tmp_path)
+    with SimServer(latency_ms=20, ms_per_token=0) as sim:
+        async with _gateway(sim.base_url) as gateway:
+            analysis = await PageAgent(gateway, sub_model="small-model").analyze(page)
+        models = sim.stats()
+    assert isinstance(analysis, PageAnalysis) and analysis.summary
+    summary = gateway.summary()
+    # one note per chunk (map), then the five analyses over the notes (reduce), all counted in one place
+    assert summary["prompts"] == len(page.chunks) + len(PAGE_TASKS) == models["requests"]
+    by_model = {}
+    for record in gateway.tracker.records.values():
+        by_model[record.task] = by_model.get(record.task, 0) + 1
+    assert by_model["text"] == len(page.chunks)
+
+
+async def test_map_notes_that_all_fail_fall_back_to_the_first_chunks(tmp_path):
+    page = _long_page(tmp_path)
+    error = (400, {"error": {"message": "context length exceeded", "type": "invalid_request_error"}})
+    with ScriptedLLM([error] * len(page.chunks)) as llm:
+        async with _gateway(llm.base_url) as gateway:
+            update = await _digest(gateway, None)({"page": page, "parts": {}})
+    assert update == {}  # nothing replaced: the branches read the page's first chunks as before
+    assert gateway.summary()["by_status"]["failed"] == len(page.chunks)

@@ -17,7 +17,7 @@ def sim():
         yield server
 
 
-def _connect(sim: SimServer, tmp_path, **extra) -> document_it.LLMClient:
+def _connect(sim: SimServer, tmp_path, **extra) -> document_it.GatewayClient:
     return document_it.connect_llm(base_url=sim.base_url, state_dir=tmp_path / "state", **extra)
 
 

@@ -1,19 +1,25 @@
-"""The per-page LangGraph agent: five analyses run as parallel branches, then merge."""
+"""The per-page LangGraph agent: a long page is first read chunk by chunk (map), then five analyses run as
+parallel branches over the page (or its chunk notes) and merge (reduce)."""
 
 from __future__ import annotations
 
 import asyncio
 import operator
+from dataclasses import replace
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from pydantic import ValidationError
 
-from ..models import ParsedDoc
+from ..models import Chunk, ParsedDoc
+from ..tokens import estimate_tokens
 from .gateway import Gateway
-from .prompts import PAGE_TASKS, PageAnalysis, Task, TopicInput, TopicSynthesis
+from .patterns import aparallel_query
+from .prompts import PAGE_TASKS, PAGE_TOKEN_BUDGET, PageAnalysis, Task, TopicInput, TopicSynthesis
 
-__all__ = ["PageAgent", "synthesize_topics"]
+__all__ = ["PageAgent", "synthesize_topics", "MAP_PROMPT"]
+
+_MAP_PARALLEL = 8  # chunk notes of one page in flight at once (the gateway's window bounds the whole run)
 
 
 class PageState(TypedDict, total=False):
@@ -32,6 +38,34 @@ def _branch(gateway: Gateway, task: Task):
     return node
 
 
+# the map step of a long page: one note per chunk, by the sub-model, in parallel
+MAP_PROMPT = ("Write compact notes (at most 120 words) on this part of a documentation page: the facts, APIs, "
+              "options, advice and code it contains. Plain text, no preamble.\n\n{chunk}")
+
+
+def _digest(gateway: Gateway, sub_model: str | None):
+    async def digest(state: PageState) -> dict[str, Any]:
+        """Replace a page too long for one prompt by notes on each of its chunks (no-op for short pages)."""
+        page = state["page"]
+        if page.tokens <= PAGE_TOKEN_BUDGET or len(page.chunks) < 2 or not gateway.provider.is_llm:
+            return {}
+        sub = gateway.sibling(sub_model)
+
+        async def ask(prompt: str) -> str:
+            return (await sub.complete(prompt)).text
+
+        total = len(page.chunks)
+        parts = [f"Page: {page.title}\nPart {c.index + 1} of {total}\n\n{c.text}" for c in page.chunks]
+        notes = await aparallel_query(MAP_PROMPT, parts, llm=ask, max_parallel=_MAP_PARALLEL)
+        kept = [Chunk(i, f"[part {i + 1} of {total}] {note.strip()}", estimate_tokens(note))
+                for i, note in enumerate(notes) if not note.startswith("Error: ")]
+        if not kept:  # every note failed: analyse the page's first chunks as before
+            return {}
+        return {"page": replace(page, chunks=tuple(kept))}
+
+    return digest
+
+
 async def _merge(state: PageState) -> dict[str, Any]:
     return {"analysis": PageAnalysis(**state["parts"])}
 
@@ -39,20 +73,23 @@ async def _merge(state: PageState) -> dict[str, Any]:
 class PageAgent:
     """A compiled StateGraph that analyses one parsed page through the gateway."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, sub_model: str | None = None) -> None:
         self.gateway = gateway
+        self.sub_model = sub_model
         graph = StateGraph(PageState)
+        graph.add_node("digest", _digest(gateway, sub_model))
         graph.add_node("merge", _merge)
+        graph.add_edge(START, "digest")
         for task in PAGE_TASKS:
             graph.add_node(task.value, _branch(gateway, task))
-            graph.add_edge(START, task.value)
+            graph.add_edge("digest", task.value)
             graph.add_edge(task.value, "merge")
         graph.add_edge("merge", END)
         self.graph = graph.compile()
 
     async def analyze(self, page: ParsedDoc) -> PageAnalysis:
         """Run every branch for `page` and return the merged, validated analysis (reused for identical text)."""
-        memo, key = self.gateway.memo, self.gateway.page_key(page.text)
+        memo, key = self.gateway.memo, self.gateway.page_key(page.text, self.sub_model or "")
         if key is not None and (stored := memo.get("page", key)) is not None:
             try:
                 return PageAnalysis.model_validate(stored)

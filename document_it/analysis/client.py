@@ -7,32 +7,23 @@ import asyncio
 import os
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Coroutine, Mapping, TypeVar
 
 from ..config import LLMKind, Settings
 from ..errors import ConfigError
 from .gateway import Gateway, build_gateway
+from .patterns import PromptReply
 
-__all__ = ["connect_llm", "LLMClient", "PromptReply"]
+__all__ = ["connect_llm", "GatewayClient"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class PromptReply:
-    """A prompt's answer and its token counts (both 0 when the cache answered)."""
-
-    text: str
-    tokens_in: int = 0
-    tokens_out: int = 0
 
 
 def connect_llm(base_url: str | None = None, model: str | None = None, api_key: str | None = None,
                 retries: int = 3, max_concurrency: int = 20, *, simulate: bool = False, rpm: float = 0,
                 tpm: float = 0, request_timeout: float = 60.0, state_dir: str | Path | None = None,
-                cache: bool = True, env: Mapping[str, str] = os.environ) -> LLMClient:
+                cache: bool = True, env: Mapping[str, str] = os.environ) -> GatewayClient:
     """A gateway-backed client. Unset arguments follow the CLI's rules: OPENAI_BASE_URL / OPENAI_MODEL /
     OPENAI_API_KEY and DOCUMENT_IT_LLM_BASE_URL / DOCUMENT_IT_MODEL / DOCUMENT_IT_STATE_DIR. `simulate=True`
     starts the project's LLM simulator for this client (no key, no network)."""
@@ -47,11 +38,11 @@ def connect_llm(base_url: str | None = None, model: str | None = None, api_key: 
         retries=retries, max_concurrency=max_concurrency, rpm=rpm, tpm=tpm, request_timeout=request_timeout,
         state_dir=Path(state_dir or env.get("DOCUMENT_IT_STATE_DIR") or ".document_it"), no_cache=not cache,
         quiet=True)
-    return LLMClient(settings)
+    return GatewayClient(settings)
 
 
-class LLMClient:
-    """Free-form prompts through one gateway that lives on the client's own event loop (a daemon thread),
+class GatewayClient:
+    """The OpenAI-compatible LLMClient: free-form prompts through one gateway that lives on the client's own event loop (a daemon thread),
     so calls from any thread or loop share its limits; close() (or `with`) releases it."""
 
     def __init__(self, settings: Settings) -> None:
@@ -132,13 +123,13 @@ class LLMClient:
             await gateway.provider.aclose()
             gateway.memo.close()
 
-    def __enter__(self) -> "LLMClient":
+    def __enter__(self) -> "GatewayClient":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    async def __aenter__(self) -> "LLMClient":
+    async def __aenter__(self) -> "GatewayClient":
         return self
 
     async def __aexit__(self, *exc: object) -> None:

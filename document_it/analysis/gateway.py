@@ -53,6 +53,8 @@ class Gateway:
                  max_concurrency: int | None = None, fallback: ExtractiveProvider | None = None,
                  memo: Memo | None = None) -> None:
         cap = max_concurrency or settings.max_concurrency
+        self._settings, self._cap = settings, cap
+        self._siblings: dict[str, Gateway] = {}
         self.provider = provider
         self.limiter = RateLimiter(cap, settings.rpm, settings.tpm)
         self.breaker = CircuitBreaker()
@@ -81,6 +83,24 @@ class Gateway:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.provider.aclose()
+        for twin in self._siblings.values():
+            await twin.provider.aclose()
+
+    def sibling(self, model: str | None) -> "Gateway":
+        """A gateway for another model on the same server that shares this one's concurrency window, rate
+        limits, circuit breaker, cache and request accounting (e.g. --sub-model for per-chunk work)."""
+        if not model or model == self._settings.model or not isinstance(self.provider, ChatProvider):
+            return self
+        if model not in self._siblings:
+            settings = self._settings.with_(model=model, batch_size=1)
+            twin = Gateway(make_provider(settings), settings, self._cap, memo=self.memo)
+            twin.limiter, twin.breaker, twin.tracker = self.limiter, self.breaker, self.tracker
+            self._siblings[model] = twin
+        return self._siblings[model]
+
+    @property
+    def all_prompts(self) -> int:
+        return self.prompts + sum(twin.prompts for twin in self._siblings.values())
 
     # -- budgets ------------------------------------------------------------------------------
     def budget_reason(self) -> str | None:
@@ -169,11 +189,12 @@ class Gateway:
     async def _send_item(self, item: BatchItem) -> BaseModel:
         return await self._ask_one(item.task, item.messages)
 
-    def page_key(self, text: str) -> str | None:
+    def page_key(self, text: str, *extra: str) -> str | None:
         """The memo key of a whole page's analysis: pages with the same normalised text share one."""
         if isinstance(self.provider, ExtractiveProvider):
             return None
-        return memo_key(*self._key_base, "page", hashlib.sha256(" ".join(text.split()).encode()).hexdigest())
+        return memo_key(*self._key_base, "page", hashlib.sha256(" ".join(text.split()).encode()).hexdigest(),
+                        *extra)
 
     def _from_memo(self, task: Task, key: str) -> BaseModel | None:
         stored = self.memo.get("llm", key)
@@ -268,7 +289,7 @@ class Gateway:
         summary = self.tracker.get_summary()
         window = self.limiter.window
         return {
-            "prompts": self.prompts,
+            "prompts": self.all_prompts,
             **summary,
             "max_in_flight": self.max_in_flight,
             "window": {"current": window.limit, "cap": window.cap, "cuts": window.cuts},
@@ -283,7 +304,7 @@ class Gateway:
 
     def export(self) -> dict[str, Any]:
         """This gateway's raw figures, picklable, for the parent process to absorb()."""
-        return {"records": [vars(r).copy() for r in self.tracker.records.values()], "prompts": self.prompts,
+        return {"records": [vars(r).copy() for r in self.tracker.records.values()], "prompts": self.all_prompts,
                 "fallbacks": self.fallbacks, "max_in_flight": self.max_in_flight,
                 "cuts": self.limiter.window.cuts, "breaker_opened": self.breaker.opened,
                 "learned_rpm": self.limiter.learned_rpm}

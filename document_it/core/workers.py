@@ -33,7 +33,7 @@ async def _shard(settings: Settings, refs: list[DocRef], results: Any, stop: Any
     memo = open_memo(settings)  # the same cache directory every worker and the parent read
     with Stages(settings, plan, memo) as stages:
         async with build_gateway(settings, stages.run_cpu, memo=memo) as gateway:
-            await analyze_refs(refs, PageAgent(gateway), stages, settings,
+            await analyze_refs(refs, PageAgent(gateway, settings.sub_model), stages, settings,
                                lambda r: results.put(r.to_dict()), plan.docs_in_flight(settings), stop)
     return gateway.export()
 
@@ -113,7 +113,7 @@ async def _queue_shard(settings: Settings, spec: Any, results: Any, stop: Any) -
     memo = open_memo(settings)
     with JobQueue(settings.jobs_path) as queue, open_worker(settings, spec, queue, plan, memo) as (worker, stages):
         async with build_gateway(settings, stages.run_cpu, memo=memo) as gateway:
-            worker.agent = PageAgent(gateway)
+            worker.agent = PageAgent(gateway, settings.sub_model)
             await worker.drain(lambda r: results.put(r.to_dict()), plan.docs_in_flight(settings), stop)
     return {"gateway": gateway.export(), "counters": worker.counters.as_dict()}
 

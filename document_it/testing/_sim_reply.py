@@ -62,9 +62,17 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return content_text(messages[-1].get("content"))
 
 
+_ONE_WORD = re.compile(r"answer with (?:exactly )?one word[,:]?\s+[\"']?(\w+)[\"']?\s+or\s+[\"']?(\w+)", re.I)
+
+
 def plain_answer(user: str) -> str:
-    """Return a short deterministic text answer built from the user's words."""
-    return make_sentence(extract_words(user), random.Random(stable_seed(user, "$text")), 8, 16)
+    """Return a short deterministic text answer built from the user's words; a prompt that asks for one of
+    two words ('answer with one word, yes or no') gets one of them."""
+    rng = random.Random(stable_seed(user, "$text"))
+    choice = _ONE_WORD.search(user)
+    if choice:
+        return rng.choice(choice.groups())
+    return make_sentence(extract_words(user), rng, 8, 16)
 
 
 def prompt_text(body: dict[str, Any]) -> str:
