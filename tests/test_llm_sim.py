@@ -6,6 +6,7 @@ import json
 import math
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -479,3 +480,12 @@ def test_fault_rates_are_validated() -> None:
         SimServer(fail_429=0.6, fail_500=0.6)
     with pytest.raises(ValueError):
         SimServer(hang=-0.1)
+
+
+@pytest.mark.parametrize("prompt", ["Is this spam? Answer yes or no.\nBuy now", "Answer with exactly one word, "
+                                    "'toxic' or 'clean'.\nHello"])
+def test_a_prompt_asking_for_one_of_two_words_gets_one_of_them(prompt):
+    from document_it.testing._sim_reply import plain_answer
+
+    words = re.findall(r"(\w+)'? or '?(\w+)", prompt)[0]
+    assert plain_answer(prompt) in words and plain_answer(prompt) == plain_answer(prompt)

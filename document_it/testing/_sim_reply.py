@@ -62,7 +62,8 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return content_text(messages[-1].get("content"))
 
 
-_ONE_WORD = re.compile(r"answer with (?:exactly )?one word[,:]?\s+[\"']?(\w+)[\"']?\s+or\s+[\"']?(\w+)", re.I)
+_ONE_WORD = re.compile(r"\banswer (?:with )?(?:exactly )?(?:one word[,:]?\s+)?[\"']?(\w+)[\"']?\s+or\s+[\"']?(\w+)",
+                       re.I)
 
 
 def plain_answer(user: str) -> str:
