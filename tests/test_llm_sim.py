@@ -489,3 +489,11 @@ def test_a_prompt_asking_for_one_of_two_words_gets_one_of_them(prompt):
 
     words = re.findall(r"(\w+)'? or '?(\w+)", prompt)[0]
     assert plain_answer(prompt) in words and plain_answer(prompt) == plain_answer(prompt)
+
+
+def test_a_plain_prompt_asking_for_json_with_named_keys_gets_an_object_with_them():
+    from document_it.testing._sim_reply import plain_answer
+
+    reply = json.loads(plain_answer("Return JSON with name, version and license.\nFerry 2.1 is MIT licensed."))
+
+    assert set(reply) == {"name", "version", "license"} and all(isinstance(v, str) for v in reply.values())

@@ -66,6 +66,9 @@ _ONE_WORD = re.compile(r"\banswer (?:with )?(?:exactly )?(?:one word[,:]?\s+)?[\
                        re.I)
 
 
+_JSON_KEYS = re.compile(r"\bJSON\b[^\n]*?\b(?:with|keys|fields)\b:?\s*((?:\w+[,\s]+(?:and\s+)?)*\w+)", re.I)
+
+
 def plain_answer(user: str) -> str:
     """Return a short deterministic text answer built from the user's words; a prompt that asks for one of
     two words ('answer with one word, yes or no') gets one of them."""
@@ -73,6 +76,11 @@ def plain_answer(user: str) -> str:
     choice = _ONE_WORD.search(user)
     if choice:
         return rng.choice(choice.groups())
+    keys = _JSON_KEYS.search(user)
+    if keys:  # 'Return JSON with name, version, license': an object with those keys, as a model would give
+        words = extract_words(user)
+        fields = [k for k in re.split(r"[,\s]+(?:and\s+)?", keys.group(1)) if k]
+        return _dumps({field: make_sentence(words, rng, 1, 3) for field in fields[:20]})
     return make_sentence(extract_words(user), rng, 8, 16)
 
 
