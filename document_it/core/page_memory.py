@@ -7,7 +7,7 @@ import contextlib
 import json
 import sqlite3
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 __all__ = ["PageRecord", "PageMemory", "upsert_page", "to_json", "from_json"]
 
@@ -60,14 +60,10 @@ def upsert_page(db: sqlite3.Connection, source: str, page: PageRecord) -> None:
 class PageMemory:
     """Cross-run page memory; mixed into JobQueue, which provides the connection and its locking."""
 
-    def _read(self, sql: str, *args: Any) -> list[tuple]:
-        raise NotImplementedError
-
-    def _write(self, sql: str, *args: Any) -> int:
-        raise NotImplementedError
-
-    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
+    # JobQueue's: one read, one write, one write transaction, each under its connection lock
+    _read: Callable[..., list[tuple]]
+    _write: Callable[..., int]
+    _tx: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]]
 
     def previous(self, source: str, key: str) -> PageRecord | None:
         """The page's last analysed state for this source, unless it was marked removed."""
