@@ -85,6 +85,9 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                    help="model name (the root model: page analyses and syntheses)")
     p.add_argument("--sub-model", default=d("sub-model", None),
                    help="model for per-chunk notes on long pages (map-reduce); default: --model")
+    p.add_argument("--extract-fields", default=d("extract-fields", None), metavar="NAMES",
+                   help="comma-separated fields to read from every page, e.g. 'name,version,license' "
+                        "(each chunk in parallel, the first value found wins; needs an LLM)")
     p.add_argument("--chunk-tokens", type=int, default=d("chunk-tokens", 800),
                    help="chunk size in tokens; pages longer than one prompt's budget (3000 tokens) are read "
                         "chunk by chunk, the notes merged by the root model")
@@ -210,6 +213,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         mode=_choice(args, "parallelism_mode", Mode),
         llm=resolve_llm(_choice(args, "llm", LLMKind), env, base_url), llm_base_url=base_url,
         api_key=env.get("OPENAI_API_KEY") or None, model=args.model, sub_model=args.sub_model or None,
+        extract_fields=tuple(f.strip() for f in (args.extract_fields or "").split(",") if f.strip()),
         structured_output=_choice(args, "structured_output", StructuredMethod),
         fallback=_choice(args, "fallback", Fallback), quiet=_switch(args.quiet, env, "quiet"),
         no_cache=_switch(args.no_cache, env, "no-cache"), refresh=_switch(args.refresh, env, "refresh"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
@@ -23,6 +24,7 @@ __all__ = [
     "resolve_llm",
 ]
 
+_FIELD = re.compile(r"^[A-Za-z_][\w-]{0,63}$")
 SAMPLE_SOURCE = str(Path(__file__).parent / "data" / "sample" / "llms.txt")
 
 
@@ -78,6 +80,7 @@ class Settings:
     api_key: str | None = field(default=None, repr=False)
     model: str = "gpt-4o-mini"
     sub_model: str | None = None  # per-chunk work on long pages (default: the same model)
+    extract_fields: tuple[str, ...] = ()  # named fields read from every page (--extract-fields)
     structured_output: StructuredMethod = StructuredMethod.JSON_SCHEMA
     request_timeout: float = 60.0
     # gateway: limits, retries, breaker, budgets
@@ -137,6 +140,14 @@ class Settings:
         if not math.isfinite(self.delay) or self.delay < 0:
             raise ConfigError(f"--delay must be a non-negative number of seconds (got {self.delay})")
         check_scope_flags(self.allow_domains, self.include, self.exclude)
+        for name in self.extract_fields:
+            if not _FIELD.match(name):
+                raise ConfigError(f"--extract-fields: {name!r} is not a field name (letters, digits, _ and -)")
+        if len(set(self.extract_fields)) != len(self.extract_fields):
+            raise ConfigError("--extract-fields names a field twice")
+        if self.extract_fields and self.llm is LLMKind.EXTRACTIVE:
+            raise ConfigError("--extract-fields needs an LLM: set OPENAI_API_KEY or --llm-base-url, or use "
+                              "--llm simulate")
         if self.enable_queue is False and (self.resume or self.incremental):
             raise ConfigError("--resume and --incremental need the job queue; drop --no-queue")
         if self.batch_size < 0:

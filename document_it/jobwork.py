@@ -163,7 +163,8 @@ class JobWorker:
         """A page's last analysis may stand in for a new one unless --refresh or another analyser/model."""
         result = previous.result or {}
         return not self.settings.refresh and result.get("provider") == self.settings.provider_name \
-            and result.get("model") == self.settings.model_name
+            and result.get("model") == self.settings.model_name \
+            and list(result.get("fields") or {}) == list(self.settings.extract_fields)
 
     async def _unchanged(self, job: Job, previous: PageRecord, fetched: Fetched,
                          timings: dict[str, float]) -> DocResult | None:

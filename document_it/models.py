@@ -121,6 +121,7 @@ class DocResult:
     analysis: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     fallback_tasks: list[str] = field(default_factory=list)  # parts answered by the offline analyser
+    fields: dict[str, Any] | None = None  # --extract-fields: each field's value (None when the page does not say)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

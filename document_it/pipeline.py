@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 from . import __version__
 from .analysis.agent import PageAgent, synthesize_topics
 from .analysis.extractive import LABEL as EXTRACTIVE_LABEL
+from .analysis.fields import extract_fields
 from .analysis.gateway import Gateway, build_gateway
 from .analysis.providers import check_endpoint
 from .analysis.prompts import TopicInput
@@ -284,10 +285,15 @@ async def analyze_page(ref: DocRef, page: ParsedDoc, agent: PageAgent, settings:
         return failed_result(ref, settings, "analyze", f"unexpected {type(exc).__name__}: {exc}", page.title, timings)
     finally:
         timings["analyze"] = _lap(clock)
+    fields = None
+    if settings.extract_fields:
+        clock = time.perf_counter()
+        fields = await extract_fields(page, agent.gateway, settings.extract_fields, settings.model)
+        timings["fields"] = _lap(clock)
     return DocResult(url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED,
                      provider=settings.provider_name, model=settings.model_name,
                      analysis=analysis.model_dump(), timings=timings,
-                     fallback_tasks=agent.gateway.fell_back.get(page.url, []))
+                     fallback_tasks=agent.gateway.fell_back.get(page.url, []), fields=fields)
 
 
 def failed_result(ref: DocRef, settings: Settings, stage: str, reason: str, title: str = "",
@@ -349,5 +355,6 @@ def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, A
             "max_wait": settings.max_wait, "fallback": settings.fallback.value,
             "max_cost": settings.max_cost, "max_tokens": settings.max_tokens,
             "sub_model": settings.sub_model, "chunk_tokens": settings.chunk_tokens,
+            "extract_fields": list(settings.extract_fields),
         },
     }

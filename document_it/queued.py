@@ -77,8 +77,9 @@ def run_queued(settings: Settings, index: LlmsIndex | None, chosen: Settings | N
 
 # what --resume restores unless given again: where results go, what analyses the pages, how to fetch
 _RESUMED = ("output_dir", "allow_private", "llm", "llm_base_url", "model", "sub_model", "structured_output", "mode",
-            "per_host", "delay")
+            "per_host", "delay", "extract_fields")
 _FROM_OPTION: dict[str, Any] = {"output_dir": Path, "llm": LLMKind, "structured_output": StructuredMethod,
+                                "extract_fields": tuple,
                                 "mode": Mode}
 
 

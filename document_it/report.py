@@ -137,6 +137,9 @@ def _page_highlights(result: DocResult) -> list[str]:
     if result.fallback_tasks:
         lines.append("  - _Answered by the offline extractive analyser (LLM unavailable): "
                      + ", ".join(result.fallback_tasks) + "_")
+    if result.fields:
+        lines.append("  - Fields: " + "; ".join(f"{name} = {one_line(str(value), 80) if value is not None else '—'}"
+                                                for name, value in result.fields.items()))
     if concepts:
         lines.append("  - Concepts: " + ", ".join(f"{c['name']} ({c['importance']})" for c in concepts))
     details = _titles(item["title"] for item in analysis["implementation_details"])
