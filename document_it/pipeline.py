@@ -19,6 +19,7 @@ from .config import LLMKind, Mode, Settings
 from .core.cache import Memo
 from .core.dispatcher import PLANS, Stages
 from .core.progress import RunProgress
+from .core.resources import ResourceSampler
 from .core.shutdown import Shutdown
 from .errors import DocumentItError, Interrupted, LLMAuthError, ParseError
 from .fetch import FetchLimits
@@ -42,13 +43,13 @@ def run(settings: Settings) -> dict[str, Any]:
         settings = resumed_settings(settings)
     index = None if settings.resume else discover(settings.source, FetchLimits.from_settings(settings), settings.limit)
     queued = wants_queue(settings, index)
-    with _llm_endpoint(settings) as live:
+    with _llm_endpoint(settings) as live, ResourceSampler() as resources:
         if live.llm is not LLMKind.EXTRACTIVE:
             check_endpoint(live)
         if queued:
-            return run_queued(live, index, chosen=settings)
+            return run_queued(live, index, chosen=settings, resources=resources)
         assert index is not None
-        return asyncio.run(_run(live, index.refs, index.title))
+        return asyncio.run(_run(live, index.refs, index.title, resources))
 
 
 @contextlib.contextmanager
@@ -64,7 +65,7 @@ def _llm_endpoint(settings: Settings) -> Iterator[Settings]:
         yield settings.with_(llm_base_url=sim.base_url)
 
 
-async def _run(settings: Settings, refs: list[DocRef], title: str) -> dict[str, Any]:
+async def _run(settings: Settings, refs: list[DocRef], title: str, resources: ResourceSampler) -> dict[str, Any]:
     results: list[DocResult] = []
     gateways: list[Gateway] = []
     stream = ResultStream(settings.output_dir / "results.jsonl")
@@ -88,7 +89,8 @@ async def _run(settings: Settings, refs: list[DocRef], title: str) -> dict[str, 
                 llm = gateways[0].summary() if gateways else {"prompts": 0}
                 stopped = shutdown.stopped or isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
                 status = "interrupted" if stopped else f"aborted: {exc}"
-                summary = summarize_run(settings, results, llm, time.perf_counter() - started, status, total=len(refs))
+                summary = summarize_run(settings, results, llm, time.perf_counter() - started, status,
+                                        total=len(refs), resources=resources)
                 with contextlib.suppress(OSError):
                     write_outputs(settings.output_dir, results, {}, summary, title)
                 if shutdown.signum is not None:
@@ -97,7 +99,8 @@ async def _run(settings: Settings, refs: list[DocRef], title: str) -> dict[str, 
             finally:
                 stream.close()
     status = "interrupted" if shutdown.stopped else "completed"
-    summary = summarize_run(settings, results, llm, time.perf_counter() - started, status, total=len(refs))
+    summary = summarize_run(settings, results, llm, time.perf_counter() - started, status, total=len(refs),
+                            resources=resources)
     write_outputs(settings.output_dir, results, synthesis, summary, title)
     if shutdown.signum is not None:
         raise Interrupted(shutdown.signum)
@@ -327,7 +330,8 @@ def plain_synthesis(synthesis: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, Any], wall: float,
-             status: str = "completed", total: int | None = None) -> dict[str, Any]:
+                  status: str = "completed", total: int | None = None,
+                  resources: ResourceSampler | None = None) -> dict[str, Any]:
     completed = sum(r.status is DocStatus.COMPLETED for r in results)
     stages = {name: round(sum(r.timings.get(name, 0.0) for r in results), 3)
               for name in ("fetch", "parse", "analyze")}
@@ -345,6 +349,7 @@ def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, A
         "failed_urls": sorted(r.url for r in results if r.status is DocStatus.FAILED),
         "llm": llm,
         "stages": stages,
+        "resources": resources.summary() if resources is not None else None,
         "settings": {
             "max_workers": settings.max_workers,
             "analysis_workers": settings.analysis_workers,

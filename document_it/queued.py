@@ -21,6 +21,7 @@ from .config import LLMKind, Mode, Settings, StructuredMethod
 from .core.dispatcher import PLANS
 from .core.job_queue import JobQueue, JobState, RunInfo
 from .core.progress import RunProgress
+from .core.resources import ResourceSampler
 from .core.runlock import RunLock
 from .core.shutdown import Shutdown
 from .crawl import Crawl, CrawlSpec, NewJob
@@ -65,14 +66,15 @@ def resumed_settings(settings: Settings) -> Settings:
     return settings.with_(source=info.source, incremental=bool(info.options.get("incremental")), **kept)
 
 
-def run_queued(settings: Settings, index: LlmsIndex | None, chosen: Settings | None = None) -> dict[str, Any]:
+def run_queued(settings: Settings, index: LlmsIndex | None, chosen: Settings | None = None,
+               resources: ResourceSampler | None = None) -> dict[str, Any]:
     """Start (from `index`) or resume the queued run in --state-dir; returns run.json's content.
 
     `chosen` is what the user asked for (before e.g. a simulator was started for the run): what --resume
     restores."""
     with RunLock(settings.state_dir), JobQueue(settings.jobs_path) as queue:
         spec, settings, title, resumed = _open_run(queue, settings, index, chosen or settings)
-        return asyncio.run(_run(settings, spec, queue, title, resumed))
+        return asyncio.run(_run(settings, spec, queue, title, resumed, resources))
 
 
 # what --resume restores unless given again: where results go, what analyses the pages, how to fetch
@@ -131,7 +133,8 @@ def _spec(info: RunInfo) -> RunSpec:
                    CrawlSpec.from_options(crawl) if crawl else None)
 
 
-async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool) -> dict[str, Any]:
+async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool,
+               resources: ResourceSampler | None) -> dict[str, Any]:
     started = time.perf_counter()
     out = settings.output_dir
     # results.jsonl starts as what the queue already holds (a resumed run's finished pages), then grows
@@ -168,7 +171,7 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
                     queue.release(spec.run_id)
                     status = "aborted: the workers stopped before every page was done"
                 summary = _finish(settings, spec, queue, title, resumed, status, llm, synthesis, counters,
-                                  time.perf_counter() - started)
+                                  time.perf_counter() - started, resources)
     if shutdown.signum is not None:
         raise Interrupted(shutdown.signum, resumable=True)
     return summary
@@ -229,14 +232,15 @@ async def _synthesize(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> dict[
 
 
 def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool, status: str,
-            llm: dict[str, Any], synthesis: dict[str, Any], counters: dict[str, Any], wall: float) -> dict[str, Any]:
+            llm: dict[str, Any], synthesis: dict[str, Any], counters: dict[str, Any], wall: float,
+            resources: ResourceSampler | None = None) -> dict[str, Any]:
     """Write the outputs from the queue (every page once) and close the run."""
     complete = status == "completed"
     if spec.incremental and complete:
         _mark_removed(queue, spec)
     results = [DocResult.from_dict(r) for r in queue.results(spec.run_id)]
     counts = queue.counts(spec.run_id)
-    summary = summarize_run(settings, results, llm, wall, status,
+    summary = summarize_run(settings, results, llm, wall, status, resources=resources,
                             total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS])
     summary["output_dir"] = str(settings.output_dir)
     summary["queue"] = {"run_id": spec.run_id, "resumed": resumed,

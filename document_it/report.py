@@ -91,6 +91,11 @@ def _figures(summary: dict[str, Any]) -> list[str]:
         ("stage time, summed over pages", ", ".join(f"{k} {v:.2f} s" for k, v in stages.items())),
         ("prompts", str(llm["prompts"])),
     ]
+    resources = summary.get("resources")
+    if resources:
+        rows.append(("peak memory, all processes / CPU (peak, mean; 100 % = one core)",
+                     f"{resources['peak_rss_mb']:.0f} MB over {resources['peak_processes']} processes / "
+                     f"{resources['peak_cpu_percent']:.0f} %, {resources['mean_cpu_percent']:.0f} %"))
     if llm.get("requests"):
         latency = llm["latency_s"]
         cost = llm["cost_usd"]

@@ -114,6 +114,7 @@ def test_default_run_on_the_bundled_sample(tmp_path):
     assert done.returncode == 0, done.stderr
     out = tmp_path / "output"
     run = json.loads((out / "run.json").read_text())
+    assert run["resources"]["peak_rss_mb"] > 0 and run["resources"]["peak_processes"] >= 1
     assert run["documents"]["total"] >= 30 and run["documents"]["failed"] == 0
     assert run["provider"] == "extractive" and run["mode"] == "hybrid"
     lines = (out / "results.jsonl").read_text().splitlines()

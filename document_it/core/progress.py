@@ -1,8 +1,10 @@
-"""A progress bar on stderr while pages finish; silent with --quiet or when not a terminal."""
+"""Progress while pages finish: a bar on a terminal; a one-line log every few seconds when stderr is a
+file or a pipe (a scheduler's log); nothing with --quiet."""
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
@@ -10,16 +12,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..models import DocResult, DocStatus
 
-__all__ = ["RunProgress"]
+__all__ = ["RunProgress", "LOG_EVERY_S"]
+
+LOG_EVERY_S = 10.0  # seconds between progress lines when stderr is not a terminal
 
 
 class RunProgress:
     """Counts completed and failed pages and draws them."""
 
-    def __init__(self, total: int, enabled: bool, done: int = 0) -> None:
+    def __init__(self, total: int, enabled: bool, done: int = 0, log_every_s: float = LOG_EVERY_S) -> None:
         self.completed = 0
         self.failed = 0
+        self.total, self.done_before = total, done
         console = Console(file=sys.stderr)
+        self._log_every = log_every_s if enabled and not console.is_terminal else None
+        self._started = self._last_log = time.monotonic()
         self._progress = Progress(
             TextColumn("[bold]analysing"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
@@ -51,3 +58,17 @@ class RunProgress:
             parts.append(f"LLM window {window.limit}/{window.cap}, {self._gateway.tracker.tokens:,} tokens")
         self._progress.update(self._task, advance=1, detail=" · ".join(parts),
                               **({"total": total} if total is not None else {}))
+        self.total = total if total is not None else self.total
+        now = time.monotonic()
+        if self._log_every is not None and (now - self._last_log >= self._log_every or self._finished()):
+            self._last_log = now
+            self._line(parts, now)
+
+    def _finished(self) -> bool:
+        return self.done_before + self.completed + self.failed >= self.total
+
+    def _line(self, parts: list[str], now: float) -> None:
+        done = self.done_before + self.completed + self.failed
+        rate = (self.completed + self.failed) / max(now - self._started, 1e-9)
+        extra = "".join(f", {part}" for part in parts)
+        print(f"document-it: {done}/{self.total} pages{extra}, {rate:.1f} pages/s", file=sys.stderr, flush=True)
