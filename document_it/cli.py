@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import re
@@ -16,6 +15,7 @@ from typing import Mapping, NoReturn, Sequence, TypeVar
 from . import __version__
 from .config import SAMPLE_SOURCE, Fallback, LLMKind, Mode, Settings, StructuredMethod, resolve_llm
 from .errors import ConfigError, DocumentItError, Interrupted
+from .logs import LOG_FORMATS, setup_logging
 from .redact import redact
 
 __all__ = ["main", "run_command", "build_parser", "settings_from_args"]
@@ -159,6 +159,8 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                    help="reply latency of the simulator started by --llm simulate")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar, only the final summary")
     p.add_argument("--verbose", action="store_true", default=None, help="log retries, pauses and skips to stderr")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default=d("log-format", "text"),
+                   help="json: one JSON object per log line (time, level, logger, message, pid), for log collectors")
     p.add_argument("--version", action="version", version=f"document-it {__version__}")
     return p
 
@@ -302,8 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is handled like Ctrl-C
     try:
         verbose = _switch(args.verbose, env, "verbose")
-        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                            format="%(levelname)s %(name)s: %(message)s")
+        if args.log_format not in LOG_FORMATS:
+            raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)} (got {args.log_format!r})")
+        setup_logging(verbose, args.log_format, secrets)
         settings = settings_from_args(args, env)
         if not settings.resume or "output_dir" in settings.explicit:  # else the resumed run's own folder
             _check_output_dir(settings.output_dir)

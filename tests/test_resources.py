@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 
 from document_it.core.progress import RunProgress
 from document_it.core.resources import ResourceSampler
 from document_it.models import DocResult, DocStatus
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_sampler_counts_worker_processes_and_their_memory():
@@ -35,18 +40,34 @@ def test_with_a_sampler_there_is_always_at_least_one_sample():
     assert sampler.samples >= 1 and sampler.summary()["peak_rss_mb"] > 0
 
 
-def test_progress_goes_to_the_log_as_lines_when_stderr_is_not_a_terminal(capsys):
+def test_progress_goes_to_the_log_as_lines_when_stderr_is_not_a_terminal(caplog):
     ok = DocResult(url="u", title="t", topic="", status=DocStatus.COMPLETED)
     bad = DocResult(url="v", title="t", topic="", status=DocStatus.FAILED, error="fetch: HTTP 404")
-    with RunProgress(3, enabled=True, log_every_s=0) as progress:
-        progress.advance(ok)
-        progress.advance(bad)
-        progress.advance(ok)
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("document-it:")]
-    assert lines[0].startswith("document-it: 1/3 pages") and lines[-1].startswith("document-it: 3/3 pages, 1 failed")
+    with caplog.at_level(logging.INFO, logger="document_it.progress"):
+        with RunProgress(3, enabled=True, log_every_s=0) as progress:
+            progress.advance(ok)
+            progress.advance(bad)
+            progress.advance(ok)
+    lines = [r.getMessage() for r in caplog.records if r.name == "document_it.progress"]
+    assert lines[0].startswith("1/3 pages") and lines[-1].startswith("3/3 pages, 1 failed")
 
 
-def test_quiet_means_no_progress_lines(capsys):
-    with RunProgress(1, enabled=False, log_every_s=0) as progress:
-        progress.advance(DocResult(url="u", title="t", topic="", status=DocStatus.COMPLETED))
-    assert "document-it:" not in capsys.readouterr().err
+def test_quiet_means_no_progress_lines(caplog):
+    with caplog.at_level(logging.INFO, logger="document_it.progress"):
+        with RunProgress(1, enabled=False, log_every_s=0) as progress:
+            progress.advance(DocResult(url="u", title="t", topic="", status=DocStatus.COMPLETED))
+    assert not [r for r in caplog.records if r.name == "document_it.progress"]
+
+
+def test_json_logs_are_one_object_per_line_without_the_key(tmp_path):
+    key = "sk-live-abcdef0123456789abcdef"
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--limit", "3", "--verbose", "--log-format", "json",
+                           "--output-dir", str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                            "DOCUMENT_IT_STATE_DIR": str(tmp_path / "state"),
+                                            "DOCUMENT_IT_LLM": "extractive", "OPENAI_API_KEY": key})
+    assert done.returncode == 0, done.stderr
+    entries = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert entries and all({"time", "level", "logger", "message", "pid"} <= set(e) for e in entries)
+    assert any(e["logger"] == "document_it.progress" and e["message"].startswith("3/3 pages") for e in entries)
+    assert key not in done.stderr

@@ -3,6 +3,7 @@ file or a pipe (a scheduler's log); nothing with --quiet."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Any
@@ -13,6 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..models import DocResult, DocStatus
 
 __all__ = ["RunProgress", "LOG_EVERY_S"]
+
+_log = logging.getLogger("document_it.progress")  # enabled at INFO by the CLI, in text or JSON
 
 LOG_EVERY_S = 10.0  # seconds between progress lines when stderr is not a terminal
 
@@ -71,4 +74,4 @@ class RunProgress:
         done = self.done_before + self.completed + self.failed
         rate = (self.completed + self.failed) / max(now - self._started, 1e-9)
         extra = "".join(f", {part}" for part in parts)
-        print(f"document-it: {done}/{self.total} pages{extra}, {rate:.1f} pages/s", file=sys.stderr, flush=True)
+        _log.info("%d/%d pages%s, %.1f pages/s", done, self.total, extra, rate)
