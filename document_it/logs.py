@@ -13,6 +13,7 @@ __all__ = ["setup_logging", "JsonFormatter", "LOG_FORMATS", "PROGRESS_LOGGER"]
 
 LOG_FORMATS = ("text", "json")
 PROGRESS_LOGGER = "document_it.progress"
+_HANDLER = "document-it"
 
 
 class _Redacting(logging.Filter):
@@ -46,10 +47,11 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(verbose: bool, fmt: str = "text", secrets: tuple[str | None, ...] = ()) -> None:
     """Configure the root logger for one run of the command."""
     handler = logging.StreamHandler()
+    handler.set_name(_HANDLER)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_Redacting(secrets))
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER]:  # ours from an earlier call only
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
