@@ -11,7 +11,9 @@ process of the run and its mean CPU, and the efficiency T_lb / T against the low
     T_lb = max(server busy seconds / concurrency, parse CPU / cores, download time / threads)
 
 (the server's own busy time is requests × their real service time, per-token delay included; parse and
-download totals come from the sync run, where nothing overlaps). Writes --json (default
+download totals come from the sync run, where nothing overlaps). The `naive` row is the obvious approach
+(benchmarks/_naive.py: asyncio.gather + a semaphore over the same pages and prompts, parsing inline, no
+batching, cache or topic syntheses), so the table shows what the pipeline's design buys. Writes --json (default
 benchmarks/results/bench_modes.json) as {"config", "lower_bound_seconds", "results": [...]}.
 """
 
@@ -21,6 +23,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,7 @@ from _harness import ROOT, print_table, run_main, sample_site, sim_stats, simula
 from document_it.testing.docsite import page_path, write_docsite
 from document_it.testing.site import SiteServer
 
-MODES = ("sync", "async", "process", "hybrid")
+MODES = ("sync", "async", "process", "hybrid", "naive")  # naive: benchmarks/_naive.py, the obvious approach
 
 
 def _generated_site(root: Path, pages: int) -> None:
@@ -43,8 +47,26 @@ def _generated_site(root: Path, pages: int) -> None:
     (root / "llms.txt").write_text("\n".join(lines) + "\n")
 
 
+def _naive(source: str, base_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The baseline: asyncio.gather + a semaphore over the same pages and prompts, parsing inline."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "_naive.py"), source, base_url,
+                           "--max-concurrency", str(args.max_concurrency)], capture_output=True, text=True,
+                          timeout=3600, cwd=ROOT)
+    if done.returncode:
+        raise RuntimeError(f"naive baseline failed: {done.stderr.strip()[-500:]}")
+    out = json.loads(done.stdout)
+    stats = sim_stats(base_url)
+    return {"mode": "naive", "exit": 0, "wall_seconds": out["wall_seconds"], "pages": out["pages"],
+            "failed": 0, "failed_prompts": out["failed_prompts"], "prompts": out["prompts"],
+            "llm_requests": stats["requests"], "tokens": None,
+            "server_busy_seconds": round(stats["busy_seconds"], 2), "server_max_in_flight": stats["max_in_flight"],
+            "fetch_seconds": None, "parse_seconds": None, "peak_rss_mb": None, "mean_cpu_percent": None}
+
+
 def _one(mode: str, source: str, base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     sim_stats(base_url, reset=True)
+    if mode == "naive":
+        return _naive(source, base_url, args)
     flags = ["--source", source, "--parallelism-mode", mode, "--llm", "openai", "--llm-base-url", base_url,
              "--max-concurrency", str(args.max_concurrency), "--no-cache", "--max-workers", str(args.threads)]
     run, code = run_main(*flags)
@@ -100,9 +122,10 @@ def main() -> int:
                 print(f"  {mode}: {rows[-1]['wall_seconds']:.2f}s", flush=True)
     sync = next((r for r in rows if r["mode"] == "sync"), None)
     cores = os.cpu_count() or 1
-    bound_llm = min(r["server_busy_seconds"] for r in rows) / args.max_concurrency
-    bound_parse = (sync["parse_seconds"] if sync else min(r["parse_seconds"] for r in rows)) / cores
-    bound_fetch = (sync["fetch_seconds"] if sync else min(r["fetch_seconds"] for r in rows)) / args.threads
+    ours = [r for r in rows if r["mode"] != "naive"] or rows
+    bound_llm = min(r["server_busy_seconds"] for r in ours) / args.max_concurrency
+    bound_parse = (sync["parse_seconds"] if sync else min(r["parse_seconds"] or 0 for r in ours)) / cores
+    bound_fetch = (sync["fetch_seconds"] if sync else min(r["fetch_seconds"] or 0 for r in ours)) / args.threads
     lower = max(bound_llm, bound_parse, bound_fetch)
     for r in rows:
         r["speedup_vs_sync"] = round(sync["wall_seconds"] / r["wall_seconds"], 2) if sync else None
