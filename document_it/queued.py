@@ -179,7 +179,8 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
 
 def _pages(queue: JobQueue, spec: RunSpec) -> int:
     """Jobs that are (or will be) pages of the report: all but the skipped ones."""
-    return queue.total(spec.run_id) - queue.counts(spec.run_id)[JobState.SKIPPED]
+    counts = queue.counts(spec.run_id)
+    return sum(counts.values()) - counts[JobState.SKIPPED]
 
 
 def _open_jobs(queue: JobQueue, spec: RunSpec) -> int:

@@ -151,18 +151,17 @@ class Gateway:
         stored = self.memo.get("llm", key)
         if isinstance(stored, str):
             return Completion(stored, 0, 0, 0, cached=True)
-        record = self.tracker.new(Task.TEXT.value)
-        try:
-            text = await self._ask_llm(self.provider, Task.TEXT, messages, record)
-        except LLMError as exc:
-            self.tracker.finish(record, str(exc))
-            raise
-        self.tracker.finish(record)
+        text, record = await self._tracked(Task.TEXT, messages)
         self.memo.set("llm", key, text)
         return Completion(text, record.tokens_in, record.tokens_out, record.attempts)
 
     async def _ask_one(self, task: Task, messages: Messages, schema: type[BaseModel] | None = None) -> Any:
         """One tracked request (with its retries) for `messages`."""
+        return (await self._tracked(task, messages, schema))[0]
+
+    async def _tracked(self, task: Task, messages: Messages,
+                       schema: type[BaseModel] | None = None) -> tuple[Any, RequestRecord]:
+        """The answer and the tracker's record of the request (attempts, tokens)."""
         assert isinstance(self.provider, ChatProvider)
         record = self.tracker.new(task.value)
         try:
@@ -171,7 +170,7 @@ class Gateway:
             self.tracker.finish(record, str(exc))
             raise
         self.tracker.finish(record)
-        return value
+        return value, record
 
     async def _send_batch(self, task: Task, items: list[BatchItem]) -> dict[str, BaseModel]:
         """One request for several prompts of `task`; the answers by item id."""
