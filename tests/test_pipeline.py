@@ -91,12 +91,14 @@ def test_results_report_and_run_json(tmp_path, site, sim):
     assert not list(out.glob("*.tmp"))
 
 
-def test_auto_batching_sends_a_third_of_the_requests_with_the_same_answers(tmp_path, site, sim):
+def test_a_backlog_is_batched_into_a_third_of_the_requests_with_the_same_answers(tmp_path, site, sim):
     sim.reset_stats()
-    plain = run(_settings(tmp_path, site, sim, Mode.HYBRID, output_dir=tmp_path / "plain", no_cache=True))
+    plain = run(_settings(tmp_path, site, sim, Mode.HYBRID, output_dir=tmp_path / "plain", no_cache=True,
+                          max_concurrency=2, batch_size=1))
+    assert sim.stats()["requests"] == plain["llm"]["prompts"]
     sim.reset_stats()
     batched = run(_settings(tmp_path, site, sim, Mode.HYBRID, output_dir=tmp_path / "batched", no_cache=True,
-                            batch_size=0))
+                            max_concurrency=2, batch_size=0))  # two slots for 33 prompts: a backlog
     assert batched["llm"]["prompts"] == plain["llm"]["prompts"] == 5 * len(PAGES) + 3
     assert sim.stats()["requests"] <= batched["llm"]["prompts"] / 3
     batching = batched["llm"]["batching"]

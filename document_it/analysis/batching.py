@@ -1,29 +1,35 @@
-"""Dynamic batching: prompts of the same task from different pages travel in one request.
+"""Dynamic batching: prompts of the same task from different pages travel in one request — when they
+would otherwise wait.
 
-A batch leaves when it is full (by --batch-size items or --batch-max-tokens prompt tokens) or when a
-short wait expires; the wait is zero when the queue is deep, a few tens of ms when it is shallow, and
-is extended while every LLM slot is busy (sending then would only queue behind the others). Items the reply leaves out are asked again on their own; a batch that fails as a whole
-is split in halves, down to single items that take the ordinary path.
+A reply's decode time grows with the answers it carries, so a batch of five costs a server slot about five
+answers' time: batching pays only for prompts that could not be sent now anyway. The batcher therefore
+sends a prompt on its own while a slot of the concurrency window is free, and groups the backlog only:
+whenever a slot frees, the prompts waiting are spread over the free slots (largest queue first), each
+request carrying at most --batch-size items and --batch-max-tokens prompt tokens. A window shrunk by 429s,
+or slots held while requests wait for the RPM/TPM buckets, count as busy, so batches grow exactly when the
+server or its limits are the bottleneck. Items the reply leaves out are asked again on their own; a batch
+that fails as a whole is split in halves, down to single items that take the ordinary path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 from pydantic import BaseModel
 
 from ..errors import LLMAuthError, LLMError
 from .prompts import Context, Task
 
-__all__ = ["Batcher", "BatchItem", "AUTO_MAX_ITEMS", "SHALLOW_WAIT_S"]
+__all__ = ["Batcher", "BatchItem", "AUTO_MAX_ITEMS", "POLL_S"]
 
 log = logging.getLogger(__name__)
 
 AUTO_MAX_ITEMS = 8
-SHALLOW_WAIT_S = 0.03
+POLL_S = 0.03  # how often a backlog looks for a slot freed by requests the batcher did not send
 
 
 @dataclass
@@ -38,71 +44,114 @@ class BatchItem:
     future: asyncio.Future[BaseModel] = field(repr=False)
 
 
+class Window(Protocol):
+    """The concurrency window the batcher's requests go through (core.ratelimit.AdaptiveWindow)."""
+
+    @property
+    def limit(self) -> int: ...
+
+    in_flight: int
+
+
+class _Unbounded:
+    limit = 1 << 30
+    in_flight = 0
+
+
 SendBatch = Callable[[Task, list[BatchItem]], Awaitable[dict[str, BaseModel]]]
 SendOne = Callable[[BatchItem], Awaitable[BaseModel]]
 
 
 class Batcher:
-    """Queues prompts per task and sends them together; every caller gets its own answer back."""
+    """Queues prompts per task and sends them alone or together by the free slots; every caller gets its
+    own answer back."""
 
     def __init__(self, send_batch: SendBatch, send_one: SendOne, max_items: int, max_tokens: int,
-                 wait_s: float = SHALLOW_WAIT_S, busy: Callable[[], bool] = lambda: False) -> None:
+                 window: Window | None = None, poll_s: float = POLL_S) -> None:
         self._send_batch, self._send_one = send_batch, send_one
-        self._busy = busy  # True while every LLM slot is taken: a batch sent now would only queue
+        self._window: Window = window or _Unbounded()
         self.max_items = max_items
         self.max_tokens = max_tokens
-        self.wait_s = wait_s
+        self.poll_s = poll_s
         self._queues: dict[Task, list[BatchItem]] = {}
-        self._timers: dict[Task, asyncio.TimerHandle] = {}
+        self._outstanding = 0  # requests this batcher started that have not finished
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = 0
         self.batches = 0
         self.items_batched = 0
         self.largest = 0
+        self.singles = 0
 
     async def submit(self, task: Task, context: Context, messages: list[tuple[str, str]], tokens: int) -> BaseModel:
         """Queue one prompt and wait for its answer."""
         loop = asyncio.get_running_loop()
         self._ids += 1
         item = BatchItem(f"i{self._ids}", task, context, messages, tokens, loop.create_future())
-        queue = self._queues.setdefault(task, [])
-        queue.append(item)
-        if self._full(queue):
-            self._flush(task, only_full=True)  # deep queue: full batches leave at once
-        if self._queues.get(task) and task not in self._timers:
-            self._timers[task] = loop.call_later(self.wait_s, self._expire, task)
+        self._queues.setdefault(task, []).append(item)
+        self._schedule()
         return await item.future
 
-    def _full(self, queue: list[BatchItem]) -> bool:
-        return len(queue) >= self.max_items or sum(i.tokens for i in queue) >= self.max_tokens
+    @property
+    def waiting(self) -> int:
+        """Prompts queued for a slot."""
+        return sum(len(queue) for queue in self._queues.values())
 
-    def _expire(self, task: Task) -> None:
-        """The wait is over: send, unless no slot is free, in which case the batch keeps filling."""
-        self._timers.pop(task, None)
-        if self._busy() and self._queues.get(task):
-            self._timers[task] = asyncio.get_running_loop().call_later(self.wait_s, self._expire, task)
-        else:
-            self._flush(task, only_full=False)
+    def _schedule(self) -> None:
+        """Dispatch once the current burst of submissions is in (one loop turn), so a burst is seen whole."""
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
 
-    def _flush(self, task: Task, only_full: bool) -> None:
-        """Send the queued prompts as budget-sized batches; with `only_full`, a part-filled rest stays."""
-        queue = self._queues.get(task, [])
-        while queue and (not only_full or self._full(queue)):
-            batch, used = [], 0
-            while queue and len(batch) < self.max_items and (not batch or used + queue[0].tokens <= self.max_tokens):
-                used += queue[0].tokens
-                batch.append(queue.pop(0))
-            job = asyncio.get_running_loop().create_task(self._run(task, batch))
-            self._tasks.add(job)
-            job.add_done_callback(self._tasks.discard)
+    def _free(self) -> int:
+        """Slots free now; requests this batcher launched count even before they reach the window."""
+        return max(0, self._window.limit - max(self._window.in_flight, self._outstanding))
+
+    def _dispatch(self) -> None:
+        """Spread the waiting prompts over the free slots: alone while slots suffice, else in batches."""
+        self._scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        free, waiting = self._free(), self.waiting
+        while free > 0 and waiting > 0:
+            task = max(self._queues, key=lambda t: len(self._queues[t]))
+            batch = self._take(task, math.ceil(waiting / free))
+            self._launch(task, batch)
+            waiting -= len(batch)
+            free -= 1
+        if waiting and self._outstanding == 0:  # slots held by other requests: look again shortly
+            self._timer = asyncio.get_running_loop().call_later(self.poll_s, self._dispatch)
+
+    def _take(self, task: Task, wanted: int) -> list[BatchItem]:
+        """Up to `wanted` items of `task`'s queue, within the item and token budgets (at least one)."""
+        queue = self._queues[task]
+        batch = [queue.pop(0)]
+        used = batch[0].tokens
+        limit = min(wanted, self.max_items)
+        while queue and len(batch) < limit and used + queue[0].tokens <= self.max_tokens:
+            used += queue[0].tokens
+            batch.append(queue.pop(0))
         if not queue:
-            self._queues.pop(task, None)
-            timer = self._timers.pop(task, None)
-            if timer is not None:
-                timer.cancel()
+            del self._queues[task]
+        return batch
+
+    def _launch(self, task: Task, batch: list[BatchItem]) -> None:
+        self._outstanding += 1
+        job = asyncio.get_running_loop().create_task(self._run(task, batch))
+        self._tasks.add(job)
+        job.add_done_callback(self._done)
+
+    def _done(self, job: asyncio.Task[None]) -> None:
+        self._tasks.discard(job)
+        self._outstanding -= 1
+        if self._queues:
+            self._schedule()
 
     async def _run(self, task: Task, items: list[BatchItem]) -> None:
         if len(items) == 1:
+            self.singles += 1
             await self._single(items[0])
             return
         try:
@@ -134,7 +183,7 @@ class Batcher:
     def stats(self) -> dict[str, Any]:
         return {"batches": self.batches, "items_batched": self.items_batched,
                 "items_per_batch_mean": round(self.items_batched / self.batches, 2) if self.batches else 0.0,
-                "items_per_batch_max": self.largest}
+                "items_per_batch_max": self.largest, "sent_alone": self.singles}
 
 
 def _settle(item: BatchItem, outcome: BaseModel | BaseException) -> None:

@@ -68,9 +68,8 @@ class Gateway:
         self.tokens_saved = 0
         self.batcher: Batcher | None = None
         if isinstance(provider, ChatProvider) and settings.batch_size != 1 and cap > 1:
-            window = self.limiter.window
             self.batcher = Batcher(self._send_batch, self._send_item, settings.batch_size or AUTO_MAX_ITEMS,
-                                   settings.batch_max_tokens, busy=lambda: window.in_flight >= window.limit)
+                                   settings.batch_max_tokens, window=self.limiter.window)
         self._key_base = (provider.name, settings.model, PROMPT_VERSION, settings.structured_output.value)
         self.prompts = 0
         self.fallbacks = 0
