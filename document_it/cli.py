@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Mapping, NoReturn, Sequence, TypeVar
 
 from . import __version__
-from .config import SAMPLE_SOURCE, Fallback, LLMKind, Mode, Settings, StructuredMethod, resolve_llm
+from .config import SAMPLE_SOURCE, Fallback, LLMKind, Mode, Settings, StructuredMethod, page_tasks, resolve_llm
 from .errors import ConfigError, DocumentItError, Interrupted
 from .logs import LOG_FORMATS, setup_logging
+from .models import PAGE_TASKS
 from .redact import redact
 
 __all__ = ["main", "run_command", "build_parser", "settings_from_args"]
@@ -88,6 +89,9 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
     p.add_argument("--extract-fields", default=d("extract-fields", None), metavar="NAMES",
                    help="comma-separated fields to read from every page, e.g. 'name,version,license' "
                         "(each chunk in parallel, the first value found wins; needs an LLM)")
+    p.add_argument("--tasks", default=d("tasks", None), metavar="NAMES",
+                   help="comma-separated analyses asked of every page, one prompt each (fewer cost less), from: "
+                        f"{', '.join(task.value for task in PAGE_TASKS)}; default: all of them")
     p.add_argument("--chunk-tokens", type=int, default=d("chunk-tokens", 800),
                    help="chunk size in tokens; pages longer than one prompt's budget (3000 tokens) are read "
                         "chunk by chunk, the notes merged by the root model")
@@ -216,6 +220,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         llm=resolve_llm(_choice(args, "llm", LLMKind), env, base_url), llm_base_url=base_url,
         api_key=env.get("OPENAI_API_KEY") or None, model=args.model, sub_model=args.sub_model or None,
         extract_fields=tuple(f.strip() for f in (args.extract_fields or "").split(",") if f.strip()),
+        tasks=PAGE_TASKS if args.tasks is None else page_tasks(args.tasks.split(",")),
         structured_output=_choice(args, "structured_output", StructuredMethod),
         fallback=_choice(args, "fallback", Fallback), quiet=_switch(args.quiet, env, "quiet"),
         no_cache=_switch(args.no_cache, env, "no-cache"), refresh=_switch(args.refresh, env, "refresh"),

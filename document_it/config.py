@@ -8,10 +8,11 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 from urllib.parse import urlparse
 
 from .errors import ConfigError
+from .models import PAGE_TASKS, Task
 from .scope import check_scope_flags
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Settings",
     "SAMPLE_SOURCE",
     "resolve_llm",
+    "page_tasks",
 ]
 
 _FIELD = re.compile(r"^[A-Za-z_][\w-]{0,63}$")
@@ -81,6 +83,7 @@ class Settings:
     model: str = "gpt-4o-mini"
     sub_model: str | None = None  # per-chunk work on long pages (default: the same model)
     extract_fields: tuple[str, ...] = ()  # named fields read from every page (--extract-fields)
+    tasks: tuple[Task, ...] = PAGE_TASKS  # the analyses asked of every page, one prompt each (--tasks)
     structured_output: StructuredMethod = StructuredMethod.JSON_SCHEMA
     request_timeout: float = 60.0
     # gateway: limits, retries, breaker, budgets
@@ -140,6 +143,7 @@ class Settings:
         if not math.isfinite(self.delay) or self.delay < 0:
             raise ConfigError(f"--delay must be a non-negative number of seconds (got {self.delay})")
         check_scope_flags(self.allow_domains, self.include, self.exclude)
+        object.__setattr__(self, "tasks", page_tasks(self.tasks))  # one order, so equal choices key the same
         for name in self.extract_fields:
             if not _FIELD.match(name):
                 raise ConfigError(f"--extract-fields: {name!r} is not a field name (letters, digits, _ and -)")
@@ -195,6 +199,22 @@ class Settings:
     def with_(self, **changes: object) -> "Settings":
         """A copy with some fields changed (used to hand workers their share)."""
         return replace(self, **changes)
+
+
+def page_tasks(names: Iterable[str | Task]) -> tuple[Task, ...]:
+    """The page analyses `names` choose, in PAGE_TASKS order; a ConfigError names the valid ones."""
+    valid = {task.value: task for task in PAGE_TASKS}
+    choose = f"(choose from {', '.join(valid)})"
+    chosen = [str(getattr(name, "value", name)).strip() for name in names]
+    chosen = [name for name in chosen if name]
+    for name in chosen:
+        if name not in valid:
+            raise ConfigError(f"--tasks: {name!r} is not a page analysis {choose}")
+        if chosen.count(name) > 1:
+            raise ConfigError(f"--tasks names {name!r} twice {choose}")
+    if not chosen:
+        raise ConfigError(f"--tasks needs at least one page analysis {choose}")
+    return tuple(task for task in PAGE_TASKS if task.value in chosen)
 
 
 def resolve_llm(kind: LLMKind, env: Mapping[str, str], base_url: str | None) -> LLMKind:

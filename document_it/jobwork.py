@@ -20,7 +20,7 @@ from .core.page_memory import PageRecord
 from .crawl import Crawl, CrawlSpec
 from .fetch import FetchLimits
 from .incremental import Change, content_hash, page_record, what_changed
-from .models import DocResult, DocStatus, Fetched
+from .models import PAGE_TASKS, DocResult, DocStatus, Fetched
 from .pipeline import analyze_page, failed_result, parse_step
 from .scope import url_key
 
@@ -152,19 +152,23 @@ class JobWorker:
         result = await analyze_page(ref, page, self.agent, self.settings, timings)
         if result.status is DocStatus.FAILED:
             return await self._finish(job, JobState.FAILED, result)
+        result = replace(result, tasks=[task.value for task in self.agent.tasks])  # what _reusable checks next time
         change = (Change.CHANGED if previous else Change.ADDED) if self.spec.incremental else None
         note = what_changed(previous, page)
         if previous is not None and not reusable and content_hash(fetched.content) == previous.content_hash:
-            note = f"same content, analysed again ({'--refresh' if self.settings.refresh else 'new analyser or model'})"
+            why = "--refresh" if self.settings.refresh else "new analyser, model, fields or tasks"
+            note = f"same content, analysed again ({why})"
         record = page_record(job.key, fetched, page, result.to_dict(), page.outlinks)
         return await self._finish(job, JobState.DONE, result, change, note, record)
 
     def _reusable(self, previous: PageRecord) -> bool:
-        """A page's last analysis may stand in for a new one unless --refresh or another analyser/model."""
+        """A page's last analysis may stand in for a new one unless --refresh or another analyser/model/
+        --extract-fields/--tasks."""
         result = previous.result or {}
         return not self.settings.refresh and result.get("provider") == self.settings.provider_name \
             and result.get("model") == self.settings.model_name \
-            and list(result.get("fields") or {}) == list(self.settings.extract_fields)
+            and list(result.get("fields") or {}) == list(self.settings.extract_fields) \
+            and _asked(result) == [task.value for task in self.settings.tasks]
 
     async def _unchanged(self, job: Job, previous: PageRecord, fetched: Fetched,
                          timings: dict[str, float]) -> DocResult | None:
@@ -207,6 +211,12 @@ class JobWorker:
     async def _add(self, jobs: list[tuple[str, Any, int]]) -> None:
         if jobs and self.crawl is not None:
             await asyncio.to_thread(self.queue.add, self.spec.run_id, jobs, self.crawl.spec.max_pages)
+
+
+def _asked(result: dict[str, Any]) -> list[str]:
+    """The analyses a stored result answered; results stored before --tasks existed answered all five."""
+    tasks = result.get("tasks")
+    return list(tasks) if tasks is not None else [task.value for task in PAGE_TASKS]
 
 
 def _validators(previous: PageRecord | None) -> dict[str, str] | None:

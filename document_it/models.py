@@ -16,7 +16,27 @@ __all__ = [
     "ParsedDoc",
     "DocStatus",
     "DocResult",
+    "Task",
+    "PAGE_TASKS",
 ]
+
+
+class Task(str, enum.Enum):
+    """One kind of question asked of the model; the value names the output field.
+
+    Defined here rather than with the prompts so that settings can name tasks without importing pydantic."""
+
+    SUMMARY = "summary"
+    KEY_CONCEPTS = "key_concepts"
+    IMPLEMENTATION_DETAILS = "implementation_details"
+    CODE_PATTERNS = "code_patterns"
+    RELATED_TOPICS = "related_topics"
+    TOPIC_SYNTHESIS = "topic_synthesis"
+    TEXT = "text"  # a free-form prompt answered in plain text (the public patterns API)
+
+
+PAGE_TASKS = (Task.SUMMARY, Task.KEY_CONCEPTS, Task.IMPLEMENTATION_DETAILS, Task.CODE_PATTERNS,
+              Task.RELATED_TOPICS)
 
 
 @dataclass(frozen=True)
@@ -122,6 +142,7 @@ class DocResult:
     timings: dict[str, float] = field(default_factory=dict)
     fallback_tasks: list[str] = field(default_factory=list)  # parts answered by the offline analyser
     fields: dict[str, Any] | None = None  # --extract-fields: each field's value (None when the page does not say)
+    tasks: list[str] | None = None  # --tasks: the page analyses asked (None: not recorded, as before --tasks)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -9,7 +9,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from . import __version__
-from .analysis.agent import PageAgent, synthesize_topics
+from .analysis.agent import PageAgent, synthesize_topics, task_key
 from .analysis.extractive import LABEL as EXTRACTIVE_LABEL
 from .analysis.fields import extract_fields
 from .analysis.gateway import Gateway, build_gateway
@@ -165,7 +165,7 @@ async def _answer_from_memo(refs: list[DocRef], stages: Stages, gateway: Gateway
             page = await stages.parse(fetched)
         except ParseError:
             return ref
-        key = gateway.page_key(page.text)
+        key = gateway.page_key(page.text, *task_key(settings.tasks))
         stored = gateway.memo.get("page", key) if key else None
         if stored is None:
             return ref

@@ -17,7 +17,7 @@ from typing import Any
 
 from .analysis.agent import PageAgent, synthesize_topics
 from .analysis.gateway import Gateway, build_gateway
-from .config import LLMKind, Mode, Settings, StructuredMethod
+from .config import LLMKind, Mode, Settings, StructuredMethod, page_tasks
 from .core.dispatcher import PLANS
 from .core.job_queue import JobQueue, JobState, RunInfo
 from .core.progress import RunProgress
@@ -79,9 +79,9 @@ def run_queued(settings: Settings, index: LlmsIndex | None, chosen: Settings | N
 
 # what --resume restores unless given again: where results go, what analyses the pages, how to fetch
 _RESUMED = ("output_dir", "allow_private", "llm", "llm_base_url", "model", "sub_model", "structured_output", "mode",
-            "per_host", "delay", "extract_fields")
+            "per_host", "delay", "extract_fields", "tasks")
 _FROM_OPTION: dict[str, Any] = {"output_dir": Path, "llm": LLMKind, "structured_output": StructuredMethod,
-                                "extract_fields": tuple,
+                                "extract_fields": tuple, "tasks": page_tasks,
                                 "mode": Mode}
 
 
@@ -108,14 +108,21 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None,
     stored = {name: getattr(chosen, name) for name in _RESUMED}
     options = {"incremental": settings.incremental, "title": index.title, "limited": bool(settings.limit),
                "crawl": crawl.to_options() if crawl else None,
-               "settings": {k: str(v) if isinstance(v, Path) else v.value if isinstance(v, enum.Enum) else v
-                            for k, v in stored.items()}}
+               "settings": {k: _option(v) for k, v in stored.items()}}
     info = queue.start_run(settings.source, options)
     if crawl is not None:
         queue.add(info.id, seeds, crawl.max_pages)
     else:
         queue.add(info.id, [(url_key(ref.url), ref, 0) for ref in index.refs])
     return _spec(info), settings, index.title, False
+
+
+def _option(value: Any) -> Any:
+    """A setting as JSON stores it (paths and enums as strings, tuples such as --tasks as lists); _FROM_OPTION
+    turns it back."""
+    if isinstance(value, tuple):
+        return [_option(item) for item in value]
+    return str(value) if isinstance(value, Path) else value.value if isinstance(value, enum.Enum) else value
 
 
 def _seeds(spec: CrawlSpec, settings: Settings) -> list[NewJob]:
@@ -205,7 +212,7 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
     with open_worker(settings, spec, queue, plan, memo) as (worker, stages):
         async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
             progress.watch(gateway)
-            worker.agent = PageAgent(gateway, settings.sub_model)
+            worker.agent = PageAgent(gateway, settings.sub_model, settings.tasks)
             await worker.drain(emit, plan.docs_in_flight(settings), shutdown.stopping)
             synthesis = {} if shutdown.stopped else await _synthesize(gateway, queue, spec)
     return gateway.summary(), synthesis, worker.counters.as_dict()

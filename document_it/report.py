@@ -138,7 +138,8 @@ def _page_highlights(result: DocResult) -> list[str]:
         return [f"- **[{one_line(name)}]({result.url})** — failed: {one_line(result.error or '')}", ""]
     analysis = result.analysis
     concepts = sorted(analysis["key_concepts"], key=lambda c: -c["importance"])[:3]
-    lines = [f"- **[{one_line(name)}]({result.url})** — {one_line(analysis['summary'])}"]
+    summary = one_line(analysis["summary"])  # empty when --tasks left the summary out: no dangling dash
+    lines = [f"- **[{one_line(name)}]({result.url})**" + (f" — {summary}" if summary else "")]
     if result.fallback_tasks:
         lines.append("  - _Answered by the offline extractive analyser (LLM unavailable): "
                      + ", ".join(result.fallback_tasks) + "_")

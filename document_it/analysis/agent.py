@@ -1,23 +1,24 @@
-"""The per-page LangGraph agent: a long page is first read chunk by chunk (map), then five analyses run as
-parallel branches over the page (or its chunk notes) and merge (reduce)."""
+"""The per-page LangGraph agent: a long page is first read chunk by chunk (map), then the chosen analyses
+(--tasks, all five by default) run as parallel branches over the page (or its chunk notes) and merge (reduce)."""
 
 from __future__ import annotations
 
 import asyncio
 import operator
 from dataclasses import replace
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Sequence, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from pydantic import ValidationError
 
+from ..config import page_tasks
 from ..models import Chunk, ParsedDoc
 from ..tokens import estimate_tokens
 from .gateway import Gateway
 from .patterns import aparallel_query
 from .prompts import PAGE_TASKS, PAGE_TOKEN_BUDGET, PageAnalysis, Task, TopicInput, TopicSynthesis
 
-__all__ = ["PageAgent", "synthesize_topics", "MAP_PROMPT"]
+__all__ = ["PageAgent", "synthesize_topics", "task_key", "MAP_PROMPT"]
 
 _MAP_PARALLEL = 8  # chunk notes of one page in flight at once (the gateway's window bounds the whole run)
 
@@ -67,20 +68,29 @@ def _digest(gateway: Gateway, sub_model: str | None):
 
 
 async def _merge(state: PageState) -> dict[str, Any]:
-    return {"analysis": PageAnalysis(**state["parts"])}
+    return {"analysis": PageAnalysis(**state["parts"])}  # the fields of tasks not asked keep their empty default
+
+
+def task_key(tasks: Sequence[Task]) -> tuple[str, ...]:
+    """What the chosen tasks add to a page's memo key: nothing for all five, so caches made before --tasks
+    stay valid, and a run asking fewer never reuses a five-task analysis (nor the reverse)."""
+    return () if tuple(tasks) == PAGE_TASKS else ("tasks=" + ",".join(task.value for task in tasks),)
 
 
 class PageAgent:
     """A compiled StateGraph that analyses one parsed page through the gateway."""
 
-    def __init__(self, gateway: Gateway, sub_model: str | None = None) -> None:
+    def __init__(self, gateway: Gateway, sub_model: str | None = None, tasks: Sequence[Task] | None = None) -> None:
+        """`tasks`: the analyses to ask; by default those the gateway's settings chose (--tasks, all five
+        unless set), so every caller that builds an agent from a run's gateway follows the flag."""
         self.gateway = gateway
         self.sub_model = sub_model
+        self.tasks = page_tasks(gateway._settings.tasks if tasks is None else tasks)
         graph = StateGraph(PageState)
         graph.add_node("digest", _digest(gateway, sub_model))
         graph.add_node("merge", _merge)
         graph.add_edge(START, "digest")
-        for task in PAGE_TASKS:
+        for task in self.tasks:
             graph.add_node(task.value, _branch(gateway, task))
             graph.add_edge("digest", task.value)
             graph.add_edge(task.value, "merge")
@@ -89,7 +99,7 @@ class PageAgent:
 
     async def analyze(self, page: ParsedDoc) -> PageAnalysis:
         """Run every branch for `page` and return the merged, validated analysis (reused for identical text)."""
-        memo, key = self.gateway.memo, self.gateway.page_key(page.text, self.sub_model or "")
+        memo, key = self.gateway.memo, self.gateway.page_key(page.text, self.sub_model or "", *task_key(self.tasks))
         if key is not None and (stored := memo.get("page", key)) is not None:
             try:
                 return PageAnalysis.model_validate(stored)

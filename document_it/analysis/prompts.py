@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import functools
 import json
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from typing import Union
 
 from pydantic import BaseModel, Field, create_model
 
-from ..models import ParsedDoc
+from ..models import PAGE_TASKS, ParsedDoc, Task
 
 __all__ = [
     "PROMPT_VERSION",
@@ -89,13 +88,14 @@ class TopicSynthesis(BaseModel):
 
 
 class PageAnalysis(BaseModel):
-    """The merged per-page result that results.jsonl carries."""
+    """The merged per-page result that results.jsonl carries; analyses not asked (--tasks) stay empty,
+    so every reader finds the same five fields."""
 
-    summary: str
-    key_concepts: list[KeyConcept]
-    implementation_details: list[ImplementationDetail]
-    code_patterns: list[CodePattern]
-    related_topics: list[RelatedTopic]
+    summary: str = ""
+    key_concepts: list[KeyConcept] = Field(default_factory=list)
+    implementation_details: list[ImplementationDetail] = Field(default_factory=list)
+    code_patterns: list[CodePattern] = Field(default_factory=list)
+    related_topics: list[RelatedTopic] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -108,21 +108,6 @@ class TopicInput:
 
 Context = Union[ParsedDoc, TopicInput]
 
-
-class Task(str, enum.Enum):
-    """One kind of question asked of the model; the value names the output field."""
-
-    SUMMARY = "summary"
-    KEY_CONCEPTS = "key_concepts"
-    IMPLEMENTATION_DETAILS = "implementation_details"
-    CODE_PATTERNS = "code_patterns"
-    RELATED_TOPICS = "related_topics"
-    TOPIC_SYNTHESIS = "topic_synthesis"
-    TEXT = "text"  # a free-form prompt answered in plain text (the public patterns API)
-
-
-PAGE_TASKS = (Task.SUMMARY, Task.KEY_CONCEPTS, Task.IMPLEMENTATION_DETAILS, Task.CODE_PATTERNS,
-              Task.RELATED_TOPICS)
 
 _SCHEMAS: dict[Task, type[BaseModel]] = {
     Task.SUMMARY: Summary,
@@ -192,8 +177,9 @@ def _system(schema: type[BaseModel], schema_in_prompt: bool) -> str:
 def _material(context: Context) -> str:
     if isinstance(context, TopicInput):
         lines = [f"Topic: {context.topic}"]
-        for title, summary, concepts in context.pages:
-            lines.append(f"- {title}: {summary}" + (f" (concepts: {', '.join(concepts)})" if concepts else ""))
+        for title, summary, concepts in context.pages:  # summary and concepts are empty when not asked
+            lines.append(f"- {title}" + (f": {summary}" if summary else "")
+                         + (f" (concepts: {', '.join(concepts)})" if concepts else ""))
         return "\n".join(lines)
     text, used = [], 0
     for chunk in context.chunks:
