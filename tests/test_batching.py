@@ -21,25 +21,25 @@ def _settings(base_url: str, **extra) -> Settings:
                        "retries": 0, **extra})
 
 
-async def _ask_all(settings: Settings, topics=TOPICS, backlog: bool = True):
-    """Ask a synthesis per topic. With `backlog`, every slot of the window is held while the prompts are
-    submitted and one is then let go, so the batcher sees them all waiting for that one slot (the state in
-    which it batches); without, the slots are free and each prompt should go alone."""
+async def _ask_all(settings: Settings, topics=TOPICS, backlog: bool = True, window_slots: int = 1):
+    """Ask a synthesis per topic. With `backlog`, the window is cut to `window_slots` (as 429s would) and
+    every slot is held while the prompts are submitted, then all are let go at once, so the batcher sees
+    the whole burst waiting for those slots (the state in which it batches); without, the slots are free
+    and each prompt should go alone."""
     async with build_gateway(settings) as gateway:
         window = gateway.limiter.window
         backlog = backlog and gateway.batcher is not None  # --batch-size 1: no batcher, nothing to hold
-        held = window.limit if backlog else 0
-        for _ in range(held):
-            await window.acquire()
+        if backlog:
+            window.size = window_slots
+            for _ in range(window_slots):
+                await window.acquire()
         jobs = [asyncio.ensure_future(gateway.ask(Task.TOPIC_SYNTHESIS, t)) for t in topics]
         if backlog:
             while gateway.batcher.waiting < len(topics):
                 await asyncio.sleep(0)
-            await window.release()
-            held -= 1
+            for _ in range(window_slots):
+                await window.release()
         values = await asyncio.gather(*jobs)
-        for _ in range(held):
-            await window.release()
     return values, gateway.summary()
 
 
@@ -51,11 +51,11 @@ async def test_prompts_go_alone_while_slots_are_free():
     assert summary["batching"]["batches"] == 0 and summary["batching"]["sent_alone"] == 6
 
 
-async def test_a_backlog_is_spread_over_the_slots_that_free():
+async def test_a_backlog_is_spread_over_the_whole_window():
     with SimServer(latency_ms=5, ms_per_token=0) as sim:
-        values, summary = await _ask_all(_settings(sim.base_url, max_concurrency=4))
-        assert sim.stats()["requests"] == 1  # one slot freed: the six waiting prompts share it
-    assert len(values) == 6 and summary["batching"]["items_per_batch_max"] == 6
+        values, summary = await _ask_all(_settings(sim.base_url, max_concurrency=4), window_slots=4)
+        assert sim.stats()["requests"] == 3  # six waiting prompts over four slots: batches of two
+    assert len(values) == 6 and summary["batching"]["items_per_batch_max"] == 2
 
 
 def _synthesis(overview: str) -> dict:

@@ -4,7 +4,7 @@ would otherwise wait.
 A reply's decode time grows with the answers it carries, so a batch of five costs a server slot about five
 answers' time: batching pays only for prompts that could not be sent now anyway. The batcher therefore
 sends a prompt on its own while a slot of the concurrency window is free, and groups the backlog only:
-whenever a slot frees, the prompts waiting are spread over the free slots (largest queue first), each
+whenever a slot frees, the prompts waiting are spread over the whole window (largest queue first), each
 request carrying at most --batch-size items and --batch-max-tokens prompt tokens. A window shrunk by 429s,
 or slots held while requests wait for the RPM/TPM buckets, count as busy, so batches grow exactly when the
 server or its limits are the bottleneck. Items the reply leaves out are asked again on their own; a batch
@@ -109,15 +109,18 @@ class Batcher:
         return max(0, self._window.limit - max(self._window.in_flight, self._outstanding))
 
     def _dispatch(self) -> None:
-        """Spread the waiting prompts over the free slots: alone while slots suffice, else in batches."""
+        """Send waiting prompts into the free slots: alone while the backlog fits the window, else in
+        batches sized to spread the backlog over the whole window (the busy slots free soon and take the
+        rest), so a burst does not pile into the first slots that free while the others idle."""
         self._scheduled = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         free, waiting = self._free(), self.waiting
+        share = math.ceil(waiting / max(1, self._window.limit))  # the busy slots will take their part soon
         while free > 0 and waiting > 0:
             task = max(self._queues, key=lambda t: len(self._queues[t]))
-            batch = self._take(task, math.ceil(waiting / free))
+            batch = self._take(task, share)
             self._launch(task, batch)
             waiting -= len(batch)
             free -= 1
