@@ -2,7 +2,7 @@
 page's prompts under a semaphore, pages downloaded with requests in threads and parsed inline on the loop,
 each prompt sent as it is (no batching, no cache, no adaptive window, no retries), answers validated.
 
-    python benchmarks/_naive.py SOURCE_LLMS_TXT BASE_URL [--max-concurrency 20]   (prints one JSON line)
+    python benchmarks/_naive.py SOURCE_LLMS_TXT BASE_URL [--max-concurrency 20] [--tasks a,b]   (prints one JSON line)
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from openai import AsyncOpenAI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from document_it.analysis.prompts import PAGE_TASKS, render, schema_for  # noqa: E402
+from document_it.analysis.prompts import PAGE_TASKS, Task, render, schema_for  # noqa: E402
 from document_it.fetch import FetchLimits, fetch  # noqa: E402
 from document_it.parse import parse  # noqa: E402
 from document_it.sources import discover  # noqa: E402
 
 
-async def run(source: str, base_url: str, cap: int) -> dict:
+async def run(source: str, base_url: str, cap: int, tasks: tuple[Task, ...] = PAGE_TASKS) -> dict:
     limits = FetchLimits(allow_private=True)
     refs = discover(source, limits).refs
     client = AsyncOpenAI(base_url=base_url, api_key="naive", max_retries=0, timeout=120)
@@ -48,13 +48,13 @@ async def run(source: str, base_url: str, cap: int) -> dict:
     async def page_work(ref) -> None:
         got = await asyncio.to_thread(fetch, ref, limits)
         page = parse(got)  # inline, on the event loop
-        await asyncio.gather(*(ask(task, page) for task in PAGE_TASKS))
+        await asyncio.gather(*(ask(task, page) for task in tasks))
 
     started = time.perf_counter()
     await asyncio.gather(*(page_work(ref) for ref in refs))
     wall = time.perf_counter() - started
     await client.close()
-    return {"pages": len(refs), "prompts": len(refs) * len(PAGE_TASKS), "failed_prompts": failed,
+    return {"pages": len(refs), "prompts": len(refs) * len(tasks), "failed_prompts": failed,
             "wall_seconds": round(wall, 3)}
 
 
@@ -63,8 +63,10 @@ def main() -> int:
     parser.add_argument("source")
     parser.add_argument("base_url")
     parser.add_argument("--max-concurrency", type=int, default=20)
+    parser.add_argument("--tasks", default="", help="comma-separated page tasks (default: all five)")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.source, args.base_url, args.max_concurrency))))
+    tasks = tuple(Task(name) for name in args.tasks.split(",")) if args.tasks else PAGE_TASKS
+    print(json.dumps(asyncio.run(run(args.source, args.base_url, args.max_concurrency, tasks))))
     return 0
 
 

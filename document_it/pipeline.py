@@ -9,7 +9,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from . import __version__
-from .analysis.agent import PageAgent, synthesize_topics, task_key
+from .analysis.agent import PageAgent, synthesize_topics
 from .analysis.extractive import LABEL as EXTRACTIVE_LABEL
 from .analysis.fields import extract_fields
 from .analysis.gateway import Gateway, build_gateway
@@ -77,9 +77,9 @@ async def _run(settings: Settings, refs: list[DocRef], title: str, resources: Re
                 stream.write(result)
                 progress.advance(result)
 
-            def watch(gateway: Gateway) -> None:
+            def watch(gateway: Gateway, stages: Stages) -> None:
                 gateways.append(gateway)
-                progress.watch(gateway)
+                progress.watch(gateway, stages)
 
             try:
                 llm, synthesis = await _analyze_all(settings, refs, emit, watch, shutdown)
@@ -107,7 +107,7 @@ async def _run(settings: Settings, refs: list[DocRef], title: str, resources: Re
     return summary
 
 
-async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch: Callable[[Gateway], None],
+async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch: Callable[[Gateway, Stages], None],
                        shutdown: Shutdown) -> tuple[dict[str, Any], dict[str, Any]]:
     plan = PLANS[settings.mode]
     if settings.mode is Mode.PROCESS:
@@ -122,7 +122,7 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch
         memo = open_memo(settings)
         async with build_gateway(settings, memo=memo) as gateway:
             pending = refs
-            if memo.stats()["entries"] and gateway.provider.is_llm:
+            if memo.stats()["entries"] and gateway.provider.is_llm and not settings.extract_fields:
                 # pages the cache already answers need no worker process at all
                 with Stages(settings, PLANS[Mode.ASYNC], memo) as stages:
                     pending = await _answer_from_memo(refs, stages, gateway, settings, keep)
@@ -135,7 +135,7 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch
     memo = open_memo(settings)
     with Stages(settings, plan, memo) as stages:
         async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
-            watch(gateway)
+            watch(gateway, stages)
             topics = _TopicSynthesis(gateway, refs)
 
             def keep_local(result: DocResult) -> None:
@@ -165,13 +165,15 @@ async def _answer_from_memo(refs: list[DocRef], stages: Stages, gateway: Gateway
             page = await stages.parse(fetched)
         except ParseError:
             return ref
-        key = gateway.page_key(page.text, *task_key(settings.tasks))
-        stored = gateway.memo.get("page", key) if key else None
+        stored = agent.remembered(page)
         if stored is None:
             return ref
         emit(DocResult(url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED,
-                       provider=settings.provider_name, model=settings.model_name, analysis=stored))
+                       provider=settings.provider_name, model=settings.model_name, analysis=stored.model_dump(),
+                       tasks=[task.value for task in agent.tasks]))
         return None
+
+    agent = PageAgent(gateway, settings.sub_model)
 
     limit = asyncio.Semaphore(PLANS[Mode.ASYNC].docs_in_flight(settings))
 
@@ -295,7 +297,7 @@ async def analyze_page(ref: DocRef, page: ParsedDoc, agent: PageAgent, settings:
         timings["fields"] = _lap(clock)
     return DocResult(url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED,
                      provider=settings.provider_name, model=settings.model_name,
-                     analysis=analysis.model_dump(), timings=timings,
+                     analysis=analysis.model_dump(), timings=timings, tasks=[task.value for task in agent.tasks],
                      fallback_tasks=agent.gateway.fell_back.get(page.url, []), fields=fields)
 
 
@@ -335,6 +337,9 @@ def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, A
     completed = sum(r.status is DocStatus.COMPLETED for r in results)
     stages = {name: round(sum(r.timings.get(name, 0.0) for r in results), 3)
               for name in ("fetch", "parse", "analyze")}
+    # inside analyze, summed over LLM requests: waiting for a slot (batcher queue, window, limits), on the wire
+    stages["queue_wait"] = round(llm.get("slot_wait_s", 0.0) + (llm.get("batching") or {}).get("queue_wait_s", 0.0), 3)
+    stages["llm_wait"] = round(llm.get("on_wire_s", 0.0), 3)
     return {
         "version": __version__,
         "status": status,
@@ -361,5 +366,6 @@ def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, A
             "max_cost": settings.max_cost, "max_tokens": settings.max_tokens,
             "sub_model": settings.sub_model, "chunk_tokens": settings.chunk_tokens,
             "extract_fields": list(settings.extract_fields),
+            "tasks": [task.value for task in settings.tasks],
         },
     }

@@ -211,7 +211,7 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
     plan = PLANS[settings.mode]
     with open_worker(settings, spec, queue, plan, memo) as (worker, stages):
         async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
-            progress.watch(gateway)
+            progress.watch(gateway, stages)
             worker.agent = PageAgent(gateway, settings.sub_model, settings.tasks)
             await worker.drain(emit, plan.docs_in_flight(settings), shutdown.stopping)
             synthesis = {} if shutdown.stopped else await _synthesize(gateway, queue, spec)

@@ -88,7 +88,10 @@ def _figures(summary: dict[str, Any]) -> list[str]:
     rows = [
         ("pages", f"{docs['total']} ({docs['completed']} completed, {docs['failed']} failed)"),
         ("wall time", f"{summary['wall_seconds']:.2f} s"),
-        ("stage time, summed over pages", ", ".join(f"{k} {v:.2f} s" for k, v in stages.items())),
+        ("stage time, summed over pages", ", ".join(f"{k} {stages[k]:.2f} s" for k in ("fetch", "parse", "analyze")
+                                                    if k in stages)),
+        ("LLM time, summed over requests", f"waiting for a slot {stages.get('queue_wait', 0):.2f} s, "
+                                           f"on the wire {stages.get('llm_wait', 0):.2f} s"),
         ("prompts", str(llm["prompts"])),
     ]
     resources = summary.get("resources")

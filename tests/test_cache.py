@@ -55,6 +55,7 @@ def test_a_warm_rerun_makes_no_llm_requests_and_gives_the_same_answers(tmp_path,
     warm = run(_settings(tmp_path, site, sim, mode, "warm"))  # process mode: two other worker processes
     assert sim.stats()["requests"] == 0
     assert warm["llm"]["requests"] == 0 and warm["llm"]["cache"]["hits"] > 0
+    assert warm["llm"]["prompts"] == 3  # whole page analyses came from the memo; only the syntheses were asked
     assert _analyses(tmp_path / "warm") == _analyses(tmp_path / "cold")
 
 

@@ -82,7 +82,7 @@ def test_results_report_and_run_json(tmp_path, site, sim):
     assert summary["llm"]["prompts"] == 5 * len(PAGES) + 3
     assert summary["llm"]["requests"] == summary["llm"]["prompts"]
     assert summary["llm"]["tokens_in"] > 0 and summary["llm"]["tokens_out"] > 0
-    assert set(summary["stages"]) == {"fetch", "parse", "analyze"}
+    assert set(summary["stages"]) == {"fetch", "parse", "analyze", "queue_wait", "llm_wait"}
     assert json.loads((out / "run.json").read_text()) == summary
     report = (out / "report.md").read_text()
     for topic in ("Basics", "Guides", "Reference"):

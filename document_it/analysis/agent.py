@@ -85,7 +85,7 @@ class PageAgent:
         unless set), so every caller that builds an agent from a run's gateway follows the flag."""
         self.gateway = gateway
         self.sub_model = sub_model
-        self.tasks = page_tasks(gateway._settings.tasks if tasks is None else tasks)
+        self.tasks = page_tasks(gateway.settings.tasks if tasks is None else tasks)
         graph = StateGraph(PageState)
         graph.add_node("digest", _digest(gateway, sub_model))
         graph.add_node("merge", _merge)
@@ -97,14 +97,25 @@ class PageAgent:
         graph.add_edge("merge", END)
         self.graph = graph.compile()
 
+    def memo_key(self, page: ParsedDoc) -> str | None:
+        """The memo key of `page`'s whole analysis: same text, model, sub-model and tasks share one."""
+        return self.gateway.page_key(page.text, self.sub_model or "", *task_key(self.tasks))
+
+    def remembered(self, page: ParsedDoc) -> PageAnalysis | None:
+        """`page`'s analysis from the memo, if a run already made it."""
+        key = self.memo_key(page)
+        stored = self.gateway.memo.get("page", key) if key is not None else None
+        try:
+            return PageAnalysis.model_validate(stored) if stored is not None else None
+        except ValidationError:
+            return None
+
     async def analyze(self, page: ParsedDoc) -> PageAnalysis:
         """Run every branch for `page` and return the merged, validated analysis (reused for identical text)."""
-        memo, key = self.gateway.memo, self.gateway.page_key(page.text, self.sub_model or "", *task_key(self.tasks))
-        if key is not None and (stored := memo.get("page", key)) is not None:
-            try:
-                return PageAnalysis.model_validate(stored)
-            except ValidationError:
-                pass
+        remembered = self.remembered(page)
+        if remembered is not None:
+            return remembered
+        memo, key = self.gateway.memo, self.memo_key(page)
         state = await self.graph.ainvoke({"page": page, "parts": {}})
         if key is not None and not self.gateway.fell_back.get(page.url):
             memo.set("page", key, state["analysis"].model_dump())

@@ -42,6 +42,7 @@ class BatchItem:
     messages: list[tuple[str, str]]  # the prompt as it would go alone
     tokens: int
     future: asyncio.Future[BaseModel] = field(repr=False)
+    queued_at: float = 0.0  # loop time of submission
 
 
 class Window(Protocol):
@@ -83,12 +84,13 @@ class Batcher:
         self.items_batched = 0
         self.largest = 0
         self.singles = 0
+        self.queue_wait_s = 0.0  # prompt-seconds spent waiting here for a slot
 
     async def submit(self, task: Task, context: Context, messages: list[tuple[str, str]], tokens: int) -> BaseModel:
         """Queue one prompt and wait for its answer."""
         loop = asyncio.get_running_loop()
         self._ids += 1
-        item = BatchItem(f"i{self._ids}", task, context, messages, tokens, loop.create_future())
+        item = BatchItem(f"i{self._ids}", task, context, messages, tokens, loop.create_future(), loop.time())
         self._queues.setdefault(task, []).append(item)
         self._schedule()
         return await item.future
@@ -142,7 +144,9 @@ class Batcher:
 
     def _launch(self, task: Task, batch: list[BatchItem]) -> None:
         self._outstanding += 1
-        job = asyncio.get_running_loop().create_task(self._run(task, batch))
+        loop = asyncio.get_running_loop()
+        self.queue_wait_s += sum(loop.time() - item.queued_at for item in batch)
+        job = loop.create_task(self._run(task, batch))
         self._tasks.add(job)
         job.add_done_callback(self._done)
 
@@ -186,7 +190,8 @@ class Batcher:
     def stats(self) -> dict[str, Any]:
         return {"batches": self.batches, "items_batched": self.items_batched,
                 "items_per_batch_mean": round(self.items_batched / self.batches, 2) if self.batches else 0.0,
-                "items_per_batch_max": self.largest, "sent_alone": self.singles}
+                "items_per_batch_max": self.largest, "sent_alone": self.singles,
+                "queue_wait_s": round(self.queue_wait_s, 3)}
 
 
 def _settle(item: BatchItem, outcome: BaseModel | BaseException) -> None:

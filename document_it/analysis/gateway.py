@@ -98,6 +98,10 @@ class Gateway:
         return self._siblings[model]
 
     @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
     def all_prompts(self) -> int:
         return self.prompts + sum(twin.prompts for twin in self._siblings.values())
 
@@ -212,7 +216,7 @@ class Gateway:
             probe = await self._ready(deadline)
             self.tracker.attempt(record)
             try:
-                attempt = await self._send(provider, task, messages, estimate, schema)
+                attempt = await self._send(provider, task, messages, estimate, schema, record)
             except LLMTransientError as exc:
                 if exc.rate_limited:
                     # the server is up and told us when to come back: not a failure, bounded by --max-wait
@@ -260,8 +264,10 @@ class Gateway:
                                f"{self.provider.name} to recover (circuit breaker open)") from None
 
     async def _send(self, provider: ChatProvider, task: Task, messages: Messages, estimate: int,
-                    schema: type[BaseModel] | None) -> Any:
+                    schema: type[BaseModel] | None, record: RequestRecord) -> Any:
+        queued = time.monotonic()
         async with self.limiter.slot(estimate) as sent_at:
+            record.waited += sent_at - queued  # for a slot, the pause and the RPM/TPM buckets
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
@@ -277,6 +283,7 @@ class Gateway:
                 raise
             finally:
                 self._in_flight -= 1
+                record.on_wire += time.monotonic() - sent_at
         self.limiter.learn_limit(announced_rpm(attempt.headers))
         await self.limiter.on_success(estimate, attempt.tokens_in + attempt.tokens_out)
         return attempt

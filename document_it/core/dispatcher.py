@@ -92,11 +92,15 @@ class Stages:
         self.gate = HostGate(settings.per_host, settings.delay, robots, share=settings.host_share)
         self.redirect_check = redirect_check
         self.chunk_tokens = settings.chunk_tokens
+        self.observer: Callable[[str], None] | None = None  # told "downloaded" / "parsed" (the progress bars)
         self._threads = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="fetch") \
             if plan.fetch is Where.THREADS else None
         self._processes = ProcessPoolExecutor(settings.analysis_workers, mp_context=spawn_context(),
                                               initializer=ignore_interrupts) \
             if plan.parse is Where.PROCESSES else None
+        # a spawned worker takes about a second to start; until every one is up, pages parse on threads
+        self._warming = [self._processes.submit(os.getpid) for _ in range(settings.analysis_workers)] \
+            if self._processes and self._threads else []
 
     def __enter__(self) -> "Stages":
         return self
@@ -109,8 +113,11 @@ class Stages:
 
     async def fetch(self, ref: DocRef, validators: dict[str, str] | None = None) -> Fetched:
         """Download one page where the plan says fetching runs (conditionally, given validators)."""
-        return await self._run(self.plan.fetch, self._threads, fetch, ref, self.limits, validators,
-                               self.redirect_check, self.gate.slot)
+        fetched = await self._run(self.plan.fetch, self._threads, fetch, ref, self.limits, validators,
+                                  self.redirect_check, self.gate.slot)
+        if fetched.ok and self.observer is not None:
+            self.observer("downloaded")
+        return fetched
 
     async def parse(self, fetched: Fetched) -> ParsedDoc:
         """Parse one page where the plan says parsing runs, unless the same bytes were parsed before."""
@@ -119,10 +126,21 @@ class Stages:
                        fetched.encoding, self.chunk_tokens, hashlib.sha256(fetched.content).hexdigest())
         cached = self.memo.get("parse", key)
         if isinstance(cached, ParsedDoc):
+            self._parsed()
             return cached
-        page = await self._run(self.plan.parse, self._processes, parse, fetched, self.chunk_tokens)
+        where, pool = self.plan.parse, self._processes
+        if self._warming and not all(f.done() for f in self._warming):
+            where, pool = Where.THREADS, self._threads
+        else:
+            self._warming = []
+        page = await self._run(where, pool, parse, fetched, self.chunk_tokens)
         self.memo.set("parse", key, page)
+        self._parsed()
         return page
+
+    def _parsed(self) -> None:
+        if self.observer is not None:
+            self.observer("parsed")
 
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """CPU-bound analysis work (the offline analyser) beside parsing."""

@@ -67,6 +67,8 @@ class RequestRecord:
     rate_limited: int = 0
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
+    waited: float = 0.0  # seconds waiting for a slot (window, 429 pause, RPM/TPM buckets), all attempts
+    on_wire: float = 0.0  # seconds from sending to the reply (validation included), all attempts
     tokens_in: int = 0
     tokens_out: int = 0
     error: str | None = None
@@ -78,6 +80,7 @@ class RequestTracker:
     def __init__(self, prices: Prices = Prices(None, None)) -> None:
         self.prices = prices
         self.records: dict[int, RequestRecord] = {}
+        self.throttled = 0  # 429s so far (the progress line shows it live)
         self._ids = itertools.count(1)
 
     def new(self, task: str) -> RequestRecord:
@@ -93,6 +96,7 @@ class RequestTracker:
         record.status = RequestStatus.RETRYING
         record.error = error
         record.rate_limited += int(rate_limited)
+        self.throttled += int(rate_limited)
 
     def usage(self, record: RequestRecord, tokens_in: int, tokens_out: int) -> None:
         record.tokens_in += tokens_in
@@ -127,6 +131,8 @@ class RequestTracker:
             "retries": sum(max(0, r.attempts - 1) for r in records),
             "rate_limited": sum(r.rate_limited for r in records),
             "latency_s": {"p50": _pct(done, 50), "p95": _pct(done, 95), "max": done[-1] if done else 0.0},
+            "slot_wait_s": round(sum(r.waited for r in records), 3),
+            "on_wire_s": round(sum(r.on_wire for r in records), 3),
             "tokens_in": tokens_in,
             "tokens_out": tokens_out,
             "cost_usd": None if cost is None else round(cost, 6),

@@ -1,0 +1,128 @@
+"""One timed run per mode against the simulator, the work the lower bound is made of, and the bound itself:
+shared by bench_modes.py and bench_scaling.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from _harness import ROOT, run_main, sim_stats
+
+from document_it.fetch import FetchLimits, fetch
+from document_it.parse import parse
+from document_it.sources import discover
+from document_it.testing.docsite import page_path, write_docsite
+
+MODES = ("sync", "async", "process", "hybrid", "naive")  # naive: benchmarks/_naive.py, the obvious approach
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What every run of one table shares."""
+
+    source: str  # the llms.txt URL
+    base_url: str  # the simulator's /v1
+    max_concurrency: int
+    threads: int
+    tasks: str = ""  # --tasks for the pipeline and the naive baseline ("" = all five)
+
+
+def generated_site(root: Path, pages: int) -> None:
+    """`pages` generated pages and an llms.txt listing them (four sections)."""
+    write_docsite(root, pages)
+    lines = ["# Skiff manual", "> Generated pages for the mode benchmark.", ""]
+    for section in range(4):
+        lines += ["", f"## Part {section}", ""]
+        lines += [f"- [Topic {n}]({page_path(section, n)})" for n in range(section, pages, 4)]
+    (root / "llms.txt").write_text("\n".join(lines) + "\n")
+
+
+def measure_work(source: str) -> dict[str, float]:
+    """Download every page once, one after another, and parse each in this process: the download seconds
+    and parse CPU seconds the lower bound divides by threads and cores (no mode's overlap included)."""
+    limits = FetchLimits(allow_private=True)
+    refs = discover(source, limits).refs
+    download = parse_cpu = 0.0
+    for ref in refs:
+        started = time.perf_counter()
+        got = fetch(ref, limits)
+        download += time.perf_counter() - started
+        cpu = time.process_time()
+        parse(got)
+        parse_cpu += time.process_time() - cpu
+    return {"pages": len(refs), "download_seconds": round(download, 3), "parse_cpu_seconds": round(parse_cpu, 3)}
+
+
+def run_mode(mode: str, cfg: RunConfig) -> dict[str, Any]:
+    """One run of `mode` (python main.py, or the naive baseline) with the simulator's counters reset."""
+    sim_stats(cfg.base_url, reset=True)
+    if mode == "naive":
+        return _naive(cfg)
+    flags = ["--source", cfg.source, "--parallelism-mode", mode, "--llm", "openai", "--llm-base-url", cfg.base_url,
+             "--max-concurrency", str(cfg.max_concurrency), "--no-cache", "--max-workers", str(cfg.threads)]
+    if cfg.tasks:
+        flags += ["--tasks", cfg.tasks]
+    run, code = run_main(*flags)
+    stats = sim_stats(cfg.base_url)
+    resources = run.get("resources") or {}
+    llm = run["llm"]
+    return {"mode": mode, "exit": code, "wall_seconds": run["wall_seconds"], "pages": run["documents"]["total"],
+            "failed": run["documents"]["failed"], "prompts": llm["prompts"], "llm_requests": stats["requests"],
+            "tokens": llm.get("tokens_in", 0) + llm.get("tokens_out", 0),
+            "server_busy_seconds": round(stats["busy_seconds"], 2), "server_max_in_flight": stats["max_in_flight"],
+            "batches": (llm.get("batching") or {}).get("batches", 0),
+            "peak_rss_mb": resources.get("peak_rss_mb"), "mean_cpu_percent": resources.get("mean_cpu_percent")}
+
+
+def _naive(cfg: RunConfig) -> dict[str, Any]:
+    """The baseline: asyncio.gather + a semaphore over the same pages and prompts, parsing inline."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "_naive.py"), cfg.source, cfg.base_url,
+           "--max-concurrency", str(cfg.max_concurrency)] + (["--tasks", cfg.tasks] if cfg.tasks else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=ROOT)
+    if done.returncode:
+        raise RuntimeError(f"naive baseline failed: {done.stderr.strip()[-500:]}")
+    out = json.loads(done.stdout)
+    stats = sim_stats(cfg.base_url)
+    return {"mode": "naive", "exit": 0, "wall_seconds": out["wall_seconds"], "pages": out["pages"],
+            "failed": 0, "failed_prompts": out["failed_prompts"], "prompts": out["prompts"],
+            "llm_requests": stats["requests"], "tokens": None, "batches": 0,
+            "server_busy_seconds": round(stats["busy_seconds"], 2), "server_max_in_flight": stats["max_in_flight"],
+            "peak_rss_mb": None, "mean_cpu_percent": None}
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median wall time, with every timing replaced by its median over the repeats."""
+    ordered = sorted(runs, key=lambda r: r["wall_seconds"])
+    row = dict(ordered[len(ordered) // 2])
+    for key in ("wall_seconds", "server_busy_seconds", "peak_rss_mb", "mean_cpu_percent"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        row[key] = round(statistics.median(values), 2) if values else None
+    row["repeats"] = len(runs)
+    return row
+
+
+def lower_bound(rows: list[dict[str, Any]], work: dict[str, float], cfg: RunConfig) -> dict[str, float]:
+    """T_lb = max(server busy / concurrency, parse CPU / cores, download / threads).
+
+    The LLM part is the least server busy time any of the runs needed (requests × their real service time,
+    per-token decode included), over the concurrency cap: no schedule of those requests finishes sooner."""
+    cores = os.cpu_count() or 1
+    parts = {"llm": min(r["server_busy_seconds"] for r in rows) / cfg.max_concurrency,
+             "parse": work["parse_cpu_seconds"] / cores, "download": work["download_seconds"] / cfg.threads}
+    return {"seconds": round(max(parts.values()), 3), **{k: round(v, 3) for k, v in parts.items()}}
+
+
+def add_ratios(rows: list[dict[str, Any]], bound: float) -> None:
+    """Speedup over the sync row (if any), pages/s and efficiency T_lb / T for each row."""
+    sync = next((r for r in rows if r["mode"] == "sync"), None)
+    for r in rows:
+        r["speedup_vs_sync"] = round(sync["wall_seconds"] / r["wall_seconds"], 2) if sync else None
+        r["pages_per_second"] = round(r["pages"] / r["wall_seconds"], 2)
+        r["efficiency"] = round(bound / r["wall_seconds"], 3)
