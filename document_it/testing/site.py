@@ -19,6 +19,7 @@ _MAX_BIG = 50 * 1024 * 1024
 
 
 class _Handler(SimpleHTTPRequestHandler):
+    disable_nagle_algorithm = True  # headers and body leave together, as from a real web server
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".md": "text/markdown",
                       ".txt": "text/plain", ".xml": "application/xml"}
 
