@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +16,29 @@ def speedup_bars(rows: list[dict[str, Any]], bound: float, title: str, path: Pat
     """Wall seconds per mode (with the lower bound as a line) beside each mode's speedup over sync."""
     modes = [r["mode"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.bar(modes, [r["wall_seconds"] for r in rows], color="#4c72b0")
+    walls = [r["wall_seconds"] for r in rows]
+    left.bar(modes, walls, color="#4c72b0")
+    for i, row in enumerate(rows):
+        left.annotate(f"{row['wall_seconds']:.1f} s\n{row['efficiency']:.0%}", (i, walls[i]), ha="center",
+                      va="bottom", fontsize=8)
     left.axhline(bound, color="#c44e52", linestyle="--", label=f"lower bound {bound:.1f} s")
-    left.set_ylabel("wall seconds (lower is better)")
-    left.legend()
+    left.set_yscale("log")
+    left.set_ylabel("wall seconds (log scale); % = efficiency")
+    left.legend(loc="upper right")
     speedups = [r.get("speedup_vs_sync") or 0 for r in rows]
     right.bar(modes, speedups, color="#55a868")
     right.set_ylabel("speedup over sync (×)")
     for i, value in enumerate(speedups):
         right.annotate(f"{value:.1f}×", (i, value), ha="center", va="bottom")
-    fig.suptitle(title)
+    _finish(fig, title, path)
+    return path
+
+
+def _finish(fig: Any, title: str, path: Path) -> None:
+    fig.suptitle(textwrap.fill(title, 120), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return path
 
 
 def scaling_curves(by_pages: list[dict[str, Any]], by_cap: list[dict[str, Any]], title: str, path: Path) -> Path:
@@ -53,8 +63,5 @@ def scaling_curves(by_pages: list[dict[str, Any]], by_cap: list[dict[str, Any]],
     right.set_xscale("log")
     right.set_yscale("log")
     right.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, title, path)
     return path

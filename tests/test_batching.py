@@ -43,6 +43,17 @@ async def _ask_all(settings: Settings, topics=TOPICS, backlog: bool = True, wind
     return values, gateway.summary()
 
 
+async def test_one_slot_still_batches_its_backlog_but_sync_mode_never_batches():
+    from document_it.config import Mode
+
+    with SimServer(latency_ms=5, ms_per_token=0) as sim:
+        _, summary = await _ask_all(_settings(sim.base_url, max_concurrency=1))
+        assert sim.stats()["requests"] == 1 and summary["batching"]["items_per_batch_max"] == 6
+        sim.reset_stats()
+        _, summary = await _ask_all(_settings(sim.base_url, max_concurrency=1, mode=Mode.SYNC))
+        assert sim.stats()["requests"] == 6 and summary["batching"] == {"batches": 0, "tokens_saved": 0}
+
+
 async def test_prompts_go_alone_while_slots_are_free():
     with SimServer(latency_ms=5, ms_per_token=0) as sim:
         values, summary = await _ask_all(_settings(sim.base_url), backlog=False)

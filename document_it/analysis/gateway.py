@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..config import Fallback, Settings
+from ..config import Fallback, Mode, Settings
 from ..core.breaker import CircuitBreaker, CircuitOpen
 from ..core.cache import Memo, memo_key
 from ..core.ratelimit import RateLimiter, announced_rpm
@@ -67,7 +67,8 @@ class Gateway:
         self.memo = memo or Memo(None)
         self.tokens_saved = 0
         self.batcher: Batcher | None = None
-        if isinstance(provider, ChatProvider) and settings.batch_size != 1 and cap > 1:
+        # sync mode is the one-request-at-a-time baseline; every other mode batches its backlog, even at cap 1
+        if isinstance(provider, ChatProvider) and settings.batch_size != 1 and settings.mode is not Mode.SYNC:
             self.batcher = Batcher(self._send_batch, self._send_item, settings.batch_size or AUTO_MAX_ITEMS,
                                    settings.batch_max_tokens, window=self.limiter.window)
         self._key_base = (provider.name, settings.model, PROMPT_VERSION, settings.structured_output.value)

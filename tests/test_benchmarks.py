@@ -1,0 +1,56 @@
+"""The benchmark scripts' arithmetic and charts (their timings are measured by running them, not here)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from _plots import scaling_curves, speedup_bars  # noqa: E402
+from _runs import RunConfig, add_ratios, generated_site, lower_bound, measure_work  # noqa: E402
+
+from document_it.testing.site import SiteServer  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _row(mode: str, wall: float, busy: float, pages: int = 100) -> dict:
+    return {"mode": mode, "wall_seconds": wall, "server_busy_seconds": busy, "pages": pages}
+
+
+def test_the_lower_bound_is_the_slowest_resource_and_efficiency_is_relative_to_it():
+    cfg = RunConfig("http://127.0.0.1/llms.txt", "http://127.0.0.1/v1", max_concurrency=20, threads=8)
+    rows = [_row("sync", 400.0, 260.0), _row("hybrid", 16.0, 240.0), _row("naive", 21.0, 360.0)]
+    work = {"pages": 100, "download_seconds": 8.0, "parse_cpu_seconds": 2.0 * (os.cpu_count() or 1)}
+    bound = lower_bound(rows, work, cfg)
+    assert bound == {"seconds": 12.0, "llm": 12.0, "parse": 2.0, "download": 1.0}  # least busy time / cap
+    add_ratios(rows, bound["seconds"])
+    hybrid = rows[1]
+    assert hybrid["speedup_vs_sync"] == 25.0 and hybrid["efficiency"] == 0.75 and hybrid["pages_per_second"] == 6.25
+
+
+def test_without_a_sync_row_there_is_no_speedup_column():
+    rows = [_row("async", 10.0, 100.0)]
+    add_ratios(rows, 5.0)
+    assert rows[0]["speedup_vs_sync"] is None and rows[0]["efficiency"] == 0.5
+
+
+def test_the_work_behind_the_bound_is_measured_on_the_served_pages(tmp_path):
+    generated_site(tmp_path, 8)
+    with SiteServer(tmp_path, max_seconds=60) as site:
+        work = measure_work(site.url("llms.txt"))
+    assert work["pages"] == 8 and work["download_seconds"] > 0 and work["parse_cpu_seconds"] >= 0
+
+
+def test_charts_are_written_as_png(tmp_path):
+    rows = [_row("sync", 40.0, 30.0), _row("hybrid", 4.0, 30.0)]
+    add_ratios(rows, 2.0)
+    bars = speedup_bars(rows, 2.0, "test", tmp_path / "modes.png")
+    by_pages = [{**_row(m, w, 1.0, p), "pages_per_second": p / w} for m in ("async", "hybrid")
+                for p, w in ((25, 3.0), (50, 5.0))]
+    by_cap = [{"mode": "hybrid", "max_concurrency": c, "wall_seconds": 60 / c, "lower_bound_seconds": 50 / c}
+              for c in (1, 5, 20)]
+    curves = scaling_curves(by_pages, by_cap, "test", tmp_path / "scaling.png")
+    assert bars.read_bytes()[:8] == PNG and curves.read_bytes()[:8] == PNG
