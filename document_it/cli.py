@@ -82,8 +82,9 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                         "analyser; simulate: start the built-in LLM simulator")
     p.add_argument("--llm-base-url", default=d("llm-base-url", None, "OPENAI_BASE_URL"),
                    help="any OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--model", default=d("model", "gpt-4o-mini", "OPENAI_MODEL"),
-                   help="model name (the root model: page analyses and syntheses)")
+    p.add_argument("--model", default=d("model", None, "OPENAI_MODEL"),
+                   help="model name (the root model: page analyses and syntheses); default: gpt-4o-mini, or "
+                        "with --llm-base-url the first model the server lists if it has no gpt-4o-mini")
     p.add_argument("--sub-model", default=d("sub-model", None),
                    help="model for per-chunk notes on long pages (map-reduce); default: --model")
     p.add_argument("--extract-fields", default=d("extract-fields", None), metavar="NAMES",
@@ -96,7 +97,9 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                    help="chunk size in tokens; pages longer than one prompt's budget (3000 tokens) are read "
                         "chunk by chunk, the notes merged by the root model")
     p.add_argument("--structured-output", choices=[m.value for m in StructuredMethod],
-                   default=d("structured-output", "json_schema"), help="how the model is asked for JSON")
+                   default=d("structured-output", "auto"),
+                   help="how the model is asked for JSON; auto (default) tries json_schema, then function "
+                        "calling, then json_mode, and remembers per server and model what worked")
     p.add_argument("--request-timeout", type=float, default=d("request-timeout", 60.0),
                    help="seconds per LLM request attempt")
     p.add_argument("--rpm", type=float, default=d("rpm", 0), help="requests per minute to pace at (0: none, "
@@ -218,7 +221,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         source=str(args.source or ("" if resume else SAMPLE_SOURCE)), output_dir=Path(args.output_dir), state_dir=Path(args.state_dir),
         mode=_choice(args, "parallelism_mode", Mode),
         llm=resolve_llm(_choice(args, "llm", LLMKind), env, base_url), llm_base_url=base_url,
-        api_key=env.get("OPENAI_API_KEY") or None, model=args.model, sub_model=args.sub_model or None,
+        api_key=env.get("OPENAI_API_KEY") or None, model=args.model or "gpt-4o-mini", model_given=args.model is not None, sub_model=args.sub_model or None,
         extract_fields=tuple(f.strip() for f in (args.extract_fields or "").split(",") if f.strip()),
         tasks=PAGE_TASKS if args.tasks is None else page_tasks(args.tasks.split(",")),
         structured_output=_choice(args, "structured_output", StructuredMethod),

@@ -51,6 +51,7 @@ class LLMKind(str, enum.Enum):
 class StructuredMethod(str, enum.Enum):
     """How the model is asked for structured output."""
 
+    AUTO = "auto"  # json_schema, else function calling, else json_mode: the first the server takes
     JSON_SCHEMA = "json_schema"
     FUNCTION_CALLING = "function_calling"
     JSON_MODE = "json_mode"
@@ -81,10 +82,11 @@ class Settings:
     llm_base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
     model: str = "gpt-4o-mini"
+    model_given: bool = True  # False when the CLI got no --model: the server's first listed model may be used
     sub_model: str | None = None  # per-chunk work on long pages (default: the same model)
     extract_fields: tuple[str, ...] = ()  # named fields read from every page (--extract-fields)
     tasks: tuple[Task, ...] = PAGE_TASKS  # the analyses asked of every page, one prompt each (--tasks)
-    structured_output: StructuredMethod = StructuredMethod.JSON_SCHEMA
+    structured_output: StructuredMethod = StructuredMethod.AUTO
     request_timeout: float = 60.0
     # gateway: limits, retries, breaker, budgets
     rpm: float = 0.0

@@ -13,7 +13,7 @@ from .analysis.agent import PageAgent, synthesize_topics
 from .analysis.extractive import LABEL as EXTRACTIVE_LABEL
 from .analysis.fields import extract_fields
 from .analysis.gateway import Gateway, build_gateway
-from .analysis.providers import check_endpoint
+from .analysis.endpoint import check_endpoint
 from .analysis.prompts import TopicInput
 from .config import LLMKind, Mode, Settings
 from .core.cache import Memo
@@ -45,7 +45,8 @@ def run(settings: Settings) -> dict[str, Any]:
     queued = wants_queue(settings, index)
     with _llm_endpoint(settings) as live, ResourceSampler() as resources:
         if live.llm is not LLMKind.EXTRACTIVE:
-            check_endpoint(live)
+            live = check_endpoint(live)  # the model the server will use (the first it lists, if none was given)
+            settings = settings.with_(model=live.model)
         if queued:
             return run_queued(live, index, chosen=settings, resources=resources)
         assert index is not None

@@ -7,7 +7,7 @@ import json
 
 from document_it.analysis.gateway import build_gateway
 from document_it.analysis.prompts import Task, TopicInput
-from document_it.config import LLMKind, Settings
+from document_it.config import LLMKind, Settings, StructuredMethod
 from document_it.testing.llm_sim import SimServer
 
 from _fake_llm import ScriptedLLM, completion
@@ -17,7 +17,9 @@ TOPICS = [TopicInput(f"T{i}", ((f"Page {i}", f"About thing {i} with several word
 
 
 def _settings(base_url: str, **extra) -> Settings:
+    # scripted replies test one method's retries and repairs: no negotiation of another
     return Settings(**{"llm": LLMKind.OPENAI, "llm_base_url": base_url, "api_key": "sk-test-0123456789",
+                       "structured_output": StructuredMethod.JSON_SCHEMA,
                        "retries": 0, **extra})
 
 

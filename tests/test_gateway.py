@@ -7,7 +7,7 @@ import pytest
 from document_it.analysis.gateway import Gateway, RetryPolicy, build_gateway
 from document_it.analysis.prompts import Task, TopicInput
 from document_it.analysis.providers import ChatProvider
-from document_it.config import Fallback, LLMKind, Settings
+from document_it.config import Fallback, LLMKind, Settings, StructuredMethod
 from document_it.core.breaker import BreakerState
 from document_it.errors import LLMError, LLMTransientError
 from document_it.testing.llm_sim import SimServer
@@ -19,7 +19,9 @@ OK = completion('{"overview": "Fine.", "key_themes": ["a"]}')
 
 
 def _settings(base_url: str, **extra) -> Settings:
+    # scripted replies test one method's retries and repairs: no negotiation of another
     return Settings(**{"llm": LLMKind.OPENAI, "llm_base_url": base_url, "api_key": "sk-test-0123456789",
+                       "structured_output": StructuredMethod.JSON_SCHEMA,
                        "model": "gpt-4o-mini", "request_timeout": 1.0, **extra})
 
 

@@ -20,7 +20,9 @@ KEY = "sk-test-secret-0123456789"
 
 
 def _settings(base_url: str, **extra) -> Settings:
-    return Settings(llm=LLMKind.OPENAI, llm_base_url=base_url, api_key=KEY, model="test-model", **extra)
+    # scripted replies test one method's retries and repairs: no negotiation of another unless asked
+    return Settings(**{"llm": LLMKind.OPENAI, "llm_base_url": base_url, "api_key": KEY, "model": "test-model",
+                       "structured_output": StructuredMethod.JSON_SCHEMA, **extra})
 
 
 async def _ask(base_url: str, task: Task = Task.SUMMARY, **extra):

@@ -305,7 +305,16 @@ class Gateway:
             "cache": self.memo.stats(),
             "batching": {**(self.batcher.stats() if self.batcher else {"batches": 0}),
                          "tokens_saved": self.tokens_saved},
+            "structured_output": self._structured_output(),
         }
+
+    def _structured_output(self) -> dict[str, Any] | None:
+        """The structured-output method in use, and whether it was negotiated (auto) or forced."""
+        choice = getattr(self.provider, "choice", None)
+        if choice is None:
+            return None
+        return {"method": choice.current.value, "negotiated": not choice.forced, "settled": choice.settled,
+                "refused": list(choice.refusals)}
 
 
     def export(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ __all__ = [
     "Context",
     "render",
     "render_batch",
+    "with_schema",
     "batch_schema",
     "BATCH_NOTE",
     "schema_for",
@@ -165,6 +166,12 @@ def batch_schema(task: Task) -> type[BaseModel]:
     schema = schema_for(task)
     item = create_model(f"{schema.__name__}Item", id=(str, ...), result=(schema, ...))
     return create_model(f"{schema.__name__}Batch", results=(list[item], ...))  # type: ignore[valid-type]
+
+
+def with_schema(messages: list[tuple[str, str]], schema: type[BaseModel]) -> list[tuple[str, str]]:
+    """`messages` with the system prompt spelling out `schema` (json mode constrains only to "some JSON")."""
+    note = _system(schema, True)
+    return [(role, note if role == "system" and text == _SYSTEM else text) for role, text in messages]
 
 
 def _system(schema: type[BaseModel], schema_in_prompt: bool) -> str:

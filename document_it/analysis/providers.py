@@ -10,21 +10,22 @@ from urllib.parse import urlparse
 
 import httpx
 import openai
-import requests
 from langchain_core.exceptions import OutputParserException
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
 
 from ..config import LLMKind, Settings, StructuredMethod
 from ..core.ratelimit import retry_after_seconds
-from ..errors import LLMAuthError, LLMError, LLMTransientError, connection_reason
+from ..errors import LLMAuthError, LLMError, LLMTransientError
 from ..redact import redact
 from ..tokens import estimate_tokens
 from . import extractive
-from .prompts import Context, Task, render, render_batch, schema_for
+from .negotiate import STORE_NAME, MethodChoice, refuses_method
+from .prompts import Context, Task, render, render_batch, schema_for, with_schema
+from .tolerant import tolerant_parse
 
 __all__ = ["Reply", "Attempt", "Provider", "ChatProvider", "ExtractiveProvider", "make_provider", "Messages",
-           "CpuRunner", "check_endpoint"]
+           "CpuRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,12 @@ class ChatProvider:
     def __init__(self, settings: Settings) -> None:
         self.name = settings.provider_name
         self.host = urlparse(settings.llm_base_url or "https://api.openai.com").netloc
-        self._method = settings.structured_output
+        self.choice = MethodChoice(settings.structured_output, settings.state_dir / STORE_NAME,
+                                   f"{settings.llm_base_url or 'https://api.openai.com/v1'} {settings.model}")
         self._secrets = (settings.api_key,)
         self._settings = settings
         self._http: httpx.AsyncClient | None = None  # made on the first request: a fully cached run needs none
-        self._runnables: dict[type[BaseModel], Any] = {}
+        self._runnables: dict[tuple[type[BaseModel], StructuredMethod], Any] = {}
         self._llm: ChatOpenAI | None = None
 
     def _chat_model(self) -> ChatOpenAI:
@@ -112,8 +114,8 @@ class ChatProvider:
         )
 
     def messages(self, task: Task, context: Context) -> Messages:
-        """The prompt for `task`; json mode also spells out the schema."""
-        return render(task, context, schema_in_prompt=self._method is StructuredMethod.JSON_MODE)
+        """The prompt for `task` (json mode adds the schema when it sends)."""
+        return render(task, context)
 
     @staticmethod
     def repair(messages: Messages, problem: str) -> Messages:
@@ -128,35 +130,49 @@ class ChatProvider:
 
     def batch_messages(self, task: Task, items: list[tuple[str, Context]]) -> Messages:
         """One prompt for several items of `task`."""
-        return render_batch(task, items, schema_in_prompt=self._method is StructuredMethod.JSON_MODE)
+        return render_batch(task, items)
 
     def _plain(self) -> ChatOpenAI:
         if self._llm is None:
             self._llm = self._chat_model()
         return self._llm
 
-    def _runnable(self, schema: type[BaseModel]) -> Any:
+    def _runnable(self, schema: type[BaseModel], method: StructuredMethod) -> Any:
         if self._llm is None:
             self._llm = self._chat_model()
-        if schema not in self._runnables:
-            self._runnables[schema] = self._llm.with_structured_output(
-                schema, method=self._method.value, include_raw=True)
-        return self._runnables[schema]
+        if (schema, method) not in self._runnables:
+            self._runnables[schema, method] = self._llm.with_structured_output(
+                schema, method=method.value, include_raw=True)
+        return self._runnables[schema, method]
 
     async def send(self, task: Task, messages: Messages, schema: type[BaseModel] | None = None) -> Attempt:
-        """One request. Raises LLMAuthError, LLMTransientError (worth a retry) or LLMError (not)."""
+        """One request. Raises LLMAuthError, LLMTransientError (worth a retry) or LLMError (not).
+
+        While the structured-output method is being negotiated (--structured-output auto), a refusal or a
+        reply that is not JSON at all moves on to the next method and asks again at once."""
+        if task is not Task.TEXT:
+            schema = schema or schema_for(task)
+        method = self.choice.current
         try:
             if task is Task.TEXT:
                 raw = await self._plain().ainvoke(messages)
                 out = {"raw": raw, "parsed": _text_of(raw)}
             else:
-                out = await self._runnable(schema or schema_for(task)).ainvoke(messages)
+                assert schema is not None
+                sent_messages = with_schema(messages, schema) if method is StructuredMethod.JSON_MODE else messages
+                out = await self._runnable(schema, method).ainvoke(sent_messages)
         except (ValidationError, json.JSONDecodeError, OutputParserException, openai.LengthFinishReasonError,
                 openai.ContentFilterFinishReasonError) as exc:
+            if _is_malformed(exc) and self.choice.refused(method, "the reply was not JSON"):
+                return await self.send(task, messages, schema)
             # the SDK validated and raised before we saw usage: count the prompt we sent
             sent = estimate_tokens("".join(text for _, text in messages))
             return Attempt(None, self._clean(exc), _is_malformed(exc), sent, 0)
         except openai.APIStatusError as exc:
+            if task is not Task.TEXT and refuses_method(exc.status_code, _message(exc)):
+                if self.choice.refused(method, f"HTTP {exc.status_code}: {self._clean(_message(exc))}"):
+                    return await self.send(task, messages, schema)
+                raise self._refusal(exc, method) from None
             raise self._status_error(exc) from None
         except openai.APITimeoutError:
             raise LLMTransientError(f"LLM request to {self.host} timed out") from None
@@ -167,11 +183,27 @@ class ChatProvider:
         raw = out["raw"]
         headers = dict((getattr(raw, "response_metadata", None) or {}).get("headers") or {})
         tokens_in, tokens_out = _usage(raw)
-        if out["parsed"] is None:
+        parsed = out["parsed"]
+        if parsed is None and method is StructuredMethod.JSON_MODE and schema is not None:
+            parsed = tolerant_parse(schema, _text_of(raw))  # "Summary" for "summary", fences, prose around it
+        if parsed is None:
             error = out.get("parsing_error")
+            malformed = error is None or _is_malformed(error)
+            if malformed and self.choice.refused(method, "the reply held no structured output"):
+                return await self.send(task, messages, schema)
             problem = self._clean(error) if error else "the reply held no structured output"
-            return Attempt(None, problem, error is None or _is_malformed(error), tokens_in, tokens_out, headers)
-        return Attempt(out["parsed"], "", False, tokens_in, tokens_out, headers)
+            return Attempt(None, problem, malformed, tokens_in, tokens_out, headers)
+        if task is not Task.TEXT:
+            self.choice.worked(method)
+        return Attempt(parsed, "", False, tokens_in, tokens_out, headers)
+
+    def _refusal(self, exc: openai.APIStatusError, method: StructuredMethod) -> LLMError:
+        """The server does not take `method` and there is no other to try."""
+        reason = f"HTTP {exc.status_code}: {self._clean(_message(exc))}"
+        if self.choice.forced:
+            return LLMError(f"{self.host} does not take --structured-output {method.value} ({reason}); "
+                            "--structured-output auto finds a method it supports")
+        return LLMError(f"{self.host} refused every structured-output method ({'; '.join(self.choice.refusals)})")
 
     def _status_error(self, exc: openai.APIStatusError) -> LLMError:
         status = exc.status_code
@@ -233,24 +265,6 @@ def _message(exc: openai.APIStatusError) -> str:
     error = body.get("error", body) if isinstance(body, dict) else {}
     message = error.get("message") if isinstance(error, dict) else None
     return str(message or exc.message or "no message")[:300]
-
-
-def check_endpoint(settings: Settings) -> None:
-    """Before any page: is the LLM server there, and does it take the key? Other answers are left to the run."""
-    host = urlparse(settings.llm_base_url or "https://api.openai.com").netloc
-    url = (settings.llm_base_url or "https://api.openai.com/v1").rstrip("/") + "/models"
-    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-    try:
-        status = requests.get(url, headers=headers, timeout=(5, 15)).status_code
-    except requests.ConnectionError as exc:
-        raise LLMError(f"cannot reach the LLM at {host}: {connection_reason(exc)} (check --llm-base-url)") from None
-    except requests.RequestException as exc:
-        log.info("could not check %s before the run: %s", host, type(exc).__name__)
-        return
-    if status == 401:
-        raise LLMAuthError(f"API key rejected by {host} (HTTP 401)")
-    if status == 403:
-        raise LLMAuthError(f"API key not allowed at {host} (HTTP 403)")
 
 
 def make_provider(settings: Settings, run_cpu: CpuRunner | None = None) -> ChatProvider | ExtractiveProvider:

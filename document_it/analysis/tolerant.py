@@ -1,0 +1,90 @@
+"""Reading the loose JSON small models write in json_mode: the object inside code fences or prose, keys in
+another case or spelling ("Summary", "Key Themes"), a list left out, a number out of range."""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+import typing
+from typing import Any
+
+from annotated_types import Ge, Le
+from pydantic import BaseModel, ValidationError
+
+__all__ = ["tolerant_parse", "extract_json"]
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+
+
+def tolerant_parse(schema: type[BaseModel], text: str) -> BaseModel | None:
+    """`text` read as an instance of `schema` as leniently as is safe, or None when it holds no such object."""
+    data = extract_json(text)
+    if not isinstance(data, dict):
+        return None
+    try:
+        return schema.model_validate(_fit(schema, data))
+    except ValidationError:
+        return None
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON object in `text`: the whole text, a fenced block, or the outermost {...} in prose."""
+    candidates = [text.strip(), *(block.strip() for block in _FENCE.findall(text))]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start:end + 1])
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            continue
+    return None
+
+
+def _norm(key: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", key.lower())
+
+
+def _fit(schema: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with keys matched to `schema`'s fields by normalised name, nested values fitted, lists that
+    are missing made empty and numbers clamped to the field's bounds."""
+    by_norm = {_norm(key): value for key, value in data.items()}
+    fitted: dict[str, Any] = {}
+    for name, field in schema.model_fields.items():
+        key = _norm(field.alias or name)
+        if key in by_norm:
+            value = _fit_value(field.annotation, by_norm[key])
+            fitted[name] = _clamp(value, field.metadata)
+        elif _is_list(field.annotation) and field.is_required():
+            fitted[name] = []
+    return fitted
+
+
+def _fit_value(annotation: Any, value: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
+        return _fit(annotation, value)
+    if origin is list and isinstance(value, list):
+        (inner,) = typing.get_args(annotation) or (Any,)
+        return [_fit_value(inner, item) for item in value]
+    if origin in (typing.Union, types.UnionType):
+        models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if models and isinstance(value, dict):
+            return _fit(models[0], value)
+    return value
+
+
+def _is_list(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is list
+
+
+def _clamp(value: Any, metadata: list[Any]) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    for rule in metadata:
+        if isinstance(rule, Ge):
+            value = max(value, rule.ge)
+        elif isinstance(rule, Le):
+            value = min(value, rule.le)
+    return value
