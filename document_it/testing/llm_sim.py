@@ -1,4 +1,12 @@
-"""OpenAI-compatible chat-completions simulator for tests and benchmarks (loopback only)."""
+"""OpenAI-compatible chat-completions simulator for tests and benchmarks (loopback only).
+
+By default it behaves like OpenAI's API (any model name, no key unless `api_key`, every response_format). Options
+make it behave like the self-hosted servers people run (llama.cpp server, vLLM, Ollama, LM Studio); see _sim_quirks:
+`no_json_schema` (json_schema answers 500), `tools_only` (any response_format but text answers 400),
+`sloppy_json` (JSON content in a fence after prose, capitalised keys, one optional/list field left out),
+`context_tokens` (400 context_length_exceeded; /v1/models says max_model_len), `serial` (one slot, FIFO queue),
+`require_key` / `no_key` (any bearer token / no check) and `model_id` (the one model served; others get 404).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +25,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from document_it.testing._sim_quirks import (FifoSlots, KeyCheck, Quirks, add_quirk_arguments, quirk_kwargs,
+                                             slot_count)
 from document_it.testing._sim_reply import build_message, prompt_text
 from document_it.testing._sim_faults import (FAULT_KINDS, ApiError, Fault, FaultPlan, RateLimiter, Reply,
                                              add_cli_arguments, cli_kwargs, completion_budget, fault_429, parse_body,
@@ -75,7 +85,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, sim.stats())
             if route in ("/v1/models", "/models"):
                 sim._check_auth(self.headers.get("Authorization"))
-                model = {"id": sim.model, "object": "model", "created": 0, "owned_by": FINGERPRINT}
+                model = sim._quirks.model_entry({"id": sim.model, "object": "model", "created": 0,
+                                                 "owned_by": FINGERPRINT})
                 return self._send(200, {"object": "list", "data": [model]})
             raise ApiError(404, f"Unknown path: {route}")
         except ApiError as err:
@@ -133,14 +144,18 @@ class SimServer:
                  max_seconds: float = 600, max_requests: int = 100_000, rpm: float = 0, tpm: float = 0,
                  burst_seconds: float = 1.0, fail_429: float = 0, fault_retry_after_s: float = 1.0,
                  fail_500: float = 0, hang: float = 0, hang_seconds: float = 120, malformed: float = 0,
-                 reset: float = 0, seed: int = 0, announce_limits: bool = True) -> None:
+                 reset: float = 0, seed: int = 0, announce_limits: bool = True, no_json_schema: bool = False,
+                 tools_only: bool = False, sloppy_json: bool = False, context_tokens: int = 0, serial: bool = False,
+                 require_key: bool = False, no_key: bool = False, model_id: str | None = None) -> None:
         self.port = port
         self.latency_ms = float(latency_ms)
         self.ms_per_token = float(ms_per_token)
         self.jitter_ms = float(jitter_ms)
-        self.capacity = int(capacity)
-        self.model = model
-        self._api_key = api_key
+        self.capacity = slot_count(capacity, serial)
+        self.model = model_id or model
+        self._auth = KeyCheck.build(api_key, require_key=require_key, no_key=no_key)
+        self._quirks = Quirks.build(no_json_schema=no_json_schema, tools_only=tools_only, sloppy_json=sloppy_json,
+                                    context_tokens=context_tokens, model_id=model_id)
         self.max_seconds = float(max_seconds)
         self.max_requests = int(max_requests)
         self.fault_retry_after_s = float(fault_retry_after_s)
@@ -149,7 +164,7 @@ class SimServer:
         self._faults = FaultPlan(fail_429=fail_429, fail_500=fail_500, hang=hang, malformed=malformed, reset=reset,
                                  seed=seed)
         self._lock = threading.Lock()
-        self._slots = threading.Semaphore(self.capacity) if self.capacity > 0 else None
+        self._slots = FifoSlots(self.capacity) if self.capacity > 0 else None
         self._stopped = threading.Event()
         self._jitter = random.Random()
         self._httpd: _HTTPServer | None = None
@@ -218,8 +233,9 @@ class SimServer:
 
         Every chat-completions POST counts once in `attempts` and then in exactly one of: `ok` (a valid 200),
         `rate_limited` (a 429 from the rpm/tpm buckets), `faults[kind]` (an injected 429, 500/503 - both under
-        "500" -, hang, malformed 200 or reset), or `errors` (400/401/503-over-max_requests; `errors` also counts
-        404s and 401s on other routes). So with no such errors: attempts == ok + rate_limited + sum(faults).
+        "500" -, hang, malformed 200 or reset), or `errors` (400/401/503-over-max_requests, and the self-hosted
+        modes' 400/404/500; `errors` also counts 404s and 401s on other routes). So with no such errors:
+        attempts == ok + rate_limited + sum(faults).
         `requests` (and prompt/completion tokens, busy/queued seconds) counts replies that took service time:
         requests == ok + faults["malformed"]. `in_flight`/`max_in_flight` count every chat request, hangs too.
         """
@@ -262,12 +278,8 @@ class SimServer:
 
     # -- request handling -----------------------------------------------------------
     def _check_auth(self, header: str | None) -> None:
-        """Raise 401 unless the bearer token matches (never echoes the key)."""
-        if self._api_key is None:
-            return
-        scheme, _, token = (header or "").partition(" ")
-        if scheme.lower() != "bearer" or token.strip() != self._api_key:
-            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+        """Raise 401 unless the Authorization header passes the key check (never echoes the key)."""
+        self._auth.check(header)
 
     def _admit(self) -> None:
         """Reserve one request from the max_requests budget, else raise 503."""
@@ -281,11 +293,13 @@ class SimServer:
         try:
             self._check_auth(auth)
             body = parse_body(raw)
+            prompt_tokens = estimate_tokens(prompt_text(body))
+            self._quirks.check(body, prompt_tokens)
             message, finish, generated = build_message(body)
+            message, generated = self._quirks.shape(body, message, generated)
         except ApiError as err:
             self._bump(errors=1)
             return Reply(err.status, err.body, err.headers)
-        prompt_tokens = estimate_tokens(prompt_text(body))
         try:
             charge = prompt_tokens + completion_budget(body, estimate_tokens(generated))
             limits = self._limiter.acquire(charge, str(body.get("model") or self.model))
@@ -348,10 +362,8 @@ class SimServer:
     def _serve(self, service: float) -> float:
         """Wait for a capacity slot, then sleep `service` seconds; returns the queue wait."""
         arrived = time.monotonic()
-        if self._slots is not None:
-            while not self._slots.acquire(timeout=0.1):
-                if self._stopped.is_set():
-                    return time.monotonic() - arrived
+        if self._slots is not None and not self._slots.acquire(self._stopped):
+            return time.monotonic() - arrived
         queued = time.monotonic() - arrived
         with self._lock:
             self._stats["serving"] += 1
@@ -374,12 +386,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=400, help="time to first token per request, ms")
     p.add_argument("--ms-per-token", type=float, default=2.0, help="decode time per completion token, ms")
     p.add_argument("--jitter-ms", type=float, default=0, help="extra uniform random delay in [0, jitter], ms")
-    p.add_argument("--capacity", type=int, default=0, help="max requests served at once, others queue (0 = unlimited)")
+    p.add_argument("--capacity", type=int, default=0,
+                   help="max requests served at once, others queue in arrival order (0 = unlimited)")
     p.add_argument("--model", default="gpt-4o-mini", help="model id listed by /v1/models")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 (None = no auth)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on /v1 (None = any or no Authorization header accepted)")
     p.add_argument("--max-seconds", type=float, default=600, help="stop the server (and exit) after this many seconds")
     p.add_argument("--max-requests", type=int, default=100_000, help="chat requests served; later ones get HTTP 503")
     add_cli_arguments(p)
+    add_quirk_arguments(p)
     p.add_argument("--log-level", default="WARNING", help="logging level for stderr")
     return p
 
@@ -390,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING), stream=sys.stderr)
     sim = SimServer(port=args.port, latency_ms=args.latency_ms, ms_per_token=args.ms_per_token,
                     jitter_ms=args.jitter_ms, capacity=args.capacity, model=args.model, api_key=args.api_key,
-                    max_seconds=args.max_seconds, max_requests=args.max_requests, **cli_kwargs(args))
+                    max_seconds=args.max_seconds, max_requests=args.max_requests, **cli_kwargs(args),
+                    **quirk_kwargs(args))
     quit_event = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
