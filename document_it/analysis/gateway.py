@@ -66,6 +66,7 @@ class Gateway:
         self.max_cost, self.max_tokens = settings.max_cost, settings.max_tokens
         self.memo = memo or Memo(None)
         self.tokens_saved = 0
+        self._absorbed_batching: list[dict[str, Any]] = []  # worker processes' batcher figures (process mode)
         self.batcher: Batcher | None = None
         # sync mode is the one-request-at-a-time baseline; every other mode batches its backlog, even at cap 1
         if isinstance(provider, ChatProvider) and settings.batch_size != 1 and settings.mode is not Mode.SYNC:
@@ -303,10 +304,22 @@ class Gateway:
             "breaker_opened": self.breaker.opened,
             "fallbacks": self.fallbacks,
             "cache": self.memo.stats(),
-            "batching": {**(self.batcher.stats() if self.batcher else {"batches": 0}),
-                         "tokens_saved": self.tokens_saved},
+            "batching": self._batching(),
             "structured_output": self._structured_output(),
         }
+
+    def _batching(self) -> dict[str, Any]:
+        """This gateway's batching figures plus those of the worker processes it absorbed."""
+        mine = self.batcher.stats() if self.batcher else {"batches": 0}
+        stats = [mine, *self._absorbed_batching]
+        total = {key: sum(s.get(key, 0) for s in stats) for key in ("batches", "items_batched", "sent_alone")}
+        if any("queue_wait_s" in s for s in stats):
+            total["queue_wait_s"] = round(sum(s.get("queue_wait_s", 0.0) for s in stats), 3)
+        if total["batches"] or self.batcher:
+            batches = total["batches"]
+            total["items_per_batch_mean"] = round(total["items_batched"] / batches, 2) if batches else 0.0
+            total["items_per_batch_max"] = max(s.get("items_per_batch_max", 0) for s in stats)
+        return {**total, "tokens_saved": self.tokens_saved}
 
     def _structured_output(self) -> dict[str, Any] | None:
         """The structured-output method in use, and whether it was negotiated (auto) or forced."""
@@ -322,7 +335,8 @@ class Gateway:
         return {"records": [vars(r).copy() for r in self.tracker.records.values()], "prompts": self.all_prompts,
                 "fallbacks": self.fallbacks, "max_in_flight": self.max_in_flight,
                 "cuts": self.limiter.window.cuts, "breaker_opened": self.breaker.opened,
-                "learned_rpm": self.limiter.learned_rpm}
+                "learned_rpm": self.limiter.learned_rpm, "tokens_saved": self.tokens_saved,
+                "batching": self.batcher.stats() if self.batcher else None}
 
     def absorb(self, exported: dict[str, Any]) -> None:
         """Fold a worker process's figures into this gateway's (process mode)."""
@@ -337,6 +351,9 @@ class Gateway:
         self.limiter.window.cuts += exported["cuts"]
         self.breaker.opened += exported["breaker_opened"]
         self.limiter.learned_rpm = self.limiter.learned_rpm or exported["learned_rpm"]
+        self.tokens_saved += exported.get("tokens_saved", 0)
+        if exported.get("batching"):
+            self._absorbed_batching.append(exported["batching"])
 
 
 @dataclass(frozen=True)
