@@ -287,6 +287,8 @@ class Gateway:
                 self._in_flight -= 1
                 record.on_wire += time.monotonic() - sent_at
         self.limiter.learn_limit(announced_rpm(attempt.headers))
+        await self.limiter.window.on_latency(time.monotonic() - sent_at, attempt.tokens_in, attempt.tokens_out,
+                                             sent_at)
         await self.limiter.on_success(estimate, attempt.tokens_in + attempt.tokens_out)
         return attempt
 
@@ -299,7 +301,8 @@ class Gateway:
             "prompts": self.all_prompts,
             **summary,
             "max_in_flight": self.max_in_flight,
-            "window": {"current": window.limit, "cap": window.cap, "cuts": window.cuts},
+            "window": {"current": window.limit, "cap": window.cap, "cuts": window.cuts,
+                       "queueing_cuts": window.queue_cuts, "settled": window.watch.settled},
             "learned_rpm": self.limiter.learned_rpm,
             "breaker_opened": self.breaker.opened,
             "fallbacks": self.fallbacks,
@@ -334,7 +337,8 @@ class Gateway:
         """This gateway's raw figures, picklable, for the parent process to absorb()."""
         return {"records": [vars(r).copy() for r in self.tracker.records.values()], "prompts": self.all_prompts,
                 "fallbacks": self.fallbacks, "max_in_flight": self.max_in_flight,
-                "cuts": self.limiter.window.cuts, "breaker_opened": self.breaker.opened,
+                "cuts": self.limiter.window.cuts, "queue_cuts": self.limiter.window.queue_cuts,
+                "breaker_opened": self.breaker.opened,
                 "learned_rpm": self.limiter.learned_rpm, "tokens_saved": self.tokens_saved,
                 "batching": self.batcher.stats() if self.batcher else None}
 
@@ -349,6 +353,7 @@ class Gateway:
         self.fallbacks += exported["fallbacks"]
         self.max_in_flight += exported["max_in_flight"]  # workers ran side by side: an upper bound
         self.limiter.window.cuts += exported["cuts"]
+        self.limiter.window.queue_cuts += exported.get("queue_cuts", 0)
         self.breaker.opened += exported["breaker_opened"]
         self.limiter.learned_rpm = self.limiter.learned_rpm or exported["learned_rpm"]
         self.tokens_saved += exported.get("tokens_saved", 0)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from typing import AsyncIterator, Mapping
+
+from .queueing import QueueWatch
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["TokenBucket", "AdaptiveWindow", "SharedPause", "RateLimiter", "parse_duration",
            "retry_after_seconds", "announced_rpm"]
@@ -66,6 +71,9 @@ class AdaptiveWindow:
         self.size = float(cap)
         self.in_flight = 0
         self.cuts = 0
+        self.queue_cuts = 0  # cuts because latency grew with requests in flight (a server that queues)
+        self.watch = QueueWatch()
+        self._queue_cut_at = 0.0
         self._changed = asyncio.Condition()
 
     @property
@@ -83,11 +91,33 @@ class AdaptiveWindow:
             self._changed.notify_all()
 
     async def on_success(self) -> None:
-        """Additive increase: about +1 after a full window of successes, up to the cap."""
-        if self.size < self.cap:
+        """Additive increase: about +1 after a full window of successes, up to the cap — or up to the window
+        settled for a server that queues, and not during a queueing probe."""
+        ceiling = self.watch.settled or self.cap
+        if self.size < ceiling and (self.watch.keeps_up or self.watch.settled):
             async with self._changed:
-                self.size = min(float(self.cap), self.size + 1.0 / max(1.0, self.size))
+                self.size = min(float(ceiling), self.size + 1.0 / max(1.0, self.size))
                 self._changed.notify_all()
+
+    async def on_latency(self, seconds: float, tokens_in: int, tokens_out: int, sent_at: float) -> None:
+        """One reply's time on the wire: probe, and settle the window, when latency says the server queues."""
+        if sent_at < self._queue_cut_at:
+            return  # sent under another window: its wait says nothing about this one
+        target = self.watch.observe(seconds, tokens_in, tokens_out, self.limit)
+        if target is None:
+            return
+        if target == self.limit:
+            self._queue_cut_at = time.monotonic()  # judge from here on
+            return
+        if target < self.limit:
+            self.queue_cuts += 1
+        _log.info("LLM server latency %s: requests in flight %d → %d%s", "grows with the queue"
+                  if target < self.limit else "did not fall with fewer requests", self.limit, target,
+                  " (settled)" if self.watch.settled else "")
+        async with self._changed:
+            self.size = float(max(self.floor, min(self.cap, target)))
+            self._queue_cut_at = time.monotonic()
+            self._changed.notify_all()
 
     def on_throttle(self, since: float, last_cut: float) -> bool:
         """Multiplicative decrease, at most once per round trip (requests sent before the last cut don't count)."""

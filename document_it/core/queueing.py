@@ -1,0 +1,89 @@
+"""Telling a server that queues from one that works in parallel, by latency alone.
+
+A local server with one or a few slots (llama.cpp, Ollama with OLLAMA_NUM_PARALLEL=1) accepts twenty
+requests at once and serves them one after another: each waits behind the others, and with a long enough
+queue the last ones time out. Two things give it away:
+
+1. Suspicion: replies take far longer than the fastest seen, per unit of work (reply tokens, a tenth of
+   the prompt tokens and a fixed start-up, so a long prompt or a batch of answers is not mistaken for a
+   queue). The recent median at QUEUEING × the fastest starts a probe, once the steady latency at the
+   current window has been measured on replies sent after the suspicion.
+2. The probe: the window is halved. If the server queues, latency falls in proportion to the requests in
+   flight (half the window, half the wait), and the window is halved again; when latency no longer falls
+   with it, the server was working in parallel at the previous window, which becomes the settled window
+   (down to two for a one-slot server, which keeps the next request waiting at the server and no more).
+   A server that was never queueing shows it at the first halving, and gets its whole window back.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+
+__all__ = ["QueueWatch", "QUEUEING", "SAMPLES"]
+
+QUEUEING = 2.0  # recent latency at least this many times the fastest rate seen: suspect a queue
+PROPORTIONAL = 1.5  # after halving, latency within this factor of half the old one: it fell with the window
+SAMPLES = 4  # replies each judgement is made on
+
+
+def _work(tokens_in: int, tokens_out: int) -> float:
+    """A reply's work in decode-token equivalents (prefill runs about ten times faster than decode)."""
+    return tokens_out + tokens_in / 10 + 64
+
+
+class QueueWatch:
+    """Decides, reply by reply, the window a server that may queue should get; `settled` once decided."""
+
+    def __init__(self) -> None:
+        self._best = float("inf")  # the fastest seconds per unit of work seen so far
+        self._recent: deque[float] = deque(maxlen=SAMPLES)  # seconds per unit of work, under this window
+        self._probe: tuple[int, float] | None = None  # (window before the last halving, its latency)
+        self._measuring = False  # suspected: the steady latency at this window is being measured
+        self.settled: int | None = None
+
+    def observe(self, seconds: float, tokens_in: int, tokens_out: int, window: int) -> int | None:
+        """Take one reply sent under `window`; the window to switch to (the same one: judge only replies sent
+        from now on), or None to carry on."""
+        rate = max(seconds, 1e-3) / _work(tokens_in, tokens_out)
+        self._best = min(self._best, rate)
+        self._recent.append(rate)
+        if self.settled is not None or len(self._recent) < SAMPLES:
+            return None
+        latency = statistics.median(self._recent)
+        if self._probe is None:
+            if not self._measuring:
+                if latency < QUEUEING * self._best or window < 2:
+                    return None
+                self._measuring = True  # the first replies of a burst ramp up: measure the steady wait first
+                self._recent.clear()
+                return window
+            self._measuring = False
+            return self._halve(window, latency)
+        before, was = self._probe
+        if latency <= was * (window / before) * PROPORTIONAL:  # the wait fell with the window: still queueing
+            return self._halve(window, latency) if window > 1 else self._settle(min(2, before))
+        return self._settle(before)  # no longer queueing at this window: the one before was the server's
+
+    @property
+    def ratio(self) -> float:
+        """Recent latency against the fastest rate seen (1.0 until there are enough replies)."""
+        if len(self._recent) < SAMPLES:
+            return 1.0
+        return statistics.median(self._recent) / self._best
+
+    @property
+    def keeps_up(self) -> bool:
+        """May the window grow? Not during a probe, nor past a settled window."""
+        return self._probe is None and not self._measuring and self.settled is None
+
+    def _halve(self, window: int, latency: float) -> int:
+        self._probe = (window, latency)
+        self._recent.clear()
+        return max(1, window // 2)
+
+    def _settle(self, window: int) -> int:
+        self.settled = window
+        self._probe = None
+        self._recent.clear()
+        return window

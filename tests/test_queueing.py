@@ -1,0 +1,111 @@
+"""A server that queues (one slot, like llama.cpp) is told from one that serves in parallel by latency, and
+the window settles near what it really serves, so nothing times out waiting behind the others."""
+
+from __future__ import annotations
+
+import pytest
+
+from document_it.config import LLMKind, Settings
+from document_it.core.queueing import QueueWatch
+from document_it.core.ratelimit import AdaptiveWindow
+from document_it.pipeline import run
+from document_it.testing.docsite import write_docsite
+from document_it.testing.llm_sim import SimServer
+from document_it.testing.site import SiteServer
+
+from _corpus import PAGES, write_corpus
+
+
+def _feed(watch: QueueWatch, latencies: list[float], window: int, tokens_out: int = 100) -> int | None:
+    """Replies sent under `window`; the last decision."""
+    decision = None
+    for seconds in latencies:
+        decision = watch.observe(seconds, 500, tokens_out, window) or decision
+    return decision
+
+
+def test_replies_as_fast_as_the_fastest_leave_the_window_alone():
+    watch = QueueWatch()
+    assert _feed(watch, [0.50, 0.55, 0.52, 0.61, 0.50, 0.58], 20) is None and watch.keeps_up
+
+
+def test_a_queue_is_halved_while_latency_falls_with_it_and_settles_at_two_slots():
+    watch = QueueWatch()
+    assert _feed(watch, [0.5 * n for n in range(1, 5)], 20) == 20  # each waited behind the others: measure
+    assert _feed(watch, [10.0] * 4, 20) == 10  # the steady wait at 20
+    assert _feed(watch, [5.0] * 4, 10) == 5  # half the window, half the wait: a queue
+    assert _feed(watch, [2.5] * 4, 5) == 2
+    assert _feed(watch, [1.0] * 4, 2) == 1
+    assert _feed(watch, [0.5] * 4, 1) == 2 and watch.settled == 2  # one slot: keep one request waiting
+
+
+def test_a_server_with_four_slots_settles_just_above_them():
+    watch = QueueWatch()
+    assert _feed(watch, [0.5, 1.0, 1.5, 2.0], 20) == 20
+    assert _feed(watch, [2.5] * 4, 20) == 10  # 20 in flight over 4 slots of 0.5 s
+    assert _feed(watch, [1.25] * 4, 10) == 5
+    assert _feed(watch, [0.6] * 4, 5) == 2
+    assert _feed(watch, [0.5] * 4, 2) == 5 and watch.settled == 5  # under 4 the wait stopped falling
+
+
+def test_a_suspicion_the_halving_does_not_confirm_gives_the_window_back():
+    watch = QueueWatch()
+    assert _feed(watch, [0.5, 1.2, 1.3, 1.1], 20) == 20  # slow replies, but not from a queue
+    assert _feed(watch, [1.2] * 4, 20) == 10
+    assert _feed(watch, [1.2] * 4, 10) == 20 and watch.settled == 20
+
+
+def test_a_slower_reply_with_more_work_is_not_a_queue():
+    watch = QueueWatch()
+    _feed(watch, [0.5] * 3, 20)  # 0.5 s for 100 + 50 + 64 units of work
+    assert watch.observe(3.0, 2000, 1200, 20) is None  # a batch of answers: slow for an honest reason
+
+
+async def test_the_window_follows_the_probe_and_ignores_replies_sent_before_a_change():
+    window = AdaptiveWindow(20)
+    for n in range(1, 5):
+        await window.on_latency(0.5 * n, 500, 100, sent_at=0.0)
+    assert window.limit == 20 and window.queue_cuts == 0  # suspected: the steady wait is measured next
+    await window.on_latency(9.0, 500, 100, sent_at=0.0)  # sent before the suspicion: ignored
+    for _ in range(4):
+        await window.on_latency(2.4, 500, 100, sent_at=float("inf"))
+    assert window.limit == 10 and window.queue_cuts == 1
+    await window.on_success()
+    assert window.limit == 10  # no growth during the probe
+    for _ in range(4):
+        await window.on_latency(2.4, 500, 100, sent_at=float("inf"))  # did not fall with the window
+    assert window.limit == 20 and window.watch.settled == 20
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("site")
+    write_corpus(root)
+    with SiteServer(root, max_seconds=300) as server:
+        yield server
+
+
+def _run(tmp_path, site, sim, **extra) -> dict:
+    return run(Settings(source=site.url("llms.txt"), allow_private=True, output_dir=tmp_path / "out",
+                        state_dir=tmp_path / "state", quiet=True, llm=LLMKind.OPENAI, llm_base_url=sim.base_url,
+                        no_cache=True, request_timeout=10, **extra))
+
+
+def test_a_serial_server_settles_the_window_low_and_nothing_times_out(tmp_path):
+    write_docsite(tmp_path / "site", 16)
+    with SimServer(latency_ms=60, ms_per_token=0.5, serial=True, max_seconds=300) as sim:
+        summary = run(Settings(source=str(tmp_path / "site"), output_dir=tmp_path / "out", quiet=True,
+                               state_dir=tmp_path / "state", llm=LLMKind.OPENAI, llm_base_url=sim.base_url,
+                               no_cache=True, request_timeout=10, batch_size=1))  # the window alone decides
+        assert sim.stats()["max_serving"] == 1
+    llm = summary["llm"]
+    assert summary["documents"]["failed"] == 0 and summary["documents"]["completed"] >= 16
+    assert llm["retries"] == 0 and llm["by_status"]["failed"] == 0  # no timeouts, no retries
+    assert llm["window"]["queueing_cuts"] >= 1 and llm["window"]["current"] <= 2 == llm["window"]["settled"]
+
+
+def test_a_server_that_serves_in_parallel_keeps_the_whole_window(tmp_path, site):
+    with SimServer(latency_ms=150, ms_per_token=1, max_seconds=300) as sim:
+        summary = _run(tmp_path, site, sim)
+    window = summary["llm"]["window"]
+    assert window["current"] == window["cap"] == 20 and window["settled"] in (None, 20)
