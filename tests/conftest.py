@@ -8,7 +8,10 @@ from typing import Iterator
 
 import pytest
 
+from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
+
+from _corpus import write_corpus
 
 
 @pytest.fixture
@@ -18,6 +21,22 @@ def site(tmp_path: Path) -> Iterator[SiteServer]:
     yield server
     # stop() waits out serve_forever's 0.5 s poll; let it do so off the test's clock.
     threading.Thread(target=server.stop, daemon=True, name="site-stop").start()
+
+
+@pytest.fixture(scope="module")
+def corpus_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteServer]:
+    """The test corpus (tests/_corpus.py: an llms.txt and its pages) on 127.0.0.1, for a whole module."""
+    root = tmp_path_factory.mktemp("corpus")
+    write_corpus(root)
+    with SiteServer(root, max_seconds=300) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def fast_sim() -> Iterator[SimServer]:
+    """The LLM simulator answering in about 5 ms, for a whole module (reset its stats where counts matter)."""
+    with SimServer(latency_ms=5, ms_per_token=0, max_seconds=300) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

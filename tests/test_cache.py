@@ -22,11 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    root = tmp_path_factory.mktemp("site")
-    write_corpus(root)
-    with SiteServer(root, max_seconds=300) as server:
-        yield server
+def site(corpus_site):
+    return corpus_site
 
 
 @pytest.fixture(scope="module")

@@ -15,24 +15,18 @@ from document_it.config import LLMKind, Mode, Settings
 from document_it.core.progress import RunProgress
 from document_it.models import DocResult, DocStatus
 from document_it.pipeline import run
-from document_it.testing.llm_sim import SimServer
-from document_it.testing.site import SiteServer
 
-from _corpus import PAGES, write_corpus
+from _corpus import PAGES
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    root = tmp_path_factory.mktemp("site")
-    write_corpus(root)
-    with SiteServer(root, max_seconds=300) as server:
-        yield server
+def site(corpus_site):
+    return corpus_site
 
 
 @pytest.fixture(scope="module")
-def sim():
-    with SimServer(latency_ms=5, ms_per_token=0, max_seconds=300) as server:
-        yield server
+def sim(fast_sim):
+    return fast_sim
 
 
 def _ok(url: str) -> DocResult:

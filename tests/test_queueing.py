@@ -11,9 +11,7 @@ from document_it.core.ratelimit import AdaptiveWindow
 from document_it.pipeline import run
 from document_it.testing.docsite import write_docsite
 from document_it.testing.llm_sim import SimServer
-from document_it.testing.site import SiteServer
 
-from _corpus import PAGES, write_corpus
 
 
 def _feed(watch: QueueWatch, latencies: list[float], window: int, tokens_out: int = 100) -> int | None:
@@ -78,11 +76,8 @@ async def test_the_window_follows_the_probe_and_ignores_replies_sent_before_a_ch
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    root = tmp_path_factory.mktemp("site")
-    write_corpus(root)
-    with SiteServer(root, max_seconds=300) as server:
-        yield server
+def site(corpus_site):
+    return corpus_site
 
 
 def _run(tmp_path, site, sim, **extra) -> dict:

@@ -11,17 +11,13 @@ from document_it.analysis.negotiate import STORE_NAME
 from document_it.config import LLMKind, Mode, Settings, StructuredMethod
 from document_it.pipeline import run
 from document_it.testing.llm_sim import SimServer
-from document_it.testing.site import SiteServer
 
-from _corpus import PAGES, write_corpus
+from _corpus import PAGES
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    root = tmp_path_factory.mktemp("site")
-    write_corpus(root)
-    with SiteServer(root, max_seconds=300) as server:
-        yield server
+def site(corpus_site):
+    return corpus_site
 
 
 def _run(tmp_path, site, sim, **extra) -> dict:

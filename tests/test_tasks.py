@@ -16,7 +16,7 @@ from document_it.models import PAGE_TASKS, Task
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
 
-from _corpus import PAGES, write_corpus
+from _corpus import PAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICS = len({topic for topic, _, _ in PAGES})
@@ -24,17 +24,13 @@ NOT_ASKED = ("key_concepts", "implementation_details", "related_topics")  # with
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    root = tmp_path_factory.mktemp("site")
-    write_corpus(root)
-    with SiteServer(root, max_seconds=300) as server:
-        yield server
+def site(corpus_site):
+    return corpus_site
 
 
 @pytest.fixture(scope="module")
-def sim():
-    with SimServer(latency_ms=5, ms_per_token=0, max_seconds=300) as server:
-        yield server
+def sim(fast_sim):
+    return fast_sim
 
 
 @pytest.fixture(autouse=True)
