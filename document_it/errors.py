@@ -62,11 +62,12 @@ class LLMTransientError(LLMError):
     """A failure worth retrying: rate limit, server error, timeout, dropped connection, malformed reply."""
 
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
-                 rate_limited: bool = False, headers: dict[str, str] | None = None) -> None:
+                 rate_limited: bool = False, headers: dict[str, str] | None = None, timed_out: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
         self.rate_limited = rate_limited
+        self.timed_out = timed_out
         self.headers = headers or {}
 
 

@@ -104,3 +104,27 @@ def test_a_server_that_serves_in_parallel_keeps_the_whole_window(tmp_path, site)
         summary = _run(tmp_path, site, sim)
     window = summary["llm"]["window"]
     assert window["current"] == window["cap"] == 20 and window["settled"] in (None, 20)
+
+
+async def test_a_timeout_with_many_in_flight_halves_the_window():
+    import asyncio
+
+    from document_it.analysis.gateway import build_gateway
+    from document_it.analysis.prompts import Task, TopicInput
+    from document_it.config import StructuredMethod
+    from document_it.errors import LLMTransientError
+
+    from _fake_llm import ScriptedLLM
+
+    topics = [TopicInput(f"T{i}", ((f"P{i}", "s", ()),)) for i in range(4)]
+    with ScriptedLLM([], hang_s=2) as llm:  # a server that sits on every request
+        settings = Settings(llm=LLMKind.OPENAI, llm_base_url=llm.base_url, api_key="sk-test-0123456789",
+                            max_concurrency=8, request_timeout=0.3, retries=0, batch_size=1,
+                            structured_output=StructuredMethod.JSON_SCHEMA)
+        async with build_gateway(settings) as gateway:
+            results = await asyncio.gather(*(gateway.ask(Task.TOPIC_SYNTHESIS, t) for t in topics),
+                                           return_exceptions=True)
+            window = gateway.limiter.window
+    assert all(isinstance(r, LLMTransientError) and ("timed out" in str(r) or "took longer" in str(r))
+               for r in results), results
+    assert window.limit == 4 and window.cuts == 1  # halved once for the round trip, not once per request

@@ -268,6 +268,7 @@ class Gateway:
     async def _send(self, provider: ChatProvider, task: Task, messages: Messages, estimate: int,
                     schema: type[BaseModel] | None, record: RequestRecord) -> Any:
         queued = time.monotonic()
+        method = provider.choice.current  # if the server refuses it, send() asks again: not a fair latency
         async with self.limiter.slot(estimate) as sent_at:
             record.waited += sent_at - queued  # for a slot, the pause and the RPM/TPM buckets
             self._in_flight += 1
@@ -276,19 +277,23 @@ class Gateway:
                 # a hard cap per attempt: a server that drips bytes slower than the read timeout still ends
                 attempt = await asyncio.wait_for(provider.send(task, messages, schema), self.request_timeout * 1.5)
             except asyncio.TimeoutError:
+                self.limiter.on_timeout(sent_at)
                 raise LLMTransientError(f"LLM request to {provider.host} took longer than "
-                                        f"{self.request_timeout * 1.5:g}s") from None
+                                        f"{self.request_timeout * 1.5:g}s", timed_out=True) from None
             except LLMTransientError as exc:
                 if exc.rate_limited:
                     self.limiter.on_throttle(sent_at, exc.retry_after)
                     self.limiter.learn_limit(announced_rpm(exc.headers))
+                elif exc.timed_out:
+                    self.limiter.on_timeout(sent_at)
                 raise
             finally:
                 self._in_flight -= 1
                 record.on_wire += time.monotonic() - sent_at
         self.limiter.learn_limit(announced_rpm(attempt.headers))
-        await self.limiter.window.on_latency(time.monotonic() - sent_at, attempt.tokens_in, attempt.tokens_out,
-                                             sent_at)
+        if provider.choice.current is method:
+            await self.limiter.window.on_latency(time.monotonic() - sent_at, attempt.tokens_in, attempt.tokens_out,
+                                                 sent_at)
         await self.limiter.on_success(estimate, attempt.tokens_in + attempt.tokens_out)
         return attempt
 

@@ -175,7 +175,7 @@ class ChatProvider:
                 raise self._refusal(exc, method) from None
             raise self._status_error(exc) from None
         except openai.APITimeoutError:
-            raise LLMTransientError(f"LLM request to {self.host} timed out") from None
+            raise LLMTransientError(f"LLM request to {self.host} timed out", timed_out=True) from None
         except openai.APIConnectionError as exc:
             raise LLMTransientError(f"connection to the LLM at {self.host} failed: {_cause(exc)}") from None
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:  # replies the SDK could not read

@@ -59,10 +59,12 @@ class QueueWatch:
                 self._recent.clear()
                 return window
             self._measuring = False
+            if window < 2:  # already down to one (timeouts cut it): a queue it is; keep one request waiting
+                return self._settle(2)
             return self._halve(window, latency)
         before, was = self._probe
         if latency <= was * (window / before) * PROPORTIONAL:  # the wait fell with the window: still queueing
-            return self._halve(window, latency) if window > 1 else self._settle(min(2, before))
+            return self._halve(window, latency) if window > 1 else self._settle(2)
         return self._settle(before)  # no longer queueing at this window: the one before was the server's
 
     @property

@@ -179,6 +179,14 @@ class RateLimiter:
         if self.window.on_throttle(sent_at, self._last_cut):
             self._last_cut = time.monotonic()
 
+    def on_timeout(self, sent_at: float) -> None:
+        """A request timed out: with many in flight the server is likely queueing them, so the window halves,
+        once per round trip, as on a 429 (without the pause)."""
+        if self.window.in_flight > 1 and self.window.on_throttle(sent_at, self._last_cut):
+            self._last_cut = time.monotonic()
+            _log.info("an LLM request timed out with %d in flight; at most %d from now on",
+                      self.window.in_flight, self.window.limit)
+
     def learn_limit(self, limit_requests: float | None) -> None:
         """Adopt the request limit a server announces in x-ratelimit-limit-requests (unless one was given)."""
         if not limit_requests or limit_requests <= 0 or self.learned_rpm == limit_requests:
