@@ -45,7 +45,7 @@ async def test_a_terminal_shows_a_bar_per_stage_with_the_llm_window_cache_hits_a
             progress.advance(DocResult(url="b", title="t", topic="", status=DocStatus.FAILED, error="fetch: 404",
                                        timings={"fetch": 0.1}))
     text = screen.getvalue()
-    for name in ("discovered", "downloaded", "parsed", "analysed"):
+    for name in ("discovered", "downloaded", "parsed", "analysed", "failed"):
         assert name in text
     assert "2/2" in text and "1/2" in text  # analysed both, parsed one
     assert "LLM window 7/7" in text and "cache hits 0" in text and "429s 0" in text and "1 failed" in text

@@ -1,5 +1,5 @@
 """Progress while pages move through the stages: a bar per stage (discovered, downloaded, parsed,
-analysed) with rate and ETA on a terminal, beside the LLM window, cache hits, 429s and failures; a
+analysed, failed) with rate and ETA on a terminal, beside the LLM window, cache hits, 429s and failures; a
 one-line log every few seconds when stderr is a file or a pipe (a scheduler's log); nothing with --quiet."""
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class RunProgress:
         )
         self._discovered = self._progress.add_task("discovered", total=total, completed=total, detail="")
         self._bars = {name: self._progress.add_task(name, total=total, completed=done, detail="") for name in STAGES}
+        self._failed = self._progress.add_task("failed", total=total, completed=0, detail="")
         self._gateway: Any = None
         self._observed = False  # stage() is called (stages in this process); else results carry the stages
 
@@ -79,6 +80,7 @@ class RunProgress:
             self.completed += 1
         else:
             self.failed += 1
+            self._progress.update(self._failed, advance=1)
         if not self._observed:  # worker processes did the stages: the result says which
             for name, timing in (("downloaded", "fetch"), ("parsed", "parse")):
                 if timing in result.timings:
@@ -87,7 +89,7 @@ class RunProgress:
         if total is not None and total != self.total:
             self.total = total
             self._progress.update(self._discovered, total=total, completed=total)
-            for bar in self._bars.values():
+            for bar in (*self._bars.values(), self._failed):
                 self._progress.update(bar, total=total)
         parts = self._details()
         self._progress.update(self._bars["analysed"], advance=1, detail=" · ".join(parts))
