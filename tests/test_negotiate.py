@@ -72,7 +72,8 @@ async def test_json_mode_is_the_last_resort_and_its_loose_json_is_read_tolerantl
 
 async def test_a_reply_that_ignores_response_format_moves_on_too(tmp_path):
     answer = {"overview": "o", "key_themes": []}
-    with ScriptedLLM([completion("I cannot do JSON, but retries back off."), tool_call("TopicSynthesis", answer)]) as llm:
+    script = [completion("I cannot do JSON, but retries back off."), tool_call("TopicSynthesis", answer)]
+    with ScriptedLLM(script) as llm:
         value, used = await _ask(_settings(llm.base_url, tmp_path))
     assert value.overview == "o" and used["method"] == "function_calling"
 
