@@ -29,7 +29,7 @@ def test_replies_as_fast_as_the_fastest_leave_the_window_alone():
 
 def test_a_queue_is_halved_while_latency_falls_with_it_and_settles_at_two_slots():
     watch = QueueWatch()
-    assert _feed(watch, [0.5 * n for n in range(1, 5)], 20) == 20  # each waited behind the others: measure
+    assert _feed(watch, [0.5, 1.5, 2.0, 2.5], 20) == 20  # each waited behind the others: measure
     assert _feed(watch, [10.0] * 4, 20) == 10  # the steady wait at 20
     assert _feed(watch, [5.0] * 4, 10) == 5  # half the window, half the wait: a queue
     assert _feed(watch, [2.5] * 4, 5) == 2
@@ -39,7 +39,7 @@ def test_a_queue_is_halved_while_latency_falls_with_it_and_settles_at_two_slots(
 
 def test_a_server_with_four_slots_settles_just_above_them():
     watch = QueueWatch()
-    assert _feed(watch, [0.5, 1.0, 1.5, 2.0], 20) == 20
+    assert _feed(watch, [0.5, 1.5, 2.0, 2.5], 20) == 20
     assert _feed(watch, [2.5] * 4, 20) == 10  # 20 in flight over 4 slots of 0.5 s
     assert _feed(watch, [1.25] * 4, 10) == 5
     assert _feed(watch, [0.6] * 4, 5) == 2
@@ -48,7 +48,7 @@ def test_a_server_with_four_slots_settles_just_above_them():
 
 def test_a_suspicion_the_halving_does_not_confirm_gives_the_window_back():
     watch = QueueWatch()
-    assert _feed(watch, [0.5, 1.2, 1.3, 1.1], 20) == 20  # slow replies, but not from a queue
+    assert _feed(watch, [0.5, 1.6, 1.7, 1.5], 20) == 20  # slow replies, but not from a queue
     assert _feed(watch, [1.2] * 4, 20) == 10
     assert _feed(watch, [1.2] * 4, 10) == 20 and watch.settled == 20
 
@@ -61,8 +61,8 @@ def test_a_slower_reply_with_more_work_is_not_a_queue():
 
 async def test_the_window_follows_the_probe_and_ignores_replies_sent_before_a_change():
     window = AdaptiveWindow(20)
-    for n in range(1, 5):
-        await window.on_latency(0.5 * n, 500, 100, sent_at=0.0)
+    for seconds in (0.5, 1.5, 2.0, 2.5):
+        await window.on_latency(seconds, 500, 100, sent_at=0.0)
     assert window.limit == 20 and window.queue_cuts == 0  # suspected: the steady wait is measured next
     await window.on_latency(9.0, 500, 100, sent_at=0.0)  # sent before the suspicion: ignored
     for _ in range(4):
@@ -103,7 +103,9 @@ def test_a_server_that_serves_in_parallel_keeps_the_whole_window(tmp_path, site)
     with SimServer(latency_ms=150, ms_per_token=1, max_seconds=300) as sim:
         summary = _run(tmp_path, site, sim)
     window = summary["llm"]["window"]
-    assert window["current"] == window["cap"] == 20 and window["settled"] in (None, 20)
+    assert summary["documents"]["failed"] == 0 and window["cap"] == 20
+    # a suspicion (a busy machine slows replies too) may halve the window for a probe, never settle it lower
+    assert window["settled"] in (None, 20) and window["queueing_cuts"] <= 1
 
 
 async def test_a_timeout_with_many_in_flight_halves_the_window():

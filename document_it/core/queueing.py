@@ -22,7 +22,7 @@ from collections import deque
 
 __all__ = ["QueueWatch", "QUEUEING", "SAMPLES"]
 
-QUEUEING = 2.0  # recent latency at least this many times the fastest rate seen: suspect a queue
+QUEUEING = 3.0  # recent latency at least this many times the fastest rate seen: suspect a queue
 PROPORTIONAL = 1.5  # after halving, latency within this factor of half the old one: it fell with the window
 SAMPLES = 4  # replies each judgement is made on
 
