@@ -142,22 +142,19 @@ def schema_for(task: Task) -> type[BaseModel]:
     return _SCHEMAS[task]
 
 
-def render(task: Task, context: Context, *, schema_in_prompt: bool = False) -> list[tuple[str, str]]:
-    """The chat messages for one task; json mode also needs the schema spelled out."""
-    return [("system", _system(schema_for(task), schema_in_prompt)),
-            ("user", f"{_INSTRUCTIONS[task]}\n\n{_material(context)}")]
+def render(task: Task, context: Context) -> list[tuple[str, str]]:
+    """The chat messages for one task (json mode adds the schema with `with_schema` when it sends)."""
+    return [("system", _SYSTEM), ("user", f"{_INSTRUCTIONS[task]}\n\n{_material(context)}")]
 
 
 BATCH_NOTE = "\n\nAnswer each of the items below on its own, as if it were the only one."
 
 
-def render_batch(task: Task, items: list[tuple[str, Context]], *, schema_in_prompt: bool = False
-                 ) -> list[tuple[str, str]]:
+def render_batch(task: Task, items: list[tuple[str, Context]]) -> list[tuple[str, str]]:
     """One prompt for several items of the same task: the instructions once, then each item with its id."""
     blocks = "".join(f'\n\n<item id="{item_id}">\n{_material(context)}\n</item>' for item_id, context in items)
     note = f'{BATCH_NOTE} Reply with "results": one entry per item, with its "id" and its "result".'
-    return [("system", _system(batch_schema(task), schema_in_prompt)),
-            ("user", f"{_INSTRUCTIONS[task]}{note}{blocks}")]
+    return [("system", _SYSTEM), ("user", f"{_INSTRUCTIONS[task]}{note}{blocks}")]
 
 
 @functools.cache
@@ -170,15 +167,9 @@ def batch_schema(task: Task) -> type[BaseModel]:
 
 def with_schema(messages: list[tuple[str, str]], schema: type[BaseModel]) -> list[tuple[str, str]]:
     """`messages` with the system prompt spelling out `schema` (json mode constrains only to "some JSON")."""
-    note = _system(schema, True)
+    spelled = json.dumps(schema.model_json_schema(), indent=1)
+    note = _SYSTEM + f"\nReply with one JSON object that validates against this JSON Schema:\n```json\n{spelled}\n```"
     return [(role, note if role == "system" and text == _SYSTEM else text) for role, text in messages]
-
-
-def _system(schema: type[BaseModel], schema_in_prompt: bool) -> str:
-    if not schema_in_prompt:
-        return _SYSTEM
-    text = json.dumps(schema.model_json_schema(), indent=1)
-    return _SYSTEM + f"\nReply with one JSON object that validates against this JSON Schema:\n```json\n{text}\n```"
 
 
 def _material(context: Context) -> str:
