@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from ..errors import LLMAuthError, LLMError
 from .prompts import Context, Task
 
-__all__ = ["Batcher", "BatchItem", "AUTO_MAX_ITEMS", "POLL_S"]
+__all__ = ["Batcher", "BatchItem", "AUTO_MAX_ITEMS", "POLL_S", "combined_stats"]
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,19 @@ class Batcher:
                 "items_per_batch_mean": round(self.items_batched / self.batches, 2) if self.batches else 0.0,
                 "items_per_batch_max": self.largest, "sent_alone": self.singles,
                 "queue_wait_s": round(self.queue_wait_s, 3)}
+
+
+def combined_stats(stats: list[dict[str, Any]], batching: bool) -> dict[str, Any]:
+    """Several batchers' stats() as one (a gateway's and its worker processes'); `batching` says whether any
+    batcher ran, else only the counts are reported."""
+    total = {key: sum(s.get(key, 0) for s in stats) for key in ("batches", "items_batched", "sent_alone")}
+    if any("queue_wait_s" in s for s in stats):
+        total["queue_wait_s"] = round(sum(s.get("queue_wait_s", 0.0) for s in stats), 3)
+    if total["batches"] or batching:
+        batches = total["batches"]
+        total["items_per_batch_mean"] = round(total["items_batched"] / batches, 2) if batches else 0.0
+        total["items_per_batch_max"] = max(s.get("items_per_batch_max", 0) for s in stats)
+    return total
 
 
 def _settle(item: BatchItem, outcome: BaseModel | BaseException) -> None:

@@ -20,7 +20,7 @@ from ..core.ratelimit import RateLimiter, announced_rpm
 from ..core.tracker import Prices, RequestRecord, RequestTracker
 from ..errors import LLMAuthError, LLMError, LLMTransientError
 from ..tokens import estimate_tokens
-from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem
+from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem, combined_stats
 from .prompts import PROMPT_VERSION, Context, Task, TopicInput, batch_schema, schema_for
 from .providers import ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider
 
@@ -313,30 +313,14 @@ class Gateway:
             "fallbacks": self.fallbacks,
             "cache": self.memo.stats(),
             "batching": self._batching(),
-            "structured_output": self._structured_output(),
+            "structured_output": self.provider.choice.summary() if isinstance(self.provider, ChatProvider) else None,
         }
 
     def _batching(self) -> dict[str, Any]:
         """This gateway's batching figures plus those of the worker processes it absorbed."""
         mine = self.batcher.stats() if self.batcher else {"batches": 0}
-        stats = [mine, *self._absorbed_batching]
-        total = {key: sum(s.get(key, 0) for s in stats) for key in ("batches", "items_batched", "sent_alone")}
-        if any("queue_wait_s" in s for s in stats):
-            total["queue_wait_s"] = round(sum(s.get("queue_wait_s", 0.0) for s in stats), 3)
-        if total["batches"] or self.batcher:
-            batches = total["batches"]
-            total["items_per_batch_mean"] = round(total["items_batched"] / batches, 2) if batches else 0.0
-            total["items_per_batch_max"] = max(s.get("items_per_batch_max", 0) for s in stats)
-        return {**total, "tokens_saved": self.tokens_saved}
-
-    def _structured_output(self) -> dict[str, Any] | None:
-        """The structured-output method in use, and whether it was negotiated (auto) or forced."""
-        choice = getattr(self.provider, "choice", None)
-        if choice is None:
-            return None
-        return {"method": choice.current.value, "negotiated": not choice.forced, "settled": choice.settled,
-                "refused": list(choice.refusals)}
-
+        return {**combined_stats([mine, *self._absorbed_batching], self.batcher is not None),
+                "tokens_saved": self.tokens_saved}
 
     def export(self) -> dict[str, Any]:
         """This gateway's raw figures, picklable, for the parent process to absorb()."""

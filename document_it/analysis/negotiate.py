@@ -62,6 +62,11 @@ class MethodChoice:
                      self.current.value)
         return True
 
+    def summary(self) -> dict[str, object]:
+        """run.json's view: the method in use, whether it was negotiated (auto) or forced, what was refused."""
+        return {"method": self.current.value, "negotiated": not self.forced, "settled": self.settled,
+                "refused": list(self.refusals)}
+
     def worked(self, method: StructuredMethod) -> None:
         """A valid answer came back with `method`: keep it for this run and remember it for the next."""
         if self.settled or method is not self.current:

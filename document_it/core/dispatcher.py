@@ -98,9 +98,6 @@ class Stages:
         self._processes = ProcessPoolExecutor(settings.analysis_workers, mp_context=spawn_context(),
                                               initializer=ignore_interrupts) \
             if plan.parse is Where.PROCESSES else None
-        # a spawned worker takes about a second to start; until every one is up, pages parse on threads
-        self._warming = [self._processes.submit(os.getpid) for _ in range(settings.analysis_workers)] \
-            if self._processes and self._threads else []
 
     def __enter__(self) -> "Stages":
         return self
@@ -128,12 +125,7 @@ class Stages:
         if isinstance(cached, ParsedDoc):
             self._parsed()
             return cached
-        where, pool = self.plan.parse, self._processes
-        if self._warming and not all(f.done() for f in self._warming):
-            where, pool = Where.THREADS, self._threads
-        else:
-            self._warming = []
-        page = await self._run(where, pool, parse, fetched, self.chunk_tokens)
+        page = await self._run(self.plan.parse, self._processes, parse, fetched, self.chunk_tokens)
         self.memo.set("parse", key, page)
         self._parsed()
         return page
