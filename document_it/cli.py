@@ -94,8 +94,12 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                    help="comma-separated analyses asked of every page, one prompt each (fewer cost less), from: "
                         f"{', '.join(task.value for task in PAGE_TASKS)}; default: all of them")
     p.add_argument("--chunk-tokens", type=int, default=d("chunk-tokens", 800),
-                   help="chunk size in tokens; pages longer than one prompt's budget (3000 tokens) are read "
-                        "chunk by chunk, the notes merged by the root model")
+                   help="chunk size in tokens; pages longer than one prompt's budget (3000 tokens, less in a "
+                        "small context window) are read chunk by chunk, the notes merged by the root model")
+    p.add_argument("--context-tokens", default=d("context-tokens", None), metavar="N",
+                   help="the model's context window in tokens: no request is built larger (prompt + room for "
+                        "the answer); default: what the server announces, else 8192, lowered when the server "
+                        "refuses a request as too long")
     p.add_argument("--structured-output", choices=[m.value for m in StructuredMethod],
                    default=d("structured-output", "auto"),
                    help="how the model is asked for JSON; auto (default) tries json_schema, then function "
@@ -207,7 +211,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         grace = float(args.grace)
         optional = {name: None if getattr(args, name) in (None, "") else kind(getattr(args, name))
                     for name, kind in (("limit", int), ("max_cost", float), ("max_tokens", int),
-                                       ("price_in", float), ("price_out", float))}
+                                       ("context_tokens", int), ("price_in", float), ("price_out", float))}
         fetch_timeout, page_mb = float(args.fetch_timeout), float(args.max_page_mb)
     except ValueError as exc:
         raise ConfigError(f"bad number from the environment: {exc}") from None

@@ -87,6 +87,7 @@ class Settings:
     extract_fields: tuple[str, ...] = ()  # named fields read from every page (--extract-fields)
     tasks: tuple[Task, ...] = PAGE_TASKS  # the analyses asked of every page, one prompt each (--tasks)
     structured_output: StructuredMethod = StructuredMethod.AUTO
+    context_tokens: int | None = None  # the model's context window; None: from the server, else 8192
     request_timeout: float = 60.0
     # gateway: limits, retries, breaker, budgets
     rpm: float = 0.0
@@ -156,6 +157,8 @@ class Settings:
                               "--llm simulate")
         if self.enable_queue is False and (self.resume or self.incremental):
             raise ConfigError("--resume and --incremental need the job queue; drop --no-queue")
+        if self.context_tokens is not None and self.context_tokens < 1024:
+            raise ConfigError(f"--context-tokens must be at least 1024 (got {self.context_tokens})")
         if self.batch_size < 0:
             raise ConfigError(f"--batch-size must be 0 (auto), 1 (off) or more (got {self.batch_size})")
         if self.limit is not None and self.limit < 1:

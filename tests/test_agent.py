@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from langgraph.graph import START
 
-from document_it.analysis.agent import PageAgent, _digest, synthesize_topics
+from document_it.analysis.agent import PageAgent, read_in_chunks, synthesize_topics
 from document_it.analysis.gateway import Gateway
 from document_it.analysis.prompts import PAGE_TASKS, PAGE_TOKEN_BUDGET, PageAnalysis, TopicInput
 from document_it.analysis.providers import ChatProvider, ExtractiveProvider
@@ -46,14 +46,17 @@ def test_graph_digests_then_fans_out_and_merges():
 async def test_branches_run_in_parallel_and_merge_into_a_valid_analysis(page):
     with SimServer(latency_ms=150, ms_per_token=0) as sim:
         async with _gateway(sim.base_url) as gateway:
+            await asyncio.gather(gateway.complete("first"), gateway.complete("second"))  # the start probe
+            assert not gateway.limiter.window.probing
+            sim.reset_stats()
             analysis = await PageAgent(gateway).analyze(page)
         stats = sim.stats()
     assert isinstance(analysis, PageAnalysis) and analysis.summary
     assert stats["requests"] == len(PAGE_TASKS)
     assert stats["max_in_flight"] == len(PAGE_TASKS)  # all five branches were waiting on the server together
     summary = gateway.summary()
-    assert summary["prompts"] == summary["requests"] == summary["attempts"] == len(PAGE_TASKS)
-    assert summary["by_status"]["completed"] == len(PAGE_TASKS)
+    assert summary["prompts"] == summary["requests"] == summary["attempts"] == len(PAGE_TASKS) + 2
+    assert summary["by_status"]["completed"] == len(PAGE_TASKS) + 2
 
 
 async def test_gateway_cap_holds_across_pages(page):
@@ -66,10 +69,10 @@ async def test_gateway_cap_holds_across_pages(page):
 
 
 async def test_a_failing_branch_fails_the_page_with_the_reason(page):
-    error = {"error": {"message": "context length exceeded", "type": "invalid_request_error"}}
+    error = {"error": {"message": "temperature must be at most 2", "type": "invalid_request_error"}}
     with ScriptedLLM([(400, error)] * 5) as llm:
         async with _gateway(llm.base_url) as gateway:
-            with pytest.raises(LLMError, match="HTTP 400: context length exceeded"):
+            with pytest.raises(LLMError, match="HTTP 400: temperature must be at most 2"):
                 await PageAgent(gateway).analyze(page)
     assert gateway.summary()["by_status"]["failed"] >= 1
 
@@ -110,9 +113,9 @@ async def test_a_long_page_is_read_chunk_by_chunk_by_the_sub_model_then_analysed
 
 async def test_map_notes_that_all_fail_fall_back_to_the_first_chunks(tmp_path):
     page = _long_page(tmp_path)
-    error = (400, {"error": {"message": "context length exceeded", "type": "invalid_request_error"}})
+    error = (400, {"error": {"message": "temperature must be at most 2", "type": "invalid_request_error"}})
     with ScriptedLLM([error] * len(page.chunks)) as llm:
         async with _gateway(llm.base_url) as gateway:
-            update = await _digest(gateway, None)({"page": page, "parts": {}})
-    assert update == {}  # nothing replaced: the branches read the page's first chunks as before
+            read = await read_in_chunks(gateway, None, page)
+    assert read is page  # nothing replaced: the branches read the page's first chunks as before
     assert gateway.summary()["by_status"]["failed"] == len(page.chunks)

@@ -32,6 +32,8 @@ async def _ask_all(settings: Settings, topics=TOPICS, backlog: bool = True, wind
         window = gateway.limiter.window
         backlog = backlog and gateway.batcher is not None  # --batch-size 1: no batcher, nothing to hold
         if backlog:
+            if window.start is not None:
+                window.start.cut()  # the 429s that cut the window would end its start probe too
             window.size = window_slots
             for _ in range(window_slots):
                 await window.acquire()

@@ -81,8 +81,16 @@ async def test_429_pauses_for_retry_after_cuts_the_window_and_is_not_a_failure()
 async def test_a_hung_server_times_out_and_is_retried():
     with ScriptedLLM([OK], hang_s=3) as llm:
         error, gateway = await _ask(llm.base_url, request_timeout=0.3, retries=1)
-    assert isinstance(error, LLMTransientError) and "timed out" in str(error)
+    assert isinstance(error, LLMTransientError) and "took longer than 0.6s" in str(error)  # 0.3 s, then 0.6 s
     assert gateway.summary()["attempts"] == 2
+
+
+async def test_a_server_slower_than_the_timeout_gets_longer_attempts_when_nothing_else_waits():
+    with ScriptedLLM([OK, OK], hang_s=0.7) as llm:  # alive, but every reply takes 0.7 s
+        value, gateway = await _ask(llm.base_url, request_timeout=0.4, retries=2)
+    assert value.overview == "Fine."  # the second attempt had 0.8 s
+    summary = gateway.summary()
+    assert summary["attempts"] == 2 and summary["attempt_timeout_s"] == pytest.approx(0.8)
 
 
 async def test_malformed_replies_are_retried():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from document_it.config import LLMKind, Settings
-from document_it.core.queueing import QueueWatch
+from document_it.core.queueing import PARALLEL_VERDICT, QUEUEING_VERDICT, QueueWatch, StartProbe
 from document_it.core.ratelimit import AdaptiveWindow
 from document_it.pipeline import run
 from document_it.testing.docsite import write_docsite
@@ -75,6 +75,53 @@ async def test_the_window_follows_the_probe_and_ignores_replies_sent_before_a_ch
     assert window.limit == 20 and window.watch.settled == 20
 
 
+def test_the_start_probe_tells_side_by_side_from_one_after_another():
+    parallel, queueing = StartProbe(), StartProbe()
+    assert parallel.observe(0.0, 1.0, 500, 100) is None
+    assert parallel.observe(0.0, 1.1, 500, 110) == PARALLEL_VERDICT  # served beside the first
+    queueing.observe(0.0, 1.0, 500, 100)
+    assert queueing.observe(0.0, 2.0, 500, 100) == QUEUEING_VERDICT  # served after the first
+
+
+def test_the_start_probe_judges_only_requests_that_were_out_together():
+    probe = StartProbe()
+    probe.observe(0.0, 1.0, 500, 100)
+    assert probe.observe(2.0, 2.0, 500, 100) is None  # sent after the first came back: says nothing
+    assert probe.observe(2.1, 3.8, 500, 100) == QUEUEING_VERDICT  # waited for the one sent at 2.0
+
+
+async def test_a_probed_window_opens_for_a_parallel_server_and_stays_at_two_for_a_queue():
+    opened, queued = AdaptiveWindow(20, probe=True), AdaptiveWindow(20, probe=True)
+    assert opened.limit == queued.limit == 2 and opened.probing
+    await opened.on_success()
+    assert opened.limit == 2  # no growth before the verdict
+    for seconds in (1.0, 1.05):
+        await opened.on_latency(seconds, 500, 100, sent_at=0.0)
+    assert opened.limit == 20 and not opened.probing and opened.watch.settled is None
+    for seconds in (1.0, 2.0):
+        await queued.on_latency(seconds, 500, 100, sent_at=0.0)
+    assert queued.limit == 2 == queued.watch.settled
+    for _ in range(4):  # two in flight, each waiting for the other: slower than the first, stays at two
+        await queued.on_latency(2.0, 500, 100, sent_at=float("inf"))
+    assert queued.limit == 2
+
+
+async def test_a_wrong_queueing_verdict_is_undone_when_replies_keep_pace():
+    window = AdaptiveWindow(20, probe=True)
+    for seconds in (1.0, 2.0):
+        await window.on_latency(seconds, 500, 100, sent_at=0.0)
+    assert window.limit == 2
+    for _ in range(4):
+        await window.on_latency(1.05, 500, 100, sent_at=float("inf"))
+    assert window.limit == 20 and window.watch.settled is None
+
+
+def test_a_429_during_the_probe_cuts_from_the_whole_window_and_a_timeout_from_the_probe():
+    limited, slow = AdaptiveWindow(20, probe=True), AdaptiveWindow(20, probe=True)
+    assert limited.on_throttle(1.0, 0.0) and limited.limit == 10 and not limited.probing
+    assert slow.on_throttle(1.0, 0.0, timed_out=True) and slow.limit == 1 and not slow.probing
+
+
 @pytest.fixture(scope="module")
 def site(corpus_site):
     return corpus_site
@@ -129,4 +176,20 @@ async def test_a_timeout_with_many_in_flight_halves_the_window():
             window = gateway.limiter.window
     assert all(isinstance(r, LLMTransientError) and ("timed out" in str(r) or "took longer" in str(r))
                for r in results), results
-    assert window.limit == 4 and window.cuts == 1  # halved once for the round trip, not once per request
+    # the start probe's two requests time out together: halved once for the round trip, not once per request;
+    # the others, one in flight at a time, say nothing about a queue
+    assert window.limit == 1 and window.cuts == 1 and not window.probing
+
+
+def test_a_slow_one_slot_server_gets_two_requests_from_the_start_and_none_times_out(tmp_path):
+    # two seconds a reply: twenty in flight would have the third waiting six seconds, past the timeout
+    write_docsite(tmp_path / "site", 3)
+    with SimServer(latency_ms=2000, ms_per_token=0, serial=True, max_seconds=300) as sim:
+        summary = run(Settings(source=str(tmp_path / "site"), output_dir=tmp_path / "out", quiet=True,
+                               state_dir=tmp_path / "state", llm=LLMKind.OPENAI, llm_base_url=sim.base_url,
+                               no_cache=True, request_timeout=5, tasks=("summary", "key_concepts")))
+        assert sim.stats()["max_in_flight"] <= 2
+    llm = summary["llm"]
+    assert summary["documents"]["failed"] == 0 and summary["documents"]["completed"] >= 3
+    assert llm["retries"] == 0 and llm["by_status"]["failed"] == 0
+    assert llm["window"]["settled"] in (1, 2) and llm["window"]["current"] <= 2  # 1 when a reply is over 5 s / 4

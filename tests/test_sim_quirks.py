@@ -177,6 +177,21 @@ def test_context_tokens_rejects_long_prompts_and_is_listed() -> None:
         assert sim.stats()["errors"] == 2 and sim.stats()["requests"] == 1
 
 
+def test_a_hidden_context_is_not_listed_clamps_max_tokens_and_counts_with_its_own_tokenizer() -> None:
+    with SimServer(context_tokens=100, hidden_context=True, token_ratio=2.0, **FAST) as sim:
+        assert "max_model_len" not in requests.get(f"{sim.base_url}/models", timeout=5).json()["data"][0]
+        short = estimate_tokens(prompt_text({"messages": HI}))
+        ok = _post(sim, {"messages": HI, "max_tokens": 5000})  # clamped to what is left, as llama-cpp does
+        assert ok.status_code == 200 and ok.json()["usage"]["prompt_tokens"] == 2 * short
+        long = [{"role": "user", "content": "word " * 30}]  # 38 estimated tokens, 76 to this tokenizer
+        assert _post(sim, {"messages": long}).status_code == 200
+        longer = [{"role": "user", "content": "word " * 45}]
+        refused = _post(sim, {"messages": longer})
+        counted = 2 * estimate_tokens(prompt_text({"messages": longer}))
+        assert refused.status_code == 400 and refused.json()["error"]["message"] == (
+            f"Requested tokens ({counted}) exceed context window of 100")
+
+
 def test_models_listing_has_no_max_model_len_by_default() -> None:
     with SimServer(**FAST) as sim:
         assert "max_model_len" not in requests.get(f"{sim.base_url}/models", timeout=5).json()["data"][0]
@@ -296,11 +311,12 @@ def test_cli_flags_reach_the_server() -> None:
                                  "--require-key", "--model-id", GGUF])
     assert quirk_kwargs(args) == {"no_json_schema": True, "tools_only": False, "sloppy_json": True,
                                   "context_tokens": 2048, "serial": True, "require_key": True, "no_key": False,
-                                  "model_id": GGUF}
+                                  "model_id": GGUF, "hidden_context": False, "token_ratio": 1.0}
+    assert quirk_kwargs(_parser().parse_args(["--hidden-context", "--token-ratio", "1.3"]))["token_ratio"] == 1.3
     assert quirk_kwargs(_parser().parse_args([])) == {
         "no_json_schema": False, "tools_only": False, "sloppy_json": False, "context_tokens": 0, "serial": False,
-        "require_key": False, "no_key": False, "model_id": None}
+        "require_key": False, "no_key": False, "model_id": None, "hidden_context": False, "token_ratio": 1.0}
     help_text = _parser().format_help()
     for flag in ("--no-json-schema", "--tools-only", "--sloppy-json", "--context-tokens", "--serial",
-                 "--require-key", "--no-key", "--model-id"):
+                 "--require-key", "--no-key", "--model-id", "--hidden-context", "--token-ratio"):
         assert flag in help_text

@@ -5,7 +5,8 @@ A reply's decode time grows with the answers it carries, so a batch of five cost
 answers' time: batching pays only for prompts that could not be sent now anyway. The batcher therefore
 sends a prompt on its own while a slot of the concurrency window is free, and groups the backlog only:
 whenever a slot frees, the prompts waiting are spread over the whole window (largest queue first), each
-request carrying at most --batch-size items and --batch-max-tokens prompt tokens. A window shrunk by 429s,
+request carrying at most --batch-size items and --batch-max-tokens prompt tokens, and no more than the
+model's context window holds with room for every answer. A window shrunk by 429s,
 or slots held while requests wait for the RPM/TPM buckets, count as busy, so batches grow exactly when the
 server or its limits are the bottleneck. Items the reply leaves out are asked again on their own; a batch
 that fails as a whole is split in halves, down to single items that take the ordinary path.
@@ -61,6 +62,7 @@ class _Unbounded:
 
 SendBatch = Callable[[Task, list[BatchItem]], Awaitable[dict[str, BaseModel]]]
 SendOne = Callable[[BatchItem], Awaitable[BaseModel]]
+Fits = Callable[[Task, int, int], bool]  # (task, prompt tokens, answers): does one request hold them?
 
 
 class Batcher:
@@ -68,8 +70,9 @@ class Batcher:
     own answer back."""
 
     def __init__(self, send_batch: SendBatch, send_one: SendOne, max_items: int, max_tokens: int,
-                 window: Window | None = None, poll_s: float = POLL_S) -> None:
+                 window: Window | None = None, poll_s: float = POLL_S, fits: Fits | None = None) -> None:
         self._send_batch, self._send_one = send_batch, send_one
+        self._fits: Fits = fits or (lambda task, tokens, answers: True)
         self._window: Window = window or _Unbounded()
         self.max_items = max_items
         self.max_tokens = max_tokens
@@ -120,6 +123,8 @@ class Batcher:
             self._timer = None
         free, waiting = self._free(), self.waiting
         share = math.ceil(waiting / max(1, self._window.limit))  # the busy slots will take their part soon
+        if getattr(self._window, "probing", False):
+            share = 1  # the window's start probe times single prompts
         while free > 0 and waiting > 0:
             task = max(self._queues, key=lambda t: len(self._queues[t]))
             batch = self._take(task, share)
@@ -135,7 +140,8 @@ class Batcher:
         batch = [queue.pop(0)]
         used = batch[0].tokens
         limit = min(wanted, self.max_items)
-        while queue and len(batch) < limit and used + queue[0].tokens <= self.max_tokens:
+        while (queue and len(batch) < limit and used + queue[0].tokens <= self.max_tokens
+               and self._fits(task, used + queue[0].tokens, len(batch) + 1)):
             used += queue[0].tokens
             batch.append(queue.pop(0))
         if not queue:

@@ -1,6 +1,8 @@
-"""Before any page: is the LLM server there, does it take the key, and which model will answer? Servers
-people run themselves list what they serve at /v1/models (often by file path); with no --model given the
-first one listed is used, and a --model the server does not have is one clear line naming what it has."""
+"""Before any page: is the LLM server there, does it take the key, which model will answer, and how large is
+its context window? Servers people run themselves list what they serve at /v1/models (often by file path);
+with no --model given the first one listed is used, and a --model the server does not have is one clear line
+naming what it has. The window is read from the model's entry (vLLM's max_model_len and the like) or
+llama.cpp's /props; when nothing says, the run starts from 8192 and learns from refusals."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ import requests
 
 from ..config import Settings
 from ..errors import LLMAuthError, LLMError, connection_reason
+from .context import MIN_CONTEXT_TOKENS
 
-__all__ = ["check_endpoint", "OPENAI_URL"]
+__all__ = ["check_endpoint", "OPENAI_URL", "announced_context", "pick_model"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,16 @@ def check_endpoint(settings: Settings) -> Settings:
         raise LLMAuthError(f"API key rejected by {host} (HTTP 401)")
     if resp.status_code == 403:
         raise LLMAuthError(f"API key not allowed at {host} (HTTP 403)")
-    served = _model_ids(resp) if resp.ok else []
-    return settings.with_(model=pick_model(settings, served, host))
+    entries = _entries(resp) if resp.ok else []
+    model = pick_model(settings, [str(entry["id"]) for entry in entries], host)
+    if settings.context_tokens is not None:
+        return settings.with_(model=model)
+    window = announced_context(next((e for e in entries if str(e["id"]) == model), {}))
+    if window is None and settings.llm_base_url:
+        window = _llama_server_context(settings.llm_base_url, headers)
+    if window is not None:
+        log.info("the LLM at %s announces a context window of %s tokens", host, f"{window:,}")
+    return settings.with_(model=model, context_tokens=window)
 
 
 def pick_model(settings: Settings, served: list[str], host: str) -> str:
@@ -53,11 +64,39 @@ def pick_model(settings: Settings, served: list[str], host: str) -> str:
     return served[0]
 
 
-def _model_ids(resp: requests.Response) -> list[str]:
+# how servers name a model's window in /v1/models: vLLM, OpenRouter and others, LM Studio, llama-server's meta
+_CONTEXT_KEYS = ("max_model_len", "context_length", "context_window", "max_context_length", "loaded_context_length")
+
+
+def announced_context(entry: dict) -> int | None:
+    """The context window a /v1/models entry announces, if it does."""
+    for where in (entry, entry.get("meta") if isinstance(entry.get("meta"), dict) else {}):
+        for key in (*_CONTEXT_KEYS, "n_ctx"):
+            value = where.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= MIN_CONTEXT_TOKENS:
+                return value
+    return None
+
+
+def _llama_server_context(base_url: str, headers: dict[str, str]) -> int | None:
+    """llama.cpp's server tells its window (per slot) at /props, beside /v1."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        resp = requests.get(root + "/props", headers=headers, timeout=(5, 10))
+        props = resp.json() if resp.ok else {}
+    except (requests.RequestException, ValueError):
+        return None
+    if not isinstance(props, dict):
+        return None
+    slot = props.get("default_generation_settings")
+    return (announced_context(slot) if isinstance(slot, dict) else None) or announced_context(props)
+
+
+def _entries(resp: requests.Response) -> list[dict]:
     try:
         data = resp.json().get("data")
     except (ValueError, AttributeError):
         return []
     if not isinstance(data, list):
         return []
-    return [str(item["id"]) for item in data if isinstance(item, dict) and item.get("id")]
+    return [item for item in data if isinstance(item, dict) and item.get("id")]

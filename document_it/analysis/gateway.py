@@ -9,7 +9,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from pydantic import BaseModel, ValidationError
 
@@ -19,10 +19,13 @@ from ..core.cache import Memo, memo_key
 from ..core.ratelimit import RateLimiter, announced_rpm
 from ..core.tracker import Prices, RequestRecord, RequestTracker
 from ..errors import LLMAuthError, LLMError, LLMTransientError
+from ..models import ParsedDoc
 from ..tokens import estimate_tokens
-from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem, combined_stats
+from . import figures
+from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem
+from .context import LLMContextError
 from .prompts import PROMPT_VERSION, Context, Task, TopicInput, batch_schema, schema_for
-from .providers import ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider
+from .providers import TIMEOUT_STRETCH, ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider
 
 __all__ = ["Gateway", "Completion", "RetryPolicy", "EXPECTED_OUTPUT_TOKENS", "build_gateway"]
 
@@ -56,22 +59,24 @@ class Gateway:
         self._settings, self._cap = settings, cap
         self._siblings: dict[str, Gateway] = {}
         self.provider = provider
-        self.limiter = RateLimiter(cap, settings.rpm, settings.tpm)
+        self.limiter = RateLimiter(cap, settings.rpm, settings.tpm, probe=True, timeout_s=settings.request_timeout)
         self.breaker = CircuitBreaker()
         self.retry = RetryPolicy(settings.retries)
         self.max_wait = settings.max_wait
         self.request_timeout = settings.request_timeout
+        self.attempt_timeout = settings.request_timeout  # stretched for a server slower than that (_stretch)
         self.tracker = RequestTracker(Prices.for_model(settings.model, settings.price_in, settings.price_out))
         self.fallback = fallback if settings.fallback is Fallback.EXTRACTIVE else None
         self.max_cost, self.max_tokens = settings.max_cost, settings.max_tokens
         self.memo = memo or Memo(None)
         self.tokens_saved = 0
-        self._absorbed_batching: list[dict[str, Any]] = []  # worker processes' batcher figures (process mode)
+        self.absorbed_batching: list[dict[str, Any]] = []  # worker processes' batcher figures (process mode)
+        self.absorbed_context: list[dict[str, Any]] = []  # and what their context windows learned
         self.batcher: Batcher | None = None
         # sync mode is the one-request-at-a-time baseline; every other mode batches its backlog, even at cap 1
         if isinstance(provider, ChatProvider) and settings.batch_size != 1 and settings.mode is not Mode.SYNC:
             self.batcher = Batcher(self._send_batch, self._send_item, settings.batch_size or AUTO_MAX_ITEMS,
-                                   settings.batch_max_tokens, window=self.limiter.window)
+                                   settings.batch_max_tokens, window=self.limiter.window, fits=provider.batch_fits)
         self._key_base = (provider.name, settings.model, PROMPT_VERSION, settings.structured_output.value)
         self.prompts = 0
         self.fallbacks = 0
@@ -107,6 +112,25 @@ class Gateway:
     def all_prompts(self) -> int:
         return self.prompts + sum(twin.prompts for twin in self._siblings.values())
 
+    # -- the context window -------------------------------------------------------------------
+    def page_fits(self, page: ParsedDoc, tasks: Sequence[Task]) -> bool:
+        """True when each of `tasks` can read the whole of `page` in one prompt of the model's window."""
+        if not isinstance(self.provider, ChatProvider):
+            return True
+        return all(self.provider.fits_whole(task, page) for task in tasks)
+
+    def note_room(self, template: str) -> int:
+        """The tokens a piece of text may take in a free-form prompt made from `template`."""
+        if not isinstance(self.provider, ChatProvider):
+            return 1 << 20
+        return max(64, self.provider.window.prompt_room() - estimate_tokens(template) - 48)
+
+    def window_state(self) -> tuple[int, float]:
+        """What the window believes now (tokens, scale): work sized for it is redone when it changes."""
+        if not isinstance(self.provider, ChatProvider):
+            return (0, 0.0)
+        return (self.provider.window.tokens, self.provider.window.scale)
+
     # -- budgets ------------------------------------------------------------------------------
     def budget_reason(self) -> str | None:
         """Why no new page may start (a budget is spent), or None."""
@@ -129,10 +153,7 @@ class Gateway:
         if cached is not None:
             return cached
         try:
-            if self.batcher is not None:
-                value = await self.batcher.submit(task, context, messages, _tokens(messages))
-            else:
-                value = await self._ask_one(task, messages)
+            value = await self._fitted(task, context, messages)
         except LLMAuthError:
             raise
         except LLMError as exc:
@@ -144,6 +165,25 @@ class Gateway:
             return (await self.fallback.complete(task, context)).value
         self.memo.set("llm", key, value.model_dump())  # only valid answers are kept, one per prompt
         return value
+
+    async def _fitted(self, task: Task, context: Context, messages: Messages) -> BaseModel:
+        """The answer to `messages` (batched when the batcher is on); a prompt the server refuses as longer
+        than its context is built again within what the window learned, unless that would cut a page's text:
+        such a page's LLMContextError goes up to the agent, which reads it chunk by chunk instead."""
+        assert isinstance(self.provider, ChatProvider)
+        for attempt in range(3):
+            try:
+                if self.batcher is not None and attempt == 0:
+                    return await self.batcher.submit(task, context, messages, _tokens(messages))
+                return await self._ask_one(task, messages)
+            except LLMContextError as exc:
+                if attempt == 2 or not exc.shrunk or not self.provider.fits_whole(task, context):
+                    raise
+                rebuilt = self.provider.messages(task, context)
+                if rebuilt == messages:  # nothing left to cut: the refusal stands
+                    raise
+                messages = rebuilt
+        raise AssertionError("unreachable")
 
     async def complete(self, prompt: str, system: str | None = None) -> Completion:
         """A plain-text answer to a free-form prompt, through the same cache, limits, retries and accounting."""
@@ -213,7 +253,7 @@ class Gateway:
                        record: RequestRecord, schema: type[BaseModel] | None = None) -> Any:
         estimate = _tokens(messages) + EXPECTED_OUTPUT_TOKENS
         deadline = time.monotonic() + self.max_wait
-        failures, repaired = 0, False
+        failures, repaired, resent = 0, False, 0
         while True:
             probe = await self._ready(deadline)
             self.tracker.attempt(record)
@@ -234,6 +274,13 @@ class Gateway:
                 # a 429's wait is the shared pause the limiter already set; others back off with jitter
                 if not exc.rate_limited:
                     await asyncio.sleep(self.retry.delay(failures, exc.retry_after))
+                continue
+            except LLMContextError as exc:
+                self.breaker.on_success()
+                if not exc.resend or resent >= 2:
+                    raise
+                resent += 1
+                self.tracker.retrying(record, str(exc))  # the same prompt with a smaller answer limit
                 continue
             except LLMError:
                 self.breaker.on_success()  # the server answered: it is up, the request was wrong
@@ -274,12 +321,14 @@ class Gateway:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
-                # a hard cap per attempt: a server that drips bytes slower than the read timeout still ends
-                attempt = await asyncio.wait_for(provider.send(task, messages, schema), self.request_timeout * 1.5)
+                # the whole attempt is timed here, so a server that drips bytes slowly still ends
+                limit = self.attempt_timeout
+                attempt = await asyncio.wait_for(provider.send(task, messages, schema), limit)
             except asyncio.TimeoutError:
                 self.limiter.on_timeout(sent_at)
-                raise LLMTransientError(f"LLM request to {provider.host} took longer than "
-                                        f"{self.request_timeout * 1.5:g}s", timed_out=True) from None
+                self._stretch(limit, alone=self.limiter.window.in_flight <= 1)
+                raise LLMTransientError(f"LLM request to {provider.host} took longer than {limit:g}s",
+                                        timed_out=True) from None
             except LLMTransientError as exc:
                 if exc.rate_limited:
                     self.limiter.on_throttle(sent_at, exc.retry_after)
@@ -297,57 +346,29 @@ class Gateway:
         await self.limiter.on_success(estimate, attempt.tokens_in + attempt.tokens_out)
         return attempt
 
-    # -- figures ------------------------------------------------------------------------------
+    def _stretch(self, limit: float, alone: bool) -> None:
+        """A request that timed out with nothing else in flight was not waiting behind others: the server
+        is slower than the limit, so later attempts get twice as long (up to TIMEOUT_STRETCH times
+        --request-timeout), once per limit however many time out at it."""
+        ceiling = self.request_timeout * TIMEOUT_STRETCH
+        if not alone or limit < self.attempt_timeout or self.attempt_timeout >= ceiling:
+            return
+        self.attempt_timeout = min(ceiling, limit * 2)
+        log.warning("an LLM request took longer than %gs with nothing else in flight: allowing %gs from now on "
+                    "(--request-timeout sets the start)", limit, self.attempt_timeout)
+
+    # -- figures (analysis/figures.py) --------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """The `llm` block of run.json."""
-        summary = self.tracker.get_summary()
-        window = self.limiter.window
-        return {
-            "prompts": self.all_prompts,
-            **summary,
-            "max_in_flight": self.max_in_flight,
-            "window": {"current": window.limit, "cap": window.cap, "cuts": window.cuts,
-                       "queueing_cuts": window.queue_cuts, "settled": window.watch.settled},
-            "learned_rpm": self.limiter.learned_rpm,
-            "breaker_opened": self.breaker.opened,
-            "fallbacks": self.fallbacks,
-            "cache": self.memo.stats(),
-            "batching": self._batching(),
-            "structured_output": self.provider.choice.summary() if isinstance(self.provider, ChatProvider) else None,
-        }
-
-    def _batching(self) -> dict[str, Any]:
-        """This gateway's batching figures plus those of the worker processes it absorbed."""
-        mine = self.batcher.stats() if self.batcher else {"batches": 0}
-        return {**combined_stats([mine, *self._absorbed_batching], self.batcher is not None),
-                "tokens_saved": self.tokens_saved}
+        return figures.summary(self)
 
     def export(self) -> dict[str, Any]:
         """This gateway's raw figures, picklable, for the parent process to absorb()."""
-        return {"records": [vars(r).copy() for r in self.tracker.records.values()], "prompts": self.all_prompts,
-                "fallbacks": self.fallbacks, "max_in_flight": self.max_in_flight,
-                "cuts": self.limiter.window.cuts, "queue_cuts": self.limiter.window.queue_cuts,
-                "breaker_opened": self.breaker.opened,
-                "learned_rpm": self.limiter.learned_rpm, "tokens_saved": self.tokens_saved,
-                "batching": self.batcher.stats() if self.batcher else None}
+        return figures.export(self)
 
     def absorb(self, exported: dict[str, Any]) -> None:
         """Fold a worker process's figures into this gateway's (process mode)."""
-        for data in exported["records"]:
-            record = self.tracker.new(data["task"])
-            for name, value in data.items():
-                if name != "id":
-                    setattr(record, name, value)
-        self.prompts += exported["prompts"]
-        self.fallbacks += exported["fallbacks"]
-        self.max_in_flight += exported["max_in_flight"]  # workers ran side by side: an upper bound
-        self.limiter.window.cuts += exported["cuts"]
-        self.limiter.window.queue_cuts += exported.get("queue_cuts", 0)
-        self.breaker.opened += exported["breaker_opened"]
-        self.limiter.learned_rpm = self.limiter.learned_rpm or exported["learned_rpm"]
-        self.tokens_saved += exported.get("tokens_saved", 0)
-        if exported.get("batching"):
-            self._absorbed_batching.append(exported["batching"])
+        figures.absorb(self, exported)
 
 
 @dataclass(frozen=True)

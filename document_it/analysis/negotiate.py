@@ -4,14 +4,12 @@ remembered per (base URL, model) in the state dir, so later runs start with it."
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from ..config import StructuredMethod
+from ..core.state_file import read_state, write_state
 
 __all__ = ["MethodChoice", "METHOD_ORDER", "refuses_method", "STORE_NAME"]
 
@@ -37,7 +35,7 @@ class MethodChoice:
     def __init__(self, requested: StructuredMethod, store: Path | None, server: str) -> None:
         self.forced = requested is not StructuredMethod.AUTO
         self._store, self._server = store, server
-        remembered = None if self.forced else _load(store).get(server)
+        remembered = None if self.forced else read_state(store).get(server)
         first = requested if self.forced else _method(remembered) or StructuredMethod.JSON_SCHEMA
         self.order = [first] + ([] if self.forced else [m for m in METHOD_ORDER if m is not first])
         self._index = 0
@@ -73,10 +71,10 @@ class MethodChoice:
             return
         self.settled = True
         log.info("structured output: %s works with this server and model", method.value)
-        stored = _load(self._store)
+        stored = read_state(self._store)
         if self._store is not None and stored.get(self._server, StructuredMethod.JSON_SCHEMA.value) != method.value:
             try:  # only what differs from the first guess is written down
-                _save(self._store, {**stored, self._server: method.value})
+                write_state(self._store, {**stored, self._server: method.value})
             except OSError as exc:  # remembering is an optimisation; the run goes on
                 log.info("could not remember the structured-output method: %s", exc)
 
@@ -87,26 +85,3 @@ def _method(value: object) -> StructuredMethod | None:
     except ValueError:
         return None
     return method if method in METHOD_ORDER else None
-
-
-def _load(store: Path | None) -> dict[str, str]:
-    if store is None:
-        return {}
-    try:
-        data = json.loads(store.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _save(store: Path, data: dict[str, str]) -> None:
-    """Write to a temp file and rename, so a crash never leaves half a file."""
-    store.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=store.parent, prefix=".structured-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(data, out, indent=1, sort_keys=True)
-        os.replace(tmp, store)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -9,7 +9,8 @@ from typing import Union
 
 from pydantic import BaseModel, Field, create_model
 
-from ..models import PAGE_TASKS, ParsedDoc, Task
+from ..models import PAGE_TASKS, Chunk, ParsedDoc, Task
+from ..tokens import CHARS_PER_TOKEN, estimate_tokens
 
 __all__ = [
     "PROMPT_VERSION",
@@ -35,6 +36,9 @@ __all__ = [
     "BATCH_NOTE",
     "schema_for",
     "PAGE_TOKEN_BUDGET",
+    "material_budget",
+    "batch_items",
+    "page_fits",
 ]
 
 PROMPT_VERSION = "1"
@@ -142,19 +146,38 @@ def schema_for(task: Task) -> type[BaseModel]:
     return _SCHEMAS[task]
 
 
-def render(task: Task, context: Context) -> list[tuple[str, str]]:
-    """The chat messages for one task (json mode adds the schema with `with_schema` when it sends)."""
-    return [("system", _SYSTEM), ("user", f"{_INSTRUCTIONS[task]}\n\n{_material(context)}")]
+def render(task: Task, context: Context, room: int | None = None, extra: int = 0) -> list[tuple[str, str]]:
+    """The chat messages for one task, within `room` estimated prompt tokens when given (`extra`: tokens the
+    request adds beside the messages, such as the schema). json mode adds the schema with `with_schema`."""
+    material = _material(context, material_budget(task, room, extra))
+    return [("system", _SYSTEM), ("user", f"{_INSTRUCTIONS[task]}\n\n{material}")]
 
 
 BATCH_NOTE = "\n\nAnswer each of the items below on its own, as if it were the only one."
 
 
-def render_batch(task: Task, items: list[tuple[str, Context]]) -> list[tuple[str, str]]:
-    """One prompt for several items of the same task: the instructions once, then each item with its id."""
-    blocks = "".join(f'\n\n<item id="{item_id}">\n{_material(context)}\n</item>' for item_id, context in items)
+def render_batch(task: Task, items: list[tuple[str, Context]], room: int | None = None,
+                 extra: int = 0) -> list[tuple[str, str]]:
+    """One prompt for several items of the same task: the instructions once, then each item with its id, each
+    cut as it would be alone (the batcher groups only items whose prompts fit one request together)."""
+    budget = material_budget(task, room, extra)
+    blocks = "".join(f'\n\n<item id="{item_id}">\n{_material(context, budget)}\n</item>'
+                     for item_id, context in items)
     note = f'{BATCH_NOTE} Reply with "results": one entry per item, with its "id" and its "result".'
     return [("system", _SYSTEM), ("user", f"{_INSTRUCTIONS[task]}{note}{blocks}")]
+
+
+def batch_items(messages: list[tuple[str, str]]) -> int:
+    """How many items a prompt made by render_batch carries (1 for any other prompt)."""
+    return max(1, sum(text.count('\n<item id="') for role, text in messages if role == "user"))
+
+
+def material_budget(task: Task, room: int | None, extra: int = 0) -> int | None:
+    """The tokens a page's (or topic's) material may take in a prompt of `room` tokens; None: no limit
+    beyond PAGE_TOKEN_BUDGET."""
+    if room is None:
+        return None
+    return max(64, room - extra - estimate_tokens(_SYSTEM + _INSTRUCTIONS[task] + BATCH_NOTE) - 24)
 
 
 @functools.cache
@@ -172,19 +195,70 @@ def with_schema(messages: list[tuple[str, str]], schema: type[BaseModel]) -> lis
     return [(role, note if role == "system" and text == _SYSTEM else text) for role, text in messages]
 
 
-def _material(context: Context) -> str:
+def _material(context: Context, budget: int | None = None) -> str:
+    """The page or topic as the prompt shows it, in at most `budget` estimated tokens when given."""
     if isinstance(context, TopicInput):
-        lines = [f"Topic: {context.topic}"]
-        for title, summary, concepts in context.pages:  # summary and concepts are empty when not asked
-            lines.append(f"- {title}" + (f": {summary}" if summary else "")
-                         + (f" (concepts: {', '.join(concepts)})" if concepts else ""))
-        return "\n".join(lines)
+        return _topic_material(context, budget)
+    head, links, text_budget = _page_layout(context, budget)
+    text = _page_text(context.chunks, text_budget)
+    links_part = "\n".join(links)
+    return f"{head}---\n{text}\n---" + (f"\n\nLinks on the page:\n{links_part}" if links_part else "")
+
+
+def page_fits(page: ParsedDoc, task: Task, room: int | None, extra: int = 0) -> bool:
+    """True when the whole of `page`'s text fits one `task` prompt of `room` tokens (no chunk left out)."""
+    return sum(chunk.tokens for chunk in page.chunks) <= _page_layout(page, material_budget(task, room, extra))[2]
+
+
+def _page_layout(page: ParsedDoc, budget: int | None) -> tuple[str, list[str], int]:
+    """The page's header, its link lines and the tokens left for its text within `budget`; in a small
+    prompt the links take at most a fifth, the text the rest."""
+    head = f"Page: {page.title}\nURL: {page.url}\nSection: {page.topic or '(none)'}\n\n"
+    links = [f"- {link.text or link.url} <{link.url}>" for link in page.links[:30]]
+    if budget is None:
+        return head, links, PAGE_TOKEN_BUDGET
+    links = _within(links, budget // 5)
+    left = budget - estimate_tokens(head + "\n".join(links)) - 16
+    return head, links, max(32, min(PAGE_TOKEN_BUDGET, left))
+
+
+def _page_text(chunks: tuple[Chunk, ...], budget: int) -> str:
+    """The page's first chunks within `budget` tokens; a first chunk larger than that is cut."""
     text, used = [], 0
-    for chunk in context.chunks:
-        if used + chunk.tokens > PAGE_TOKEN_BUDGET and text:
+    for chunk in chunks:
+        if used + chunk.tokens > budget:
+            if not text:
+                text.append(chunk.text[:int(budget * CHARS_PER_TOKEN)])
             break
         text.append(chunk.text)
         used += chunk.tokens
-    links = "\n".join(f"- {link.text or link.url} <{link.url}>" for link in context.links[:30])
-    return (f"Page: {context.title}\nURL: {context.url}\nSection: {context.topic or '(none)'}\n\n"
-            f"---\n{chr(10).join(text)}\n---" + (f"\n\nLinks on the page:\n{links}" if links else ""))
+    return "\n".join(text)
+
+
+def _topic_material(topic: TopicInput, budget: int | None) -> str:
+    """The topic's pages, one line each; in a small prompt every line is cut to its share, and past the
+    point where even titles do not fit the rest are counted."""
+    lines = []
+    for title, summary, concepts in topic.pages:  # summary and concepts are empty when not asked
+        lines.append(f"- {title}" + (f": {summary}" if summary else "")
+                     + (f" (concepts: {', '.join(concepts)})" if concepts else ""))
+    head = f"Topic: {topic.topic}"
+    if budget is None or estimate_tokens("\n".join(lines)) <= budget - 8:
+        return "\n".join([head, *lines])
+    share = max(12, (budget - 24) // max(1, len(lines)))
+    cut = [line if estimate_tokens(line) <= share else line[:int(share * CHARS_PER_TOKEN) - 1] + "…"
+           for line in lines]
+    kept = _within(cut, budget - 24)
+    more = len(lines) - len(kept)
+    return "\n".join([head, *kept] + ([f"- … and {more} more pages"] if more else []))
+
+
+def _within(lines: list[str], budget: int) -> list[str]:
+    """The first of `lines` that fit `budget` estimated tokens together."""
+    kept, used = [], 0
+    for line in lines:
+        used += estimate_tokens(line) + 1
+        if used > budget:
+            break
+        kept.append(line)
+    return kept

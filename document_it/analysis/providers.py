@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -20,16 +21,20 @@ from ..errors import LLMAuthError, LLMError, LLMTransientError
 from ..redact import redact
 from ..tokens import estimate_tokens
 from . import extractive
+from .context import STORE_NAME as WINDOW_STORE
+from .context import ContextWindow, LLMContextError, is_context_error
 from .negotiate import STORE_NAME, MethodChoice, refuses_method
-from .prompts import Context, Task, render, render_batch, schema_for, with_schema
+from .prompts import (Context, Task, TopicInput, batch_items, page_fits, render, render_batch, schema_for,
+                      with_schema)
 from .tolerant import tolerant_parse
 
 __all__ = ["Reply", "Attempt", "Provider", "ChatProvider", "ExtractiveProvider", "make_provider", "Messages",
-           "CpuRunner"]
+           "CpuRunner", "TIMEOUT_STRETCH"]
 
 log = logging.getLogger(__name__)
 
 CpuRunner = Callable[..., Awaitable[Any]]
+TIMEOUT_STRETCH = 8  # a slow server's attempts may get up to this many times --request-timeout
 Messages = list[tuple[str, str]]
 
 
@@ -87,19 +92,24 @@ class ChatProvider:
     def __init__(self, settings: Settings) -> None:
         self.name = settings.provider_name
         self.host = urlparse(settings.llm_base_url or "https://api.openai.com").netloc
-        self.choice = MethodChoice(settings.structured_output, settings.state_dir / STORE_NAME,
-                                   f"{settings.llm_base_url or 'https://api.openai.com/v1'} {settings.model}")
+        server = f"{settings.llm_base_url or 'https://api.openai.com/v1'} {settings.model}"
+        self.choice = MethodChoice(settings.structured_output, settings.state_dir / STORE_NAME, server)
+        self.window = ContextWindow(settings.context_tokens, settings.state_dir / WINDOW_STORE, server)
         self._secrets = (settings.api_key,)
         self._settings = settings
         self._http: httpx.AsyncClient | None = None  # made on the first request: a fully cached run needs none
-        self._runnables: dict[tuple[type[BaseModel], StructuredMethod], Any] = {}
+        self._runnables: dict[tuple[type[BaseModel], StructuredMethod, int], Any] = {}
         self._llm: ChatOpenAI | None = None
+        self._sized: dict[int, ChatOpenAI] = {}
 
     def _chat_model(self) -> ChatOpenAI:
         settings = self._settings
         # our own client, bound to this run's event loop (the SDK's shared default outlives loops)
+        # the gateway times each attempt itself, stretching the limit for a server that is slow but alive;
+        # the client's own limit is that stretch's ceiling (and a connect limit for a server that is gone)
+        timeout = httpx.Timeout(settings.request_timeout * TIMEOUT_STRETCH, connect=min(10.0, settings.request_timeout))
         self._http = httpx.AsyncClient(
-            timeout=settings.request_timeout,
+            timeout=timeout,
             limits=httpx.Limits(max_connections=settings.max_concurrency,
                                 max_keepalive_connections=settings.max_concurrency))
         return ChatOpenAI(
@@ -107,15 +117,22 @@ class ChatProvider:
             base_url=settings.llm_base_url,
             api_key=settings.api_key or "no-key-needed",
             max_retries=0,
-            timeout=settings.request_timeout,
+            timeout=timeout,
             use_responses_api=False,
             include_response_headers=True,
             http_async_client=self._http,
         )
 
     def messages(self, task: Task, context: Context) -> Messages:
-        """The prompt for `task` (json mode adds the schema when it sends)."""
-        return render(task, context)
+        """The prompt for `task`, within what the context window leaves it (json mode adds the schema when
+        it sends)."""
+        return render(task, context, self.window.prompt_room(), _schema_tokens(schema_for(task)))
+
+    def fits_whole(self, task: Task, context: Context) -> bool:
+        """True when `context` goes into one `task` prompt uncut (a topic is always cut to fit)."""
+        if isinstance(context, TopicInput):
+            return True
+        return page_fits(context, task, self.window.prompt_room(), _schema_tokens(schema_for(task)))
 
     @staticmethod
     def repair(messages: Messages, problem: str) -> Messages:
@@ -129,38 +146,53 @@ class ChatProvider:
             await self._http.aclose()
 
     def batch_messages(self, task: Task, items: list[tuple[str, Context]]) -> Messages:
-        """One prompt for several items of `task`."""
-        return render_batch(task, items)
+        """One prompt for several items of `task`, each cut as it would be alone."""
+        return render_batch(task, items, self.window.prompt_room(), _schema_tokens(schema_for(task)))
 
-    def _plain(self) -> ChatOpenAI:
+    def batch_fits(self, task: Task, prompt_tokens: int, answers: int) -> bool:
+        """True when `answers` prompts of `prompt_tokens` estimated tokens in all fit one batched request."""
+        return self.window.fits(prompt_tokens + _schema_tokens(schema_for(task)), answers)
+
+    def _plain(self, max_tokens: int) -> ChatOpenAI:
+        """The chat model with the answer limit `max_tokens` (rounded down to 128s, so a few copies serve)."""
         if self._llm is None:
             self._llm = self._chat_model()
-        return self._llm
+        size = max(16, max_tokens // 128 * 128) if max_tokens >= 128 else max_tokens
+        if size not in self._sized:
+            # OpenAI takes max_completion_tokens (LangChain's name for it); the servers people run take the
+            # classic max_tokens, and some (llama-cpp-python) know no other
+            limit = {"extra_body": {"max_tokens": size}} if self._settings.llm_base_url else {"max_tokens": size}
+            self._sized[size] = self._llm.model_copy(update=limit)  # shares the HTTP clients
+        return self._sized[size]
 
-    def _runnable(self, schema: type[BaseModel], method: StructuredMethod) -> Any:
-        if self._llm is None:
-            self._llm = self._chat_model()
-        if (schema, method) not in self._runnables:
-            self._runnables[schema, method] = self._llm.with_structured_output(
-                schema, method=method.value, include_raw=True)
-        return self._runnables[schema, method]
+    def _runnable(self, schema: type[BaseModel], method: StructuredMethod, max_tokens: int) -> Any:
+        size = max(16, max_tokens // 128 * 128) if max_tokens >= 128 else max_tokens
+        llm = self._plain(size)
+        key = (schema, method, size)
+        if key not in self._runnables:
+            self._runnables[key] = llm.with_structured_output(schema, method=method.value, include_raw=True)
+        return self._runnables[key]
 
     async def send(self, task: Task, messages: Messages, schema: type[BaseModel] | None = None) -> Attempt:
         """One request. Raises LLMAuthError, LLMTransientError (worth a retry) or LLMError (not).
 
         While the structured-output method is being negotiated (--structured-output auto), a refusal or a
         reply that is not JSON at all moves on to the next method and asks again at once."""
+        batch = task is not Task.TEXT and schema is not None and schema is not schema_for(task)
         if task is not Task.TEXT:
             schema = schema or schema_for(task)
         method = self.choice.current
+        prompt = _prompt_tokens(messages) + (_schema_tokens(schema) if schema is not None else 0)
+        # room for the answers asked, never more than the window leaves: a small model that rambles stops there
+        max_tokens = min(self.window.max_tokens(prompt), self.window.answer_room(batch_items(messages) if batch else 1))
         try:
             if task is Task.TEXT:
-                raw = await self._plain().ainvoke(messages)
+                raw = await self._plain(max_tokens).ainvoke(messages)
                 out = {"raw": raw, "parsed": _text_of(raw)}
             else:
                 assert schema is not None
                 sent_messages = with_schema(messages, schema) if method is StructuredMethod.JSON_MODE else messages
-                out = await self._runnable(schema, method).ainvoke(sent_messages)
+                out = await self._runnable(schema, method, max_tokens).ainvoke(sent_messages)
         except (ValidationError, json.JSONDecodeError, OutputParserException, openai.LengthFinishReasonError,
                 openai.ContentFilterFinishReasonError) as exc:
             if _is_malformed(exc) and self.choice.refused(method, "the reply was not JSON"):
@@ -169,6 +201,8 @@ class ChatProvider:
             sent = estimate_tokens("".join(text for _, text in messages))
             return Attempt(None, self._clean(exc), _is_malformed(exc), sent, 0)
         except openai.APIStatusError as exc:
+            if is_context_error(exc.status_code, _body_text(exc)):
+                raise self._too_long(exc, prompt, max_tokens, batch) from None
             if task is not Task.TEXT and refuses_method(exc.status_code, _message(exc)):
                 if self.choice.refused(method, f"HTTP {exc.status_code}: {self._clean(_message(exc))}"):
                     return await self.send(task, messages, schema)
@@ -205,6 +239,15 @@ class ChatProvider:
                             "--structured-output auto finds a method it supports")
         return LLMError(f"{self.host} refused every structured-output method ({'; '.join(self.choice.refusals)})")
 
+    def _too_long(self, exc: openai.APIStatusError, prompt: int, max_tokens: int, batch: bool) -> LLMContextError:
+        """The window learns from a context-length refusal; `resend` when the same prompt now fits as it is
+        (only its answer limit was too large)."""
+        shrunk = self.window.learn(_body_text(exc), prompt, max_tokens)
+        error = LLMContextError(f"{self.host} refused the request as longer than the model's context "
+                                f"(HTTP {exc.status_code}: {self._clean(_message(exc))})", shrunk=shrunk,
+                                resend=shrunk and not batch and self.window.fits(prompt))
+        return error
+
     def _status_error(self, exc: openai.APIStatusError) -> LLMError:
         status = exc.status_code
         message = redact(_message(exc), self._secrets)
@@ -223,6 +266,24 @@ class ChatProvider:
 
     def _clean(self, error: object) -> str:
         return _first_line(redact(str(error), self._secrets))
+
+
+@functools.cache
+def _schema_tokens(schema: type[BaseModel]) -> int:
+    """What the schema adds to a request, spelled out as json mode spells it (tools and grammars cost alike)."""
+    return estimate_tokens(json.dumps(schema.model_json_schema(), indent=1)) + 40
+
+
+def _prompt_tokens(messages: Messages) -> int:
+    return estimate_tokens("".join(text for _, text in messages)) + 4 * len(messages)
+
+
+def _body_text(exc: openai.APIStatusError) -> str:
+    """The whole error reply as text (llama-server puts n_ctx and n_prompt_tokens beside the message)."""
+    try:
+        return json.dumps(exc.body) if exc.body is not None else str(exc.message)
+    except (TypeError, ValueError):
+        return str(exc.message)
 
 
 def _is_malformed(error: object) -> bool:

@@ -13,6 +13,13 @@ queue the last ones time out. Two things give it away:
    with it, the server was working in parallel at the previous window, which becomes the settled window
    (down to two for a one-slot server, which keeps the next request waiting at the server and no more).
    A server that was never queueing shows it at the first halving, and gets its whole window back.
+
+A slow one-slot server can time out the first burst before any of this is measured (twenty requests of
+twenty seconds each). So a run starts with a probe (StartProbe): two requests go out together, alone (no
+batches), and the second to come back tells: a parallel server served it beside the first, a queueing one
+after it. Parallel: the whole window opens at once (one round trip of two requests is all it costs).
+Queueing: the window settles at two (one if a reply takes over a quarter of the request timeout, so the
+one waiting never runs out of time), and grows again only if replies then come back as fast as the first.
 """
 
 from __future__ import annotations
@@ -20,11 +27,15 @@ from __future__ import annotations
 import statistics
 from collections import deque
 
-__all__ = ["QueueWatch", "QUEUEING", "SAMPLES"]
+__all__ = ["QueueWatch", "StartProbe", "QUEUEING", "SAMPLES", "PROBE_WIDTH", "FLAT", "PARALLEL_VERDICT",
+           "QUEUEING_VERDICT"]
 
 QUEUEING = 3.0  # recent latency at least this many times the fastest rate seen: suspect a queue
 PROPORTIONAL = 1.5  # after halving, latency within this factor of half the old one: it fell with the window
 SAMPLES = 4  # replies each judgement is made on
+PROBE_WIDTH = 2  # requests the start probe sends together
+FLAT = 1.3  # recent latency within this factor of the fastest: the server keeps up at this window
+PARALLEL_VERDICT, QUEUEING_VERDICT, CUT_VERDICT = "parallel", "queueing", "cut"
 
 
 def _work(tokens_in: int, tokens_out: int) -> float:
@@ -68,6 +79,11 @@ class QueueWatch:
         return self._settle(before)  # no longer queueing at this window: the one before was the server's
 
     @property
+    def samples(self) -> int:
+        """Replies in the current judgement."""
+        return len(self._recent)
+
+    @property
     def ratio(self) -> float:
         """Recent latency against the fastest rate seen (1.0 until there are enough replies)."""
         if len(self._recent) < SAMPLES:
@@ -79,6 +95,15 @@ class QueueWatch:
         """May the window grow? Not during a probe, nor past a settled window."""
         return self._probe is None and not self._measuring and self.settled is None
 
+    def settle(self, window: int) -> None:
+        """Settle at `window` without a probe (the start probe found a queue)."""
+        self._settle(window)
+
+    def unsettle(self) -> None:
+        """Forget the settled window: replies since say the server keeps up."""
+        self.settled = None
+        self._recent.clear()
+
     def _halve(self, window: int, latency: float) -> int:
         self._probe = (window, latency)
         self._recent.clear()
@@ -89,3 +114,36 @@ class QueueWatch:
         self._probe = None
         self._recent.clear()
         return window
+
+
+class StartProbe:
+    """The first PROBE_WIDTH requests, sent together: did the server serve them side by side, or in turn?"""
+
+    def __init__(self) -> None:
+        self._replies: list[tuple[float, float, float]] = []  # (sent at, seconds, work)
+        self.verdict: str | None = None  # "parallel" or "queueing" once two replies are in
+        self.first_s = 0.0  # the seconds of the reply that came back first (its own service, no wait)
+
+    def observe(self, sent_at: float, seconds: float, tokens_in: int, tokens_out: int) -> str | None:
+        """Take one reply of a probe request; the verdict once two that were out together are in."""
+        if self.verdict is not None:
+            return None
+        self._replies.append((sent_at, max(seconds, 1e-3), _work(tokens_in, tokens_out)))
+        if len(self._replies) < PROBE_WIDTH:
+            return None
+        first, second = sorted(self._replies, key=lambda r: r[0] + r[1])[-2:]
+        # how long the second was out while the first was being served (all of it, when sent together)
+        overlap = min(first[1], first[0] + first[1] - second[0])
+        if overlap < 0.5 * first[1]:  # one after the other: this pair tells nothing, wait for the next
+            self._replies = [second]
+            return None
+        self.first_s = first[1]
+        rate = first[1] / first[2]  # the first back waited for nothing, whatever the server
+        # side by side the second takes its own work's time; in turn, the first's too: judge at the midpoint
+        self.verdict = QUEUEING_VERDICT if second[1] > rate * second[2] + overlap / 2 else PARALLEL_VERDICT
+        return self.verdict
+
+    def cut(self) -> None:
+        """The window was cut during the probe (a 429, a timeout): the probe ends without a verdict."""
+        if self.verdict is None:
+            self.verdict = CUT_VERDICT

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from typing import AsyncIterator, Mapping
 
-from .queueing import QueueWatch
+from .queueing import FLAT, PARALLEL_VERDICT, PROBE_WIDTH, QUEUEING_VERDICT, SAMPLES, QueueWatch, StartProbe
 
 _log = logging.getLogger(__name__)
 
@@ -63,18 +63,27 @@ class TokenBucket:
 
 
 class AdaptiveWindow:
-    """How many requests may be in flight: halved on a 429, grown by one per window of successes."""
+    """How many requests may be in flight: halved on a 429, grown by one per window of successes; with
+    `probe`, two requests first tell a parallel server (the whole window) from a queueing one (two)."""
 
-    def __init__(self, cap: int, floor: int = 1) -> None:
+    def __init__(self, cap: int, floor: int = 1, probe: bool = False, timeout_s: float = 60.0) -> None:
         self.cap = cap
+        self.timeout_s = timeout_s  # a request's time limit: a queue is kept well inside it
         self.floor = max(1, min(floor, cap))
-        self.size = float(cap)
+        self.start = StartProbe() if probe and cap > PROBE_WIDTH else None
+        self.size = float(PROBE_WIDTH if self.start else cap)
         self.in_flight = 0
         self.cuts = 0
         self.queue_cuts = 0  # cuts because latency grew with requests in flight (a server that queues)
         self.watch = QueueWatch()
+        self._tentative = False  # settled by the start probe: opened again if replies say it keeps up
         self._queue_cut_at = 0.0
         self._changed = asyncio.Condition()
+
+    @property
+    def probing(self) -> bool:
+        """True until the start probe has its verdict (the batcher sends prompts alone meanwhile)."""
+        return self.start is not None and self.start.verdict is None
 
     @property
     def limit(self) -> int:
@@ -94,15 +103,25 @@ class AdaptiveWindow:
         """Additive increase: about +1 after a full window of successes, up to the cap — or up to the window
         settled for a server that queues, and not during a queueing probe."""
         ceiling = self.watch.settled or self.cap
-        if self.size < ceiling and (self.watch.keeps_up or self.watch.settled):
+        if self.size < ceiling and not self.probing and (self.watch.keeps_up or self.watch.settled):
             async with self._changed:
                 self.size = min(float(ceiling), self.size + 1.0 / max(1.0, self.size))
                 self._changed.notify_all()
 
     async def on_latency(self, seconds: float, tokens_in: int, tokens_out: int, sent_at: float) -> None:
         """One reply's time on the wire: probe, and settle the window, when latency says the server queues."""
+        if self.probing:
+            self.watch.observe(seconds, tokens_in, tokens_out, self.limit)  # the fastest rate starts here
+            assert self.start is not None
+            verdict = self.start.observe(sent_at, seconds, tokens_in, tokens_out)
+            if verdict is not None:
+                await self._after_probe(verdict, self.start.first_s)
+            return
         if sent_at < self._queue_cut_at:
             return  # sent under another window: its wait says nothing about this one
+        if self._tentative:
+            await self._reopen_if_it_keeps_up(seconds, tokens_in, tokens_out)
+            return
         target = self.watch.observe(seconds, tokens_in, tokens_out, self.limit)
         if target is None:
             return
@@ -119,8 +138,44 @@ class AdaptiveWindow:
             self._queue_cut_at = time.monotonic()
             self._changed.notify_all()
 
-    def on_throttle(self, since: float, last_cut: float) -> bool:
-        """Multiplicative decrease, at most once per round trip (requests sent before the last cut don't count)."""
+    async def _after_probe(self, verdict: str, first_s: float) -> None:
+        """Open the whole window for a parallel server; settle at two for one that queues (one when a reply
+        takes so long that the second, waiting for it, could run out of time)."""
+        if verdict == PARALLEL_VERDICT:
+            size = float(self.cap)
+        else:
+            settled = PROBE_WIDTH if first_s * 4 < self.timeout_s else 1
+            self.watch.settle(settled)
+            self._tentative = True
+            size = float(settled)
+            _log.warning("the LLM server serves requests one after another: at most %d in flight", settled)
+        async with self._changed:
+            self.size = size
+            self._queue_cut_at = time.monotonic()
+            self._changed.notify_all()
+
+    async def _reopen_if_it_keeps_up(self, seconds: float, tokens_in: int, tokens_out: int) -> None:
+        """After a queueing verdict: SAMPLES replies as fast as the fastest say it was wrong; reopen."""
+        self.watch.observe(seconds, tokens_in, tokens_out, self.limit)
+        if self.watch.samples < SAMPLES or self.watch.ratio > FLAT:
+            return
+        _log.info("LLM replies keep pace at %d in flight: the whole window again", self.limit)
+        self._tentative = False
+        self.watch.unsettle()
+        async with self._changed:
+            self.size = float(self.cap)
+            self._queue_cut_at = time.monotonic()
+            self._changed.notify_all()
+
+    def on_throttle(self, since: float, last_cut: float, timed_out: bool = False) -> bool:
+        """Multiplicative decrease, at most once per round trip (requests sent before the last cut don't count).
+        A 429 during the start probe comes from a server that works in parallel and counts requests: the cut
+        is from the whole window; a timeout during it is from the probe's two."""
+        if self.probing:
+            assert self.start is not None
+            self.start.cut()
+            if not timed_out:
+                self.size = float(self.cap)
         if since < last_cut:
             return False
         self.size = max(float(self.floor), self.size / 2.0)
@@ -145,8 +200,9 @@ class SharedPause:
 class RateLimiter:
     """Everything a request waits for before it is sent: pause, window, request and token buckets."""
 
-    def __init__(self, cap: int, rpm: float = 0, tpm: float = 0) -> None:
-        self.window = AdaptiveWindow(cap)
+    def __init__(self, cap: int, rpm: float = 0, tpm: float = 0, probe: bool = False,
+                 timeout_s: float = 60.0) -> None:
+        self.window = AdaptiveWindow(cap, probe=probe, timeout_s=timeout_s)
         self.pause = SharedPause()
         self.requests = TokenBucket(rpm) if rpm > 0 else None
         self.tokens = TokenBucket(tpm, capacity=max(1.0, tpm / 60.0)) if tpm > 0 else None
@@ -182,7 +238,7 @@ class RateLimiter:
     def on_timeout(self, sent_at: float) -> None:
         """A request timed out: with many in flight the server is likely queueing them, so the window halves,
         once per round trip, as on a 429 (without the pause)."""
-        if self.window.in_flight > 1 and self.window.on_throttle(sent_at, self._last_cut):
+        if self.window.in_flight > 1 and self.window.on_throttle(sent_at, self._last_cut, timed_out=True):
             self._last_cut = time.monotonic()
             _log.info("an LLM request timed out with %d in flight; at most %d from now on",
                       self.window.in_flight, self.window.limit)

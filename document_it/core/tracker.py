@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import collections
 import math
 import time
 from dataclasses import dataclass, field
@@ -127,6 +128,7 @@ class RequestTracker:
         return {
             "requests": len(records),
             "by_status": {s.value: sum(r.status is s for r in records) for s in RequestStatus},
+            "by_task": dict(sorted(collections.Counter(r.task for r in records).items())),
             "attempts": sum(r.attempts for r in records),
             "retries": sum(max(0, r.attempts - 1) for r in records),
             "rate_limited": sum(r.rate_limited for r in records),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import enum
 import json
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 from document_it.testing._schema_fill import find_prompt_schema
 from document_it.testing._sim_faults import ApiError, completion_budget
 from document_it.testing._sim_reply import content_text
+from document_it.tokens import estimate_tokens
 
 __all__ = [
     "FifoSlots",
@@ -25,8 +27,8 @@ __all__ = [
     "slot_count",
 ]
 
-_CLI_NAMES = ("no_json_schema", "tools_only", "sloppy_json", "context_tokens", "serial", "require_key", "no_key",
-              "model_id")
+_CLI_NAMES = ("no_json_schema", "tools_only", "sloppy_json", "context_tokens", "hidden_context", "token_ratio",
+              "serial", "require_key", "no_key", "model_id")
 _SLOPPY_PROSE = "Sure! Here is the JSON you asked for:"
 _NO_KEY = ("You didn't provide an API key. You need to provide your API key in an Authorization header using "
            "Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
@@ -84,18 +86,28 @@ class Quirks:
     sloppy_json: bool = False
     context_tokens: int = 0  # 0 = unlimited
     model_id: str | None = None  # set: requests naming another model get 404
+    hidden_context: bool = False  # the window is not announced and refusals say it llama-cpp-python's way
+    token_ratio: float = 1.0  # the server's tokens per token of document-it's estimate (a real tokenizer)
 
     @classmethod
     def build(cls, *, no_json_schema: bool = False, tools_only: bool = False, sloppy_json: bool = False,
-              context_tokens: int = 0, model_id: str | None = None) -> Quirks:
+              context_tokens: int = 0, model_id: str | None = None, hidden_context: bool = False,
+              token_ratio: float = 1.0) -> Quirks:
         """Return the quirks for SimServer's keyword arguments."""
         if no_json_schema and tools_only:
             raise ValueError("choose one of no_json_schema and tools_only")
         if context_tokens < 0:
             raise ValueError("context_tokens must be >= 0")
+        if not 0.2 <= token_ratio <= 5:
+            raise ValueError("token_ratio must be between 0.2 and 5")
         formats = (FormatSupport.TOOLS_ONLY if tools_only else
                    FormatSupport.NO_JSON_SCHEMA if no_json_schema else FormatSupport.ALL)
-        return cls(formats, bool(sloppy_json), int(context_tokens), model_id or None)
+        return cls(formats, bool(sloppy_json), int(context_tokens), model_id or None, bool(hidden_context),
+                   float(token_ratio))
+
+    def count(self, text: str) -> int:
+        """Return the prompt tokens this server's tokenizer counts in `text`."""
+        return math.ceil(estimate_tokens(text) * self.token_ratio)
 
     def check(self, body: dict[str, Any], prompt_tokens: int) -> None:
         """Raise the ApiError this server answers `body` with (unknown model, format, context length), if any."""
@@ -104,7 +116,7 @@ class Quirks:
             raise ApiError(404, f"The model `{requested}` does not exist or you do not have access to it.",
                            param="model", code="model_not_found")
         self._check_format(body.get("response_format"))
-        completion = completion_budget(body, 0)
+        completion = 0 if self.hidden_context else completion_budget(body, 0)  # llama-cpp clamps max_tokens
         if self.context_tokens and prompt_tokens + completion > self.context_tokens:
             raise ApiError(400, self._too_long(prompt_tokens, completion), param="messages",
                            code="context_length_exceeded")
@@ -120,7 +132,9 @@ class Quirks:
                                 "(function calling) for structured output", param="response_format")
 
     def _too_long(self, prompt: int, completion: int) -> str:
-        """Return OpenAI's context-length message."""
+        """Return OpenAI's context-length message (llama-cpp-python's when the window is hidden)."""
+        if self.hidden_context:
+            return f"Requested tokens ({prompt}) exceed context window of {self.context_tokens}"
         head = f"This model's maximum context length is {self.context_tokens} tokens. However, "
         if not completion:
             return head + f"your messages resulted in {prompt} tokens. Please reduce the length of the messages."
@@ -141,7 +155,8 @@ class Quirks:
 
     def model_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Return a /v1/models entry with the context length announced the way vLLM does."""
-        return {**entry, "max_model_len": self.context_tokens} if self.context_tokens else entry
+        return {**entry, "max_model_len": self.context_tokens} if self.context_tokens and not self.hidden_context \
+            else entry
 
 
 def _optional_fields(body: dict[str, Any], fmt: dict[str, Any]) -> set[str]:
@@ -246,6 +261,13 @@ def add_quirk_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--context-tokens", type=int, default=0, metavar="N",
                    help="prompt + max_tokens above N answers 400 context_length_exceeded; /v1/models announces "
                         "max_model_len N (0 = unlimited)")
+    g.add_argument("--hidden-context", action="store_true",
+                   help="with --context-tokens: /v1/models does not announce the window, max_tokens is clamped to "
+                        "what is left, and only a prompt longer than the window is refused, saying 'Requested "
+                        "tokens (P) exceed context window of N' (llama-cpp-python's own words)")
+    g.add_argument("--token-ratio", type=float, default=1.0, metavar="R",
+                   help="count R prompt tokens for each token document-it estimates (a real tokenizer on code or "
+                        "other languages counts more than four characters a token; default 1.0)")
     g.add_argument("--serial", action="store_true",
                    help="serve one chat request at a time, the rest queue in arrival order (--capacity 1, one slot)")
     g.add_argument("--require-key", action="store_true",

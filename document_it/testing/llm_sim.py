@@ -146,7 +146,8 @@ class SimServer:
                  fail_500: float = 0, hang: float = 0, hang_seconds: float = 120, malformed: float = 0,
                  reset: float = 0, seed: int = 0, announce_limits: bool = True, no_json_schema: bool = False,
                  tools_only: bool = False, sloppy_json: bool = False, context_tokens: int = 0, serial: bool = False,
-                 require_key: bool = False, no_key: bool = False, model_id: str | None = None) -> None:
+                 require_key: bool = False, no_key: bool = False, model_id: str | None = None,
+                 hidden_context: bool = False, token_ratio: float = 1.0) -> None:
         self.port = port
         self.latency_ms = float(latency_ms)
         self.ms_per_token = float(ms_per_token)
@@ -155,7 +156,8 @@ class SimServer:
         self.model = model_id or model
         self._auth = KeyCheck.build(api_key, require_key=require_key, no_key=no_key)
         self._quirks = Quirks.build(no_json_schema=no_json_schema, tools_only=tools_only, sloppy_json=sloppy_json,
-                                    context_tokens=context_tokens, model_id=model_id)
+                                    context_tokens=context_tokens, model_id=model_id, hidden_context=hidden_context,
+                                    token_ratio=token_ratio)
         self.max_seconds = float(max_seconds)
         self.max_requests = int(max_requests)
         self.fault_retry_after_s = float(fault_retry_after_s)
@@ -293,7 +295,7 @@ class SimServer:
         try:
             self._check_auth(auth)
             body = parse_body(raw)
-            prompt_tokens = estimate_tokens(prompt_text(body))
+            prompt_tokens = self._quirks.count(prompt_text(body))
             self._quirks.check(body, prompt_tokens)
             message, finish, generated = build_message(body)
             message, generated = self._quirks.shape(body, message, generated)
