@@ -44,7 +44,8 @@ def _tokens(messages) -> int:
 
 
 @pytest.mark.parametrize("reply, window, scale_at_least", [
-    (VLLM, 4096, 1.2), (VLLM_MAX_TOKENS, 4096, 1.2), (LLAMA_CPP_PYTHON, 2048, 1.2), (LLAMA_SERVER, 4096, 1.2),
+    (VLLM, 4096, 4176 / 3000), (VLLM_MAX_TOKENS, 4096, 1.2), (LLAMA_CPP_PYTHON, 2048, 1.2),
+    (LLAMA_SERVER, 4096, 5000 / 3000),
     ("Trying to keep the first 5000 tokens when context the overflows. However, the model is loaded with "
      "context length of only 4096 tokens", 4096, 1.2),
 ])
@@ -69,6 +70,14 @@ def test_a_refusal_that_says_nothing_useful_assumes_a_longer_prompt():
     room = context.prompt_room()
     assert context.learn("context length exceeded", prompt_estimate=room, sent_max_tokens=1024)
     assert context.scale == pytest.approx(1.2 * 4 / 3) and context.prompt_room() < room
+
+
+def test_a_refusal_of_a_prompt_that_never_fitted_teaches_nothing_and_a_known_window_refuses_to_send():
+    context = ContextWindow(1024)
+    context.learn("context length exceeded", prompt_estimate=2000, sent_max_tokens=16)  # built too big anyway
+    assert (context.tokens, context.scale, context.learned) == (1024, 1.2, 0)
+    assert not context.holds(900) and context.holds(600)  # 900 x 1.2 + 16 > 1024
+    assert ContextWindow().holds(100_000)  # a guessed window (8192) never stops a request
 
 
 def test_a_burst_of_refusals_shrinks_the_budget_once():

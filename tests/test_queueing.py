@@ -116,6 +116,24 @@ async def test_a_wrong_queueing_verdict_is_undone_when_replies_keep_pace():
     assert window.limit == 20 and window.watch.settled is None
 
 
+async def test_a_window_settled_at_one_does_not_reopen_on_replies_that_had_no_company():
+    window = AdaptiveWindow(20, probe=True, timeout_s=10)
+    for seconds in (3.0, 6.0):  # a queue, and a reply over a quarter of the timeout: one at a time
+        await window.on_latency(seconds, 500, 100, sent_at=0.0)
+    assert window.limit == 1 == window.watch.settled
+    for _ in range(6):
+        await window.on_latency(3.0, 500, 100, sent_at=float("inf"))  # as fast as the first: it was alone
+    assert window.limit == 1
+
+
+async def test_the_probe_leaves_the_queue_watch_untouched_and_gives_up_when_nothing_overlaps():
+    window = AdaptiveWindow(20, probe=True)
+    for i in range(6):  # one request at a time, far apart: no pair to judge
+        await window.on_latency(2.0 if i % 2 else 0.5, 500, 100, sent_at=10.0 * i)
+    assert not window.probing and window.limit == 20 and window.start.verdict == "none"
+    assert window.queue_cuts == 0 and window.watch.keeps_up  # nothing was suspected meanwhile
+
+
 def test_a_429_during_the_probe_cuts_from_the_whole_window_and_a_timeout_from_the_probe():
     limited, slow = AdaptiveWindow(20, probe=True), AdaptiveWindow(20, probe=True)
     assert limited.on_throttle(1.0, 0.0) and limited.limit == 10 and not limited.probing

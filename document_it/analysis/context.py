@@ -70,8 +70,9 @@ class ContextWindow:
         remembered = read_state(store).get(server)
         remembered = remembered if isinstance(remembered, dict) else {}
         learned_tokens, learned_scale = remembered.get("tokens"), remembered.get("scale")
+        self.known = tokens is not None  # given or announced, or learned (now or by an earlier run)
         if tokens is None and isinstance(learned_tokens, int) and learned_tokens >= MIN_CONTEXT_TOKENS:
-            tokens = learned_tokens
+            tokens, self.known = learned_tokens, True
         self.tokens = max(MIN_CONTEXT_TOKENS, int(tokens or DEFAULT_CONTEXT_TOKENS))
         valid = isinstance(learned_scale, (int, float)) and START_SCALE <= learned_scale <= MAX_SCALE
         self.scale = float(learned_scale) if valid else START_SCALE
@@ -93,6 +94,10 @@ class ContextWindow:
         """True when a prompt of `prompt_estimate` estimated tokens fits with room for `answers` answers."""
         return prompt_estimate <= self.prompt_room(answers)
 
+    def holds(self, prompt_estimate: int) -> bool:
+        """False when a window we know cannot hold even this prompt and a short answer (no use sending it)."""
+        return not self.known or prompt_estimate * self.scale + 16 <= self.tokens
+
     def max_tokens(self, prompt_estimate: int) -> int:
         """The answer limit to send with a prompt: all the room the window leaves it (at least 16)."""
         return max(16, self.tokens - math.ceil(prompt_estimate * self.scale))
@@ -105,7 +110,7 @@ class ContextWindow:
             window, real = _number(_WINDOW, reply), _number(_PROMPT, reply)
             before = (self.tokens, self.scale)
             if window and MIN_CONTEXT_TOKENS <= window < self.tokens:
-                self.tokens = window
+                self.tokens, self.known = window, True
             if real and prompt_estimate:
                 self.scale = min(MAX_SCALE, max(self.scale, real / prompt_estimate * 1.05))
             if (self.tokens, self.scale) == before:

@@ -25,7 +25,7 @@ OPENAI_URL = "https://api.openai.com/v1"
 def check_endpoint(settings: Settings) -> Settings:
     """The settings with the model the server will use; raises LLMError / LLMAuthError for what would
     fail every page. Other answers (a server without /models, say) are left to the run."""
-    host = urlparse(settings.llm_base_url or OPENAI_URL).netloc
+    host = urlparse(settings.llm_base_url or OPENAI_URL).netloc.rpartition("@")[2]  # never credentials in a message
     url = (settings.llm_base_url or OPENAI_URL).rstrip("/") + "/models"
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
     try:
@@ -65,7 +65,7 @@ def pick_model(settings: Settings, served: list[str], host: str) -> str:
 
 
 # how servers name a model's window in /v1/models: vLLM, OpenRouter and others, LM Studio, llama-server's meta
-_CONTEXT_KEYS = ("max_model_len", "context_length", "context_window", "max_context_length", "loaded_context_length")
+_CONTEXT_KEYS = ("max_model_len", "loaded_context_length", "context_length", "context_window", "max_context_length")
 
 
 def announced_context(entry: dict) -> int | None:

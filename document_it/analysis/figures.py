@@ -23,8 +23,8 @@ def summary(gateway: Gateway) -> dict[str, Any]:
         **gateway.tracker.get_summary(),
         "max_in_flight": gateway.max_in_flight,
         "attempt_timeout_s": gateway.attempt_timeout,
-        "window": {"current": window.limit, "cap": window.cap, "cuts": window.cuts,
-                   "queueing_cuts": window.queue_cuts, "settled": window.watch.settled},
+        "window": {"cap": window.cap, "cuts": window.cuts, "queueing_cuts": window.queue_cuts,
+                   **_window_state(gateway)},
         "learned_rpm": gateway.limiter.learned_rpm,
         "breaker_opened": gateway.breaker.opened,
         "fallbacks": gateway.fallbacks,
@@ -45,6 +45,7 @@ def export(gateway: Gateway) -> dict[str, Any]:
             "learned_rpm": gateway.limiter.learned_rpm, "tokens_saved": gateway.tokens_saved,
             "batching": gateway.batcher.stats() if gateway.batcher else None,
             "attempt_timeout_s": gateway.attempt_timeout,
+            "window": {"current": window.limit, "settled": window.watch.settled},
             "context": chat.window.summary() if chat else None}
 
 
@@ -68,6 +69,8 @@ def absorb(gateway: Gateway, exported: dict[str, Any]) -> None:
         gateway.absorbed_batching.append(exported["batching"])
     if exported.get("context"):
         gateway.absorbed_context.append(exported["context"])
+    if exported.get("window"):
+        gateway.absorbed_windows.append(exported["window"])
 
 
 def _batching(gateway: Gateway) -> dict[str, Any]:
@@ -75,6 +78,17 @@ def _batching(gateway: Gateway) -> dict[str, Any]:
     mine = gateway.batcher.stats() if gateway.batcher else {"batches": 0}
     return {**combined_stats([mine, *gateway.absorbed_batching], gateway.batcher is not None),
             "tokens_saved": gateway.tokens_saved}
+
+
+def _window_state(gateway: Gateway) -> dict[str, Any]:
+    """The window now and where it settled: the gateway's own, or in process mode (where the parent's sent
+    nothing) the workers' summed, settled only when every worker's is."""
+    windows = gateway.absorbed_windows
+    if not windows:
+        return {"current": gateway.limiter.window.limit, "settled": gateway.limiter.window.watch.settled}
+    settled = [w["settled"] for w in windows]
+    return {"current": sum(w["current"] for w in windows),
+            "settled": sum(settled) if all(s is not None for s in settled) else None}
 
 
 def _context(windows: list[dict[str, Any]]) -> dict[str, Any]:

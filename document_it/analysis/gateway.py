@@ -72,6 +72,7 @@ class Gateway:
         self.tokens_saved = 0
         self.absorbed_batching: list[dict[str, Any]] = []  # worker processes' batcher figures (process mode)
         self.absorbed_context: list[dict[str, Any]] = []  # and what their context windows learned
+        self.absorbed_windows: list[dict[str, Any]] = []  # and where their concurrency windows ended
         self.batcher: Batcher | None = None
         # sync mode is the one-request-at-a-time baseline; every other mode batches its backlog, even at cap 1
         if isinstance(provider, ChatProvider) and settings.batch_size != 1 and settings.mode is not Mode.SYNC:
@@ -318,6 +319,7 @@ class Gateway:
         method = provider.choice.current  # if the server refuses it, send() asks again: not a fair latency
         async with self.limiter.slot(estimate) as sent_at:
             record.waited += sent_at - queued  # for a slot, the pause and the RPM/TPM buckets
+            alone = self.limiter.window.in_flight <= 1  # nothing ahead of it at the server
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
@@ -326,7 +328,7 @@ class Gateway:
                 attempt = await asyncio.wait_for(provider.send(task, messages, schema), limit)
             except asyncio.TimeoutError:
                 self.limiter.on_timeout(sent_at)
-                self._stretch(limit, alone=self.limiter.window.in_flight <= 1)
+                self._stretch(limit, alone=alone)
                 raise LLMTransientError(f"LLM request to {provider.host} took longer than {limit:g}s",
                                         timed_out=True) from None
             except LLMTransientError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import urlparse
@@ -91,8 +92,8 @@ class ChatProvider:
 
     def __init__(self, settings: Settings) -> None:
         self.name = settings.provider_name
-        self.host = urlparse(settings.llm_base_url or "https://api.openai.com").netloc
-        server = f"{settings.llm_base_url or 'https://api.openai.com/v1'} {settings.model}"
+        self.host = urlparse(settings.llm_base_url or "https://api.openai.com").netloc.rpartition("@")[2]
+        server = _server_key(settings.llm_base_url or "https://api.openai.com/v1", settings.model)
         self.choice = MethodChoice(settings.structured_output, settings.state_dir / STORE_NAME, server)
         self.window = ContextWindow(settings.context_tokens, settings.state_dir / WINDOW_STORE, server)
         self._secrets = (settings.api_key,)
@@ -101,6 +102,9 @@ class ChatProvider:
         self._runnables: dict[tuple[type[BaseModel], StructuredMethod, int], Any] = {}
         self._llm: ChatOpenAI | None = None
         self._sized: dict[int, ChatOpenAI] = {}
+        # the answer limit: sent to the servers people run (small windows, small models that ramble); not to
+        # OpenAI itself, whose windows are large and whose reasoning models need room beyond the answer
+        self._limit_field: str | None = "max_tokens" if settings.llm_base_url else None
 
     def _chat_model(self) -> ChatOpenAI:
         settings = self._settings
@@ -157,16 +161,19 @@ class ChatProvider:
         """The chat model with the answer limit `max_tokens` (rounded down to 128s, so a few copies serve)."""
         if self._llm is None:
             self._llm = self._chat_model()
+        if self._limit_field is None:
+            return self._llm
         size = max(16, max_tokens // 128 * 128) if max_tokens >= 128 else max_tokens
         if size not in self._sized:
-            # OpenAI takes max_completion_tokens (LangChain's name for it); the servers people run take the
-            # classic max_tokens, and some (llama-cpp-python) know no other
-            limit = {"extra_body": {"max_tokens": size}} if self._settings.llm_base_url else {"max_tokens": size}
+            # the servers people run take the classic max_tokens, and some (llama-cpp-python) know no other;
+            # LangChain's max_tokens goes out as max_completion_tokens, which newer APIs want instead
+            limit = ({"extra_body": {"max_tokens": size}} if self._limit_field == "max_tokens"
+                     else {"max_tokens": size})
             self._sized[size] = self._llm.model_copy(update=limit)  # shares the HTTP clients
         return self._sized[size]
 
     def _runnable(self, schema: type[BaseModel], method: StructuredMethod, max_tokens: int) -> Any:
-        size = max(16, max_tokens // 128 * 128) if max_tokens >= 128 else max_tokens
+        size = (max(16, max_tokens // 128 * 128) if max_tokens >= 128 else max_tokens) if self._limit_field else 0
         llm = self._plain(size)
         key = (schema, method, size)
         if key not in self._runnables:
@@ -185,6 +192,10 @@ class ChatProvider:
         prompt = _prompt_tokens(messages) + (_schema_tokens(schema) if schema is not None else 0)
         # room for the answers asked, never more than the window leaves: a small model that rambles stops there
         max_tokens = min(self.window.max_tokens(prompt), self.window.answer_room(batch_items(messages) if batch else 1))
+        if not self.window.holds(prompt):
+            # built before the window learned its size, or too big anyway: cut or split, never sent as it is
+            raise LLMContextError(f"the model's context window ({self.window.tokens:,} tokens) cannot hold this "
+                                  f"prompt (about {math.ceil(prompt * self.window.scale):,} tokens)", shrunk=True)
         try:
             if task is Task.TEXT:
                 raw = await self._plain(max_tokens).ainvoke(messages)
@@ -201,8 +212,13 @@ class ChatProvider:
             sent = estimate_tokens("".join(text for _, text in messages))
             return Attempt(None, self._clean(exc), _is_malformed(exc), sent, 0)
         except openai.APIStatusError as exc:
+            if self._limit_field == "max_tokens" and _wants_completion_tokens(exc.status_code, _message(exc)):
+                self._limit_field, self._sized = "max_completion_tokens", {}  # a newer API behind the base URL
+                self._runnables = {}
+                return await self.send(task, messages, schema)
             if is_context_error(exc.status_code, _body_text(exc)):
-                raise self._too_long(exc, prompt, max_tokens, batch) from None
+                sent = max_tokens if self._limit_field else 0
+                raise self._too_long(exc, prompt, sent, batch) from None
             if task is not Task.TEXT and refuses_method(exc.status_code, _message(exc)):
                 if self.choice.refused(method, f"HTTP {exc.status_code}: {self._clean(_message(exc))}"):
                     return await self.send(task, messages, schema)
@@ -266,6 +282,18 @@ class ChatProvider:
 
     def _clean(self, error: object) -> str:
         return _first_line(redact(str(error), self._secrets))
+
+
+def _server_key(base_url: str, model: str) -> str:
+    """Whom a remembered finding belongs to: the base URL without credentials or query, and the model."""
+    parts = urlparse(base_url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path} {model}"
+
+
+def _wants_completion_tokens(status: int, message: str) -> bool:
+    """True for "max_tokens is not supported with this model; use max_completion_tokens instead"."""
+    return status == 400 and "max_completion_tokens" in message and "max_tokens" in message.replace(
+        "max_completion_tokens", "")
 
 
 @functools.cache

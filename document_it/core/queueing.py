@@ -35,7 +35,8 @@ PROPORTIONAL = 1.5  # after halving, latency within this factor of half the old 
 SAMPLES = 4  # replies each judgement is made on
 PROBE_WIDTH = 2  # requests the start probe sends together
 FLAT = 1.3  # recent latency within this factor of the fastest: the server keeps up at this window
-PARALLEL_VERDICT, QUEUEING_VERDICT, CUT_VERDICT = "parallel", "queueing", "cut"
+PARALLEL_VERDICT, QUEUEING_VERDICT, CUT_VERDICT, NONE_VERDICT = "parallel", "queueing", "cut", "none"
+PROBE_REPLIES = 6  # replies after which a probe whose requests never overlapped gives up (nothing queues)
 
 
 def _work(tokens_in: int, tokens_out: int) -> float:
@@ -95,6 +96,10 @@ class QueueWatch:
         """May the window grow? Not during a probe, nor past a settled window."""
         return self._probe is None and not self._measuring and self.settled is None
 
+    def note_fastest(self, seconds: float, tokens_in: int, tokens_out: int) -> None:
+        """Take a reply into the fastest rate seen, and into nothing else (the start probe's replies)."""
+        self._best = min(self._best, max(seconds, 1e-3) / _work(tokens_in, tokens_out))
+
     def settle(self, window: int) -> None:
         """Settle at `window` without a probe (the start probe found a queue)."""
         self._settle(window)
@@ -123,12 +128,14 @@ class StartProbe:
         self._replies: list[tuple[float, float, float]] = []  # (sent at, seconds, work)
         self.verdict: str | None = None  # "parallel" or "queueing" once two replies are in
         self.first_s = 0.0  # the seconds of the reply that came back first (its own service, no wait)
+        self._seen = 0
 
     def observe(self, sent_at: float, seconds: float, tokens_in: int, tokens_out: int) -> str | None:
         """Take one reply of a probe request; the verdict once two that were out together are in."""
         if self.verdict is not None:
             return None
         self._replies.append((sent_at, max(seconds, 1e-3), _work(tokens_in, tokens_out)))
+        self._seen += 1
         if len(self._replies) < PROBE_WIDTH:
             return None
         first, second = sorted(self._replies, key=lambda r: r[0] + r[1])[-2:]
@@ -136,7 +143,9 @@ class StartProbe:
         overlap = min(first[1], first[0] + first[1] - second[0])
         if overlap < 0.5 * first[1]:  # one after the other: this pair tells nothing, wait for the next
             self._replies = [second]
-            return None
+            if self._seen >= PROBE_REPLIES:  # requests come one at a time: there is no queue to find
+                self.verdict = NONE_VERDICT
+            return self.verdict
         self.first_s = first[1]
         rate = first[1] / first[2]  # the first back waited for nothing, whatever the server
         # side by side the second takes its own work's time; in turn, the first's too: judge at the midpoint

@@ -111,7 +111,7 @@ class AdaptiveWindow:
     async def on_latency(self, seconds: float, tokens_in: int, tokens_out: int, sent_at: float) -> None:
         """One reply's time on the wire: probe, and settle the window, when latency says the server queues."""
         if self.probing:
-            self.watch.observe(seconds, tokens_in, tokens_out, self.limit)  # the fastest rate starts here
+            self.watch.note_fastest(seconds, tokens_in, tokens_out)  # the fastest rate starts here, nothing else
             assert self.start is not None
             verdict = self.start.observe(sent_at, seconds, tokens_in, tokens_out)
             if verdict is not None:
@@ -120,7 +120,8 @@ class AdaptiveWindow:
         if sent_at < self._queue_cut_at:
             return  # sent under another window: its wait says nothing about this one
         if self._tentative:
-            await self._reopen_if_it_keeps_up(seconds, tokens_in, tokens_out)
+            if self.limit >= 2:  # alone, every reply is as fast as the first: only company tells
+                await self._reopen_if_it_keeps_up(seconds, tokens_in, tokens_out)
             return
         target = self.watch.observe(seconds, tokens_in, tokens_out, self.limit)
         if target is None:
@@ -141,7 +142,7 @@ class AdaptiveWindow:
     async def _after_probe(self, verdict: str, first_s: float) -> None:
         """Open the whole window for a parallel server; settle at two for one that queues (one when a reply
         takes so long that the second, waiting for it, could run out of time)."""
-        if verdict == PARALLEL_VERDICT:
+        if verdict != QUEUEING_VERDICT:  # side by side, or never two out together: the whole window
             size = float(self.cap)
         else:
             settled = PROBE_WIDTH if first_s * 4 < self.timeout_s else 1
