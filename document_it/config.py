@@ -22,12 +22,14 @@ __all__ = [
     "Fallback",
     "Settings",
     "SAMPLE_SOURCE",
+    "PLACEHOLDER_KEY",
     "resolve_llm",
     "page_tasks",
 ]
 
 _FIELD = re.compile(r"^[A-Za-z_][\w-]{0,63}$")
 SAMPLE_SOURCE = str(Path(__file__).parent / "data" / "sample" / "llms.txt")
+PLACEHOLDER_KEY = "no-key-needed"  # sent when no key is set: servers that want some key, any key, take it
 
 
 class Mode(str, enum.Enum):

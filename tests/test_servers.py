@@ -61,3 +61,16 @@ def test_a_forced_method_the_server_refuses_fails_fast_with_the_hint(tmp_path, s
     errors = [json.loads(line)["error"] for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert all("--structured-output auto" in e for e in errors)
     assert requests <= 5 * 2 + 1  # one refused request per prompt, no retries
+
+
+@pytest.mark.parametrize("quirks", [{"require_key": True}, {"no_key": True}, {"context_tokens": 4096},
+                                    {"serial": True}])
+def test_servers_that_take_json_schema_need_no_flags_either(tmp_path, site, quirks, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # no key: the placeholder satisfies --require-key
+    with SimServer(latency_ms=2, ms_per_token=0, max_seconds=300, **quirks) as sim:
+        summary = _run(tmp_path, site, sim, mode=Mode.HYBRID)
+        refused = sim.stats()["attempts"] - sim.stats()["ok"]
+    assert summary["documents"]["completed"] == len(PAGES) and summary["documents"]["failed"] == 0
+    assert summary["llm"]["structured_output"] == {"method": "json_schema", "negotiated": True, "settled": True,
+                                                   "refused": []}
+    assert refused == 0  # not one request refused: no key trouble, nothing larger than the window

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from ..config import Settings
+from ..config import PLACEHOLDER_KEY, Settings
 from ..errors import LLMAuthError, LLMError, connection_reason
 from .context import MIN_CONTEXT_TOKENS
 
@@ -27,7 +27,7 @@ def check_endpoint(settings: Settings) -> Settings:
     fail every page. Other answers (a server without /models, say) are left to the run."""
     host = urlparse(settings.llm_base_url or OPENAI_URL).netloc.rpartition("@")[2]  # never credentials in a message
     url = (settings.llm_base_url or OPENAI_URL).rstrip("/") + "/models"
-    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    headers = {"Authorization": f"Bearer {settings.api_key or PLACEHOLDER_KEY}"}  # as the chat requests will
     try:
         resp = requests.get(url, headers=headers, timeout=(5, 15))
     except requests.ConnectionError as exc:

@@ -16,7 +16,7 @@ from langchain_core.exceptions import OutputParserException
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
 
-from ..config import LLMKind, Settings, StructuredMethod
+from ..config import PLACEHOLDER_KEY, LLMKind, Settings, StructuredMethod
 from ..core.ratelimit import retry_after_seconds
 from ..errors import LLMAuthError, LLMError, LLMTransientError
 from ..redact import redact
@@ -119,7 +119,7 @@ class ChatProvider:
         return ChatOpenAI(
             model=settings.model,
             base_url=settings.llm_base_url,
-            api_key=settings.api_key or "no-key-needed",
+            api_key=settings.api_key or PLACEHOLDER_KEY,
             max_retries=0,
             timeout=timeout,
             use_responses_api=False,
