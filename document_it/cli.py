@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Mapping, NoReturn, Sequence, TypeVar
+from typing import Any, Mapping, NoReturn, Sequence, TypeVar
 
 from . import __version__
 from .config import SAMPLE_SOURCE, Fallback, LLMKind, Mode, Settings, StructuredMethod, page_tasks, resolve_llm
@@ -202,19 +202,16 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
     """One frozen Settings from parsed flags (environment defaults already applied)."""
     if args.source is not None and not str(args.source).strip():
         raise ConfigError("--source is empty")
-    try:
-        ints = {name: int(getattr(args, name)) for name in
-                ("max_workers", "analysis_workers", "max_concurrency", "batch_size", "batch_max_tokens", "retries",
-                 "max_depth", "max_pages", "per_host", "chunk_tokens")}
-        floats = {name: float(getattr(args, name)) for name in
-                  ("request_timeout", "sim_latency_ms", "rpm", "tpm", "max_wait", "cache_size_mb", "delay")}
-        grace = float(args.grace)
-        optional = {name: None if getattr(args, name) in (None, "") else kind(getattr(args, name))
-                    for name, kind in (("limit", int), ("max_cost", float), ("max_tokens", int),
-                                       ("context_tokens", int), ("price_in", float), ("price_out", float))}
-        fetch_timeout, page_mb = float(args.fetch_timeout), float(args.max_page_mb)
-    except ValueError as exc:
-        raise ConfigError(f"bad number from the environment: {exc}") from None
+    ints = {name: _number(args, name, int) for name in
+            ("max_workers", "analysis_workers", "max_concurrency", "batch_size", "batch_max_tokens", "retries",
+             "max_depth", "max_pages", "per_host", "chunk_tokens")}
+    floats = {name: _number(args, name, float) for name in
+              ("request_timeout", "sim_latency_ms", "rpm", "tpm", "max_wait", "cache_size_mb", "delay")}
+    grace = _number(args, "grace", float)
+    optional = {name: None if getattr(args, name) in (None, "") else _number(args, name, kind)
+                for name, kind in (("limit", int), ("max_cost", float), ("max_tokens", int),
+                                   ("context_tokens", int), ("price_in", float), ("price_out", float))}
+    fetch_timeout, page_mb = _number(args, "fetch_timeout", float), _number(args, "max_page_mb", float)
     if not math.isfinite(page_mb) or page_mb <= 0:
         raise ConfigError(f"--max-page-mb must be a positive number (got {args.max_page_mb})")
     if not math.isfinite(grace) or grace < 0:
@@ -240,6 +237,17 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         explicit=frozenset(getattr(args, "explicit", ())),
         **ints, **floats, **optional,
     )
+
+
+def _number(args: argparse.Namespace, name: str, kind: type[int] | type[float]) -> Any:
+    """The flag's value as `kind`; a ConfigError naming the flag and its environment variable if it is none."""
+    value = getattr(args, name)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        flag = name.replace("_", "-")
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"--{flag} must be {what} (got {value!r} from the flag or {_env_name(flag)})") from None
 
 
 def _choice(args: argparse.Namespace, name: str, kind: type[E]) -> E:

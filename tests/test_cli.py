@@ -51,6 +51,8 @@ def test_help_lists_every_flag_with_defaults_and_examples(capsys):
     (["--llm-base-url", "not-a-url"], "--llm-base-url must be an http(s) URL"),
     (["--request-timeout", "nan"], "--request-timeout must be a positive number"),
     (["--llm-base-url", "http://127.0.0.1:1/v1"], "cannot reach the LLM at 127.0.0.1:1: connection refused"),
+    (["--context-tokens", "lots"], "--context-tokens must be a whole number (got 'lots'"),
+    (["--context-tokens", "100"], "--context-tokens must be at least 1024 (got 100)"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(argv, fragment, capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
