@@ -200,9 +200,9 @@ async def test_a_timeout_with_many_in_flight_halves_the_window():
 
 
 def test_a_slow_one_slot_server_gets_two_requests_from_the_start_and_none_times_out(tmp_path):
-    # two seconds a reply: twenty in flight would have the third waiting six seconds, past the timeout
+    # 1.5 s a reply: twenty in flight would have the fourth waiting six seconds, past the timeout
     write_docsite(tmp_path / "site", 3)
-    with SimServer(latency_ms=2000, ms_per_token=0, serial=True, max_seconds=300) as sim:
+    with SimServer(latency_ms=1500, ms_per_token=0, serial=True, max_seconds=300) as sim:
         summary = run(Settings(source=str(tmp_path / "site"), output_dir=tmp_path / "out", quiet=True,
                                state_dir=tmp_path / "state", llm=LLMKind.OPENAI, llm_base_url=sim.base_url,
                                no_cache=True, request_timeout=5, tasks=("summary", "key_concepts")))

@@ -267,7 +267,10 @@ class Gateway:
                     if time.monotonic() + (exc.retry_after or 0) > deadline:
                         raise LLMTransientError(f"{exc} (still rate-limited after {self.max_wait:g}s)") from None
                 else:
-                    self.breaker.on_failure()
+                    if not exc.timed_out or self.attempt_timeout >= self.request_timeout * TIMEOUT_STRETCH:
+                        # a timeout is a slow server (the window and the stretch deal with it), not a dead
+                        # one, until even the longest limit allowed has run out
+                        self.breaker.on_failure()
                     failures += 1
                     if failures > self.retry.retries:
                         raise LLMTransientError(f"{exc} (gave up after {record.attempts} attempts)") from None
