@@ -13,11 +13,14 @@ from document_it.analysis.prompts import KeyConcepts, Task, TopicInput, TopicSyn
 from document_it.analysis.providers import ChatProvider
 from document_it.analysis.tolerant import extract_json, tolerant_parse
 from document_it.config import LLMKind, Settings, StructuredMethod
+from document_it.models import Chunk, ParsedDoc
 from document_it.errors import LLMError
 
 from _fake_llm import ScriptedLLM, completion
 
 TOPIC = TopicInput("Guides", (("Retries", "How retries work.", ("backoff",)),))
+PAGE = ParsedDoc(url="https://docs.test/retries", title="Retries", topic="Guides", text="Retries back off.",
+                 chunks=(Chunk(0, "Retries back off.", 5),), tokens=5)
 NO_SCHEMA = (500, {"error": {"message": "response_format type json_schema is not supported; use text or json_object",
                              "type": "server_error"}})
 NO_TOOLS = (400, {"error": {"message": "Unsupported parameter: 'tools' is not supported with this model.",
@@ -109,6 +112,19 @@ def test_what_counts_as_refusing_a_method(status, message, refused):
     assert refuses_method(status, message) is refused
 
 
+async def test_a_tool_call_a_grammar_kept_in_shape_but_not_in_range_is_read_tolerantly(tmp_path):
+    # llama.cpp's grammar keeps a tool call's shape, not its bounds or every required field
+    arguments = {"items": [{"name": "Backoff", "description": "waits longer each time", "importance": 0},
+                           {"name": "Jitter"}]}
+    with ScriptedLLM([tool_call("KeyConcepts", arguments)]) as llm:
+        settings = _settings(llm.base_url, tmp_path, structured_output=StructuredMethod.FUNCTION_CALLING)
+        async with Gateway(ChatProvider(settings), settings) as gateway:
+            value = await gateway.ask(Task.KEY_CONCEPTS, PAGE)
+        assert len(llm.requests) == 1  # no repair prompt was needed
+    assert [c.model_dump() for c in value.items] == [
+        {"name": "Backoff", "description": "waits longer each time", "importance": 1}]
+
+
 def test_tolerant_parse_matches_keys_fills_missing_lists_and_clamps_numbers():
     text = 'prose {"ITEMS": [{"Name": "Backoff", "description": "waits", "Importance": 14}]} more prose'
     assert tolerant_parse(KeyConcepts, text).items[0].model_dump() == {
@@ -117,4 +133,6 @@ def test_tolerant_parse_matches_keys_fills_missing_lists_and_clamps_numbers():
     assert tolerant_parse(TopicSynthesis, '{"overview": "o"}').key_themes == []
     assert tolerant_parse(TopicSynthesis, "no json here") is None
     assert tolerant_parse(TopicSynthesis, '{"key_themes": []}') is None  # a missing text field is not invented
+    half = '{"items": [{"name": "A", "description": "d", "importance": 3}, {"name": "B"}]}'
+    assert [c.name for c in tolerant_parse(KeyConcepts, half).items] == ["A"]  # the incomplete item is left out
     assert extract_json('```\n{"a": 1}\n```') == {"a": 1}

@@ -234,8 +234,10 @@ class ChatProvider:
         headers = dict((getattr(raw, "response_metadata", None) or {}).get("headers") or {})
         tokens_in, tokens_out = _usage(raw)
         parsed = out["parsed"]
-        if parsed is None and method is StructuredMethod.JSON_MODE and schema is not None:
-            parsed = tolerant_parse(schema, _text_of(raw))  # "Summary" for "summary", fences, prose around it
+        if parsed is None and schema is not None:
+            # "Summary" for "summary", fences, prose, a number out of range, a list item missing a field: a
+            # grammar (llama.cpp's, for tools or json_schema) keeps the shape but not every rule
+            parsed = tolerant_parse(schema, _reply_json(raw))
         if parsed is None:
             error = out.get("parsing_error")
             malformed = error is None or _is_malformed(error)
@@ -338,6 +340,14 @@ def _text_of(message: Any) -> str:
     if isinstance(content, list):
         return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
     return str(content or "")
+
+
+def _reply_json(message: Any) -> str:
+    """The JSON a structured reply carries: its first tool call's arguments, else its text."""
+    for call in getattr(message, "tool_calls", None) or []:
+        if isinstance(call, dict) and isinstance(call.get("args"), dict):
+            return json.dumps(call["args"])
+    return _text_of(message)
 
 
 def _first_line(text: str) -> str:

@@ -1,5 +1,6 @@
-"""Reading the loose JSON small models write in json_mode: the object inside code fences or prose, keys in
-another case or spelling ("Summary", "Key Themes"), a list left out, a number out of range."""
+"""Reading the loose JSON small models write: the object inside code fences or prose, keys in another case or
+spelling ("Summary", "Key Themes"), a list left out, a number out of range, a list item missing a field
+(left out). Used when a reply does not validate as it is, whatever the structured-output method."""
 
 from __future__ import annotations
 
@@ -67,12 +68,23 @@ def _fit_value(annotation: Any, value: Any) -> Any:
         return _fit(annotation, value)
     if origin is list and isinstance(value, list):
         (inner,) = typing.get_args(annotation) or (Any,)
-        return [_fit_value(inner, item) for item in value]
+        items = [_fit_value(inner, item) for item in value]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):  # an item the model got wrong is left out
+            items = [item for item in items if _valid(inner, item)]
+        return items
     if origin in (typing.Union, types.UnionType):
         models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
         if models and isinstance(value, dict):
             return _fit(models[0], value)
     return value
+
+
+def _valid(model: type[BaseModel], value: Any) -> bool:
+    try:
+        model.model_validate(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def _is_list(annotation: Any) -> bool:
