@@ -22,7 +22,7 @@ def summary(gateway: Gateway) -> dict[str, Any]:
         "prompts": gateway.all_prompts,
         **gateway.tracker.get_summary(),
         "max_in_flight": gateway.max_in_flight,
-        "attempt_timeout_s": gateway.attempt_timeout,
+        "attempt_timeout_s": gateway.attempt_limit.seconds,
         "window": {"cap": window.cap, "cuts": window.cuts, "queueing_cuts": window.queue_cuts,
                    **_window_state(gateway)},
         "learned_rpm": gateway.limiter.learned_rpm,
@@ -44,7 +44,7 @@ def export(gateway: Gateway) -> dict[str, Any]:
             "cuts": window.cuts, "queue_cuts": window.queue_cuts, "breaker_opened": gateway.breaker.opened,
             "learned_rpm": gateway.limiter.learned_rpm, "tokens_saved": gateway.tokens_saved,
             "batching": gateway.batcher.stats() if gateway.batcher else None,
-            "attempt_timeout_s": gateway.attempt_timeout,
+            "attempt_timeout_s": gateway.attempt_limit.seconds,
             "window": {"current": window.limit, "settled": window.watch.settled},
             "context": chat.window.summary() if chat else None}
 
@@ -64,7 +64,7 @@ def absorb(gateway: Gateway, exported: dict[str, Any]) -> None:
     gateway.breaker.opened += exported["breaker_opened"]
     gateway.limiter.learned_rpm = gateway.limiter.learned_rpm or exported["learned_rpm"]
     gateway.tokens_saved += exported.get("tokens_saved", 0)
-    gateway.attempt_timeout = max(gateway.attempt_timeout, exported.get("attempt_timeout_s", 0.0))
+    gateway.attempt_limit.seconds = max(gateway.attempt_limit.seconds, exported.get("attempt_timeout_s", 0.0))
     if exported.get("batching"):
         gateway.absorbed_batching.append(exported["batching"])
     if exported.get("context"):

@@ -17,6 +17,7 @@ from ..config import Fallback, Mode, Settings
 from ..core.breaker import CircuitBreaker, CircuitOpen
 from ..core.cache import Memo, memo_key
 from ..core.ratelimit import RateLimiter, announced_rpm
+from ..core.timeouts import AttemptLimit
 from ..core.tracker import Prices, RequestRecord, RequestTracker
 from ..errors import LLMAuthError, LLMError, LLMTransientError
 from ..models import ParsedDoc
@@ -25,7 +26,7 @@ from . import figures
 from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem
 from .context import LLMContextError
 from .prompts import PROMPT_VERSION, Context, Task, TopicInput, batch_schema, schema_for
-from .providers import TIMEOUT_STRETCH, ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider
+from .providers import ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider
 
 __all__ = ["Gateway", "Completion", "RetryPolicy", "EXPECTED_OUTPUT_TOKENS", "build_gateway"]
 
@@ -64,7 +65,7 @@ class Gateway:
         self.retry = RetryPolicy(settings.retries)
         self.max_wait = settings.max_wait
         self.request_timeout = settings.request_timeout
-        self.attempt_timeout = settings.request_timeout  # stretched for a server slower than that (_stretch)
+        self.attempt_limit = AttemptLimit(settings.request_timeout)  # stretched for a server slower than that
         self.tracker = RequestTracker(Prices.for_model(settings.model, settings.price_in, settings.price_out))
         self.fallback = fallback if settings.fallback is Fallback.EXTRACTIVE else None
         self.max_cost, self.max_tokens = settings.max_cost, settings.max_tokens
@@ -267,7 +268,7 @@ class Gateway:
                     if time.monotonic() + (exc.retry_after or 0) > deadline:
                         raise LLMTransientError(f"{exc} (still rate-limited after {self.max_wait:g}s)") from None
                 else:
-                    if not exc.timed_out or self.attempt_timeout >= self.request_timeout * TIMEOUT_STRETCH:
+                    if not exc.timed_out or self.attempt_limit.exhausted:
                         # a timeout is a slow server (the window and the stretch deal with it), not a dead
                         # one, until even the longest limit allowed has run out
                         self.breaker.on_failure()
@@ -327,11 +328,11 @@ class Gateway:
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
                 # the whole attempt is timed here, so a server that drips bytes slowly still ends
-                limit = self.attempt_timeout
+                limit = self.attempt_limit.seconds
                 attempt = await asyncio.wait_for(provider.send(task, messages, schema), limit)
             except asyncio.TimeoutError:
                 self.limiter.on_timeout(sent_at)
-                self._stretch(limit, alone=alone)
+                self.attempt_limit.on_timeout(limit, alone)
                 raise LLMTransientError(f"LLM request to {provider.host} took longer than {limit:g}s",
                                         timed_out=True) from None
             except LLMTransientError as exc:
@@ -350,17 +351,6 @@ class Gateway:
                                                  sent_at)
         await self.limiter.on_success(estimate, attempt.tokens_in + attempt.tokens_out)
         return attempt
-
-    def _stretch(self, limit: float, alone: bool) -> None:
-        """A request that timed out with nothing else in flight was not waiting behind others: the server
-        is slower than the limit, so later attempts get twice as long (up to TIMEOUT_STRETCH times
-        --request-timeout), once per limit however many time out at it."""
-        ceiling = self.request_timeout * TIMEOUT_STRETCH
-        if not alone or limit < self.attempt_timeout or self.attempt_timeout >= ceiling:
-            return
-        self.attempt_timeout = min(ceiling, limit * 2)
-        log.warning("an LLM request took longer than %gs with nothing else in flight: allowing %gs from now on "
-                    "(--request-timeout sets the start)", limit, self.attempt_timeout)
 
     # -- figures (analysis/figures.py) --------------------------------------------------------
     def summary(self) -> dict[str, Any]:

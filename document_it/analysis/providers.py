@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import PLACEHOLDER_KEY, LLMKind, Settings, StructuredMethod
 from ..core.ratelimit import retry_after_seconds
+from ..core.timeouts import AttemptLimit
 from ..errors import LLMAuthError, LLMError, LLMTransientError
 from ..redact import redact
 from ..tokens import estimate_tokens
@@ -30,12 +31,11 @@ from .prompts import (Context, Task, TopicInput, batch_items, page_fits, render,
 from .tolerant import tolerant_parse
 
 __all__ = ["Reply", "Attempt", "Provider", "ChatProvider", "ExtractiveProvider", "make_provider", "Messages",
-           "CpuRunner", "TIMEOUT_STRETCH"]
+           "CpuRunner"]
 
 log = logging.getLogger(__name__)
 
 CpuRunner = Callable[..., Awaitable[Any]]
-TIMEOUT_STRETCH = 8  # a slow server's attempts may get up to this many times --request-timeout
 Messages = list[tuple[str, str]]
 
 
@@ -111,7 +111,8 @@ class ChatProvider:
         # our own client, bound to this run's event loop (the SDK's shared default outlives loops)
         # the gateway times each attempt itself, stretching the limit for a server that is slow but alive;
         # the client's own limit is that stretch's ceiling (and a connect limit for a server that is gone)
-        timeout = httpx.Timeout(settings.request_timeout * TIMEOUT_STRETCH, connect=min(10.0, settings.request_timeout))
+        timeout = httpx.Timeout(AttemptLimit(settings.request_timeout).ceiling,
+                                connect=min(10.0, settings.request_timeout))
         self._http = httpx.AsyncClient(
             timeout=timeout,
             limits=httpx.Limits(max_connections=settings.max_concurrency,
@@ -157,13 +158,18 @@ class ChatProvider:
         """True when `answers` prompts of `prompt_tokens` estimated tokens in all fit one batched request."""
         return self.window.fits(prompt_tokens + _schema_tokens(schema_for(task)), answers)
 
-    def _plain(self, max_tokens: int) -> ChatOpenAI:
-        """The chat model with the answer limit `max_tokens` (rounded down to 128s, so a few copies serve)."""
+    def _limit_size(self, max_tokens: int) -> int:
+        """The answer limit to send, rounded down to 128s so a few model copies serve; 0 when none is sent."""
+        if self._limit_field is None:
+            return 0
+        return max(16, max_tokens // 128 * 128) if max_tokens >= 128 else max_tokens
+
+    def _plain(self, size: int) -> ChatOpenAI:
+        """The chat model sending the answer limit `size` (from _limit_size; 0: none)."""
         if self._llm is None:
             self._llm = self._chat_model()
-        if self._limit_field is None:
+        if not size:
             return self._llm
-        size = max(16, max_tokens // 128 * 128) if max_tokens >= 128 else max_tokens
         if size not in self._sized:
             # the servers people run take the classic max_tokens, and some (llama-cpp-python) know no other;
             # LangChain's max_tokens goes out as max_completion_tokens, which newer APIs want instead
@@ -173,7 +179,7 @@ class ChatProvider:
         return self._sized[size]
 
     def _runnable(self, schema: type[BaseModel], method: StructuredMethod, max_tokens: int) -> Any:
-        size = (max(16, max_tokens // 128 * 128) if max_tokens >= 128 else max_tokens) if self._limit_field else 0
+        size = self._limit_size(max_tokens)
         llm = self._plain(size)
         key = (schema, method, size)
         if key not in self._runnables:
@@ -198,7 +204,7 @@ class ChatProvider:
                                   f"prompt (about {math.ceil(prompt * self.window.scale):,} tokens)", shrunk=True)
         try:
             if task is Task.TEXT:
-                raw = await self._plain(max_tokens).ainvoke(messages)
+                raw = await self._plain(self._limit_size(max_tokens)).ainvoke(messages)
                 out = {"raw": raw, "parsed": _text_of(raw)}
             else:
                 assert schema is not None
