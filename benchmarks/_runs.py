@@ -20,7 +20,9 @@ from document_it.parse import parse
 from document_it.sources import discover
 from document_it.testing.docsite import page_path, write_docsite
 
-MODES = ("sync", "async", "process", "hybrid", "naive")  # naive: benchmarks/_naive.py, the obvious approach
+# naive: benchmarks/_naive.py, the obvious approach; dask: on a local Dask cluster the run starts itself;
+# dask-llm: dask with --distributed-llm (the LLM requests sent from the workers, one semaphore for the cap)
+MODES = ("sync", "async", "process", "hybrid", "dask", "dask-llm", "naive")
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,9 @@ def run_mode(mode: str, cfg: RunConfig) -> dict[str, Any]:
     sim_stats(cfg.base_url, reset=True)
     if mode == "naive":
         return _naive(cfg)
-    flags = ["--source", cfg.source, "--parallelism-mode", mode, "--llm", "openai", "--llm-base-url", cfg.base_url,
-             "--max-concurrency", str(cfg.max_concurrency), "--no-cache", "--max-workers", str(cfg.threads)]
+    flags = ["--source", cfg.source, "--parallelism-mode", mode.removesuffix("-llm"), "--llm", "openai",
+             "--llm-base-url", cfg.base_url, "--max-concurrency", str(cfg.max_concurrency), "--no-cache",
+             "--max-workers", str(cfg.threads)] + (["--distributed-llm"] if mode == "dask-llm" else [])
     if cfg.tasks:
         flags += ["--tasks", cfg.tasks]
     run, code = run_main(*flags)

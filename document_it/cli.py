@@ -166,6 +166,17 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                            "keep their last analysis; writes changes.md")
     jobs.add_argument("--grace", type=float, default=d("grace", 5.0),
                       help="on Ctrl-C or SIGTERM, seconds pages under way get to finish (a second signal stops at once)")
+    dask = p.add_argument_group(
+        "dask mode", "--parallelism-mode dask: parsing and the offline analyser run on a Dask distributed\n"
+        "cluster; the cache, job queue and outputs stay in this process (docs/distributed.md)")
+    dask.add_argument("--dask-scheduler", default=d("dask-scheduler", None, "DASK_SCHEDULER_ADDRESS"),
+                      help="a running scheduler, e.g. tcp://10.0.0.5:8786 (also DASK_SCHEDULER_ADDRESS); "
+                           "default: start a local cluster of --analysis-workers processes")
+    dask.add_argument("--dask-timeout", type=float, default=d("dask-timeout", 10.0),
+                      help="seconds to reach --dask-scheduler before giving up (exit 2)")
+    dask.add_argument("--distributed-llm", action="store_true", default=None,
+                      help="send the LLM requests from the workers too; --max-concurrency then caps the whole "
+                           "cluster (a Dask semaphore) and --rpm/--tpm are shared between the workers")
     p.add_argument("--sim-latency-ms", type=float, default=d("sim-latency-ms", 400.0),
                    help="reply latency of the simulator started by --llm simulate")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar, only the final summary")
@@ -206,7 +217,8 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
             ("max_workers", "analysis_workers", "max_concurrency", "batch_size", "batch_max_tokens", "retries",
              "max_depth", "max_pages", "per_host", "chunk_tokens")}
     floats = {name: _number(args, name, float) for name in
-              ("request_timeout", "sim_latency_ms", "rpm", "tpm", "max_wait", "cache_size_mb", "delay")}
+              ("request_timeout", "sim_latency_ms", "rpm", "tpm", "max_wait", "cache_size_mb", "delay",
+               "dask_timeout")}
     grace = _number(args, "grace", float)
     optional = {name: None if getattr(args, name) in (None, "") else _number(args, name, kind)
                 for name, kind in (("limit", int), ("max_cost", float), ("max_tokens", int),
@@ -235,8 +247,19 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         exclude=tuple(args.exclude or ()), enable_queue=_queue_choice(args.enable_queue, env),
         resume=resume, incremental=_switch(args.incremental, env, "incremental"), grace_s=grace,
         explicit=frozenset(getattr(args, "explicit", ())),
+        **_dask_options(args, env),
         **ints, **floats, **optional,
     )
+
+
+def _dask_options(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """--dask-scheduler (ignored from DASK_SCHEDULER_ADDRESS outside dask mode) and --distributed-llm."""
+    address = (args.dask_scheduler or "").strip() or None
+    if address and args.parallelism_mode != Mode.DASK.value:
+        if "--dask-scheduler" in getattr(args, "flags_given", ()):
+            raise ConfigError("--dask-scheduler is for --parallelism-mode dask")
+        address = None  # a scheduler address in the environment is for dask runs only
+    return {"dask_scheduler": address, "distributed_llm": _switch(args.distributed_llm, env, "distributed-llm")}
 
 
 def _number(args: argparse.Namespace, name: str, kind: type[int] | type[float]) -> Any:
@@ -320,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(env)
     args = parser.parse_args(argv)
     args.explicit = _explicit(parser, argv, env)
+    args.flags_given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
     secrets = (env.get("OPENAI_API_KEY"),)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is handled like Ctrl-C

@@ -25,6 +25,7 @@ __all__ = [
     "PLACEHOLDER_KEY",
     "resolve_llm",
     "page_tasks",
+    "check_scheduler_address",
 ]
 
 _FIELD = re.compile(r"^[A-Za-z_][\w-]{0,63}$")
@@ -39,6 +40,7 @@ class Mode(str, enum.Enum):
     ASYNC = "async"
     PROCESS = "process"
     HYBRID = "hybrid"
+    DASK = "dask"  # parsing and CPU work on a Dask distributed cluster (docs/distributed.md)
 
 
 class LLMKind(str, enum.Enum):
@@ -130,6 +132,10 @@ class Settings:
     explicit: frozenset[str] = frozenset()  # fields the user set (flag or environment); --resume keeps those
     # parse
     chunk_tokens: int = 800
+    # dask mode
+    dask_scheduler: str | None = None  # tcp://HOST:8786; None: a LocalCluster sized to this machine
+    distributed_llm: bool = False  # LLM requests on the workers too, under a cluster-wide semaphore
+    dask_timeout: float = 10.0  # seconds to reach the scheduler
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm", "retries", "max_wait"):
@@ -165,10 +171,11 @@ class Settings:
             raise ConfigError(f"--batch-size must be 0 (auto), 1 (off) or more (got {self.batch_size})")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1 (got {self.limit})")
-        for name in ("request_timeout", "read_timeout", "connect_timeout"):
+        for name in ("request_timeout", "read_timeout", "connect_timeout", "dask_timeout"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
-                flag = {"read_timeout": "--fetch-timeout", "connect_timeout": "the connect timeout"}.get(
+                flag = {"read_timeout": "--fetch-timeout", "connect_timeout": "the connect timeout",
+                        "dask_timeout": "--dask-timeout"}.get(
                     name, "--request-timeout")
                 raise ConfigError(f"{flag} must be a positive number of seconds (got {value})")
         for name in ("rpm", "tpm", "max_wait", "sim_latency_ms"):
@@ -179,6 +186,10 @@ class Settings:
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
                 raise ConfigError(f"--llm-base-url must be an http(s) URL such as http://127.0.0.1:8000/v1 "
                                   f"(got {self.llm_base_url!r})")
+        if self.distributed_llm and self.mode is not Mode.DASK:
+            raise ConfigError("--distributed-llm needs --parallelism-mode dask")
+        if self.dask_scheduler is not None:
+            check_scheduler_address(self.dask_scheduler)
         if self.llm is LLMKind.AUTO:
             raise ConfigError("internal: resolve --llm auto before building Settings")
         if self.llm is LLMKind.OPENAI and not (self.api_key or self.llm_base_url):
@@ -222,6 +233,19 @@ def page_tasks(names: Iterable[str | Task]) -> tuple[Task, ...]:
     if not chosen:
         raise ConfigError(f"--tasks needs at least one page analysis {choose}")
     return tuple(task for task in PAGE_TASKS if task.value in chosen)
+
+
+def check_scheduler_address(address: str) -> None:
+    """A ConfigError unless `address` reads as a Dask scheduler address (tcp://HOST:PORT and the like)."""
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if parsed.scheme not in ("tcp", "tls", "ws", "wss") or not parsed.hostname or not port \
+            or parsed.path not in ("", "/"):
+        raise ConfigError(f"--dask-scheduler must be a scheduler address such as tcp://10.0.0.5:8786 "
+                          f"(got {address!r})")
 
 
 def resolve_llm(kind: LLMKind, env: Mapping[str, str], base_url: str | None) -> LLMKind:

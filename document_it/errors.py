@@ -13,6 +13,7 @@ __all__ = [
     "LLMError",
     "LLMAuthError",
     "LLMTransientError",
+    "WorkerLost",
     "connection_reason",
     "Interrupted",
 ]
@@ -69,6 +70,11 @@ class LLMTransientError(LLMError):
         self.rate_limited = rate_limited
         self.timed_out = timed_out
         self.headers = headers or {}
+
+
+class WorkerLost(DocumentItError):
+    """A page's task on a Dask worker was lost: its worker died more often than the scheduler allows, or
+    the cluster went away."""
 
 
 class Interrupted(Exception):

@@ -19,9 +19,10 @@ from .config import LLMKind, Mode, Settings
 from .core.cache import Memo
 from .core.dispatcher import PLANS, Stages
 from .core.progress import RunProgress
+from .core.remote_llm import finish_agent, page_agent
 from .core.resources import ResourceSampler
 from .core.shutdown import Shutdown
-from .errors import DocumentItError, Interrupted, LLMAuthError, ParseError
+from .errors import DocumentItError, Interrupted, LLMAuthError, ParseError, WorkerLost
 from .fetch import FetchLimits
 from .models import DocRef, DocResult, DocStatus, Fetched, ParsedDoc
 from .report import ResultStream, write_outputs
@@ -69,6 +70,7 @@ def _llm_endpoint(settings: Settings) -> Iterator[Settings]:
 async def _run(settings: Settings, refs: list[DocRef], title: str, resources: ResourceSampler) -> dict[str, Any]:
     results: list[DocResult] = []
     gateways: list[Gateway] = []
+    clusters: list[Any] = []  # dask mode's cluster (None in the other modes), for run.json
     stream = ResultStream(settings.output_dir / "results.jsonl")
     started = time.perf_counter()
     async with Shutdown(settings.grace_s) as shutdown:
@@ -80,6 +82,7 @@ async def _run(settings: Settings, refs: list[DocRef], title: str, resources: Re
 
             def watch(gateway: Gateway, stages: Stages) -> None:
                 gateways.append(gateway)
+                clusters.append(stages.cluster)
                 progress.watch(gateway, stages)
 
             try:
@@ -91,7 +94,7 @@ async def _run(settings: Settings, refs: list[DocRef], title: str, resources: Re
                 stopped = shutdown.stopped or isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
                 status = "interrupted" if stopped else f"aborted: {exc}"
                 summary = summarize_run(settings, results, llm, time.perf_counter() - started, status,
-                                        total=len(refs), resources=resources)
+                                        total=len(refs), resources=resources, cluster=clusters[0] if clusters else None)
                 with contextlib.suppress(OSError):
                     write_outputs(settings.output_dir, results, {}, summary, title)
                 if shutdown.signum is not None:
@@ -101,7 +104,7 @@ async def _run(settings: Settings, refs: list[DocRef], title: str, resources: Re
                 stream.close()
     status = "interrupted" if shutdown.stopped else "completed"
     summary = summarize_run(settings, results, llm, time.perf_counter() - started, status, total=len(refs),
-                            resources=resources)
+                            resources=resources, cluster=clusters[0] if clusters else None)
     write_outputs(settings.output_dir, results, synthesis, summary, title)
     if shutdown.signum is not None:
         raise Interrupted(shutdown.signum)
@@ -143,12 +146,15 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch
                 emit(result)
                 topics.page_done(result)
 
+            agent = page_agent(gateway, settings, stages)
             try:
-                await analyze_refs(refs, PageAgent(gateway, settings.sub_model), stages, settings, keep_local,
-                                   plan.docs_in_flight(settings), shutdown.stopping)
+                await analyze_refs(refs, agent, stages, settings, keep_local, plan.docs_in_flight(settings),
+                                   shutdown.stopping)
             except BaseException:
                 topics.cancel()
                 raise
+            finally:
+                await finish_agent(agent)
             if shutdown.stopped:
                 topics.cancel()
             synthesis = {} if shutdown.stopped else await topics.results()
@@ -164,7 +170,7 @@ async def _answer_from_memo(refs: list[DocRef], stages: Stages, gateway: Gateway
             return ref  # the worker fetches again and records the failure
         try:
             page = await stages.parse(fetched)
-        except ParseError:
+        except (ParseError, WorkerLost):
             return ref
         stored = agent.remembered(page)
         if stored is None:
@@ -270,7 +276,7 @@ async def parse_step(fetched: Fetched, stages: Stages, settings: Settings,
     clock = time.perf_counter()
     try:
         return await stages.parse(fetched)
-    except ParseError as exc:
+    except (ParseError, WorkerLost) as exc:
         return failed_result(fetched.ref, settings, "parse", str(exc), timings=timings)
     finally:
         timings["parse"] = _lap(clock)
@@ -334,7 +340,7 @@ def plain_synthesis(synthesis: dict[str, Any]) -> dict[str, Any]:
 
 def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, Any], wall: float,
                   status: str = "completed", total: int | None = None,
-                  resources: ResourceSampler | None = None) -> dict[str, Any]:
+                  resources: ResourceSampler | None = None, cluster: Any = None) -> dict[str, Any]:
     completed = sum(r.status is DocStatus.COMPLETED for r in results)
     stages = {name: round(sum(r.timings.get(name, 0.0) for r in results), 3)
               for name in ("fetch", "parse", "analyze")}
@@ -356,6 +362,7 @@ def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, A
         "llm": llm,
         "stages": stages,
         "resources": resources.summary() if resources is not None else None,
+        "cluster": cluster.summary(stages) if cluster is not None else None,
         "settings": {
             "max_workers": settings.max_workers,
             "analysis_workers": settings.analysis_workers,

@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .analysis.agent import PageAgent, synthesize_topics
+from .analysis.agent import synthesize_topics
 from .analysis.gateway import Gateway, build_gateway
 from .config import LLMKind, Mode, Settings, StructuredMethod, page_tasks
 from .core.dispatcher import PLANS
 from .core.job_queue import JobQueue, JobState, RunInfo
 from .core.progress import RunProgress
+from .core.remote_llm import finish_agent, page_agent
 from .core.resources import ResourceSampler
 from .core.runlock import RunLock
 from .core.shutdown import Shutdown
@@ -212,10 +213,13 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
     with open_worker(settings, spec, queue, plan, memo) as (worker, stages):
         async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
             progress.watch(gateway, stages)
-            worker.agent = PageAgent(gateway, settings.sub_model, settings.tasks)
-            await worker.drain(emit, plan.docs_in_flight(settings), shutdown.stopping)
+            worker.agent = agent = page_agent(gateway, settings, stages)
+            try:
+                await worker.drain(emit, plan.docs_in_flight(settings), shutdown.stopping)
+            finally:
+                await finish_agent(agent)
             synthesis = {} if shutdown.stopped else await _synthesize(gateway, queue, spec)
-    return gateway.summary(), synthesis, worker.counters.as_dict()
+    return gateway.summary(), synthesis, {**worker.counters.as_dict(), "cluster": stages.cluster}
 
 
 async def _synthesize(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> dict[str, Any]:
@@ -248,7 +252,7 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
         _mark_removed(queue, spec)
     results = [DocResult.from_dict(r) for r in queue.results(spec.run_id)]
     counts = queue.counts(spec.run_id)
-    summary = summarize_run(settings, results, llm, wall, status, resources=resources,
+    summary = summarize_run(settings, results, llm, wall, status, resources=resources, cluster=counters.get("cluster"),
                             total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS])
     summary["output_dir"] = str(settings.output_dir)
     summary["queue"] = {"run_id": spec.run_id, "resumed": resumed,

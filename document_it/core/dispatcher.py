@@ -34,6 +34,7 @@ class Where(str, enum.Enum):
     THREADS = "threads"        # a thread pool
     PROCESSES = "processes"    # a process pool
     ASYNC = "async"            # concurrent coroutines on the event loop
+    CLUSTER = "cluster"        # a Dask distributed cluster's workers (core/cluster.py)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,14 @@ PLANS: dict[Mode, Plan] = {
     Mode.ASYNC: Plan(fetch=Where.THREADS, parse=Where.THREADS, analyze=Where.ASYNC),
     Mode.PROCESS: Plan(fetch=Where.THREADS, parse=Where.PROCESSES, analyze=Where.PROCESSES),
     Mode.HYBRID: Plan(fetch=Where.THREADS, parse=Where.PROCESSES, analyze=Where.ASYNC),
+    Mode.DASK: Plan(fetch=Where.THREADS, parse=Where.CLUSTER, analyze=Where.ASYNC),
 }
+
+
+def _open_cluster(settings: Settings) -> Any:
+    from .cluster import open_cluster  # Dask is imported only by the runs that use it
+
+    return open_cluster(settings)
 
 
 def spawn_context() -> multiprocessing.context.BaseContext:
@@ -95,9 +103,10 @@ class Stages:
         self.observer: Callable[[str], None] | None = None  # told "downloaded" / "parsed" (the progress bars)
         self._threads = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="fetch") \
             if plan.fetch is Where.THREADS else None
-        self._processes = ProcessPoolExecutor(settings.analysis_workers, mp_context=spawn_context(),
-                                              initializer=ignore_interrupts) \
-            if plan.parse is Where.PROCESSES else None
+        self.cluster = _open_cluster(settings) if plan.parse is Where.CLUSTER else None
+        self._processes: Executor | None = ProcessPoolExecutor(settings.analysis_workers, mp_context=spawn_context(),
+                                                               initializer=ignore_interrupts) \
+            if plan.parse is Where.PROCESSES else (self.cluster.executor if self.cluster else None)
 
     def __enter__(self) -> "Stages":
         return self
@@ -105,7 +114,9 @@ class Stages:
     def __exit__(self, *exc: object) -> None:
         if self._threads:
             self._threads.shutdown(wait=False, cancel_futures=True)
-        if self._processes:
+        if self.cluster:
+            self.cluster.close()
+        elif self._processes:
             self._processes.shutdown(wait=True, cancel_futures=True)
 
     async def fetch(self, ref: DocRef, validators: dict[str, str] | None = None) -> Fetched:
@@ -137,6 +148,10 @@ class Stages:
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """CPU-bound analysis work (the offline analyser) beside parsing."""
         return await self._run(self.plan.parse, self._processes, fn, *args)
+
+    def cluster_summary(self, stage_seconds: dict[str, float]) -> dict[str, Any] | None:
+        """run.json's `cluster` block in dask mode (None in the others)."""
+        return self.cluster.summary(stage_seconds) if self.cluster else None
 
     @staticmethod
     async def _run(where: Where, executor: Executor | None, fn: Callable[..., T], *args: Any) -> T:

@@ -6,9 +6,9 @@ import asyncio
 import logging
 import re
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from email.utils import parsedate_to_datetime
-from typing import AsyncIterator, Mapping
+from typing import Any, AsyncContextManager, AsyncIterator, Callable, Mapping
 
 from .queueing import FLAT, PARALLEL_VERDICT, PROBE_WIDTH, QUEUEING_VERDICT, SAMPLES, QueueWatch, StartProbe
 
@@ -208,6 +208,8 @@ class RateLimiter:
         self.requests = TokenBucket(rpm) if rpm > 0 else None
         self.tokens = TokenBucket(tpm, capacity=max(1.0, tpm / 60.0)) if tpm > 0 else None
         self.learned_rpm: float | None = None
+        # a cap shared with other processes (a Dask cluster's semaphore), taken once the buckets let it go
+        self.lease: Callable[[], AsyncContextManager[Any]] | None = None
         self._last_cut = 0.0
 
     @asynccontextmanager
@@ -220,8 +222,9 @@ class RateLimiter:
                 await self.requests.acquire(1)
             if self.tokens:
                 await self.tokens.acquire(est_tokens)
-            await self.pause.wait()  # a 429 may have arrived while we queued
-            yield time.monotonic()
+            async with self.lease() if self.lease else nullcontext():
+                await self.pause.wait()  # a 429 may have arrived while we queued
+                yield time.monotonic()
         finally:
             await self.window.release()
 

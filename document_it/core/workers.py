@@ -14,7 +14,7 @@ from ..models import DocRef, DocResult, DocStatus
 from .dispatcher import PLANS, Stages, ignore_interrupts, spawn_context
 from .shutdown import Shutdown
 
-__all__ = ["run_process_mode", "run_shard", "run_queue_workers", "run_queue_shard", "worker_share", "worker_count"]
+__all__ = ["run_process_mode", "run_shard", "run_queue_workers", "run_queue_shard", "worker_share", "budget_share", "worker_count"]
 
 _POLL_S = 0.2
 
@@ -45,10 +45,15 @@ def worker_count(settings: Settings, pages: int) -> int:
 
 def worker_share(settings: Settings, workers: int) -> Settings:
     """One worker's part of the limits: LLM cap, download threads, per-host slots, rates and budgets."""
-    return settings.with_(
+    return budget_share(settings, workers).with_(
         max_concurrency=max(1, settings.max_concurrency // workers),
         max_workers=max(1, settings.max_workers // workers),
-        per_host=max(1, settings.per_host // workers), delay=settings.delay * workers, host_share=workers,
+        per_host=max(1, settings.per_host // workers), delay=settings.delay * workers, host_share=workers)
+
+
+def budget_share(settings: Settings, workers: int) -> Settings:
+    """One worker's part of the request and token rates and of the cost and token budgets."""
+    return settings.with_(
         rpm=settings.rpm / workers, tpm=settings.tpm / workers,
         max_cost=None if settings.max_cost is None else settings.max_cost / workers,
         max_tokens=None if settings.max_tokens is None else settings.max_tokens // workers)
