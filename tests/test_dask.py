@@ -27,6 +27,9 @@ from _corpus import PAGES, write_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(240)
+# a dead worker's semaphore leases come back after the lease timeout: short here, so tests don't wait 30 s
+_SHORT_LEASES = {"distributed.scheduler.locks.lease-timeout": "2s",
+                 "distributed.scheduler.locks.lease-validation-interval": "0.2s"}
 
 
 def _cluster(**config: object) -> tuple[LocalCluster, Client]:
@@ -141,9 +144,7 @@ def test_cached_pages_never_travel_and_nightly_runs_send_only_what_changed(tmp_p
 def test_a_worker_killed_mid_run_loses_no_page_and_duplicates_none(tmp_path):
     pages = 24
     write_docsite(tmp_path / "site", pages=pages)
-    # leases of a dead worker come back after the lease timeout: short here, so the test does not wait 30 s
-    local, client = _cluster(**{"distributed.scheduler.locks.lease-timeout": "2s",
-                                "distributed.scheduler.locks.lease-validation-interval": "0.2s"})
+    local, client = _cluster(**_SHORT_LEASES)
     try:
         victim = next(iter(client.run(os.getpid).values()))
         with SiteServer(tmp_path / "site", max_seconds=180) as site, \
@@ -257,3 +258,38 @@ def test_the_other_modes_never_import_dask(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "DOCUMENT_IT_STATE_DIR": str(tmp_path / "s")})
     assert done.stdout.splitlines()[-1].split() == ["0", "False"], done.stderr
+
+
+def test_a_cluster_left_without_workers_fails_the_pages_out_on_it_and_the_run_ends(tmp_path):
+    pages = 16
+    write_docsite(tmp_path / "site", pages=pages)
+    local, client = _cluster(**_SHORT_LEASES)  # the topic syntheses wait for the lost workers' leases
+    try:
+        with SiteServer(tmp_path / "site", max_seconds=120) as site, \
+                SimServer(latency_ms=300, ms_per_token=0.5, max_seconds=120) as sim:
+            urls = [site.url(f"docs/part-{i % 4}/page-{i:03d}.html") for i in range(pages)]
+            (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+            results = tmp_path / "out" / "results.jsonl"
+
+            def retire_when_under_way() -> None:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if results.exists() and len(results.read_text().splitlines()) >= 2:
+                        local.scale(0)  # every worker of this test's own cluster leaves
+                        return
+                    time.sleep(0.05)
+
+            watcher = threading.Thread(target=retire_when_under_way, daemon=True)
+            watcher.start()
+            summary = run(_settings(tmp_path, str(tmp_path / "urls.txt"), Mode.DASK, "out", sim, no_cache=True,
+                                    distributed_llm=True, max_concurrency=4, batch_size=1, dask_timeout=2,
+                                    dask_scheduler=local.scheduler_address))
+            watcher.join(5)
+        lines = _lines(tmp_path / "out")
+        assert sorted(r["url"] for r in lines) == sorted(urls)
+        failed = [r for r in lines if r["status"] == "failed"]
+        assert failed and all("Dask cluster" in r["error"] for r in failed), [r["error"] for r in failed]
+        assert summary["cluster"]["workers_at_end"] == 0
+    finally:
+        client.close()
+        local.close()

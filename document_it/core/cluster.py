@@ -23,6 +23,8 @@ __all__ = ["Cluster", "ClusterExecutor", "ClusterLease", "open_cluster", "stage_
 
 log = logging.getLogger(__name__)
 
+_WATCH_S = 1.0  # how often the cluster is asked whether it still has workers
+
 
 def stage_of(fn: Callable[..., Any]) -> str:
     """The pipeline stage a function submitted to the cluster belongs to."""
@@ -50,20 +52,31 @@ class ClusterExecutor(cf.Executor):
         self.pending: dict[str, int] = {}  # stage -> tasks submitted and not finished (the back-pressure)
         self.max_pending: dict[str, int] = {}
         self.lost = 0
+        self._open: set[cf.Future] = set()  # the futures handed out and not yet resolved
+        self.dead: str | None = None  # why nothing can run now (no worker left); new tasks fail at once
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
         stage, sent = stage_of(fn), time.perf_counter()
         outer: cf.Future = cf.Future()
+        if self.dead:
+            outer.set_exception(WorkerLost(self.dead))
+            return outer
         with self._lock:
             self.pending[stage] = self.pending.get(stage, 0) + 1
             self.max_pending[stage] = max(self.max_pending.get(stage, 0), self.pending[stage])
+            self._open.add(outer)
         inner = self._inner.submit(_timed, fn, *args, **kwargs)
 
         def landed(done: cf.Future) -> None:
             with self._lock:
                 self.pending[stage] -= 1
-            if done.cancelled() or outer.done():
-                outer.cancel()
+                self._open.discard(outer)
+            if outer.done():  # cancelled by the caller, or failed by fail_open
+                return
+            if done.cancelled():  # by the cluster: e.g. an input it held was lost with every worker holding it
+                with self._lock:
+                    self.lost += 1
+                _settle(outer, WorkerLost("the Dask cluster cancelled this task (an input of it was lost)"))
                 return
             exc = done.exception()
             with self._lock:
@@ -87,8 +100,24 @@ class ClusterExecutor(cf.Executor):
         outer.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)
         return outer
 
+    def fail_open(self, reason: str) -> int:
+        """Fail every task still out with `reason` (the cluster has no worker left); how many there were."""
+        with self._lock:
+            doomed, self._open = list(self._open), set()
+            self.lost += len(doomed)
+        for future in doomed:
+            _settle(future, WorkerLost(reason))
+        return len(doomed)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._inner.shutdown(wait=wait and not cancel_futures)
+
+
+def _settle(future: cf.Future, exc: BaseException) -> None:
+    try:
+        future.set_exception(exc)
+    except cf.InvalidStateError:
+        pass  # cancelled meanwhile
 
 
 def _engine_failure(exc: BaseException) -> bool:
@@ -129,7 +158,7 @@ class ClusterLease:
 class Cluster:
     """One run's connection to Dask: the executor, the local cluster if this run started it, and figures."""
 
-    def __init__(self, client: Any, local: Any | None, quiet: bool) -> None:
+    def __init__(self, client: Any, local: Any | None, quiet: bool, patience: float = 10.0) -> None:
         self.client, self.local = client, local
         self.executor = ClusterExecutor(client)
         info = client.scheduler_info()
@@ -144,10 +173,33 @@ class Cluster:
         self.dashboard = client.dashboard_link if port and (local is None or _has_bokeh()) else None
         self._leases: list[ClusterLease] = []
         self.workers_at_end: int | None = None
+        self._closing = threading.Event()
+        self._patience = patience
+        threading.Thread(target=self._watch_workers, name="dask-watch", daemon=True).start()
         if not quiet:
             where = "started a local Dask cluster (no --dask-scheduler)" if local else f"connected to {self.address}"
             print(f"document-it: dask: {where}: {self.workers_at_start} workers, {self.threads} threads"
                   + (f"; dashboard {self.dashboard}" if self.dashboard else ""), file=sys.stderr)
+
+    def _watch_workers(self) -> None:
+        """A cluster left with no worker would hold the run's pages forever: after `patience` seconds
+        without one, the pages out on it fail with the reason and the run ends."""
+        alone_since: float | None = None
+        while not self._closing.wait(_WATCH_S):
+            try:
+                count = len(self.client.scheduler_info().get("workers", {}))
+            except Exception:  # the scheduler itself is gone
+                count = 0
+            if count:
+                alone_since, self.executor.dead = None, None
+                continue
+            alone_since = alone_since or time.monotonic()
+            if time.monotonic() - alone_since >= self._patience:
+                reason = f"the Dask cluster has had no worker for {self._patience:g}s"
+                if not self.executor.dead:
+                    log.warning("dask: %s: pages sent to it fail until a worker joins", reason)
+                self.executor.dead = reason
+                self.executor.fail_open(reason)
 
     @property
     def workers(self) -> int:
@@ -155,8 +207,12 @@ class Cluster:
         return max(1, len(self.client.scheduler_info().get("workers", {})))
 
     def share(self, value: Any) -> Any:
-        """`value` sent once to every worker (a future tasks can take as an argument), not once per task."""
-        return self.client.scatter(value, broadcast=True, hash=False)
+        """`value` sent once to every worker (a future tasks can take as an argument), not once per task.
+        Workers that join later fetch it from one that has it; if every holder is lost, share it again."""
+        try:
+            return self.client.scatter(value, broadcast=True, hash=False, timeout=self._patience)
+        except Exception as exc:  # no worker to hold it
+            raise WorkerLost(f"the Dask cluster could not take this run's settings ({_reason(exc)})") from None
 
     def lease(self, name: str, cap: int) -> ClusterLease:
         """This process's side of the cluster-wide semaphore `name` with `cap` leases."""
@@ -187,6 +243,7 @@ class Cluster:
                 "seconds": {"workers": remote, "driver": driver}}
 
     def close(self) -> None:
+        self._closing.set()
         try:
             now = set(self.client.scheduler_info().get("workers", {}))
             self.workers_at_end, self.workers_lost = len(now), len(self._first_workers - now)
@@ -223,13 +280,13 @@ def open_cluster(settings: Settings) -> Cluster:
             raise ConfigError(f"cannot reach the Dask scheduler at {settings.dask_scheduler} within "
                               f"{settings.dask_timeout:g}s ({_reason(exc)}); is `dask scheduler` running there?"
                               ) from None
-        cluster = Cluster(client, None, settings.quiet)
+        cluster = Cluster(client, None, settings.quiet, settings.dask_timeout)
         _check_workers(cluster, settings)
         return cluster
     local = LocalCluster(n_workers=settings.analysis_workers, threads_per_worker=1, processes=True,
                          dashboard_address=":0", silence_logs=quiet_level)
     try:
-        return Cluster(Client(local, set_as_default=False), local, settings.quiet)
+        return Cluster(Client(local, set_as_default=False), local, settings.quiet, settings.dask_timeout)
     except BaseException:
         local.close()
         raise
@@ -240,13 +297,22 @@ def _check_workers(cluster: Cluster, settings: Settings) -> None:
     deadline = time.monotonic() + settings.dask_timeout
     while not cluster.client.scheduler_info().get("workers") and time.monotonic() < deadline:
         time.sleep(0.2)  # a scheduler started a moment ago: its workers are still joining
+    try:  # the scheduler unpickles every task, so it must import document-it too
+        on_scheduler = cluster.client.run_on_scheduler(_worker_version)
+    except Exception as exc:
+        on_scheduler = exc
+    from .. import __version__
+
+    if on_scheduler != __version__:
+        cluster.close()
+        found = _reason(on_scheduler) if isinstance(on_scheduler, BaseException) else f"it has {on_scheduler}"
+        raise ConfigError(f"the Dask scheduler at {settings.dask_scheduler} cannot load document-it {__version__} "
+                          f"({found}): start it with the same document-it on PYTHONPATH (docs/distributed.md)")
     versions = cluster.run_on_workers(_worker_version)
     if not versions:
         cluster.close()
         raise ConfigError(f"the Dask scheduler at {settings.dask_scheduler} has no workers: start some with "
                           f"`dask worker {settings.dask_scheduler}` (docs/distributed.md)")
-    from .. import __version__
-
     broken = {address: value for address, value in versions.items() if value != __version__}
     if broken:
         address, value = next(iter(broken.items()))

@@ -23,7 +23,7 @@ from ..analysis.gateway import Gateway, build_gateway
 from ..analysis.negotiate import STORE_NAME as METHOD_STORE
 from ..analysis.prompts import PageAnalysis
 from ..config import Settings
-from ..errors import DocumentItError
+from ..errors import DocumentItError, WorkerLost
 from ..models import ParsedDoc
 from .cache import Memo
 from .cluster import Cluster, ClusterLease
@@ -65,6 +65,8 @@ class RemoteAgent:
         # the driver's own requests (topic syntheses, --extract-fields) count against the same cap
         gateway.limiter.lease = cluster.lease(self.run.lease_name, self.run.cap)
         self._shared = cluster.share(self.run)
+        self._resharing = asyncio.Lock()
+        self._unshareable: Any = None
 
     def remembered(self, page: ParsedDoc) -> PageAnalysis | None:
         return self.local.remembered(page)
@@ -74,13 +76,33 @@ class RemoteAgent:
         stored = self.local.remembered(page)
         if stored is not None:
             return stored
-        loop = asyncio.get_running_loop()
-        reply = await loop.run_in_executor(self._cluster.executor, analyze_on_worker, self._shared, page)
+        try:
+            reply = await self._send(page)
+        except WorkerLost:
+            if self._cluster.executor.dead:
+                raise
+            reply = await self._send(page, again=True)  # e.g. the workers holding the shared settings died
         for namespace, key, value in reply["memo"]:
             self.gateway.memo.set(namespace, key, value)
         if reply["fell_back"]:
             self.gateway.fell_back[page.url] = reply["fell_back"]
         return PageAnalysis.model_validate(reply["analysis"])
+
+    async def _send(self, page: ParsedDoc, again: bool = False) -> dict[str, Any]:
+        shared = self._shared
+        if again:
+            async with self._resharing:
+                if self._unshareable is shared:  # sharing it anew already failed: fail at once, do not wait again
+                    raise WorkerLost("the Dask cluster lost this run's settings and could not take them again")
+                if self._shared is shared:  # the first page to find it lost shares it anew, the others reuse it
+                    try:
+                        self._shared = await asyncio.to_thread(self._cluster.share, self.run)
+                    except WorkerLost:
+                        self._unshareable = shared
+                        raise
+            shared = self._shared
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._cluster.executor, analyze_on_worker, shared, page)
 
     async def aclose(self) -> None:
         """Collect every worker's request figures into the driver's gateway and free the workers' loops."""
