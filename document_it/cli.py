@@ -173,7 +173,8 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                       help="a running scheduler, e.g. tcp://10.0.0.5:8786 (also DASK_SCHEDULER_ADDRESS); "
                            "default: start a local cluster of --analysis-workers processes")
     dask.add_argument("--dask-timeout", type=float, default=d("dask-timeout", 10.0),
-                      help="seconds to reach --dask-scheduler before giving up (exit 2)")
+                      help="seconds to reach --dask-scheduler before giving up (exit 2), and that a cluster "
+                           "may be without any worker before the pages out on it fail")
     dask.add_argument("--distributed-llm", action="store_true", default=None,
                       help="send the LLM requests from the workers too; --max-concurrency then caps the whole "
                            "cluster (a Dask semaphore) and --rpm/--tpm are shared between the workers")

@@ -33,6 +33,15 @@ def corpus_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteServer
 
 
 @pytest.fixture(scope="module")
+def corpus_with_gone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteServer]:
+    """The test corpus plus an llms.txt link to a page that does not exist (a 404), for a whole module."""
+    root = tmp_path_factory.mktemp("corpus-gone")
+    write_corpus(root, extra_links=["", "## Broken", "", "- [Gone](pages/gone.html): missing page"])
+    with SiteServer(root, max_seconds=300) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def fast_sim() -> Iterator[SimServer]:
     """The LLM simulator answering in about 5 ms, for a whole module (reset its stats where counts matter)."""
     with SimServer(latency_ms=5, ms_per_token=0, max_seconds=300) as server:

@@ -18,15 +18,12 @@ from document_it.sources import discover
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
 
-from _corpus import PAGES, write_corpus
+from _corpus import PAGES
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    root = tmp_path_factory.mktemp("site")
-    write_corpus(root, extra_links=["", "## Broken", "", "- [Gone](pages/gone.html): missing page"])
-    with SiteServer(root, max_seconds=300) as server:
-        yield server
+def site(corpus_with_gone):
+    return corpus_with_gone
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Callable
 from ..config import Settings
 from ..errors import ConfigError, WorkerLost
 
-__all__ = ["Cluster", "ClusterExecutor", "ClusterLease", "open_cluster", "stage_of"]
+__all__ = ["Cluster", "ClusterExecutor", "ClusterLease", "InputLost", "open_cluster", "stage_of"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class ClusterExecutor(cf.Executor):
         self.pending: dict[str, int] = {}  # stage -> tasks submitted and not finished (the back-pressure)
         self.max_pending: dict[str, int] = {}
         self.lost = 0
-        self._open: set[cf.Future] = set()  # the futures handed out and not yet resolved
+        self._open: dict[cf.Future, cf.Future] = {}  # handed out and not yet resolved -> the cluster's
         self.dead: str | None = None  # why nothing can run now (no worker left); new tasks fail at once
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
@@ -61,22 +61,25 @@ class ClusterExecutor(cf.Executor):
         if self.dead:
             outer.set_exception(WorkerLost(self.dead))
             return outer
+        try:
+            inner = self._inner.submit(_timed, fn, *args, **kwargs)
+        except Exception as exc:  # the client is closed: the scheduler went away
+            outer.set_exception(WorkerLost(f"the Dask cluster is gone ({_reason(exc)})"))
+            return outer
         with self._lock:
             self.pending[stage] = self.pending.get(stage, 0) + 1
             self.max_pending[stage] = max(self.max_pending.get(stage, 0), self.pending[stage])
-            self._open.add(outer)
-        inner = self._inner.submit(_timed, fn, *args, **kwargs)
+            self._open[outer] = inner
 
         def landed(done: cf.Future) -> None:
             with self._lock:
                 self.pending[stage] -= 1
-                self._open.discard(outer)
-            if outer.done():  # cancelled by the caller, or failed by fail_open
-                return
-            if done.cancelled():  # by the cluster: e.g. an input it held was lost with every worker holding it
+                if self._open.pop(outer, None) is None:
+                    return  # cancelled by the caller, or failed by fail_open
+            if done.cancelled():  # by the cluster: an input of it was lost, or the client closed
                 with self._lock:
                     self.lost += 1
-                _settle(outer, WorkerLost("the Dask cluster cancelled this task (an input of it was lost)"))
+                _settle(outer, InputLost("the Dask cluster cancelled this task (its input or the scheduler was lost)"))
                 return
             exc = done.exception()
             with self._lock:
@@ -101,16 +104,26 @@ class ClusterExecutor(cf.Executor):
         return outer
 
     def fail_open(self, reason: str) -> int:
-        """Fail every task still out with `reason` (the cluster has no worker left); how many there were."""
+        """Fail every task still out with `reason` (the cluster has no worker left) and cancel it on the
+        cluster, so it does not run when a worker comes back; how many there were."""
         with self._lock:
-            doomed, self._open = list(self._open), set()
+            doomed, self._open = list(self._open.items()), {}
             self.lost += len(doomed)
-        for future in doomed:
-            _settle(future, WorkerLost(reason))
+        for outer, inner in doomed:
+            _settle(outer, WorkerLost(reason))
+            inner.cancel()
         return len(doomed)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._inner.shutdown(wait=wait and not cancel_futures)
+        try:
+            self._inner.shutdown(wait=wait and not cancel_futures)
+        except Exception as exc:  # the client closed first (the scheduler went away)
+            log.info("dask: executor shutdown: %s", _reason(exc))
+
+
+class InputLost(WorkerLost):
+    """The cluster cancelled a task: an input it held (e.g. the run's shared settings) or the scheduler was
+    lost. Sharing the input again and resending can help, unlike a task whose workers kept dying."""
 
 
 def _settle(future: cf.Future, exc: BaseException) -> None:
@@ -123,7 +136,7 @@ def _settle(future: cf.Future, exc: BaseException) -> None:
 def _engine_failure(exc: BaseException) -> bool:
     """True for Dask's own errors (KilledWorker, a closed comm, a cancelled future), not a task's."""
     module = type(exc).__module__ or ""
-    return module.startswith("distributed") or isinstance(exc, (asyncio.CancelledError, cf.CancelledError, OSError))
+    return module.startswith("distributed") or isinstance(exc, (asyncio.CancelledError, cf.CancelledError))
 
 
 class ClusterLease:
@@ -132,12 +145,14 @@ class ClusterLease:
 
     def __init__(self, semaphore: Any, threads: int) -> None:
         self._semaphore = semaphore
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="lease")  # acquire() blocks its thread
+        self._acquiring = ThreadPoolExecutor(threads, thread_name_prefix="lease")  # acquire() blocks its thread
+        # releases never queue behind acquires that wait for them (that would wait forever)
+        self._releasing = ThreadPoolExecutor(2, thread_name_prefix="lease-release")
 
     @asynccontextmanager
     async def __call__(self) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        acquired = loop.run_in_executor(self._pool, self._semaphore.acquire)
+        acquired = loop.run_in_executor(self._acquiring, self._semaphore.acquire)
         try:
             await asyncio.shield(acquired)
         except asyncio.CancelledError:  # the lease still arrives: give it back when it does
@@ -149,10 +164,22 @@ class ClusterLease:
             self._release()
 
     def _release(self) -> None:
-        self._pool.submit(self._semaphore.release)
+        try:
+            self._releasing.submit(self._semaphore.release)
+        except RuntimeError:  # closed: the semaphore's leases expire with it
+            pass
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    def close(self, remove: bool = False) -> None:
+        """Stop taking leases (queued releases still go out); `remove` drops the semaphore at the scheduler."""
+        self._acquiring.shutdown(wait=False, cancel_futures=True)
+        self._releasing.shutdown(wait=remove)
+        try:
+            if remove:
+                self._semaphore.close()
+            elif getattr(self._semaphore, "refresh_callback", None) is not None:
+                self._semaphore.refresh_callback.stop()
+        except Exception as exc:  # the scheduler is gone
+            log.info("dask: closing the LLM semaphore: %s", _reason(exc))
 
 
 class Cluster:
@@ -243,6 +270,7 @@ class Cluster:
                 "seconds": {"workers": remote, "driver": driver}}
 
     def close(self) -> None:
+        """Every step on its own: a scheduler that went away must not stop the local cluster's shutdown."""
         self._closing.set()
         try:
             now = set(self.client.scheduler_info().get("workers", {}))
@@ -250,10 +278,12 @@ class Cluster:
         except Exception:  # the cluster went away first
             self.workers_at_end = None
         for lease in self._leases:
-            lease.close()
+            lease.close(remove=True)
         self.executor.shutdown(wait=False, cancel_futures=True)
         try:
             self.client.close(timeout=10)
+        except Exception as exc:
+            log.info("dask: closing the client: %s", _reason(exc))
         finally:
             if self.local is not None:
                 self.local.close(timeout=10)  # the worker processes this run started

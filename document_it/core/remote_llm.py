@@ -26,7 +26,7 @@ from ..config import Settings
 from ..errors import DocumentItError, WorkerLost
 from ..models import ParsedDoc
 from .cache import Memo
-from .cluster import Cluster, ClusterLease
+from .cluster import Cluster, ClusterLease, InputLost
 from .state_file import read_state, write_state
 
 __all__ = ["RemoteRun", "RemoteAgent", "page_agent", "finish_agent", "analyze_on_worker", "close_on_worker"]
@@ -76,37 +76,45 @@ class RemoteAgent:
         stored = self.local.remembered(page)
         if stored is not None:
             return stored
+        shared = self._shared
         try:
-            reply = await self._send(page)
-        except WorkerLost:
+            reply = await self._send(shared, page)
+        except InputLost:
             if self._cluster.executor.dead:
                 raise
-            reply = await self._send(page, again=True)  # e.g. the workers holding the shared settings died
+            # the workers holding the shared settings are gone: share them again (once), send the page again
+            reply = await self._send(await self._reshare(shared), page)
         for namespace, key, value in reply["memo"]:
             self.gateway.memo.set(namespace, key, value)
         if reply["fell_back"]:
             self.gateway.fell_back[page.url] = reply["fell_back"]
         return PageAnalysis.model_validate(reply["analysis"])
 
-    async def _send(self, page: ParsedDoc, again: bool = False) -> dict[str, Any]:
-        shared = self._shared
-        if again:
-            async with self._resharing:
-                if self._unshareable is shared:  # sharing it anew already failed: fail at once, do not wait again
-                    raise WorkerLost("the Dask cluster lost this run's settings and could not take them again")
-                if self._shared is shared:  # the first page to find it lost shares it anew, the others reuse it
-                    try:
-                        self._shared = await asyncio.to_thread(self._cluster.share, self.run)
-                    except WorkerLost:
-                        self._unshareable = shared
-                        raise
-            shared = self._shared
+    async def _send(self, shared: Any, page: ParsedDoc) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._cluster.executor, analyze_on_worker, shared, page)
 
+    async def _reshare(self, lost: Any) -> Any:
+        """A new handle for the run's settings in place of `lost`; the first page to find it lost shares
+        them again, the others use that one (or fail at once when sharing them again failed)."""
+        async with self._resharing:
+            if self._shared is lost:
+                if self._unshareable is lost:
+                    raise WorkerLost("the Dask cluster lost this run's settings and could not take them again")
+                try:
+                    self._shared = await asyncio.to_thread(self._cluster.share, self.run)
+                except WorkerLost:
+                    self._unshareable = lost
+                    raise
+            return self._shared
+
     async def aclose(self) -> None:
         """Collect every worker's request figures into the driver's gateway and free the workers' loops."""
-        exports = await asyncio.to_thread(self._cluster.run_on_workers, close_on_worker, self.run.run_id)
+        try:
+            exports = await asyncio.wait_for(asyncio.to_thread(
+                self._cluster.run_on_workers, close_on_worker, self.run.run_id), _CLOSE_S)
+        except asyncio.TimeoutError:
+            exports = {}  # a worker that does not answer keeps its figures; the run still ends
         for exported in exports.values():
             if isinstance(exported, dict):
                 self.gateway.absorb(exported)
@@ -115,7 +123,9 @@ class RemoteAgent:
 # -- on a worker ---------------------------------------------------------------------------------
 
 _RUNTIMES: dict[str, "_Runtime"] = {}
+_CLOSED: set[str] = set()  # runs whose runtime was closed here: a task arriving late must not open another
 _LOCK = threading.Lock()
+_CLOSE_S = 30.0  # how long the driver waits for the workers to hand in their figures
 
 
 def analyze_on_worker(run: RemoteRun, page: ParsedDoc) -> dict[str, Any]:
@@ -124,6 +134,8 @@ def analyze_on_worker(run: RemoteRun, page: ParsedDoc) -> dict[str, Any]:
     from distributed import secede
 
     with _LOCK:
+        if run.run_id in _CLOSED:
+            raise WorkerLost("this run has ended")
         runtime = _RUNTIMES.get(run.run_id)
         if runtime is None:
             runtime = _RUNTIMES[run.run_id] = _Runtime(run)  # in a task thread: the semaphore binds here
@@ -135,6 +147,7 @@ async def close_on_worker(run_id: str) -> dict[str, Any] | None:
     """Out of band on every worker at the end: this run's gateway figures, and its loop stopped."""
     with _LOCK:
         runtime = _RUNTIMES.pop(run_id, None)
+        _CLOSED.add(run_id)
     if runtime is None:
         return None
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(runtime.close(), runtime.loop))
@@ -188,6 +201,13 @@ class _Runtime:
                 "memo": self.memo.drain()}
 
     async def close(self) -> dict[str, Any]:
+        """Cancel what is still under way (its tasks end: the driver stopped or no longer wants them), then
+        hand in the figures and free the loop, the HTTP client and the scratch folder."""
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         exported = self.gateway.export()
         await self.gateway.__aexit__(None, None, None)
         self.lease.close()
