@@ -8,7 +8,8 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import urldefrag, urljoin, urlparse
 
-from lxml import etree
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeXML
 
 from .errors import SourceError
 from .fetch import INDEX_TYPES, FetchLimits, fetch
@@ -27,6 +28,9 @@ _LINK = re.compile(_ITEM + r"\[(?P<title>(?:[^\[\]]|\[[^\]]*\])*)\]"
                    r"\s*(?:[:\-–—]\s*(?P<note>.*))?$")
 _BARE = re.compile(_ITEM + r"<?(?P<url>https?://[^\s<>]+?)>?\s*$")
 _MAX_SITEMAPS = 50
+_DEFUSED = {"DTDForbidden": "declares a DTD (sitemaps need none; entity expansion is refused)",
+            "EntitiesForbidden": "declares entities (entity expansion is refused)",
+            "ExternalReferenceForbidden": "refers to an external entity"}
 _SCHEMES = ("http", "https", "file")
 
 
@@ -167,15 +171,17 @@ def parse_llms_txt(text: str, base_url: str) -> LlmsIndex:
 
 def parse_sitemap(data: bytes, base_url: str) -> tuple[list[DocRef], list[str]]:
     """Pages of a <urlset>, and child sitemaps of a <sitemapindex>."""
-    try:
-        root = etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, no_network=True,
-                                                            huge_tree=False))
-    except etree.XMLSyntaxError as exc:
+    try:  # defusedxml: a sitemap is someone else's file; no DTD, so no entity bombs and no external entities
+        root = SafeXML.fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise SourceError(f"sitemap {base_url} refused: it {_DEFUSED.get(type(exc).__name__, 'is unsafe XML')}"
+                          ) from None
+    except SafeXML.ParseError as exc:
         raise SourceError(f"sitemap {base_url} is not valid XML: {exc}") from None
     locs = [urljoin(base_url, (el.text or "").strip())
-            for el in root.iter("{*}loc") if (el.text or "").strip()]
+            for el in root.iterfind(".//{*}loc") if (el.text or "").strip()]
     locs = [loc for loc in locs if _may_list(loc, base_url)]
-    if etree.QName(root).localname == "sitemapindex":
+    if root.tag.rpartition("}")[2] == "sitemapindex":
         return [], locs
     return [DocRef(url=urldefrag(loc)[0], topic=topic_for_url(loc)) for loc in locs], []
 
