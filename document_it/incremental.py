@@ -9,7 +9,7 @@ from typing import Any
 
 from .core.page_memory import PageRecord
 from .models import Fetched, ParsedDoc
-from .report import one_line
+from .report import link_target, one_line
 
 __all__ = ["Change", "content_hash", "page_record", "what_changed", "changes_block", "render_changes"]
 
@@ -79,7 +79,8 @@ def render_changes(title: str, changes: list[tuple[str, str, str]], complete: bo
     for kind in (Change.ADDED, Change.CHANGED, Change.REMOVED):
         rows = [(url, note) for url, change, note in changes if change == kind.value]
         lines += [f"## {kind.value.capitalize()} ({len(rows)})", ""]
-        lines += [f"- <{url}>" + (f" — {one_line(note)}" if note else "") for url, note in rows[:_LISTED]] or ["None."]
+        lines += [f"- {link_target(url)}" + (f" — {one_line(note)}" if note else "") for url, note in rows[:_LISTED]] \
+            or ["None."]
         if len(rows) > _LISTED:
             lines.append(f"- … and {len(rows) - _LISTED} more (see run.json)")
         lines.append("")

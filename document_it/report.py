@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+from urllib.parse import quote, urlparse
 from pathlib import Path
 from typing import Any, Iterable
 
 from .models import DocResult, DocStatus
 
-__all__ = ["atomic_write_text", "ResultStream", "write_outputs", "render_report", "one_line"]
+__all__ = ["atomic_write_text", "ResultStream", "write_outputs", "render_report", "one_line", "link_target"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -63,7 +65,7 @@ def render_report(results: list[DocResult], synthesis: dict[str, Any], summary: 
                   title: str) -> str:
     """The human report: run figures, per-topic synthesis, per-page highlights, failures."""
     docs = summary["documents"]
-    lines = [f"# {title or 'Documentation'} — analysis", ""]
+    lines = [f"# {one_line(title or 'Documentation')} — analysis", ""]
     lines += [f"Analysed by **{summary['provider_label']}**, model `{summary['model']}`, "
               f"mode `{summary['mode']}`.", ""]
     lines += _figures(summary)
@@ -75,7 +77,7 @@ def render_report(results: list[DocResult], synthesis: dict[str, Any], summary: 
         lines += _topic_section(topic, members, synthesis.get(topic))
     failed = [r for r in results if r.status is DocStatus.FAILED]
     lines += ["## Failures", ""]
-    lines += [f"- [{one_line(r.title or r.url)}]({r.url}): {one_line(r.error or '')}" for r in failed] \
+    lines += [f"- [{one_line(r.title or r.url)}]({link_target(r.url)}): {one_line(r.error or '')}" for r in failed] \
         or ["None: every page completed."]
     lines.append("")
     if docs["failed"]:
@@ -123,13 +125,13 @@ def _figures(summary: dict[str, Any]) -> list[str]:
 
 
 def _topic_section(topic: str, members: list[DocResult], synthesis: Any) -> list[str]:
-    lines = [f"### {topic}", ""]
+    lines = [f"### {one_line(topic)}", ""]
     if isinstance(synthesis, dict):
-        lines += [synthesis.get("overview", ""), ""]
+        lines += [one_line(synthesis.get("overview", ""), 2000), ""]
         if synthesis.get("key_themes"):
-            lines += ["Key themes: " + ", ".join(synthesis["key_themes"]), ""]
+            lines += ["Key themes: " + ", ".join(one_line(theme, 80) for theme in synthesis["key_themes"]), ""]
     elif isinstance(synthesis, str):
-        lines += [f"_{synthesis}_", ""]
+        lines += [f"_{one_line(synthesis)}_", ""]
     for result in members:
         lines += _page_highlights(result)
     return lines
@@ -138,19 +140,19 @@ def _topic_section(topic: str, members: list[DocResult], synthesis: Any) -> list
 def _page_highlights(result: DocResult) -> list[str]:
     name = result.title or result.url
     if result.status is DocStatus.FAILED or not result.analysis:
-        return [f"- **[{one_line(name)}]({result.url})** — failed: {one_line(result.error or '')}", ""]
+        return [f"- **[{one_line(name)}]({link_target(result.url)})** — failed: {one_line(result.error or '')}", ""]
     analysis = result.analysis
     concepts = sorted(analysis["key_concepts"], key=lambda c: -c["importance"])[:3]
     summary = one_line(analysis["summary"])  # empty when --tasks left the summary out: no dangling dash
-    lines = [f"- **[{one_line(name)}]({result.url})**" + (f" — {summary}" if summary else "")]
+    lines = [f"- **[{one_line(name)}]({link_target(result.url)})**" + (f" — {summary}" if summary else "")]
     if result.fallback_tasks:
         lines.append("  - _Answered by the offline extractive analyser (LLM unavailable): "
                      + ", ".join(result.fallback_tasks) + "_")
     if result.fields:
-        lines.append("  - Fields: " + "; ".join(f"{name} = {one_line(str(value), 80) if value is not None else '—'}"
+        lines.append("  - Fields: " + "; ".join(f"{one_line(name)} = {one_line(str(value), 80) if value is not None else '—'}"
                                                 for name, value in result.fields.items()))
     if concepts:
-        lines.append("  - Concepts: " + ", ".join(f"{c['name']} ({c['importance']})" for c in concepts))
+        lines.append("  - Concepts: " + ", ".join(f"{one_line(c['name'], 80)} ({c['importance']})" for c in concepts))
     details = _titles(item["title"] for item in analysis["implementation_details"])
     if details:
         lines.append("  - Advice: " + details)
@@ -164,7 +166,22 @@ def _titles(names: Iterable[str], most: int = 3) -> str:
     return "; ".join(one_line(n) for n in list(names)[:most])
 
 
+_MARKUP = re.compile(r"([\\`*_\[\]()<>#!|~{}])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def one_line(text: str, width: int = 300) -> str:
-    """One line of page-derived text, cut to `width`, with markup neutralised for Markdown."""
-    flat = " ".join(str(text).split()).replace("<", "&lt;")
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+    """One line of page-derived text, cut to `width`, as plain text in Markdown: every character that could
+    start markup (a link, an image, HTML, emphasis, a heading, a table cell) is backslash-escaped, and
+    control and bidirectional-override characters are dropped, so a page cannot put markup in the report."""
+    flat = " ".join(_CONTROL.sub("", str(text)).split())
+    flat = flat if len(flat) <= width else flat[: width - 1] + "…"
+    return _MARKUP.sub(r"\\\1", flat)
+
+
+def link_target(url: str) -> str:
+    """`url` as a Markdown link destination: only http(s) and file URLs, in angle brackets, with the
+    characters that could end it percent-encoded; anything else is not linked at all."""
+    if urlparse(url).scheme not in ("http", "https", "file"):
+        return "<#not-a-web-address>"
+    return "<" + quote(_CONTROL.sub("", url), safe=":/?#[]@!$&'*+,;=%~-._") + ">"

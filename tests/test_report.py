@@ -55,7 +55,7 @@ def test_final_outputs_are_sorted_and_consistent(tmp_path):
     assert report.startswith("# Ferry — analysis")
     assert "All about queues." in report and "Key themes: Queues" in report
     assert "Queues (9)" in report and "Advice: Pin versions" in report
-    assert "- [a](http://127.0.0.1/a): fetch: HTTP 500" in report
+    assert "- [a](<http://127.0.0.1/a>): fetch: HTTP 500" in report
 
 
 def test_report_says_when_nothing_failed():
