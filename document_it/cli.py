@@ -17,7 +17,7 @@ from .config import SAMPLE_SOURCE, Fallback, LLMKind, Mode, Settings, Structured
 from .errors import ConfigError, DocumentItError, Interrupted
 from .logs import LOG_FORMATS, setup_logging
 from .models import PAGE_TASKS
-from .redact import redact
+from .redact import printable, redact
 
 __all__ = ["main", "run_command", "build_parser", "settings_from_args"]
 
@@ -362,10 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         summary = run(settings)
     except DocumentItError as exc:
-        print(f"document-it: error: {redact(str(exc), secrets)}", file=sys.stderr)
+        print(f"document-it: error: {printable(redact(str(exc), secrets))}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # e.g. the disk filled up or the output folder vanished mid-run
-        print(f"document-it: error: {redact(str(exc), secrets)}", file=sys.stderr)
+        print(f"document-it: error: {printable(redact(str(exc), secrets))}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as exc:
         return _interrupted(exc.signum, exc.resumable)
@@ -443,7 +443,7 @@ def _report(summary: dict, settings: Settings) -> int:
         return EXIT_SOME_FAILED
     if docs["failed"]:
         for url in summary["failed_urls"][:20]:
-            print(f"  failed: {url}")
+            print(f"  failed: {printable(url)}")
         if len(summary["failed_urls"]) > 20:
             print(f"  … and {len(summary['failed_urls']) - 20} more (see results.jsonl)")
         return EXIT_SOME_FAILED

@@ -7,7 +7,7 @@ import logging
 import os
 from datetime import datetime, timezone
 
-from .redact import redact
+from .redact import printable, redact
 
 __all__ = ["setup_logging", "JsonFormatter", "LOG_FORMATS", "PROGRESS_LOGGER"]
 
@@ -17,14 +17,14 @@ _HANDLER = "document-it"
 
 
 class _Redacting(logging.Filter):
-    """Removes the API key (and anything shaped like one) from every record's message."""
+    """Removes the API key (and anything shaped like one) and terminal escape sequences from every message."""
 
     def __init__(self, secrets: tuple[str | None, ...]) -> None:
         super().__init__()
         self._secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage(), self._secrets), None
+        record.msg, record.args = printable(redact(record.getMessage(), self._secrets)), None
         return True
 
 

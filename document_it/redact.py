@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-__all__ = ["redact"]
+__all__ = ["redact", "printable"]
 
+# ANSI escape sequences (CSI, OSC, two-character ones), then any other control or bidi-override character
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+[A-Za-z0-9._\-]{6,})")
 
 
@@ -16,3 +19,10 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return _KEYLIKE.sub("***", text)
+
+
+def printable(text: str) -> str:
+    """`text` safe to show on a terminal: escape sequences and control characters (from pages, servers,
+    file names) removed, so nothing we print can move the cursor, recolour, retitle or hide what follows.
+    Newlines and tabs stay."""
+    return _CONTROL.sub("", _ESCAPES.sub("", text))
