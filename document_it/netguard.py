@@ -67,6 +67,8 @@ def check_url(url: str, allow_private: bool, resolve: Resolver = socket.getaddri
         return f"refused {url[:200]!r}: not a valid URL ({exc})"
     if not host:
         return f"refused {shown}: the URL names no host"
+    if parts.username is not None or parts.password is not None:  # never sent, never written anywhere
+        return f"refused {shown}: the URL carries credentials (user:password@), which document-it does not send"
     if allow_private:
         return None
     if _is_ip_literal(host):
