@@ -6,6 +6,7 @@ import functools
 import logging
 import threading
 import time
+import zlib
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -30,16 +31,19 @@ class _Handler(SimpleHTTPRequestHandler):
         route = {
             "/_status": self._status, "/_redirect-loop": self._redirect_loop,
             "/_redirect-chain": self._redirect_chain, "/_redirect-to": self._redirect_to, "/_etag": self._etag, "/_slow": self._slow,
-            "/_big": self._big, "/_binary": self._binary,
+            "/_big": self._big, "/_binary": self._binary, "/_gzip-bomb": self._gzip_bomb,
         }.get(url.path)
         if route:
             route(query)
         else:
             super().do_GET()
 
-    def _send(self, code: int, body: bytes, ctype: str = "text/html", length: int | None = None) -> None:
+    def _send(self, code: int, body: bytes, ctype: str = "text/html", length: int | None = None,
+              encoding: str | None = None) -> None:
         self.send_response(code)
         self.send_header("Content-Type", ctype)
+        if encoding:
+            self.send_header("Content-Encoding", encoding)
         self.send_header("Content-Length", str(len(body) if length is None else length))
         self.end_headers()
         self.wfile.write(body)
@@ -87,6 +91,11 @@ class _Handler(SimpleHTTPRequestHandler):
     def _slow(self, query: dict[str, str]) -> None:
         time.sleep(min(float(query.get("seconds", "2")), _MAX_SLOW_S))
         self._send(200, b"<html><body><p>slow page finally here</p></body></html>")
+
+    def _gzip_bomb(self, query: dict[str, str]) -> None:
+        """/_gzip-bomb?mb=N: a small gzip body (Content-Encoding: gzip) that inflates to N MB of HTML."""
+        self._send(200, _bomb(min(int(query.get("mb", "100")), 1024)), ctype="text/html; charset=utf-8",
+                   encoding="gzip")
 
     def _big(self, query: dict[str, str]) -> None:
         size = min(int(query.get("bytes", str(6 * 1024 * 1024))), _MAX_BIG)
@@ -159,3 +168,13 @@ class SiteServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@functools.lru_cache(maxsize=4)
+def _bomb(megabytes: int) -> bytes:
+    """`megabytes` MB of one repeated HTML line, gzip-compressed a chunk at a time (about 1000:1)."""
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
+    chunk = b"<p>" + b"A" * (1024 * 1024 - 8) + b"</p>\n"
+    body = [squeeze.compress(b"<html><body>")]
+    body += [squeeze.compress(chunk) for _ in range(megabytes)]
+    return b"".join(body) + squeeze.flush()

@@ -59,3 +59,9 @@ def test_redirect_loops_and_long_chains_stop_with_a_reason(site):
     chain = fetch(DocRef(site.url("_redirect-chain?n=10")), ALLOW)
     assert not chain.ok and "too many redirects" in chain.error
     assert site.hits <= 1 + 4  # the loop's first hop and its repeat, then at most max_redirects + 1 hops
+
+
+def test_the_size_cap_counts_decoded_bytes_so_a_gzip_bomb_is_stopped(site):
+    limits = FetchLimits(connect_timeout=5, read_timeout=5, max_bytes=1024 * 1024, allow_private=True)
+    got = fetch(DocRef(site.url("_gzip-bomb?mb=200")), limits)  # about 200 KB on the wire, 200 MB inflated
+    assert not got.ok and "too large" in got.error and got.content == b""
