@@ -17,6 +17,7 @@ from .config import SAMPLE_SOURCE, Fallback, LLMKind, Mode, Settings, Structured
 from .errors import ConfigError, DocumentItError, Interrupted
 from .logs import LOG_FORMATS, setup_logging
 from .models import PAGE_TASKS
+from .core.state_file import private_dir
 from .redact import printable, redact
 
 __all__ = ["main", "run_command", "build_parser", "settings_from_args"]
@@ -358,6 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_output_dir(settings.output_dir)
         if settings.state_dir.exists() and not settings.state_dir.is_dir():
             raise ConfigError(f"--state-dir {settings.state_dir} is a file, not a folder")
+        try:
+            private_dir(settings.state_dir)
+        except OSError as exc:
+            raise ConfigError(f"cannot use --state-dir {settings.state_dir}: {exc.strerror or exc}") from None
         from .pipeline import run  # heavy imports only once the flags are known to be good
 
         summary = run(settings)

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_state", "write_state"]
+__all__ = ["read_state", "write_state", "private_dir"]
 
 
 def read_state(path: Path | None) -> dict[str, Any]:
@@ -34,3 +34,11 @@ def write_state(path: Path, data: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def private_dir(path: Path) -> None:
+    """Make `path` (the --state-dir: cached answers, the job queue) readable by its owner only, 0700;
+    raises OSError when it cannot be made. A folder someone else owns is left as it is."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_uid == os.getuid():
+        path.chmod(0o700)
