@@ -13,6 +13,7 @@ from document_it.cli import main
 from document_it.config import Settings
 from document_it.errors import ConfigError
 from document_it.models import PAGE_TASKS, Task
+from document_it.report import one_line
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
 
@@ -113,7 +114,7 @@ def test_an_incremental_run_with_other_tasks_analyses_unchanged_pages_again(tmp_
     second = _results(tmp_path, "n2")
     assert all(r["tasks"] == [t.value for t in PAGE_TASKS] and r["analysis"]["key_concepts"]
                for r in second.values())
-    assert "analysed again (new analyser, model, fields or tasks)" in (tmp_path / "n2" / "changes.md").read_text()
+    assert one_line("analysed again (new analyser, model, fields or tasks)") in (tmp_path / "n2" / "changes.md").read_text()
     sim.reset_stats()
     assert _run(tmp_path, site, sim, "n3", "--incremental", "--no-cache") == 0  # same tasks: kept
     assert sim.stats()["urls"] == {}

@@ -23,6 +23,7 @@ from ..errors import LLMAuthError, LLMError, LLMTransientError
 from ..redact import redact
 from ..tokens import estimate_tokens
 from . import extractive
+from .capped import CappedTransport
 from .context import STORE_NAME as WINDOW_STORE
 from .context import ContextWindow, LLMContextError, is_context_error
 from .negotiate import STORE_NAME, MethodChoice, refuses_method
@@ -113,10 +114,11 @@ class ChatProvider:
         # the client's own limit is that stretch's ceiling (and a connect limit for a server that is gone)
         timeout = httpx.Timeout(AttemptLimit(settings.request_timeout).ceiling,
                                 connect=min(10.0, settings.request_timeout))
-        self._http = httpx.AsyncClient(
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=settings.max_concurrency,
-                                max_keepalive_connections=settings.max_concurrency))
+        limits = httpx.Limits(max_connections=settings.max_concurrency,
+                              max_keepalive_connections=settings.max_concurrency)
+        # replies read up to a cap; redirects not followed (httpx's default), so the key goes nowhere else
+        self._http = httpx.AsyncClient(timeout=timeout, transport=CappedTransport(httpx.AsyncHTTPTransport(
+            limits=limits)), follow_redirects=False)
         return ChatOpenAI(
             model=settings.model,
             base_url=settings.llm_base_url,
@@ -234,7 +236,7 @@ class ChatProvider:
             raise LLMTransientError(f"LLM request to {self.host} timed out", timed_out=True) from None
         except openai.APIConnectionError as exc:
             raise LLMTransientError(f"connection to the LLM at {self.host} failed: {_cause(exc)}") from None
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:  # replies the SDK could not read
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:  # unreadable replies
             raise LLMTransientError(f"malformed reply from {self.host}: {self._clean(exc)}") from None
         raw = out["raw"]
         headers = dict((getattr(raw, "response_metadata", None) or {}).get("headers") or {})
@@ -361,8 +363,18 @@ def _first_line(text: str) -> str:
 
 
 def _cause(exc: BaseException) -> str:
+    """What went wrong under the SDK's connection error: the type, and the reason when it is one of ours
+    (a reply cut at the size cap) or short enough to read."""
     inner = exc.__cause__ or exc.__context__
-    return type(inner).__name__ if inner else "no response"
+    if inner is None:
+        return "no response"
+    link: BaseException | None = inner
+    while link is not None:  # the cap's own error may sit deeper in the chain than the SDK's
+        reason = " ".join(str(link).split())
+        if "larger than" in reason and "not read further" in reason:
+            return f"{type(link).__name__}: {reason[:160]}"
+        link = link.__cause__ or link.__context__
+    return type(inner).__name__
 
 
 def _message(exc: openai.APIStatusError) -> str:
