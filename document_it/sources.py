@@ -157,7 +157,10 @@ def parse_llms_txt(text: str, base_url: str) -> LlmsIndex:
         elif stripped.startswith("## "):
             section = stripped[3:].strip()
         elif match := (_LINK.match(line) or _BARE.match(line)):
-            url = urljoin(base_url, match["url"])
+            url = _joined(base_url, match["url"])
+            if url is None:
+                log.warning("llms.txt line %d: skipping a link that is not a URL: %s", number, match["url"][:100])
+                continue
             if not _may_list(url, base_url):
                 log.warning("llms.txt line %d: skipping link with unsupported scheme: %s", number, match["url"])
                 continue
@@ -178,9 +181,9 @@ def parse_sitemap(data: bytes, base_url: str) -> tuple[list[DocRef], list[str]]:
                           ) from None
     except SafeXML.ParseError as exc:
         raise SourceError(f"sitemap {base_url} is not valid XML: {exc}") from None
-    locs = [urljoin(base_url, (el.text or "").strip())
-            for el in root.iterfind(".//{*}loc") if (el.text or "").strip()]
-    locs = [loc for loc in locs if _may_list(loc, base_url)]
+    joined = [_joined(base_url, (el.text or "").strip())
+              for el in root.iterfind(".//{*}loc") if (el.text or "").strip()]
+    locs = [loc for loc in joined if loc is not None and _may_list(loc, base_url)]  # not URLs: left out
     if root.tag.rpartition("}")[2] == "sitemapindex":
         return [], locs
     return [DocRef(url=urldefrag(loc)[0], topic=topic_for_url(loc)) for loc in locs], []
@@ -193,14 +196,29 @@ def parse_url_list(text: str, base_url: str) -> list[DocRef]:
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        url = urljoin(base_url, stripped)
-        if urlparse(url).scheme == "file" and not _may_list(url, base_url):
+        joined = _joined(base_url, stripped)
+        if joined is None:
+            raise SourceError(f"line {number} of the URL list is not a URL: {stripped[:60]!r}")
+        url, scheme = joined, urlparse(joined).scheme
+        if scheme == "file" and not _may_list(url, base_url):
             log.warning("line %d of the URL list: a web index may not point at local files, skipped", number)
             continue
-        if urlparse(url).scheme not in _SCHEMES or " " in stripped or not stripped.isprintable():
+        if scheme not in _SCHEMES or " " in stripped or not stripped.isprintable():
             raise SourceError(f"line {number} of the URL list is not a URL: {stripped[:60]!r}")
         refs.append(DocRef(url=urldefrag(url)[0], topic=topic_for_url(url)))
     return _topics_by_prefix(refs)
+
+
+def _joined(base_url: str, href: str) -> str | None:
+    """`href` resolved against `base_url`, or None when it is not a URL (e.g. a stray bracket in the host:
+    "Invalid IPv6 URL")."""
+    try:
+        url = urljoin(base_url, href)
+        urlparse(url)
+        topic_for_url(url)
+    except ValueError:
+        return None
+    return url
 
 
 def _may_list(url: str, base_url: str) -> bool:

@@ -65,3 +65,4 @@ def test_the_size_cap_counts_decoded_bytes_so_a_gzip_bomb_is_stopped(site):
     limits = FetchLimits(connect_timeout=5, read_timeout=5, max_bytes=1024 * 1024, allow_private=True)
     got = fetch(DocRef(site.url("_gzip-bomb?mb=200")), limits)  # about 200 KB on the wire, 200 MB inflated
     assert not got.ok and "too large" in got.error and got.content == b""
+
