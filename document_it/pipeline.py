@@ -170,7 +170,7 @@ async def _answer_from_memo(refs: list[DocRef], stages: Stages, gateway: Gateway
             return ref  # the worker fetches again and records the failure
         try:
             page = await stages.parse(fetched)
-        except (ParseError, WorkerLost):
+        except ParseError:
             return ref
         stored = agent.remembered(page)
         if stored is None:

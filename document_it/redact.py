@@ -7,9 +7,10 @@ from typing import Iterable
 
 __all__ = ["redact", "printable"]
 
-# ANSI escape sequences (CSI, OSC, two-character ones), then any other control or bidi-override character
+# ANSI escape sequences (CSI, OSC, two-character ones)
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|\x9b[0-?]*[ -/]*[@-~]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0/C1 controls, zero-width characters and bidirectional overrides: they hide or reorder what is shown
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+[A-Za-z0-9._\-]{6,})")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .models import DocResult, DocStatus
+from .redact import printable
 
 __all__ = ["atomic_write_text", "ResultStream", "write_outputs", "render_report", "one_line", "link_target"]
 
@@ -167,14 +168,14 @@ def _titles(names: Iterable[str], most: int = 3) -> str:
 
 
 _MARKUP = re.compile(r"([\\`*_\[\]()<>#!|~{}])")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def one_line(text: str, width: int = 300) -> str:
     """One line of page-derived text, cut to `width`, as plain text in Markdown: every character that could
     start markup (a link, an image, HTML, emphasis, a heading, a table cell) is backslash-escaped, and
-    control and bidirectional-override characters are dropped, so a page cannot put markup in the report."""
-    flat = " ".join(_CONTROL.sub("", str(text)).split())
+    escape sequences and control characters are dropped (redact.printable), so a page cannot put markup in
+    the report."""
+    flat = " ".join(printable(str(text)).split())
     flat = flat if len(flat) <= width else flat[: width - 1] + "…"
     return _MARKUP.sub(r"\\\1", flat)
 
@@ -184,4 +185,4 @@ def link_target(url: str) -> str:
     characters that could end it percent-encoded; anything else is not linked at all."""
     if urlparse(url).scheme not in ("http", "https", "file"):
         return "<#not-a-web-address>"
-    return "<" + quote(_CONTROL.sub("", url), safe=":/?#[]@!$&'*+,;=%~-._") + ">"
+    return "<" + quote(printable(url), safe=":/?#[]@!$&'*+,;=%~-._") + ">"

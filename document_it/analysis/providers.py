@@ -363,8 +363,8 @@ def _first_line(text: str) -> str:
 
 
 def _cause(exc: BaseException) -> str:
-    """What went wrong under the SDK's connection error: the type, and the reason when it is one of ours
-    (a reply cut at the size cap) or short enough to read."""
+    """What went wrong under the SDK's connection error: the type of its cause, or the reason itself when a
+    reply was cut at the size cap (analysis/capped.py)."""
     inner = exc.__cause__ or exc.__context__
     if inner is None:
         return "no response"

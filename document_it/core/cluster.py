@@ -191,8 +191,7 @@ class Cluster:
         info = client.scheduler_info()
         workers = info.get("workers", {})
         self.address = info.get("address") or client.scheduler.address
-        self.workers_at_start = len(workers)
-        self._first_workers = set(workers)
+        self.first_workers = set(workers)  # replaced by those that answer the version check
         self.workers_lost: int | None = None
         self.threads = sum(w.get("nthreads", 0) for w in workers.values())
         port = (info.get("services") or {}).get("dashboard")
@@ -205,7 +204,7 @@ class Cluster:
         threading.Thread(target=self._watch_workers, name="dask-watch", daemon=True).start()
         if not quiet:
             where = "started a local Dask cluster (no --dask-scheduler)" if local else f"connected to {self.address}"
-            print(f"document-it: dask: {where}: {self.workers_at_start} workers, {self.threads} threads"
+            print(f"document-it: dask: {where}: {len(workers)} workers, {self.threads} threads"
                   + (f"; dashboard {self.dashboard}" if self.dashboard else ""), file=sys.stderr)
 
     def _watch_workers(self) -> None:
@@ -263,8 +262,9 @@ class Cluster:
         remote = {stage: round(seconds, 3) for stage, seconds in self.executor.worker_s.items()}
         driver = {stage: round(max(0.0, stages.get(stage, 0.0) - self.executor.wait_s.get(stage, 0.0)), 3)
                   for stage in ("fetch", "parse", "analyze")}
-        return {"address": self.address, "local": self.local is not None, "workers": self.workers_at_start,
-                "workers_at_end": self.workers_at_end, "workers_lost": self.workers_lost, "threads": self.threads, "dashboard": self.dashboard,
+        return {"address": self.address, "local": self.local is not None, "workers": len(self.first_workers),
+                "workers_at_end": self.workers_at_end, "workers_lost": self.workers_lost, "threads": self.threads,
+                "dashboard": self.dashboard,
                 "tasks": dict(self.executor.tasks), "tasks_lost": self.executor.lost,
                 "max_pending": dict(self.executor.max_pending),
                 "seconds": {"workers": remote, "driver": driver}}
@@ -274,7 +274,7 @@ class Cluster:
         self._closing.set()
         try:
             now = set(self.client.scheduler_info().get("workers", {}))
-            self.workers_at_end, self.workers_lost = len(now), len(self._first_workers - now)
+            self.workers_at_end, self.workers_lost = len(now), len(self.first_workers - now)
         except Exception:  # the cluster went away first
             self.workers_at_end = None
         for lease in self._leases:
@@ -350,8 +350,7 @@ def _check_workers(cluster: Cluster, settings: Settings) -> None:
         raise ConfigError(f"the Dask worker at {address} cannot run document-it {__version__} "
                           f"({_reason(value) if isinstance(value, BaseException) else f'it has {value}'}): install "
                           "the same document-it and requirements on every worker (docs/distributed.md)")
-    cluster.workers_at_start = len(versions)
-    cluster._first_workers = set(versions)
+    cluster.first_workers = set(versions)
 
 
 def _worker_version() -> str:

@@ -149,10 +149,6 @@ class Stages:
         """CPU-bound analysis work (the offline analyser) beside parsing."""
         return await self._run(self.plan.parse, self._processes, fn, *args)
 
-    def cluster_summary(self, stage_seconds: dict[str, float]) -> dict[str, Any] | None:
-        """run.json's `cluster` block in dask mode (None in the others)."""
-        return self.cluster.summary(stage_seconds) if self.cluster else None
-
     @staticmethod
     async def _run(where: Where, executor: Executor | None, fn: Callable[..., T], *args: Any) -> T:
         if where is Where.INLINE:
