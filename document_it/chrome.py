@@ -21,6 +21,7 @@ _CHROME_CLASS = ("headerlink", "linenos", "linenodiv", "lineno", "breadcrumb", "
 # the content region, most specific first
 _MAIN = ("//main//article", "//article", "//main", "//*[@role='main']", "//*[@itemprop='articleBody']",
          "//div[contains(concat(' ', normalize-space(@class), ' '), ' body ')]", "//body")
+_CHROME = frozenset(_CHROME_CLASS)
 _PERMALINK_TEXT = {"¶", "#", "§", "🔗", "\u200b", ""}
 
 
@@ -30,11 +31,9 @@ def strip_chrome(root: etree._Element) -> None:
     roles = " or ".join(f"@role='{role}'" for role in _ROLES)
     headers = "//header[not(ancestor::main) and not(ancestor::article)]"
     doomed = list(root.xpath(f"{tags} | //*[{roles}] | {headers} | //*[@aria-hidden='true']"))
-    for el in root.iter():
-        if not isinstance(el.tag, str):
-            continue
-        classes = set((el.get("class") or "").split())
-        if classes & set(_CHROME_CLASS):
+    for el in root.iter(etree.Element):
+        classes = el.get("class")
+        if classes and not _CHROME.isdisjoint(classes.split()):
             doomed.append(el)
         elif el.tag == "a" and el.get("href", "").startswith("#") and _clean(el.text_content()) in _PERMALINK_TEXT:
             doomed.append(el)  # a heading's permalink anchor

@@ -134,6 +134,10 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                    help="seconds a page download may stall (connect: 10 s)")
     p.add_argument("--max-page-mb", type=float, default=d("max-page-mb", 5.0),
                    help="pages larger than this are skipped with a clear error")
+    p.add_argument("--parse-timeout", type=float, default=d("parse-timeout", 30.0),
+                   help="seconds one page may take to parse; a page past it fails and the run goes on")
+    p.add_argument("--parse-memory-mb", type=float, default=d("parse-memory-mb", 1024.0), metavar="MB",
+                   help="memory a parse worker process may use for one page (0: no cap); a page past it fails")
     crawl = p.add_argument_group(
         "crawling", "when --source is a web page (not an index), its site is crawled breadth-first:\n"
         "same host and folder as the start page, robots.txt honoured, sitemap.xml read when present")
@@ -220,7 +224,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
              "max_depth", "max_pages", "per_host", "chunk_tokens")}
     floats = {name: _number(args, name, float) for name in
               ("request_timeout", "sim_latency_ms", "rpm", "tpm", "max_wait", "cache_size_mb", "delay",
-               "dask_timeout")}
+               "dask_timeout", "parse_timeout")}
     grace = _number(args, "grace", float)
     optional = {name: None if getattr(args, name) in (None, "") else _number(args, name, kind)
                 for name, kind in (("limit", int), ("max_cost", float), ("max_tokens", int),
@@ -244,6 +248,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         fallback=_choice(args, "fallback", Fallback), quiet=_switch(args.quiet, env, "quiet"),
         no_cache=_switch(args.no_cache, env, "no-cache"), refresh=_switch(args.refresh, env, "refresh"),
         read_timeout=fetch_timeout, max_page_bytes=int(page_mb * 1024 * 1024),
+        parse_memory_mb=_number(args, "parse_memory_mb", float) or None,
         allow_private=_switch(args.allow_private, env, "allow-private"),
         allow_domains=tuple(args.allow_domain or ()), include=tuple(args.include or ()),
         exclude=tuple(args.exclude or ()), enable_queue=_queue_choice(args.enable_queue, env),

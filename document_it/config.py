@@ -132,6 +132,8 @@ class Settings:
     explicit: frozenset[str] = frozenset()  # fields the user set (flag or environment); --resume keeps those
     # parse
     chunk_tokens: int = 800
+    parse_timeout: float = 30.0  # seconds one page may take to parse; past it the page fails
+    parse_memory_mb: float | None = 1024.0  # what a parse worker process may use beyond its resting size; None: no cap
     # dask mode
     dask_scheduler: str | None = None  # tcp://HOST:8786; None: a LocalCluster sized to this machine
     distributed_llm: bool = False  # LLM requests on the workers too, under a cluster-wide semaphore
@@ -171,16 +173,19 @@ class Settings:
             raise ConfigError(f"--batch-size must be 0 (auto), 1 (off) or more (got {self.batch_size})")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1 (got {self.limit})")
-        for name in ("request_timeout", "read_timeout", "connect_timeout", "dask_timeout"):
+        for name in ("request_timeout", "read_timeout", "connect_timeout", "dask_timeout", "parse_timeout"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 flag = {"read_timeout": "--fetch-timeout", "connect_timeout": "the connect timeout",
-                        "dask_timeout": "--dask-timeout"}.get(
+                        "dask_timeout": "--dask-timeout", "parse_timeout": "--parse-timeout"}.get(
                     name, "--request-timeout")
                 raise ConfigError(f"{flag} must be a positive number of seconds (got {value})")
         for name in ("rpm", "tpm", "max_wait", "sim_latency_ms"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number")
+        if self.parse_memory_mb is not None and not (math.isfinite(self.parse_memory_mb) and self.parse_memory_mb > 0):
+            raise ConfigError(f"--parse-memory-mb must be a positive number of megabytes, or 0 for no cap "
+                              f"(got {self.parse_memory_mb})")
         if self.llm_base_url is not None:
             parsed = urlparse(self.llm_base_url)
             if parsed.scheme not in ("http", "https") or not parsed.netloc:

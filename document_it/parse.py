@@ -16,7 +16,7 @@ from .tokens import estimate_tokens, tokens_for_chars
 
 __all__ = ["parse", "chunk_text", "PARSE_VERSION"]
 
-PARSE_VERSION = "3"  # bump when parsing changes, so cached parses are not reused
+PARSE_VERSION = "4"  # bump when parsing changes, so cached parses are not reused
 
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCKS = {"p", "li", "dt", "dd", "blockquote", "td", "th", "figcaption", "caption", "summary"}
@@ -25,6 +25,8 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _JOIN = "\n\n"
 _META_CHARSET = re.compile(rb"<meta[^>]+charset", re.IGNORECASE)
 _MARKDOWN = MarkdownIt("commonmark").enable("table")
+_HUGE_HINT = re.compile(r",?\s*(use|try) XML_PARSE_HUGE.*", re.DOTALL)  # libxml2's advice is not the user's to take
+_MAX_LINKS = 5000  # per page, in-text links and outlinks each: a page listing more is not documentation
 
 
 def parse(fetched: Fetched, chunk_tokens: int = 800) -> ParsedDoc:
@@ -33,8 +35,7 @@ def parse(fetched: Fetched, chunk_tokens: int = 800) -> ParsedDoc:
         raise ParseError(f"nothing to parse: {fetched.error}")
     media = fetched.content_type
     if media in ("text/markdown", "text/x-markdown") or _looks_markdown(fetched.final_url, media):
-        html = _MARKDOWN.render(_decode(fetched))
-        root = lxml.html.document_fromstring(html or "<p></p>")
+        root = _read_html((_MARKDOWN.render(_decode(fetched)) or "<p></p>").encode(), "utf-8")
         fmt = "markdown"
     elif media == "text/plain" and not _looks_html(fetched.content):
         root = _plain_root(_decode(fetched))
@@ -62,11 +63,22 @@ def _decode(fetched: Fetched) -> str:
 def _html_root(fetched: Fetched) -> etree._Element:
     if not fetched.content.strip():
         raise ParseError("page is empty")
+    return _read_html(fetched.content, _html_encoding(fetched))
+
+
+def _read_html(content: bytes, encoding: str | None) -> etree._Element:
+    """The document tree, or ParseError when the page is past what the HTML parser will build (it stops
+    at 256 levels of nesting and at 10 MB of unbroken text, and would otherwise hand back a silent part)."""
     try:
-        parser = lxml.html.HTMLParser(encoding=_html_encoding(fetched), remove_comments=True)
-        root = lxml.html.document_fromstring(fetched.content, parser=parser)
-    except (etree.ParserError, ValueError, LookupError) as exc:
+        parser = lxml.html.HTMLParser(encoding=encoding, remove_comments=True)
+        root = lxml.html.document_fromstring(content, parser=parser)
+    except (etree.LxmlError, ValueError, LookupError) as exc:
+        if any(error.type == etree.ErrorTypes.ERR_NO_MEMORY for error in parser.error_log):
+            raise MemoryError("the HTML parser ran out of memory") from None
         raise ParseError(f"unreadable HTML: {exc}") from None
+    for error in parser.error_log:
+        if error.type == etree.ErrorTypes.ERR_RESOURCE_LIMIT:
+            raise ParseError(f"past the HTML parser's limits: {_HUGE_HINT.sub('', error.message).strip()}")
     return root
 
 
@@ -125,6 +137,8 @@ def _outlinks(root: etree._Element, base: str) -> tuple[str, ...]:
     """Every http(s) link on the whole page, fragment removed, in document order, once each."""
     found: dict[str, None] = {}
     for a in root.iter("a"):
+        if len(found) >= _MAX_LINKS:
+            break
         href = (a.get("href") or "").strip()
         if href and not href.startswith("#"):
             try:
@@ -196,6 +210,8 @@ class _Walker:
     def _collect_links(self, el: etree._Element) -> None:
         anchors = [el] if el.tag == "a" else el.iter("a") if isinstance(el.tag, str) else []
         for a in anchors:
+            if len(self.links) >= _MAX_LINKS:
+                return
             href = (a.get("href") or "").strip()
             if not href or href.startswith(("#", "javascript:", "mailto:", "tel:", "data:")):
                 continue

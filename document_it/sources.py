@@ -6,7 +6,7 @@ import logging
 import re
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from urllib.parse import urldefrag, urljoin, urlparse
+from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeXML
@@ -14,6 +14,7 @@ from defusedxml import ElementTree as SafeXML
 from .errors import SourceError
 from .fetch import INDEX_TYPES, FetchLimits, fetch
 from .models import DocRef
+from .redact import printable
 
 __all__ = ["discover", "read_sitemap", "parse_llms_txt", "parse_sitemap", "parse_url_list", "topic_for_url", "LlmsIndex"]
 
@@ -77,7 +78,8 @@ def _from_path(path: Path, limits: FetchLimits) -> LlmsIndex:
 
 def _from_folder(folder: Path) -> list[DocRef]:
     root = folder.resolve()
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in PAGE_SUFFIXES)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in PAGE_SUFFIXES
+                   and _inside(p, root))  # a symlink out of the folder is not one of its pages
     refs = []
     for file in files:
         rel = file.relative_to(root)
@@ -161,8 +163,9 @@ def parse_llms_txt(text: str, base_url: str) -> LlmsIndex:
             if url is None:
                 log.warning("llms.txt line %d: skipping a link that is not a URL: %s", number, match["url"][:100])
                 continue
-            if not _may_list(url, base_url):
-                log.warning("llms.txt line %d: skipping link with unsupported scheme: %s", number, match["url"])
+            refused = _not_listable(url, base_url)
+            if refused:
+                log.warning("llms.txt line %d: skipping %s (%s)", number, printable(match["url"][:200]), refused)
                 continue
             groups = match.groupdict()
             refs.append(DocRef(url=urldefrag(url)[0], title=(groups.get("title") or "").strip(),
@@ -183,7 +186,7 @@ def parse_sitemap(data: bytes, base_url: str) -> tuple[list[DocRef], list[str]]:
         raise SourceError(f"sitemap {base_url} is not valid XML: {exc}") from None
     joined = [_joined(base_url, (el.text or "").strip())
               for el in root.iterfind(".//{*}loc") if (el.text or "").strip()]
-    locs = [loc for loc in joined if loc is not None and _may_list(loc, base_url)]  # not URLs: left out
+    locs = [loc for loc in joined if loc is not None and not _not_listable(loc, base_url)]  # left out
     if root.tag.rpartition("}")[2] == "sitemapindex":
         return [], locs
     return [DocRef(url=urldefrag(loc)[0], topic=topic_for_url(loc)) for loc in locs], []
@@ -200,8 +203,9 @@ def parse_url_list(text: str, base_url: str) -> list[DocRef]:
         if joined is None:
             raise SourceError(f"line {number} of the URL list is not a URL: {stripped[:60]!r}")
         url, scheme = joined, urlparse(joined).scheme
-        if scheme == "file" and not _may_list(url, base_url):
-            log.warning("line %d of the URL list: a web index may not point at local files, skipped", number)
+        refused = _not_listable(url, base_url) if scheme == "file" else None
+        if refused:
+            log.warning("line %d of the URL list: skipping %s (%s)", number, printable(stripped[:200]), refused)
             continue
         if scheme not in _SCHEMES or " " in stripped or not stripped.isprintable():
             raise SourceError(f"line {number} of the URL list is not a URL: {stripped[:60]!r}")
@@ -221,10 +225,26 @@ def _joined(base_url: str, href: str) -> str | None:
     return url
 
 
-def _may_list(url: str, base_url: str) -> bool:
-    """An index lists http(s) pages; only a local index may also list local files."""
-    scheme = urlparse(url).scheme
-    return scheme in ("http", "https") or (scheme == "file" and urlparse(base_url).scheme == "file")
+def _not_listable(url: str, base_url: str) -> str | None:
+    """Why an index may not list `url`: it lists http(s) pages, and a local index also files inside its own
+    folder (after `..` and symlinks are resolved), so an index cannot reach ~/.ssh or /etc."""
+    scheme, base = urlparse(url).scheme, urlparse(base_url)
+    if scheme in ("http", "https"):
+        return None
+    if scheme != "file" or base.scheme != "file":
+        return f"unsupported scheme {scheme or '(none)'}"
+    return None if _inside(_local_path(url), _local_path(base_url).parent) else "a file outside the index's folder"
+
+
+def _local_path(url: str) -> Path:
+    return Path(unquote(urlparse(url).path))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop: not a page
+        return False
 
 
 def topic_for_url(url: str) -> str:

@@ -5,26 +5,22 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
-import multiprocessing
-import os
-import signal
-import threading
-import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from ..config import Mode, Settings
+from ..errors import ParseError, WorkerLost
 from ..fetch import FetchLimits, RedirectCheck, fetch
 from ..politeness import HostGate, Robots
 from ..models import DocRef, Fetched, ParsedDoc
 from ..parse import PARSE_VERSION, parse
+from .bounded import BoundedPool, ProcessExpired
 from .cache import Memo, memo_key
 
-__all__ = ["Where", "Plan", "PLANS", "Stages", "spawn_context", "ignore_interrupts"]
+__all__ = ["Where", "Plan", "PLANS", "Stages"]
 
 T = TypeVar("T")
-_ORPHAN_CHECK_S = 1.0
 
 
 class Where(str, enum.Enum):
@@ -70,25 +66,6 @@ def _open_cluster(settings: Settings) -> Any:
     return open_cluster(settings)
 
 
-def spawn_context() -> multiprocessing.context.BaseContext:
-    """Fresh interpreters for workers: forking a process that runs threads is unsafe."""
-    return multiprocessing.get_context("spawn")
-
-
-def ignore_interrupts() -> None:
-    """Worker initializer: Ctrl-C reaches the whole process group, but stopping is the parent's decision;
-    and a worker whose parent was killed outright (kill -9) exits instead of idling on as an orphan."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(_ORPHAN_CHECK_S)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
-
-
 class Stages:
     """The executors one run (or one worker process) uses; a context manager that shuts them down."""
 
@@ -100,12 +77,13 @@ class Stages:
         self.gate = HostGate(settings.per_host, settings.delay, robots, share=settings.host_share)
         self.redirect_check = redirect_check
         self.chunk_tokens = settings.chunk_tokens
+        self.parse_timeout = settings.parse_timeout
+        self._parse_memory_mb = settings.parse_memory_mb
         self.observer: Callable[[str], None] | None = None  # told "downloaded" / "parsed" (the progress bars)
         self._threads = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="fetch") \
             if plan.fetch is Where.THREADS else None
         self.cluster = _open_cluster(settings) if plan.parse is Where.CLUSTER else None
-        self._processes: Executor | None = ProcessPoolExecutor(settings.analysis_workers, mp_context=spawn_context(),
-                                                               initializer=ignore_interrupts) \
+        self._processes: Executor | None = BoundedPool(settings.analysis_workers, settings.parse_memory_mb) \
             if plan.parse is Where.PROCESSES else (self.cluster.executor if self.cluster else None)
 
     def __enter__(self) -> "Stages":
@@ -136,10 +114,29 @@ class Stages:
         if isinstance(cached, ParsedDoc):
             self._parsed()
             return cached
-        page = await self._run(self.plan.parse, self._processes, parse, fetched, self.chunk_tokens)
+        page = await self._bounded_parse(fetched)
         self.memo.set("parse", key, page)
         self._parsed()
         return page
+
+    async def _bounded_parse(self, fetched: Fetched) -> ParsedDoc:
+        """Parse within --parse-timeout (a worker process past it is stopped) and, in a process pool,
+        within --parse-memory-mb; a page beyond either fails with the reason, the pool goes on."""
+        seconds = self.parse_timeout
+        try:
+            if isinstance(self._processes, BoundedPool):
+                return await asyncio.wrap_future(self._processes.within(seconds, parse, fetched, self.chunk_tokens))
+            work = self._run(self.plan.parse, self._processes, parse, fetched, self.chunk_tokens)
+            return await (work if self.plan.parse is Where.INLINE else asyncio.wait_for(work, seconds))
+        except TimeoutError:
+            raise ParseError(f"took longer than {seconds:g} s to parse (--parse-timeout)") from None
+        except MemoryError:
+            cap = self._parse_memory_mb if isinstance(self._processes, BoundedPool) else None
+            raise ParseError("needs more memory to parse than " +
+                             (f"the cap allows (--parse-memory-mb {cap:g})" if cap else "is free")) from None
+        except ProcessExpired as exc:
+            raise ParseError(f"the parse worker stopped (exit code {exc.exitcode}) while parsing this page; "
+                             f"it may have needed more memory than the machine or --parse-memory-mb allows") from None
 
     def _parsed(self) -> None:
         if self.observer is not None:
@@ -147,7 +144,11 @@ class Stages:
 
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """CPU-bound analysis work (the offline analyser) beside parsing."""
-        return await self._run(self.plan.parse, self._processes, fn, *args)
+        try:
+            return await self._run(self.plan.parse, self._processes, fn, *args)
+        except ProcessExpired as exc:
+            raise WorkerLost(f"the worker process running the offline analysis stopped (exit code {exc.exitcode})") \
+                from None
 
     @staticmethod
     async def _run(where: Where, executor: Executor | None, fn: Callable[..., T], *args: Any) -> T:

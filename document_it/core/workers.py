@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 from ..config import Mode, Settings
 from ..models import DocRef, DocResult, DocStatus
-from .dispatcher import PLANS, Stages, ignore_interrupts, spawn_context
+from .bounded import ignore_interrupts, spawn_context
+from .dispatcher import PLANS, Stages
 from .shutdown import Shutdown
 
 __all__ = ["run_process_mode", "run_shard", "run_queue_workers", "run_queue_shard", "worker_share", "budget_share", "worker_count"]

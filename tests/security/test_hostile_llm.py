@@ -4,8 +4,12 @@ page's failure with a reason, never a crash or a hang. The servers are started h
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -14,6 +18,7 @@ from document_it.config import LLMKind, Mode, Settings
 from document_it.pipeline import run
 
 _MB = 1024 * 1024
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Hostile(BaseHTTPRequestHandler):
@@ -67,6 +72,11 @@ class _Hostile(BaseHTTPRequestHandler):
     def _html(self) -> None:
         self._reply(200, b"<html><body>Service temporarily unavailable</body></html>", ctype="text/html")
 
+    def _echo_key(self) -> None:  # a careless proxy: the key it was sent, whole, in its error
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        self._reply(401 if self.server.posts % 2 else 500,  # type: ignore[attr-defined]
+                    json.dumps({"error": {"message": f"Incorrect API key provided: {key}"}}).encode())
+
     def _redirect(self) -> None:  # elsewhere (still loopback: nothing here leaves 127.0.0.0/8)
         self._reply(302, b"", Location="http://127.0.0.2:9/v1/chat/completions")
 
@@ -97,3 +107,22 @@ def test_a_hostile_reply_fails_the_page_with_a_reason(tmp_path, corpus_site, hos
     line = json.loads((tmp_path / "out" / "results.jsonl").read_text().splitlines()[0])
     assert line["status"] == "failed" and line["error"] and fragment in line["error"], line["error"]
     assert "unexpected" not in line["error"]  # a reply we could not read is reported as such, not as a bug
+
+
+def test_a_server_that_echoes_the_key_gets_it_into_no_output_or_log(tmp_path, corpus_site, hostile):
+    marker = "sk-ECHOEDkey0123456789abcdefXYZ"
+    hostile.behaviour = "echo_key"
+    base = f"http://127.0.0.1:{hostile.server_address[1]}/v1"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--source", corpus_site.url("llms.txt"), "--llm", "openai",
+         "--llm-base-url", base, "--model", "m", "--retries", "1", "--output-dir", str(tmp_path / "out"),
+         "--state-dir", str(tmp_path / "state"), "--verbose", "--log-format", "json", "--limit", "2",
+         "--max-wait", "5"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "OPENAI_API_KEY": marker, "DOCUMENT_IT_ALLOW_PRIVATE": "1"})
+    assert hostile.posts >= 1 and done.returncode in (2, 3), done.stderr[-2000:]
+    assert "Incorrect API key" in done.stderr + (tmp_path / "out" / "results.jsonl").read_text()  # it was said
+    assert marker not in done.stderr + done.stdout
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert marker.encode() not in path.read_bytes(), path
