@@ -14,7 +14,7 @@ from typing import Any, Mapping, NoReturn, Sequence, TypeVar
 
 from . import __version__
 from .config import SAMPLE_SOURCE, Fallback, LLMKind, Mode, Settings, StructuredMethod, page_tasks, resolve_llm
-from .errors import ConfigError, DocumentItError, Interrupted
+from .errors import ConfigError, DocumentItError, Interrupted, OutputError
 from .logs import LOG_FORMATS, setup_logging
 from .models import PAGE_TASKS
 from .core.state_file import private_dir
@@ -22,7 +22,7 @@ from .redact import printable, redact
 
 __all__ = ["main", "run_command", "build_parser", "settings_from_args"]
 
-EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED = 0, 2, 3
+EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_IO = 0, 2, 3, 4
 E = TypeVar("E")
 
 _EPILOG = """examples:
@@ -36,7 +36,7 @@ _EPILOG = """examples:
 environment: every flag also reads DOCUMENT_IT_<FLAG> (e.g. DOCUMENT_IT_MAX_CONCURRENCY=10);
 OPENAI_API_KEY, OPENAI_BASE_URL and OPENAI_MODEL are honoured too. Flags win over the environment.
 exit codes: 0 all pages completed, 3 some pages failed, 2 usage or configuration error,
-130 interrupted by Ctrl-C, 143 stopped by SIGTERM (what finished is kept in the outputs;
+4 a local file could not be written (disk full, read-only folder; what finished is kept), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (what finished is kept in the outputs;
 with the job queue, --resume continues)."""
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
@@ -371,10 +371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .pipeline import run  # heavy imports only once the flags are known to be good
 
         summary = run(settings)
+    except (OutputError, OSError) as exc:  # e.g. the disk filled up or the output folder vanished mid-run
+        print(f"document-it: error: {printable(redact(_os_reason(exc), secrets))}", file=sys.stderr)
+        return EXIT_IO
     except DocumentItError as exc:
-        print(f"document-it: error: {printable(redact(str(exc), secrets))}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:  # e.g. the disk filled up or the output folder vanished mid-run
         print(f"document-it: error: {printable(redact(str(exc), secrets))}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as exc:
@@ -386,6 +386,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `python main.py | head -1`: the reader left; the outputs are written
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK if not summary["documents"]["failed"] else EXIT_SOME_FAILED
+
+
+def _os_reason(exc: BaseException) -> str:
+    """'cannot write out/report.md: No space left on device', not '[Errno 28] No space left on device: …'."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot use {exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc)
 
 
 def _interrupted(signum: int, resumable: bool) -> int:

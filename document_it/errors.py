@@ -14,6 +14,7 @@ __all__ = [
     "LLMAuthError",
     "LLMTransientError",
     "WorkerLost",
+    "OutputError",
     "connection_reason",
     "Interrupted",
 ]
@@ -75,6 +76,10 @@ class LLMTransientError(LLMError):
 class WorkerLost(DocumentItError):
     """A page's task on a Dask worker was lost: its worker died more often than the scheduler allows, or
     the cluster went away."""
+
+
+class OutputError(DocumentItError):
+    """A local file could not be written (disk full, read-only or vanished folder); what was finished is kept."""
 
 
 class Interrupted(Exception):

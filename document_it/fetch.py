@@ -18,6 +18,7 @@ from . import __version__
 from .config import Settings
 from .errors import connection_reason
 from .models import DocRef, Fetched
+from .encoding import decode
 from .netguard import check_url
 from .pinned import blocked_by, guarded_session
 
@@ -113,7 +114,7 @@ def fetch_text(url: str, limits: FetchLimits = FetchLimits(), gate: Gate | None 
                 gate=gate)
     if got.status is None and not got.ok:
         return None, ""
-    return got.status, got.content.decode(got.encoding or "utf-8", errors="replace") if got.ok else ""
+    return got.status, decode(got.content, got.encoding) if got.ok else ""
 
 
 def _fetch_http(ref: DocRef, limits: FetchLimits, validators: dict[str, str],

@@ -9,6 +9,7 @@ import lxml.html
 from lxml import etree
 from markdown_it import MarkdownIt
 
+from .encoding import decode
 from .chrome import base_url, code_language, main_region, strip_chrome
 from .errors import ParseError
 from .models import Chunk, CodeBlock, Fetched, Link, ParsedDoc, Section
@@ -16,14 +17,13 @@ from .tokens import estimate_tokens, tokens_for_chars
 
 __all__ = ["parse", "chunk_text", "PARSE_VERSION"]
 
-PARSE_VERSION = "4"  # bump when parsing changes, so cached parses are not reused
+PARSE_VERSION = "5"  # bump when parsing changes, so cached parses are not reused
 
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCKS = {"p", "li", "dt", "dd", "blockquote", "td", "th", "figcaption", "caption", "summary"}
 _WS = re.compile(r"[\s\u200b\ufeff]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _JOIN = "\n\n"
-_META_CHARSET = re.compile(rb"<meta[^>]+charset", re.IGNORECASE)
 _MARKDOWN = MarkdownIt("commonmark").enable("table")
 _HUGE_HINT = re.compile(r",?\s*(use|try) XML_PARSE_HUGE.*", re.DOTALL)  # libxml2's advice is not the user's to take
 _MAX_LINKS = 5000  # per page, in-text links and outlinks each: a page listing more is not documentation
@@ -35,7 +35,7 @@ def parse(fetched: Fetched, chunk_tokens: int = 800) -> ParsedDoc:
         raise ParseError(f"nothing to parse: {fetched.error}")
     media = fetched.content_type
     if media in ("text/markdown", "text/x-markdown") or _looks_markdown(fetched.final_url, media):
-        root = _read_html((_MARKDOWN.render(_decode(fetched)) or "<p></p>").encode(), "utf-8")
+        root = _read_html((_MARKDOWN.render(_decode(fetched)) or "<p></p>").encode())
         fmt = "markdown"
     elif media == "text/plain" and not _looks_html(fetched.content):
         root = _plain_root(_decode(fetched))
@@ -56,23 +56,23 @@ def _looks_markdown(url: str, media: str) -> bool:
     return media == "text/plain" and urlparse(url).path.lower().endswith((".md", ".markdown"))
 
 
-def _decode(fetched: Fetched) -> str:
-    return fetched.content.decode(fetched.encoding or "utf-8-sig", errors="replace")
+def _decode(fetched: Fetched, html: bool = False) -> str:
+    return decode(fetched.content, fetched.encoding, html)
 
 
 def _html_root(fetched: Fetched) -> etree._Element:
     if not fetched.content.strip():
         raise ParseError("page is empty")
-    return _read_html(fetched.content, _html_encoding(fetched))
+    return _read_html(_decode(fetched, html=True).encode("utf-8"))  # decoded once, by rules lxml cannot apply
 
 
-def _read_html(content: bytes, encoding: str | None) -> etree._Element:
-    """The document tree, or ParseError when the page is past what the HTML parser will build (it stops
-    at 256 levels of nesting and at 10 MB of unbroken text, and would otherwise hand back a silent part)."""
+def _read_html(content: bytes) -> etree._Element:
+    """The tree of UTF-8 `content`, or ParseError when the page is past what the HTML parser will build (it
+    stops at 256 levels of nesting and at 10 MB of unbroken text, and would otherwise hand back a silent part)."""
+    parser = lxml.html.HTMLParser(encoding="utf-8", remove_comments=True)
     try:
-        parser = lxml.html.HTMLParser(encoding=encoding, remove_comments=True)
         root = lxml.html.document_fromstring(content, parser=parser)
-    except (etree.LxmlError, ValueError, LookupError) as exc:
+    except (etree.LxmlError, ValueError) as exc:
         if any(error.type == etree.ErrorTypes.ERR_NO_MEMORY for error in parser.error_log):
             raise MemoryError("the HTML parser ran out of memory") from None
         raise ParseError(f"unreadable HTML: {exc}") from None
@@ -80,19 +80,6 @@ def _read_html(content: bytes, encoding: str | None) -> etree._Element:
         if error.type == etree.ErrorTypes.ERR_RESOURCE_LIMIT:
             raise ParseError(f"past the HTML parser's limits: {_HUGE_HINT.sub('', error.message).strip()}")
     return root
-
-
-def _html_encoding(fetched: Fetched) -> str | None:
-    """The header's charset; else the page's own <meta>; else UTF-8 when the bytes are valid UTF-8."""
-    if fetched.encoding:
-        return fetched.encoding
-    if _META_CHARSET.search(fetched.content[:4096]):
-        return None  # lxml reads the <meta> itself
-    try:
-        fetched.content.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return "utf-8"
 
 
 def _plain_root(text: str) -> etree._Element:

@@ -22,7 +22,7 @@ from .core.progress import RunProgress
 from .core.remote_llm import finish_agent, page_agent
 from .core.resources import ResourceSampler
 from .core.shutdown import Shutdown
-from .errors import DocumentItError, Interrupted, LLMAuthError, ParseError, WorkerLost
+from .errors import DocumentItError, Interrupted, LLMAuthError, OutputError, ParseError, WorkerLost
 from .fetch import FetchLimits
 from .models import DocRef, DocResult, DocStatus, Fetched, ParsedDoc
 from .report import ResultStream, write_outputs
@@ -95,7 +95,7 @@ async def _run(settings: Settings, refs: list[DocRef], title: str, resources: Re
                 status = "interrupted" if stopped else f"aborted: {exc}"
                 summary = summarize_run(settings, results, llm, time.perf_counter() - started, status,
                                         total=len(refs), resources=resources, cluster=clusters[0] if clusters else None)
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, OutputError):
                     write_outputs(settings.output_dir, results, {}, summary, title)
                 if shutdown.signum is not None:
                     raise Interrupted(shutdown.signum) from None

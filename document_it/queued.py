@@ -26,7 +26,7 @@ from .core.resources import ResourceSampler
 from .core.runlock import RunLock
 from .core.shutdown import Shutdown
 from .crawl import Crawl, CrawlSpec, NewJob
-from .errors import ConfigError, Interrupted, SourceError
+from .errors import ConfigError, Interrupted, OutputError, SourceError
 from .fetch import USER_AGENT, FetchLimits
 from .incremental import changes_block, render_changes
 from .jobwork import RunSpec, open_worker
@@ -266,7 +266,7 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
     if spec.incremental:
         summary["changes"] = {**changes_block(changes), "not_modified_304": counters.get("not_modified_304", 0),
                               "same_content": counters.get("same_content", 0)}
-    with contextlib.suppress(OSError) if not complete else contextlib.nullcontext():
+    with contextlib.suppress(OSError, OutputError) if not complete else contextlib.nullcontext():
         write_outputs(settings.output_dir, results, synthesis, summary, title)
         if spec.incremental:
             atomic_write_text(settings.output_dir / "changes.md", render_changes(title, changes, complete))

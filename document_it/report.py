@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -10,6 +11,7 @@ from urllib.parse import quote, urlparse
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import OutputError
 from .models import DocResult, DocStatus
 from .redact import printable
 
@@ -30,6 +32,10 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; the file there before is left as it was") \
+            from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -41,25 +47,47 @@ class ResultStream:
     def __init__(self, path: Path, append: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._handle = path.open("a" if append else "w", encoding="utf-8")
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC),
+                                       0o666)  # unbuffered: each line is on disk, or not, when write returns
 
     def write(self, result: DocResult) -> None:
-        self._handle.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-        self._handle.flush()
+        """One whole line or, when the disk refuses it, none: a part written is cut off again."""
+        data = (json.dumps(result.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")
+        if self._fd is None:
+            raise OutputError(f"{self.path} is closed")
+        start = os.fstat(self._fd).st_size
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}; the results finished before "
+                              "are kept in it") from None
 
     def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def write_outputs(output_dir: Path, results: list[DocResult], synthesis: dict[str, Any],
                   summary: dict[str, Any], title: str) -> None:
-    """Final, sorted results.jsonl plus report.md and run.json, each replaced atomically."""
+    """Final, sorted results.jsonl plus report.md and run.json, each replaced atomically. Each is tried even
+    when one before it could not be written (a nearly full disk may still take the small ones); the first
+    failure is raised at the end."""
     ordered = sorted(results, key=lambda r: r.url)
-    atomic_write_text(output_dir / "results.jsonl",
-                      "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in ordered))
-    atomic_write_text(output_dir / "report.md", render_report(ordered, synthesis, summary, title))
-    atomic_write_text(output_dir / "run.json", json.dumps(summary, indent=2) + "\n")
+    failures: list[OutputError] = []
+    for name, render in (
+            ("results.jsonl", lambda: "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in ordered)),
+            ("report.md", lambda: render_report(ordered, synthesis, summary, title)),
+            ("run.json", lambda: json.dumps(summary, indent=2) + "\n")):
+        try:
+            atomic_write_text(output_dir / name, render())
+        except OutputError as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 def render_report(results: list[DocResult], synthesis: dict[str, Any], summary: dict[str, Any],
@@ -69,6 +97,10 @@ def render_report(results: list[DocResult], synthesis: dict[str, Any], summary: 
     lines = [f"# {one_line(title or 'Documentation')} — analysis", ""]
     lines += [f"Analysed by **{summary['provider_label']}**, model `{summary['model']}`, "
               f"mode `{summary['mode']}`.", ""]
+    status = str(summary.get("status") or "completed")
+    if status != "completed":
+        lines += [f"> **This run did not finish** ({one_line(status)}): {docs.get('not_reached', 0)} pages were "
+                  "not reached; what follows covers the pages that finished.", ""]
     lines += _figures(summary)
     by_topic: dict[str, list[DocResult]] = {}
     for result in results:
@@ -79,7 +111,7 @@ def render_report(results: list[DocResult], synthesis: dict[str, Any], summary: 
     failed = [r for r in results if r.status is DocStatus.FAILED]
     lines += ["## Failures", ""]
     lines += [f"- [{one_line(r.title or r.url)}]({link_target(r.url)}): {one_line(r.error or '')}" for r in failed] \
-        or ["None: every page completed."]
+        or ["None: every page completed." if not docs.get("not_reached") else "None of the pages reached failed."]
     lines.append("")
     if docs["failed"]:
         lines.append(f"{docs['failed']} of {docs['total']} pages failed; see results.jsonl for details.\n")

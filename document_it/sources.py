@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 from dataclasses import replace
@@ -11,6 +12,7 @@ from urllib.parse import unquote, urldefrag, urljoin, urlparse
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeXML
 
+from .encoding import decode
 from .errors import SourceError
 from .fetch import INDEX_TYPES, FetchLimits, fetch
 from .models import DocRef
@@ -95,8 +97,11 @@ def _read_url(url: str, limits: FetchLimits) -> tuple[bytes, str]:
     return got.content, got.final_url
 
 
+_WIDE_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)  # (UTF-32 LE's starts as UTF-16 LE's)
+
+
 def _from_bytes(data: bytes, base_url: str, limits: FetchLimits, depth: int) -> LlmsIndex:
-    if b"\x00" in data[:4096]:
+    if b"\x00" in data[:4096] and not data.startswith(_WIDE_BOMS):  # UTF-16 text is full of NULs; binaries too
         raise SourceError(f"{base_url} is a binary file, not an llms.txt, sitemap, URL list or folder")
     head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:500].lower()
     if _is_sitemap(data):
@@ -104,11 +109,17 @@ def _from_bytes(data: bytes, base_url: str, limits: FetchLimits, depth: int) -> 
     if head.startswith(b"<"):
         raise SourceError(f"{base_url} is an HTML page, not an index: point --source at an llms.txt, "
                           "sitemap.xml, URL list or folder (or at a web page's http(s) URL to crawl its site)")
-    text = data.decode("utf-8-sig", errors="replace")
+    text = decode(data)
     lines = text.splitlines()
     if any(_LINK.match(line) for line in lines):
         return parse_llms_txt(text, base_url)
-    return LlmsIndex("", "", parse_url_list(text, base_url))
+    try:
+        return LlmsIndex("", "", parse_url_list(text, base_url))
+    except SourceError:
+        if any(line.startswith(("## ", "> ")) for line in lines):  # sections or a summary: an llms.txt
+            raise SourceError(f"{base_url} reads as an llms.txt but lists no links in the '- [title](url)' "
+                              "form") from None
+        raise
 
 
 def _is_html(data: bytes) -> bool:
@@ -184,8 +195,8 @@ def parse_sitemap(data: bytes, base_url: str) -> tuple[list[DocRef], list[str]]:
                           ) from None
     except SafeXML.ParseError as exc:
         raise SourceError(f"sitemap {base_url} is not valid XML: {exc}") from None
-    joined = [_joined(base_url, (el.text or "").strip())
-              for el in root.iterfind(".//{*}loc") if (el.text or "").strip()]
+    texts = [(el.text or "").strip() for el in root.iterfind(".//{*}loc")]
+    joined = [_joined(base_url, text) for text in texts if text and _one_token(text)]  # "not a url": left out
     locs = [loc for loc in joined if loc is not None and not _not_listable(loc, base_url)]  # left out
     if root.tag.rpartition("}")[2] == "sitemapindex":
         return [], locs
@@ -207,10 +218,15 @@ def parse_url_list(text: str, base_url: str) -> list[DocRef]:
         if refused:
             log.warning("line %d of the URL list: skipping %s (%s)", number, printable(stripped[:200]), refused)
             continue
-        if scheme not in _SCHEMES or " " in stripped or not stripped.isprintable():
+        if scheme not in _SCHEMES or not _one_token(stripped):
             raise SourceError(f"line {number} of the URL list is not a URL: {stripped[:60]!r}")
         refs.append(DocRef(url=urldefrag(url)[0], topic=topic_for_url(url)))
     return _topics_by_prefix(refs)
+
+
+def _one_token(text: str) -> bool:
+    """A URL has no spaces or control characters in it (a sentence is not a relative link)."""
+    return text.isprintable() and not any(char.isspace() for char in text)
 
 
 def _joined(base_url: str, href: str) -> str | None:

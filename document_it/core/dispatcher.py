@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -134,6 +134,8 @@ class Stages:
             cap = self._parse_memory_mb if isinstance(self._processes, BoundedPool) else None
             raise ParseError("needs more memory to parse than " +
                              (f"the cap allows (--parse-memory-mb {cap:g})" if cap else "is free")) from None
+        except BrokenExecutor as exc:
+            raise ParseError(f"the parse workers could not start or all stopped ({exc})") from None
         except ProcessExpired as exc:
             raise ParseError(f"the parse worker stopped (exit code {exc.exitcode}) while parsing this page; "
                              f"it may have needed more memory than the machine or --parse-memory-mb allows") from None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..models import DocRef
 from .page_memory import PageMemory, PageRecord, from_json, to_json, upsert_page
 
@@ -191,7 +191,7 @@ class JobQueue(PageMemory):
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise
-            raise ConfigError(f"cannot use the job database {self.path}: {exc}") from None
+            raise OutputError(f"cannot use the job database {self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"the job database {self.path} is damaged ({exc}); remove it or use another "
                               "--state-dir") from None

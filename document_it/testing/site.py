@@ -32,6 +32,7 @@ class _Handler(SimpleHTTPRequestHandler):
             "/_status": self._status, "/_redirect-loop": self._redirect_loop,
             "/_redirect-chain": self._redirect_chain, "/_redirect-to": self._redirect_to, "/_etag": self._etag, "/_slow": self._slow,
             "/_big": self._big, "/_binary": self._binary, "/_gzip-bomb": self._gzip_bomb,
+            "/_charset": self._charset,
         }.get(url.path)
         if route:
             route(query)
@@ -47,6 +48,15 @@ class _Handler(SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body) if length is None else length))
         self.end_headers()
         self.wfile.write(body)
+
+    def _charset(self, query: dict[str, str]) -> None:
+        """A file of the folder (?file=NAME) sent as text/html with whatever ?charset= claims (true or not)."""
+        path = (Path(self.directory) / query.get("file", "")).resolve()
+        if not path.is_file() or not path.is_relative_to(Path(self.directory).resolve()):
+            self._send(404, b"<p>no such file</p>")
+            return
+        charset = query.get("charset")
+        self._send(200, path.read_bytes(), f"text/html; charset={charset}" if charset else "text/html")
 
     def _status(self, query: dict[str, str]) -> None:
         self._send(int(query.get("code", "500")), b"<p>status page</p>")
