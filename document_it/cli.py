@@ -273,11 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .pipeline import run  # heavy imports only once the flags are known to be good
 
         summary = run(settings)
-    except (OutputError, OSError) as exc:  # e.g. the disk filled up or the output folder vanished mid-run
-        print(f"document-it: error: {printable(redact(_os_reason(exc), secrets))}", file=sys.stderr)
+    except OutputError as exc:  # e.g. the disk filled up or the output folder vanished mid-run
+        print(f"document-it: error: {printable(redact(str(exc), secrets))}", file=sys.stderr)
         return EXIT_IO
     except DocumentItError as exc:
         print(f"document-it: error: {printable(redact(str(exc), secrets))}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # the machine said no: too many open files, a port in use …
+        print(f"document-it: error: {printable(redact(_os_reason(exc), secrets))}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as exc:
         return _interrupted(exc.signum, exc.resumable)

@@ -26,6 +26,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _JOIN = "\n\n"
 _MARKDOWN = MarkdownIt("commonmark").enable("table")
 _HUGE_HINT = re.compile(r",?\s*(use|try) XML_PARSE_HUGE.*", re.DOTALL)  # libxml2's advice is not the user's to take
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _MAX_LINKS = 5000  # per page, in-text links and outlinks each: a page listing more is not documentation
 
 
@@ -35,7 +36,7 @@ def parse(fetched: Fetched, chunk_tokens: int = 800) -> ParsedDoc:
         raise ParseError(f"nothing to parse: {fetched.error}")
     media = fetched.content_type
     if media in ("text/markdown", "text/x-markdown") or _looks_markdown(fetched.final_url, media):
-        root = _read_html((_MARKDOWN.render(_decode(fetched)) or "<p></p>").encode())
+        root = _read_html((_MARKDOWN.render(_decode(fetched)) or "<p></p>").encode("utf-8", "replace"))
         fmt = "markdown"
     elif media == "text/plain" and not _looks_html(fetched.content):
         root = _plain_root(_decode(fetched))
@@ -63,7 +64,7 @@ def _decode(fetched: Fetched, html: bool = False) -> str:
 def _html_root(fetched: Fetched) -> etree._Element:
     if not fetched.content.strip():
         raise ParseError("page is empty")
-    return _read_html(_decode(fetched, html=True).encode("utf-8"))  # decoded once, by rules lxml cannot apply
+    return _read_html(_decode(fetched, html=True).encode("utf-8", "replace"))  # decoded by rules lxml lacks
 
 
 def _read_html(content: bytes) -> etree._Element:
@@ -83,6 +84,7 @@ def _read_html(content: bytes) -> etree._Element:
 
 
 def _plain_root(text: str) -> etree._Element:
+    text = _NOT_XML.sub("", text)  # control characters a tree cannot hold (an ESC in a log excerpt)
     root = lxml.html.document_fromstring("<html><body></body></html>")
     body = root.find("body")
     for para in re.split(r"\n\s*\n", text):

@@ -278,6 +278,10 @@ async def parse_step(fetched: Fetched, stages: Stages, settings: Settings,
         return await stages.parse(fetched)
     except (ParseError, WorkerLost) as exc:
         return failed_result(fetched.ref, settings, "parse", str(exc), timings=timings)
+    except Exception as exc:  # a bug or an unexpected library error on one page: record it, keep the run going
+        log.exception("unexpected error parsing %s", fetched.ref.url)
+        return failed_result(fetched.ref, settings, "parse", f"unexpected {type(exc).__name__}: {exc}",
+                             timings=timings)
     finally:
         timings["parse"] = _lap(clock)
 

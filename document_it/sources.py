@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import logging
 import re
 from dataclasses import replace
@@ -12,7 +11,7 @@ from urllib.parse import unquote, urldefrag, urljoin, urlparse
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeXML
 
-from .encoding import decode
+from .encoding import choose_encoding, decode
 from .errors import SourceError
 from .fetch import INDEX_TYPES, FetchLimits, fetch
 from .models import DocRef
@@ -97,11 +96,13 @@ def _read_url(url: str, limits: FetchLimits) -> tuple[bytes, str]:
     return got.content, got.final_url
 
 
-_WIDE_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)  # (UTF-32 LE's starts as UTF-16 LE's)
+_XML_ENCODING = re.compile(rb"""^(\s*<\?xml[^>]*?encoding\s*=\s*["'])[^"']+""")
 
 
 def _from_bytes(data: bytes, base_url: str, limits: FetchLimits, depth: int) -> LlmsIndex:
-    if b"\x00" in data[:4096] and not data.startswith(_WIDE_BOMS):  # UTF-16 text is full of NULs; binaries too
+    if choose_encoding(data).startswith(("utf-16", "utf-32")):  # read as UTF-8 from here on
+        data = _XML_ENCODING.sub(rb"\1utf-8", decode(data).encode("utf-8", "replace"), count=1)
+    if b"\x00" in data[:4096]:
         raise SourceError(f"{base_url} is a binary file, not an llms.txt, sitemap, URL list or folder")
     head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:500].lower()
     if _is_sitemap(data):
@@ -196,7 +197,11 @@ def parse_sitemap(data: bytes, base_url: str) -> tuple[list[DocRef], list[str]]:
     except SafeXML.ParseError as exc:
         raise SourceError(f"sitemap {base_url} is not valid XML: {exc}") from None
     texts = [(el.text or "").strip() for el in root.iterfind(".//{*}loc")]
-    joined = [_joined(base_url, text) for text in texts if text and _one_token(text)]  # "not a url": left out
+    odd = [text for text in texts if text and not _one_token(text)]
+    if odd:
+        log.warning("sitemap %s: %d <loc> entries are not URLs (spaces or control characters), skipped: %s",
+                    base_url, len(odd), printable(odd[0][:100]))
+    joined = [_joined(base_url, text) for text in texts if text and _one_token(text)]
     locs = [loc for loc in joined if loc is not None and not _not_listable(loc, base_url)]  # left out
     if root.tag.rpartition("}")[2] == "sitemapindex":
         return [], locs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -50,18 +51,20 @@ class BoundedPool(Executor):
     """`workers` spawned processes; `memory_mb` is what each may use beyond what it needs at rest."""
 
     def __init__(self, workers: int, memory_mb: float | None) -> None:
-        extra = int(memory_mb * 1024 * 1024) if memory_mb else 0
-        self._pool = ProcessPool(workers, initializer=_start_worker, initargs=(extra,), context=spawn_context())
+        self._workers, self._extra = workers, int(memory_mb * 1024 * 1024) if memory_mb else 0
+        self._closed = False
+        self._pool = self._new_pool()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """No deadline (what `loop.run_in_executor` calls)."""
-        return self._pool.schedule(fn, args, kwargs)
+        return self._schedule(_guarded, (fn, *args), kwargs, None)
 
     def within(self, seconds: float | None, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run `fn(*args)`; past `seconds` its worker is stopped and the future raises TimeoutError."""
-        return self._pool.schedule(_guarded, (fn, *args), timeout=seconds)
+        return self._schedule(_guarded, (fn, *args), {}, seconds)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
         if cancel_futures:
             self._pool.stop()  # running tasks are abandoned with their workers
         else:
@@ -69,13 +72,33 @@ class BoundedPool(Executor):
         if wait:
             self._pool.join()
 
+    def _new_pool(self) -> ProcessPool:
+        return ProcessPool(self._workers, initializer=_start_worker, initargs=(self._extra,), context=spawn_context())
 
-def _guarded(fn: Callable[..., T], *args: Any) -> T:
-    """In the worker: a MemoryError travels back plain (lxml's carries its error log, which cannot be pickled)."""
+    def _schedule(self, fn: Callable[..., T], args: tuple, kwargs: dict, timeout: float | None) -> Future[T]:
+        try:
+            return self._pool.schedule(fn, args, kwargs, timeout=timeout)
+        except RuntimeError:  # pebble marks a pool whose workers all failed as broken for good: start afresh
+            if self._closed:
+                raise
+            self._pool.stop()
+            self._pool = self._new_pool()
+            return self._pool.schedule(fn, args, kwargs, timeout=timeout)
+
+
+def _guarded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """In the worker: an exception travels back as itself when it can, else as a plain one with its type and
+    message (lxml's carry their error log, which cannot be pickled, and that would break the pool)."""
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except MemoryError:
         raise MemoryError("out of memory") from None
+    except Exception as exc:
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+        raise
 
 
 def _start_worker(extra_bytes: int) -> None:

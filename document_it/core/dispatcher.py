@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import hashlib
 from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
@@ -120,14 +121,17 @@ class Stages:
         return page
 
     async def _bounded_parse(self, fetched: Fetched) -> ParsedDoc:
-        """Parse within --parse-timeout (a worker process past it is stopped) and, in a process pool,
-        within --parse-memory-mb; a page beyond either fails with the reason, the pool goes on."""
+        """Parse within --parse-timeout (a worker process past it is stopped; a thread past it finishes in
+        the background) and, in a process pool, within --parse-memory-mb; a page beyond either fails with
+        the reason, the pool goes on. Inline (sync) and on a Dask cluster (which bounds its own workers'
+        memory) there is no clock over the parse."""
         seconds = self.parse_timeout
         try:
             if isinstance(self._processes, BoundedPool):
                 return await asyncio.wrap_future(self._processes.within(seconds, parse, fetched, self.chunk_tokens))
-            work = self._run(self.plan.parse, self._processes, parse, fetched, self.chunk_tokens)
-            return await (work if self.plan.parse is Where.INLINE else asyncio.wait_for(work, seconds))
+            if self.plan.parse is Where.THREADS:
+                return await _from_start(seconds, parse, fetched, self.chunk_tokens)
+            return await self._run(self.plan.parse, self._processes, parse, fetched, self.chunk_tokens)
         except TimeoutError:
             raise ParseError(f"took longer than {seconds:g} s to parse (--parse-timeout)") from None
         except MemoryError:
@@ -157,3 +161,19 @@ class Stages:
         if where is Where.INLINE:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+
+async def _from_start(seconds: float, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` on the default thread pool, given `seconds` from when a thread takes it up (time spent
+    waiting for a free thread is not the page's); past them TimeoutError, and the thread finishes unseen."""
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[None] = loop.create_future()
+
+    def timed() -> T:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits for this any more
+            loop.call_soon_threadsafe(lambda: started.done() or started.set_result(None))
+        return fn(*args)
+
+    work = loop.run_in_executor(None, timed)
+    await asyncio.wait([started, work], return_when=asyncio.FIRST_COMPLETED)
+    return await asyncio.wait_for(work, seconds)

@@ -50,13 +50,13 @@ class _Handler(SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
     def _charset(self, query: dict[str, str]) -> None:
-        """A file of the folder (?file=NAME) sent as text/html with whatever ?charset= claims (true or not)."""
+        """A file of the folder (?file=NAME) sent as ?type= (text/html) with whatever ?charset= claims."""
         path = (Path(self.directory) / query.get("file", "")).resolve()
         if not path.is_file() or not path.is_relative_to(Path(self.directory).resolve()):
             self._send(404, b"<p>no such file</p>")
             return
-        charset = query.get("charset")
-        self._send(200, path.read_bytes(), f"text/html; charset={charset}" if charset else "text/html")
+        charset, media = query.get("charset"), query.get("type", "text/html")
+        self._send(200, path.read_bytes(), f"{media}; charset={charset}" if charset else media)
 
     def _status(self, query: dict[str, str]) -> None:
         self._send(int(query.get("code", "500")), b"<p>status page</p>")

@@ -109,3 +109,15 @@ def test_a_run_fails_only_the_bombs_and_analyses_the_rest(tmp_path, site, mode):
     assert "Excessive depth" in results["deep.html"]["error"]
     assert "limit exceeded" in results["line.html"]["error"]
     assert "--parse-timeout" in results["slow.html"]["error"]
+
+
+def test_an_exception_that_cannot_travel_back_does_not_break_the_pool():
+    from lxml import etree
+
+    pool = BoundedPool(1, None)
+    try:
+        with pytest.raises(RuntimeError, match="XMLSyntaxError"):  # lxml's carry an unpicklable error log
+            pool.within(30, etree.fromstring, b"<unclosed").result(timeout=60)
+        assert pool.within(30, parse, _fetched(SMALL)).result(timeout=60).title == "Fine"
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

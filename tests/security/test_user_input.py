@@ -84,18 +84,28 @@ def test_mislabelled_and_unusual_encodings_are_read(tmp_path, capsys):
         "utf16.html": (PAGE.format(title="Wide", body="A page in UTF-16.").encode("utf-16"), None),
         "meta-sjis.html": (('<html><head><meta charset="shift_jis"></head><body><h1>日本語</h1><p>説明です。</p>'
                             "</body></html>").encode("shift_jis"), None),
+        "undefined.html": (PAGE.format(title="Déjà", body="A label made by a script bug.").encode("cp1252"),
+                           "undefined"),
+        "codec-meta.html": (b"<html><head><meta charset=raw_unicode_escape></head><body><h1>Trap</h1>"
+                            b"<p>\\ud800 caf\xe9</p></body></html>", None),
     }
-    for name, (data, _) in pages.items():
+    plain = {"wide.txt": ("A log excerpt\x1b[31m in UTF-16, no byte-order mark.\n\nSecond paragraph."
+                          .encode("utf-16-le"), "utf-16le")}
+    for name, (data, _) in {**pages, **plain}.items():
         (site_root / name).write_bytes(data)
     with SiteServer(site_root, max_seconds=60) as site:  # /_charset sends the claim as Content-Type's charset
         urls = [site.url(f"_charset?file={name}" + (f"&charset={charset}" if charset else ""))
                 for name, (_, charset) in pages.items()]
+        urls += [site.url(f"_charset?file={name}&type=text/plain&charset={charset}")
+                 for name, (_, charset) in plain.items()]
         (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
         assert main(_args(tmp_path, str(tmp_path / "urls.txt"))) == 0, capsys.readouterr().err
     results = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     titles = {r["url"].split("file=", 1)[1].split("&", 1)[0]: r["title"] for r in results}
-    assert titles == {"latin1-sent-as-utf8.html": "Café crème", "utf8-sent-as-latin1.html": "Grüße",
-                      "bogus-charset.html": "Naïve", "utf16.html": "Wide", "meta-sjis.html": "日本語"}
+    assert all(r["status"] == "completed" for r in results) and len(results) == len(pages) + len(plain)
+    assert {name: titles[name] for name in pages} == {
+        "latin1-sent-as-utf8.html": "Café crème", "utf8-sent-as-latin1.html": "Grüße", "bogus-charset.html": "Naïve",
+        "utf16.html": "Wide", "meta-sjis.html": "日本語", "undefined.html": "Déjà", "codec-meta.html": "Trap"}
 
 
 def test_an_index_in_utf16_is_read(tmp_path, capsys):
