@@ -4,7 +4,9 @@
     python benchmarks/fuzz_inputs.py --per-reader 200 # a quick pass
 
 Inputs come from hypothesis: random bytes and text, and mutations (bytes flipped, cut, repeated, spliced
-with markup fragments) of valid seeds, including deep nesting and long lines. Every input must end as a
+with markup fragments) of valid seeds, including deep nesting and long lines. Pages are parsed as HTML,
+Markdown and plain text under a charset label a server might send (true, false or nonsense); indexes are
+decoded the way the source reader decodes them. Every input must end as a
 parsed result or the reader's own clear error (ParseError / SourceError); anything else is a crash and
 is printed with the input that caused it. Prints a table and writes --json
 (default benchmarks/results/fuzz_inputs.json). Not part of the test run.
@@ -25,6 +27,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from document_it.encoding import decode  # noqa: E402
 from document_it.errors import ParseError, SourceError  # noqa: E402
 from document_it.models import DocRef, Fetched  # noqa: E402
 from document_it.parse import parse  # noqa: E402
@@ -69,17 +72,21 @@ def _inputs(seed: bytes) -> st.SearchStrategy[bytes]:
                      st.integers(1000, 20_000).map(lambda n: b"<div>" * n + b"deep" + b"</div>" * n))
 
 
+_LABELS = (None, "utf-8", "undefined", "utf-16le", "shift_jis", "iso-8859-1")  # what a server may claim
+
+
 def _html(data: bytes) -> object:
-    for ctype in ("text/html", "text/markdown"):
-        parse(Fetched(DocRef(BASE + "page"), BASE + "page", content=data, content_type=ctype))
+    label = _LABELS[len(data) % len(_LABELS)]
+    for ctype in ("text/html", "text/markdown", "text/plain"):
+        parse(Fetched(DocRef(BASE + "page"), BASE + "page", content=data, content_type=ctype, encoding=label))
     return None
 
 
 READERS: dict[str, tuple[Callable[[bytes], object], tuple[type[BaseException], ...]]] = {
     "html": (_html, (ParseError,)),
-    "llms": (lambda data: parse_llms_txt(data.decode("utf-8", errors="replace"), BASE), (SourceError,)),
+    "llms": (lambda data: parse_llms_txt(decode(data), BASE), (SourceError,)),
     "sitemap": (lambda data: parse_sitemap(data, BASE), (SourceError,)),
-    "urls": (lambda data: parse_url_list(data.decode("utf-8", errors="replace"), BASE), (SourceError,)),
+    "urls": (lambda data: parse_url_list(decode(data), BASE), (SourceError,)),
 }
 
 
