@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import mimetypes
+import stat
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -202,9 +203,13 @@ def _fetch_file(ref: DocRef, limits: FetchLimits) -> Fetched:
     if not limits.accepts(media):
         return Fetched(ref, ref.url, error=f"unsupported content type {media or '(unknown)'}")
     try:
-        if path.stat().st_size > limits.max_bytes:
+        if not stat.S_ISREG(path.stat().st_mode):  # /dev/zero, a FIFO: reading would never end
+            return Fetched(ref, ref.url, error=f"not a regular file: {path.name} (a device, pipe or socket)")
+        with path.open("rb") as handle:
+            content = handle.read(limits.max_bytes + 1)  # the size may change after stat
+        if len(content) > limits.max_bytes:
             return Fetched(ref, ref.url, error=_too_large(limits))
-        return Fetched(ref, ref.url, content=path.read_bytes(), content_type=media)
+        return Fetched(ref, ref.url, content=content, content_type=media)
     except FileNotFoundError:
         return Fetched(ref, ref.url, error=f"file not found: {path.name}")
     except OSError as exc:

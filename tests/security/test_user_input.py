@@ -61,6 +61,13 @@ def test_empty_and_missing_sources_are_one_line_and_exit_2(tmp_path, capsys):
     _fails(capsys, _args(tmp_path, "ftp://docs.example.test/llms.txt"), 2, "unsupported source")
 
 
+def test_a_device_or_pipe_as_source_is_refused_not_read_forever(tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe")  # nobody writes to it: reading would block for ever
+    _fails(capsys, _args(tmp_path, str(tmp_path / "pipe")), 2, "not a regular file")
+    if Path("/dev/zero").exists():  # endless bytes: reading would fill the memory
+        _fails(capsys, _args(tmp_path, "/dev/zero"), 2, "not a regular file")
+
+
 def test_a_url_list_with_spaces_and_duplicates_is_read_once_per_page(tmp_path, capsys):
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "a.html").write_text(PAGE.format(title="A", body="First page."))
