@@ -42,7 +42,8 @@ def run(settings: Settings) -> dict[str, Any]:
 
     if settings.resume:
         settings = resumed_settings(settings)
-    index = None if settings.resume else discover(settings.source, FetchLimits.from_settings(settings), settings.limit)
+    index = None if settings.resume else discover(settings.source, FetchLimits.from_settings(settings), settings.limit,
+                                                    own=(settings.output_dir, settings.state_dir))
     queued = wants_queue(settings, index)
     with _llm_endpoint(settings) as live, ResourceSampler() as resources:
         if live.llm is not LLMKind.EXTRACTIVE:

@@ -46,8 +46,10 @@ class LlmsIndex:
         self.title, self.summary, self.refs, self.crawl_from = title, summary, refs, crawl_from
 
 
-def discover(source: str, limits: FetchLimits = FetchLimits(), limit: int | None = None) -> LlmsIndex:
-    """Turn what the user pointed at into the pages to analyse (no duplicates) and the site's title."""
+def discover(source: str, limits: FetchLimits = FetchLimits(), limit: int | None = None,
+             own: tuple[Path, ...] = ()) -> LlmsIndex:
+    """Turn what the user pointed at into the pages to analyse (no duplicates) and the site's title. Files
+    under `own` folders (the run's output and state dirs) are never pages: a report is not documentation."""
     source = source.strip()
     if not source:
         raise SourceError("--source is empty")
@@ -63,7 +65,7 @@ def discover(source: str, limits: FetchLimits = FetchLimits(), limit: int | None
         raise SourceError(f"unsupported source {source!r}: use an http(s) URL or a local path")
     else:
         found = _from_path(Path(source).expanduser(), limits)
-    refs = _dedupe(found.refs)
+    refs = [ref for ref in _dedupe(found.refs) if not _under_any(ref.url, own)]
     if not refs:
         raise SourceError(f"no pages found in {source}")
     return LlmsIndex(found.title or source, found.summary, refs[:limit] if limit else refs)
@@ -255,6 +257,10 @@ def _not_listable(url: str, base_url: str) -> str | None:
     if scheme != "file" or base.scheme != "file":
         return f"unsupported scheme {scheme or '(none)'}"
     return None if _inside(_local_path(url), _local_path(base_url).parent) else "a file outside the index's folder"
+
+
+def _under_any(url: str, folders: tuple[Path, ...]) -> bool:
+    return urlparse(url).scheme == "file" and any(_inside(_local_path(url), folder) for folder in folders)
 
 
 def _local_path(url: str) -> Path:

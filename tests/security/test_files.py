@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -65,3 +66,13 @@ def test_a_local_index_reaches_no_file_outside_its_folder(tmp_path):
     (docs / "urls.txt").write_text(f"{secret.as_uri()}\n")
     with pytest.raises(SourceError, match="no pages found"):
         discover(str(docs / "urls.txt"))
+
+
+def test_outputs_inside_a_source_folder_are_never_read_back_as_pages(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "guide.md").write_text("# Guide\n\nHow to use it.\n")
+    argv = ["--source", str(docs), "--output-dir", str(docs / "out"), "--state-dir", str(docs / ".state"), "--quiet"]
+    assert main(argv) == 0 and main(argv) == 0  # the second run finds the first one's report.md in the folder
+    lines = (docs / "out" / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["url"] for line in lines] == [(docs / "guide.md").as_uri()]
