@@ -53,7 +53,7 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
         return default
 
     p.add_argument("--source", default=d("source", None),
-                   help="llms.txt (URL or path), sitemap.xml URL, text file of URLs, a folder of .html/.md "
+                   help="llms.txt (URL or path), sitemap.xml (or .xml.gz), text file of URLs, a folder of .html/.md "
                         "files, or a page URL to crawl from; default: the bundled sample corpus")
     p.add_argument("--output-dir", default=d("output-dir", "output"), help="where results are written")
     p.add_argument("--state-dir", default=d("state-dir", ".document_it"),

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 PAGE_TYPES = frozenset({
     "text/html", "application/xhtml+xml", "text/markdown", "text/x-markdown", "text/plain",
 })
-INDEX_TYPES = PAGE_TYPES | {"application/xml", "text/xml"}
+INDEX_TYPES = PAGE_TYPES | {"application/xml", "text/xml", "application/gzip", "application/x-gzip"}  # sitemap.xml.gz
 ANY_TYPE = frozenset({"*"})
 # url -> why following a redirect there is refused (off the crawl's scope), or None
 RedirectCheck = Callable[[str], "str | None"]

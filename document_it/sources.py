@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import zlib
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urldefrag, urljoin, urlparse
@@ -102,6 +103,7 @@ _XML_ENCODING = re.compile(rb"""^(\s*<\?xml[^>]*?encoding\s*=\s*["'])[^"']+""")
 
 
 def _from_bytes(data: bytes, base_url: str, limits: FetchLimits, depth: int) -> LlmsIndex:
+    data = _gunzipped(data, limits, base_url)
     if choose_encoding(data).startswith(("utf-16", "utf-32")):  # read as UTF-8 from here on
         data = _XML_ENCODING.sub(rb"\1utf-8", decode(data).encode("utf-8", "replace"), count=1)
     if b"\x00" in data[:4096]:
@@ -134,12 +136,30 @@ def read_sitemap(url: str, limits: FetchLimits) -> list[DocRef]:
     """The pages a sitemap (or sitemap index) at `url` lists; none when it is missing or unreadable."""
     try:
         data, final = _read_url(url, limits)
+        data = _gunzipped(data, limits, final)
         if not _is_sitemap(data):
             return []
         return _from_sitemap(data, final, limits, depth=0).refs
     except SourceError as exc:
         log.info("no sitemap at %s: %s", url, exc)
         return []
+
+
+def _gunzipped(data: bytes, limits: FetchLimits, where: str) -> bytes:
+    """A gzip file (sitemap.xml.gz) inflated, to at most the page cap: a small file that would inflate to
+    gigabytes stops there with the reason. Anything else comes back as it is."""
+    if not data.startswith(b"\x1f\x8b"):
+        return data
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(data, limits.max_bytes + 1)
+    except zlib.error as exc:
+        raise SourceError(f"{where} is not a readable gzip file ({exc})") from None
+    if len(out) > limits.max_bytes:
+        raise SourceError(f"{where} inflates to more than {limits.max_bytes:,} bytes (--max-page-mb); not read")
+    if not inflater.eof:
+        raise SourceError(f"{where} is a truncated gzip file")
+    return out
 
 
 def _is_sitemap(data: bytes) -> bool:

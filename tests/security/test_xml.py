@@ -57,3 +57,23 @@ def test_a_sitemap_index_is_read_for_at_most_50_children(tmp_path, site):
         (tmp_path / f"child-{i}.xml").write_bytes(_urlset([site.url(f"page-{i}.html")]))
     index = discover(site.url("sitemap.xml"), LIMITS)
     assert len(index.refs) == 50 and site.hits == 51
+
+
+def test_a_gzipped_sitemap_is_read(tmp_path, site):
+    import gzip
+
+    (tmp_path / "sitemap.xml.gz").write_bytes(gzip.compress(_urlset([site.url("a.html"), site.url("b.html")])))
+    index = discover(site.url("sitemap.xml.gz"), LIMITS)
+    assert [ref.url for ref in index.refs] == [site.url("a.html"), site.url("b.html")]
+
+
+def test_a_gzipped_sitemap_that_inflates_past_the_cap_is_refused(tmp_path, site):
+    import gzip
+
+    bomb = gzip.compress(_urlset([site.url("a.html")]) + b" " * (20 << 20))  # ~20 KB that inflate to 20 MB
+    (tmp_path / "sitemap.xml.gz").write_bytes(bomb)
+    with pytest.raises(SourceError, match="inflates to more than 1,048,576 bytes"):
+        discover(site.url("sitemap.xml.gz"), LIMITS)
+    (tmp_path / "cut.xml.gz").write_bytes(gzip.compress(_urlset([site.url("a.html")]))[:-12])
+    with pytest.raises(SourceError, match="truncated gzip"):
+        discover(site.url("cut.xml.gz"), LIMITS)
