@@ -301,9 +301,9 @@ def topic_for_url(url: str) -> str:
 
 
 def _folders(url: str) -> tuple[str, ...]:
-    path = urlparse(url).path
-    parts = PurePosixPath(path).parts[1:]
-    return parts if path.endswith("/") else parts[:-1]
+    """The folders a page sits in. The last part of the path is the page itself, with or without a
+    trailing slash: /guide/install/ (MkDocs' and Hugo's pretty URLs) is the page 'install' in 'guide'."""
+    return PurePosixPath(urlparse(url).path).parts[1:-1]
 
 
 def _topics_by_prefix(refs: list[DocRef]) -> list[DocRef]:

@@ -224,6 +224,8 @@ def test_topic_for_url() -> None:
     assert topic_for_url("https://docs.example.test/guide/deep/page.html") == "guide"
     assert topic_for_url("https://docs.example.test/page.html") == "(root)"
     assert topic_for_url("https://docs.example.test/") == "(root)"
+    assert topic_for_url("https://docs.example.test/install/") == "(root)"  # a pretty URL is a page, not a folder
+    assert topic_for_url("https://docs.example.test/guide/install/") == "guide"
 
 
 # --- folders and paths ----------------------------------------------------------
