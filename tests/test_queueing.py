@@ -211,3 +211,14 @@ def test_a_slow_one_slot_server_gets_two_requests_from_the_start_and_none_times_
     assert summary["documents"]["failed"] == 0 and summary["documents"]["completed"] >= 3
     assert llm["retries"] == 0 and llm["by_status"]["failed"] == 0
     assert llm["window"]["settled"] in (1, 2) and llm["window"]["current"] <= 2  # 1 when a reply is over 5 s / 4
+
+
+def test_a_start_probe_in_doubt_says_queueing():
+    # a one-slot server taking 1.6 s whatever the reply's length: a pair of 118 and 223 units of work reads
+    # as side by side if time grew with work, as one after the other if it did not; the safe reading wins
+    probe = StartProbe()
+    assert probe.observe(0.0, 1.6, 287, 25) is None
+    assert probe.observe(0.0, 3.1, 426, 116) == QUEUEING_VERDICT
+    parallel = StartProbe()  # the same pair from a server that did serve them side by side
+    parallel.observe(0.0, 1.6, 287, 25)
+    assert parallel.observe(0.0, 1.7, 426, 116) == PARALLEL_VERDICT

@@ -17,7 +17,8 @@ queue the last ones time out. Two things give it away:
 A slow one-slot server can time out the first burst before any of this is measured (twenty requests of
 twenty seconds each). So a run starts with a probe (StartProbe): two requests go out together, alone (no
 batches), and the second to come back tells: a parallel server served it beside the first, a queueing one
-after it. Parallel: the whole window opens at once (one round trip of two requests is all it costs).
+after it (in doubt, queueing). Parallel: the whole window opens at once (one round trip of two requests
+is all it costs).
 Queueing: the window settles at two (one if a reply takes over a quarter of the request timeout, so the
 one waiting never runs out of time), and grows again only if replies then come back as fast as the first.
 """
@@ -147,9 +148,13 @@ class StartProbe:
                 self.verdict = NONE_VERDICT
             return self.verdict
         self.first_s = first[1]
-        rate = first[1] / first[2]  # the first back waited for nothing, whatever the server
-        # side by side the second takes its own work's time; in turn, the first's too: judge at the midpoint
-        self.verdict = QUEUEING_VERDICT if second[1] > rate * second[2] + overlap / 2 else PARALLEL_VERDICT
+        # the first back waited for nothing, whatever the server. Side by side the second takes its own time;
+        # in turn, the first's too: judge at the midpoint. Its own time is the first's scaled by work when
+        # the server's time grows with tokens, the first's when it is mostly a fixed cost per request; where
+        # the two readings differ, the smaller is taken, so a doubt ends as "queueing" (a parallel server
+        # shows it within SAMPLES replies and gets the window back; a queue sent twenty requests times out)
+        own = first[1] * min(1.0, second[2] / first[2])
+        self.verdict = QUEUEING_VERDICT if second[1] > own + overlap / 2 else PARALLEL_VERDICT
         return self.verdict
 
     def cut(self) -> None:
