@@ -161,7 +161,9 @@ def test_a_serial_server_settles_the_window_low_and_nothing_times_out(tmp_path):
     llm = summary["llm"]
     assert summary["documents"]["failed"] == 0 and summary["documents"]["completed"] >= 16
     assert llm["retries"] == 0 and llm["by_status"]["failed"] == 0  # no timeouts, no retries
-    assert llm["window"]["queueing_cuts"] >= 1 and llm["window"]["current"] <= 2 == llm["window"]["settled"]
+    # found by the start probe, or later by the watch on replies (which of the two depends on the first pair)
+    assert llm["window"]["start_probe"] == "queueing" or llm["window"]["queueing_cuts"] >= 1, llm["window"]
+    assert llm["window"]["current"] <= 2 == llm["window"]["settled"]
 
 
 def test_a_server_that_serves_in_parallel_keeps_the_whole_window(tmp_path, site):

@@ -98,6 +98,21 @@ class Batcher:
         self._schedule()
         return await item.future
 
+    async def aclose(self) -> None:
+        """Stop before the client goes: requests still out are cancelled and awaited, and prompts still
+        waiting get an error, so nothing sends on a closed connection or waits for ever."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for job in list(self._tasks):
+            job.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for queue in self._queues.values():
+            for item in queue:
+                if not item.future.done():
+                    item.future.set_exception(LLMError("the run ended before this prompt was sent"))
+        self._queues.clear()
+
     @property
     def waiting(self) -> int:
         """Prompts queued for a slot."""

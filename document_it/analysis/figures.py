@@ -45,7 +45,7 @@ def export(gateway: Gateway) -> dict[str, Any]:
             "learned_rpm": gateway.limiter.learned_rpm, "tokens_saved": gateway.tokens_saved,
             "batching": gateway.batcher.stats() if gateway.batcher else None,
             "attempt_timeout_s": gateway.attempt_limit.seconds,
-            "window": {"current": window.limit, "settled": window.watch.settled},
+            "window": {"current": window.limit, "settled": window.watch.settled, "start_probe": _verdict(window)},
             "context": chat.window.summary() if chat else None}
 
 
@@ -85,10 +85,18 @@ def _window_state(gateway: Gateway) -> dict[str, Any]:
     nothing) the workers' summed, settled only when every worker's is."""
     windows = gateway.absorbed_windows
     if not windows:
-        return {"current": gateway.limiter.window.limit, "settled": gateway.limiter.window.watch.settled}
+        window = gateway.limiter.window
+        return {"current": window.limit, "settled": window.watch.settled, "start_probe": _verdict(window)}
     settled = [w["settled"] for w in windows]
+    verdicts = sorted({w.get("start_probe") for w in windows} - {None})
     return {"current": sum(w["current"] for w in windows),
-            "settled": sum(settled) if all(s is not None for s in settled) else None}
+            "settled": sum(settled) if all(s is not None for s in settled) else None,
+            "start_probe": ", ".join(verdicts) or None}
+
+
+def _verdict(window: Any) -> str | None:
+    """What the start probe found: parallel, queueing, cut (a 429 or timeout ended it), none (no pair told)."""
+    return window.start.verdict if window.start is not None else None
 
 
 def _context(windows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -90,6 +90,8 @@ class Gateway:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.batcher is not None:
+            await self.batcher.aclose()  # before the client it sends on
         await self.provider.aclose()
         for twin in self._siblings.values():
             await twin.provider.aclose()
