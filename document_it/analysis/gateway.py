@@ -6,7 +6,6 @@ import asyncio
 import functools
 import hashlib
 import logging
-import random
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -17,6 +16,7 @@ from ..config import Fallback, Mode, Settings
 from ..core.breaker import CircuitBreaker, CircuitOpen
 from ..core.cache import Memo, memo_key
 from ..core.ratelimit import RateLimiter, announced_rpm
+from ..core.retry import RetryPolicy
 from ..core.timeouts import AttemptLimit
 from ..core.tracker import Prices, RequestRecord, RequestTracker
 from ..errors import LLMAuthError, LLMError, LLMTransientError
@@ -33,21 +33,6 @@ __all__ = ["Gateway", "Completion", "RetryPolicy", "EXPECTED_OUTPUT_TOKENS", "bu
 log = logging.getLogger(__name__)
 
 EXPECTED_OUTPUT_TOKENS = 400  # what a reply is assumed to cost before its usage is known
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long to wait between attempts: Retry-After wins, else full-jitter backoff."""
-
-    retries: int = 3
-    base_s: float = 0.5
-    cap_s: float = 30.0
-
-    def delay(self, failure: int, retry_after: float | None) -> float:
-        """Seconds to wait after the `failure`-th failed attempt (1-based)."""
-        if retry_after is not None:
-            return min(retry_after, self.cap_s * 4)
-        return random.uniform(0, min(self.cap_s, self.base_s * 2 ** failure))
 
 
 class Gateway:
