@@ -17,6 +17,7 @@ from .errors import SourceError
 from .fetch import INDEX_TYPES, FetchLimits, fetch
 from .models import DocRef
 from .redact import printable
+from .sampling import sample
 
 __all__ = ["discover", "read_sitemap", "parse_llms_txt", "parse_sitemap", "parse_url_list", "topic_for_url", "LlmsIndex"]
 
@@ -41,16 +42,19 @@ class LlmsIndex:
     """What an index says: a title, a summary and the pages, each with its topic.
 
     When the source is a web page rather than an index, `crawl_from` is that page's URL and `refs`
-    holds only it: the crawl finds the rest."""
+    holds only it: the crawl finds the rest. `sectioned`: the topics are an llms.txt's `##` sections."""
 
-    def __init__(self, title: str, summary: str, refs: list[DocRef], crawl_from: str | None = None) -> None:
+    def __init__(self, title: str, summary: str, refs: list[DocRef], crawl_from: str | None = None,
+                 sectioned: bool = False) -> None:
         self.title, self.summary, self.refs, self.crawl_from = title, summary, refs, crawl_from
+        self.sectioned = sectioned
 
 
 def discover(source: str, limits: FetchLimits = FetchLimits(), limit: int | None = None,
              own: tuple[Path, ...] = ()) -> LlmsIndex:
     """Turn what the user pointed at into the pages to analyse (no duplicates) and the site's title. Files
-    under `own` folders (the run's output and state dirs) are never pages: a report is not documentation."""
+    under `own` folders (the run's output and state dirs) are never pages: a report is not documentation.
+    `limit` keeps that many pages spread across the site's sections (sampling.sample), not the first ones."""
     source = source.strip()
     if not source:
         raise SourceError("--source is empty")
@@ -69,7 +73,7 @@ def discover(source: str, limits: FetchLimits = FetchLimits(), limit: int | None
     refs = [ref for ref in _dedupe(found.refs) if not _under_any(ref.url, own)]
     if not refs:
         raise SourceError(f"no pages found in {source}")
-    return LlmsIndex(found.title or source, found.summary, refs[:limit] if limit else refs)
+    return LlmsIndex(found.title or source, found.summary, sample(refs, limit, by_topic=found.sectioned))
 
 
 def _from_path(path: Path, limits: FetchLimits) -> LlmsIndex:
@@ -206,7 +210,7 @@ def parse_llms_txt(text: str, base_url: str) -> LlmsIndex:
                                topic=section or title or "(root)", note=(groups.get("note") or "").strip()))
         elif "](" in stripped:
             log.warning("llms.txt line %d does not read as a link, skipped: %s", number, stripped[:100])
-    return LlmsIndex(title, summary, refs)
+    return LlmsIndex(title, summary, refs, sectioned=bool(section))
 
 
 def parse_sitemap(data: bytes, base_url: str) -> tuple[list[DocRef], list[str]]:

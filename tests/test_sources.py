@@ -110,9 +110,9 @@ def test_llms_txt_with_byte_order_mark_keeps_title(tmp_path: Path) -> None:
     assert discover(str(path)).title == "Taskq"
 
 
-def test_limit_truncates_in_order(tmp_path: Path) -> None:
+def test_limit_spreads_over_llms_txt_sections_in_order(tmp_path: Path) -> None:
     index = discover(str(_write(tmp_path / "llms.txt", LLMS)), limit=2)
-    assert [r.title for r in index.refs] == ["Install", "Concepts"]
+    assert [r.title for r in index.refs] == ["Install", "Broker"]  # one per section, not the first two
 
 
 def test_duplicates_differing_by_fragment_or_trailing_slash_are_dropped(tmp_path: Path) -> None:
