@@ -71,6 +71,7 @@ class JobWorker:
         self.stages, self.agent, self.crawl = stages, agent, crawl
         self.name = worker_name()
         self.counters = Counters()
+        self.on_discovered: Callable[[], None] | None = None  # told when the crawl queued new pages (progress)
 
     async def drain(self, emit: Callable[[DocResult], None], in_flight: int, stop: Any) -> None:
         """Take pages until none is left (or `stop` is set, or a budget runs out); emit each recorded result."""
@@ -210,7 +211,9 @@ class JobWorker:
 
     async def _add(self, jobs: list[tuple[str, Any, int]]) -> None:
         if jobs and self.crawl is not None:
-            await asyncio.to_thread(self.queue.add, self.spec.run_id, jobs, self.crawl.spec.max_pages)
+            added = await asyncio.to_thread(self.queue.add, self.spec.run_id, jobs, self.crawl.spec.max_pages)
+            if added and self.on_discovered is not None:
+                self.on_discovered()
 
 
 def _asked(result: dict[str, Any]) -> list[str]:

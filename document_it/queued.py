@@ -155,7 +155,9 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
     status = "completed"
     async with Shutdown(settings.grace_s) as shutdown:
         total = _pages(queue, spec)
-        with RunProgress(total, enabled=not settings.quiet, done=total - _open_jobs(queue, spec)) as progress:
+        with RunProgress(total, enabled=not settings.quiet, done=total - _open_jobs(queue, spec),
+                         failed=queue.counts(spec.run_id)[JobState.FAILED],
+                         growing=spec.crawl is not None) as progress:
             def emit(result: DocResult) -> None:
                 stream.write(result)
                 progress.advance(result, total=_pages(queue, spec))
@@ -213,6 +215,7 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
     with open_worker(settings, spec, queue, plan, memo) as (worker, stages):
         async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
             progress.watch(gateway, stages)
+            worker.on_discovered = lambda: progress.discovered(_pages(queue, spec))
             worker.agent = agent = page_agent(gateway, settings, stages)
             try:
                 await worker.drain(emit, plan.docs_in_flight(settings), shutdown.stopping)

@@ -49,7 +49,7 @@ def test_progress_goes_to_the_log_as_lines_when_stderr_is_not_a_terminal(caplog)
             progress.advance(bad)
             progress.advance(ok)
     lines = [r.getMessage() for r in caplog.records if r.name == "document_it.progress"]
-    assert lines[0].startswith("1/3 pages") and lines[-1].startswith("3/3 pages (downloaded 0, parsed 0), 1 failed")
+    assert lines[0].startswith("1/3 pages") and lines[-1].startswith("3/3 pages finished: 2 completed, 1 failed")
 
 
 def test_quiet_means_no_progress_lines(caplog):
