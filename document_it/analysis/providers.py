@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import urlparse
 
-import httpx
+import httpx2
 import openai
 from langchain_core.exceptions import OutputParserException
 from langchain_openai import ChatOpenAI
@@ -19,11 +19,11 @@ from pydantic import BaseModel, ValidationError
 from ..config import PLACEHOLDER_KEY, LLMKind, Settings, StructuredMethod
 from ..core.ratelimit import retry_after_seconds
 from ..core.timeouts import AttemptLimit
-from ..errors import LLMAuthError, LLMError, LLMTransientError
+from ..errors import LLMAuthError, LLMClientError, LLMError, LLMTransientError
 from ..redact import redact
 from ..tokens import estimate_tokens
 from . import extractive
-from .capped import CappedTransport
+from .capped import CappedTransport, gist, watch_outbound
 from .context import STORE_NAME as WINDOW_STORE
 from .context import ContextWindow, LLMContextError, is_context_error
 from .negotiate import STORE_NAME, MethodChoice, refuses_method
@@ -99,7 +99,7 @@ class ChatProvider:
         self.window = ContextWindow(settings.context_tokens, settings.state_dir / WINDOW_STORE, server)
         self._secrets = (settings.api_key,)
         self._settings = settings
-        self._http: httpx.AsyncClient | None = None  # made on the first request: a fully cached run needs none
+        self._http: httpx2.AsyncClient | None = None  # made on the first request: a fully cached run needs none
         self._runnables: dict[tuple[type[BaseModel], StructuredMethod, int], Any] = {}
         self._llm: ChatOpenAI | None = None
         self._sized: dict[int, ChatOpenAI] = {}
@@ -112,12 +112,12 @@ class ChatProvider:
         # our own client, bound to this run's event loop (the SDK's shared default outlives loops)
         # the gateway times each attempt itself, stretching the limit for a server that is slow but alive;
         # the client's own limit is that stretch's ceiling (and a connect limit for a server that is gone)
-        timeout = httpx.Timeout(AttemptLimit(settings.request_timeout).ceiling,
+        timeout = httpx2.Timeout(AttemptLimit(settings.request_timeout).ceiling,
                                 connect=min(10.0, settings.request_timeout))
-        limits = httpx.Limits(max_connections=settings.max_concurrency,
+        limits = httpx2.Limits(max_connections=settings.max_concurrency,
                               max_keepalive_connections=settings.max_concurrency)
         # replies read up to a cap; redirects not followed (httpx's default), so the key goes nowhere else
-        self._http = httpx.AsyncClient(timeout=timeout, transport=CappedTransport(httpx.AsyncHTTPTransport(
+        self._http = httpx2.AsyncClient(timeout=timeout, transport=CappedTransport(httpx2.AsyncHTTPTransport(
             limits=limits)), follow_redirects=False)
         return ChatOpenAI(
             model=settings.model,
@@ -204,14 +204,20 @@ class ChatProvider:
             # built before the window learned its size, or too big anyway: cut or split, never sent as it is
             raise LLMContextError(f"the model's context window ({self.window.tokens:,} tokens) cannot hold this "
                                   f"prompt (about {math.ceil(prompt * self.window.scale):,} tokens)", shrunk=True)
+        outbound = watch_outbound()
         try:
-            if task is Task.TEXT:
-                raw = await self._plain(self._limit_size(max_tokens)).ainvoke(messages)
-                out = {"raw": raw, "parsed": _text_of(raw)}
-            else:
-                assert schema is not None
-                sent_messages = with_schema(messages, schema) if method is StructuredMethod.JSON_MODE else messages
-                out = await self._runnable(schema, method, max_tokens).ainvoke(sent_messages)
+            try:
+                if task is Task.TEXT:
+                    raw = await self._plain(self._limit_size(max_tokens)).ainvoke(messages)
+                    out = {"raw": raw, "parsed": _text_of(raw)}
+                else:
+                    assert schema is not None
+                    sent_messages = with_schema(messages, schema) if method is StructuredMethod.JSON_MODE else messages
+                    out = await self._runnable(schema, method, max_tokens).ainvoke(sent_messages)
+            except Exception as exc:
+                if not outbound.left and not isinstance(exc, (openai.APIStatusError, openai.APITimeoutError)):
+                    raise self._our_fault(exc) from None  # nothing reached the server: it cannot be its fault
+                raise
         except (ValidationError, json.JSONDecodeError, OutputParserException, openai.LengthFinishReasonError,
                 openai.ContentFilterFinishReasonError) as exc:
             if _is_malformed(exc) and self.choice.refused(method, "the reply was not JSON"):
@@ -235,9 +241,11 @@ class ChatProvider:
         except openai.APITimeoutError:
             raise LLMTransientError(f"LLM request to {self.host} timed out", timed_out=True) from None
         except openai.APIConnectionError as exc:
-            raise LLMTransientError(f"connection to the LLM at {self.host} failed: {_cause(exc)}") from None
+            raise LLMTransientError(f"connection to the LLM at {self.host} failed: {_cause(exc)}",
+                                    kind="no connection") from None
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:  # unreadable replies
-            raise LLMTransientError(f"malformed reply from {self.host}: {self._clean(exc)}") from None
+            raise LLMTransientError(f"unreadable reply from {self.host} ({outbound.described()}): "
+                                    f"{type(exc).__name__}: {self._clean(exc)}", kind="not JSON") from None
         raw = out["raw"]
         headers = dict((getattr(raw, "response_metadata", None) or {}).get("headers") or {})
         tokens_in, tokens_out = _usage(raw)
@@ -256,6 +264,13 @@ class ChatProvider:
         if task is not Task.TEXT:
             self.choice.worked(method)
         return Attempt(parsed, "", False, tokens_in, tokens_out, headers)
+
+    def _our_fault(self, exc: Exception) -> LLMClientError:
+        """An error raised on this machine before the request left: a bug or a broken install."""
+        where = f"{type(exc).__module__.split('.')[0]}.{type(exc).__name__}"
+        return LLMClientError(f"the request to the LLM could not be built, so nothing was sent to {self.host} "
+                              f"({where}: {self._clean(exc)}); this is a fault on this machine (a bug, or "
+                              "installed packages other than requirements.txt pins), not the server's")
 
     def _refusal(self, exc: openai.APIStatusError, method: StructuredMethod) -> LLMError:
         """The server does not take `method` and there is no other to try."""
@@ -287,8 +302,8 @@ class ChatProvider:
             never = headers.get("x-should-retry", "").lower() == "false"
             if not never:
                 return LLMTransientError(text, status=status, retry_after=retry_after_seconds(headers),
-                                         rate_limited=status == 429, headers=headers)
-        return LLMError(text)
+                                         rate_limited=status == 429, headers=headers, kind=_status_kind(status))
+        return LLMError(text, kind=_status_kind(status))
 
     def _clean(self, error: object) -> str:
         return _first_line(redact(str(error), self._secrets))
@@ -298,6 +313,11 @@ def _server_key(base_url: str, model: str) -> str:
     """Whom a remembered finding belongs to: the base URL without credentials or query, and the model."""
     parts = urlparse(base_url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path} {model}"
+
+
+def _status_kind(status: int) -> str:
+    """How alike two error statuses are: 4xx codes each say something of their own, 5xx all say 'server error'."""
+    return "HTTP 5xx" if status >= 500 else f"HTTP {status}"
 
 
 def _wants_completion_tokens(status: int, message: str) -> bool:
@@ -381,6 +401,11 @@ def _message(exc: openai.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error", body) if isinstance(body, dict) else {}
     message = error.get("message") if isinstance(error, dict) else None
+    if not message and not isinstance(exc.body, dict):  # an HTML error page, plain text: its gist
+        try:
+            message = gist(exc.response.text, 200)
+        except Exception:  # noqa: BLE001 - a body that cannot be read says nothing more
+            message = None
     return str(message or exc.message or "no message")[:300]
 
 
