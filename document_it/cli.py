@@ -364,9 +364,10 @@ def _report(summary: dict, settings: Settings) -> int:
               if "queue" in summary else f"{docs['not_reached']} pages not reached ({summary['status']})")
         return EXIT_SOME_FAILED
     if docs["failed"]:
-        for url in summary["failed_urls"][:20]:
-            print(f"  failed: {printable(url)}")
-        if len(summary["failed_urls"]) > 20:
-            print(f"  … and {len(summary['failed_urls']) - 20} more (see results.jsonl)")
+        failures = summary.get("failures") or dict.fromkeys(summary["failed_urls"], "")
+        for url, reason in list(failures.items())[:20]:
+            print(f"  failed: {printable(url)}" + (f" — {printable(reason)}" if reason else ""))
+        if len(failures) > 20:
+            print(f"  … and {len(failures) - 20} more (see results.jsonl)")
         return EXIT_SOME_FAILED
     return EXIT_OK

@@ -11,7 +11,10 @@ __all__ = [
     "FetchError",
     "ParseError",
     "LLMError",
+    "LLMFatalError",
     "LLMAuthError",
+    "LLMClientError",
+    "LLMUnusableError",
     "LLMTransientError",
     "WorkerLost",
     "OutputError",
@@ -53,19 +56,38 @@ class ParseError(DocumentItError):
 
 
 class LLMError(DocumentItError):
-    """A model call failed or its reply did not validate."""
+    """A model call failed or its reply did not validate; `kind` names how a server's reply failed ("HTTP 502",
+    "not JSON", "no connection") where that is known, so that failures alike can be told apart from others."""
+
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
-class LLMAuthError(LLMError):
-    """The provider rejected the API key: no later call can succeed."""
+class LLMFatalError(LLMError):
+    """No later call can succeed either: the run stops at once with this message (exit 2)."""
+
+
+class LLMAuthError(LLMFatalError):
+    """The provider rejected the API key."""
+
+
+class LLMClientError(LLMFatalError):
+    """Our side failed before the request left the machine (building the client or the request): a bug or
+    a broken install, not a server fault; never retried, never counted against the server."""
+
+
+class LLMUnusableError(LLMFatalError):
+    """The server answers, but the first requests of the run all came back the same unusable way."""
 
 
 class LLMTransientError(LLMError):
     """A failure worth retrying: rate limit, server error, timeout, dropped connection, malformed reply."""
 
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
-                 rate_limited: bool = False, headers: dict[str, str] | None = None, timed_out: bool = False) -> None:
-        super().__init__(message)
+                 rate_limited: bool = False, headers: dict[str, str] | None = None, timed_out: bool = False,
+                 kind: str | None = None) -> None:
+        super().__init__(message, kind=kind)
         self.status = status
         self.retry_after = retry_after
         self.rate_limited = rate_limited

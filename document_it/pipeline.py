@@ -6,27 +6,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import __version__
-from .analysis.agent import PageAgent, synthesize_topics
-from .analysis.extractive import LABEL as EXTRACTIVE_LABEL
-from .analysis.fields import extract_fields
-from .analysis.gateway import Gateway, build_gateway
 from .analysis.endpoint import check_endpoint
-from .analysis.prompts import TopicInput
 from .config import LLMKind, Mode, Settings
-from .core.cache import Memo
-from .core.dispatcher import PLANS, Stages
-from .core.progress import RunProgress
-from .core.remote_llm import finish_agent, page_agent
-from .core.resources import ResourceSampler
 from .core.shutdown import Shutdown
-from .errors import DocumentItError, Interrupted, LLMAuthError, OutputError, ParseError, WorkerLost
+from .errors import DocumentItError, Interrupted, LLMFatalError, OutputError, ParseError, WorkerLost
 from .fetch import FetchLimits
 from .models import DocRef, DocResult, DocStatus, Fetched, ParsedDoc
 from .report import ResultStream, write_outputs
 from .sources import discover
+
+if TYPE_CHECKING:  # the LLM stack (LangChain, LangGraph) is imported only once a run has its pages
+    from .analysis.agent import PageAgent
+    from .analysis.gateway import Gateway
+    from .analysis.prompts import TopicInput
+    from .core.cache import Memo
+    from .core.dispatcher import Stages
+    from .core.resources import ResourceSampler
 
 __all__ = ["run", "analyze_refs", "analyze_document", "parse_step", "analyze_page", "failed_result", "open_memo",
            "topic_inputs", "summarize_run", "plain_synthesis"]
@@ -38,12 +36,15 @@ Emit = Callable[[DocResult], None]
 
 def run(settings: Settings) -> dict[str, Any]:
     """Discover, fetch, parse and analyse every page, then write the outputs; returns run.json's content."""
-    from .queued import resumed_settings, run_queued, wants_queue
-
     if settings.resume:
+        from .queued import resumed_settings
+
         settings = resumed_settings(settings)
     index = None if settings.resume else discover(settings.source, FetchLimits.from_settings(settings), settings.limit,
                                                     own=(settings.output_dir, settings.state_dir))
+    from .core.resources import ResourceSampler
+    from .queued import run_queued, wants_queue
+
     queued = wants_queue(settings, index)
     with _llm_endpoint(settings) as live, ResourceSampler() as resources:
         if live.llm is not LLMKind.EXTRACTIVE:
@@ -69,6 +70,8 @@ def _llm_endpoint(settings: Settings) -> Iterator[Settings]:
 
 
 async def _run(settings: Settings, refs: list[DocRef], title: str, resources: ResourceSampler) -> dict[str, Any]:
+    from .core.progress import RunProgress
+
     results: list[DocResult] = []
     gateways: list[Gateway] = []
     clusters: list[Any] = []  # dask mode's cluster (None in the other modes), for run.json
@@ -114,6 +117,11 @@ async def _run(settings: Settings, refs: list[DocRef], title: str, resources: Re
 
 async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch: Callable[[Gateway, Stages], None],
                        shutdown: Shutdown) -> tuple[dict[str, Any], dict[str, Any]]:
+    from .analysis.agent import synthesize_topics
+    from .analysis.gateway import build_gateway
+    from .core.dispatcher import PLANS, Stages
+    from .core.remote_llm import finish_agent, page_agent
+
     plan = PLANS[settings.mode]
     if settings.mode is Mode.PROCESS:
         from .core.workers import run_process_mode
@@ -165,6 +173,9 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch
 async def _answer_from_memo(refs: list[DocRef], stages: Stages, gateway: Gateway, settings: Settings,
                             emit: Emit) -> list[DocRef]:
     """Emit the pages whose whole analysis is cached; return the others, in order."""
+    from .analysis.agent import PageAgent
+    from .core.dispatcher import PLANS
+
     async def one(ref: DocRef) -> DocRef | None:
         fetched = await stages.fetch(ref)
         if not fetched.ok:
@@ -209,6 +220,8 @@ class _TopicSynthesis:
         if self._left[result.topic] == 0:
             inputs = topic_inputs(self._done[result.topic])
             if inputs:
+                from .analysis.agent import synthesize_topics
+
                 self._tasks.append(asyncio.get_running_loop().create_task(
                     synthesize_topics(self._gateway, inputs)))
 
@@ -225,6 +238,8 @@ class _TopicSynthesis:
 
 def open_memo(settings: Settings) -> Memo:
     """The shared cache in --state-dir, or none with --no-cache."""
+    from .core.cache import Memo
+
     if settings.no_cache:
         return Memo(None)
     return Memo(settings.cache_dir, size_limit=int(settings.cache_size_mb * 1024 * 1024), refresh=settings.refresh)
@@ -258,7 +273,7 @@ async def analyze_refs(refs: list[DocRef], agent: PageAgent, stages: Stages, set
 
 
 async def analyze_document(ref: DocRef, stages: Stages, agent: PageAgent, settings: Settings) -> DocResult:
-    """Fetch, parse and analyse one page; any failure is recorded on its result (an auth failure stops the run)."""
+    """Fetch, parse and analyse one page; any failure is recorded on its result (a fatal LLM error stops the run)."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     fetched = await stages.fetch(ref)
@@ -289,11 +304,11 @@ async def parse_step(fetched: Fetched, stages: Stages, settings: Settings,
 
 async def analyze_page(ref: DocRef, page: ParsedDoc, agent: PageAgent, settings: Settings,
                        timings: dict[str, float]) -> DocResult:
-    """Run the agent over one parsed page; failures land on the result (an auth failure stops the run)."""
+    """Run the agent over one parsed page; failures land on the result (a fatal LLM error stops the run)."""
     clock = time.perf_counter()
     try:
         analysis = await agent.analyze(page)
-    except LLMAuthError:
+    except LLMFatalError:
         raise
     except DocumentItError as exc:
         return failed_result(ref, settings, "analyze", str(exc), page.title, timings)
@@ -304,6 +319,8 @@ async def analyze_page(ref: DocRef, page: ParsedDoc, agent: PageAgent, settings:
         timings["analyze"] = _lap(clock)
     fields = None
     if settings.extract_fields:
+        from .analysis.fields import extract_fields
+
         clock = time.perf_counter()
         fields = await extract_fields(page, agent.gateway, settings.extract_fields, settings.model)
         timings["fields"] = _lap(clock)
@@ -330,6 +347,8 @@ def _lap(start: float) -> float:
 
 
 def topic_inputs(results: list[DocResult]) -> list[TopicInput]:
+    from .analysis.prompts import TopicInput
+
     topics: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {}
     for result in sorted(results, key=lambda r: r.url):
         if result.status is DocStatus.COMPLETED and result.analysis:
@@ -346,6 +365,8 @@ def plain_synthesis(synthesis: dict[str, Any]) -> dict[str, Any]:
 def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, Any], wall: float,
                   status: str = "completed", total: int | None = None,
                   resources: ResourceSampler | None = None, cluster: Any = None) -> dict[str, Any]:
+    from .analysis.extractive import LABEL as EXTRACTIVE_LABEL
+
     completed = sum(r.status is DocStatus.COMPLETED for r in results)
     stages = {name: round(sum(r.timings.get(name, 0.0) for r in results), 3)
               for name in ("fetch", "parse", "analyze")}
@@ -364,6 +385,8 @@ def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, A
         "documents": {"total": len(results), "completed": completed, "failed": len(results) - completed,
                       "not_reached": (total or len(results)) - len(results)},
         "failed_urls": sorted(r.url for r in results if r.status is DocStatus.FAILED),
+        "failures": {r.url: r.error or "unknown error" for r in sorted(results, key=lambda r: r.url)
+                     if r.status is DocStatus.FAILED},
         "llm": llm,
         "stages": stages,
         "resources": resources.summary() if resources is not None else None,

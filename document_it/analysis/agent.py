@@ -14,6 +14,7 @@ from langgraph.graph import END, START, StateGraph
 from pydantic import ValidationError
 
 from ..config import page_tasks
+from ..errors import LLMFatalError
 from ..models import Chunk, ParsedDoc
 from ..parse import chunk_text
 from ..tokens import estimate_tokens
@@ -202,6 +203,8 @@ async def synthesize_topics(gateway: Gateway, topics: list[TopicInput]) -> dict[
     async def one(topic: TopicInput) -> TopicSynthesis | str:
         try:
             return await gateway.ask(Task.TOPIC_SYNTHESIS, topic)  # type: ignore[return-value]
+        except LLMFatalError:
+            raise
         except Exception as exc:  # recorded in the report, the run goes on
             return f"synthesis failed: {exc}"
 

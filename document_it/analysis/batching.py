@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from pydantic import BaseModel
 
-from ..errors import LLMAuthError, LLMError
+from ..errors import LLMError, LLMFatalError
 from .prompts import Context, Task
 
 __all__ = ["Batcher", "BatchItem", "AUTO_MAX_ITEMS", "POLL_S", "combined_stats"]
@@ -184,7 +184,7 @@ class Batcher:
             return
         try:
             answers = await self._send_batch(task, items)
-        except LLMAuthError as exc:
+        except LLMFatalError as exc:  # the run is stopping: no halves
             for item in items:
                 _settle(item, exc)
             return

@@ -15,15 +15,17 @@ from pydantic import BaseModel, ValidationError
 from ..config import Fallback, Mode, Settings
 from ..core.breaker import CircuitBreaker, CircuitOpen
 from ..core.cache import Memo, memo_key
+from ..core.first_contact import FirstContact
 from ..core.ratelimit import RateLimiter, announced_rpm
 from ..core.retry import RetryPolicy
 from ..core.timeouts import AttemptLimit
 from ..core.tracker import Prices, RequestRecord, RequestTracker
-from ..errors import LLMAuthError, LLMError, LLMTransientError
+from ..errors import LLMError, LLMFatalError, LLMTransientError, LLMUnusableError
 from ..models import ParsedDoc
 from ..tokens import estimate_tokens
 from . import figures
 from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem
+from .capped import gist
 from .context import LLMContextError
 from .prompts import PROMPT_VERSION, Context, Task, TopicInput, batch_schema, schema_for
 from .providers import ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider
@@ -47,6 +49,8 @@ class Gateway:
         self.provider = provider
         self.limiter = RateLimiter(cap, settings.rpm, settings.tpm, probe=True, timeout_s=settings.request_timeout)
         self.breaker = CircuitBreaker()
+        self.first_contact = FirstContact()
+        self.fatal: LLMFatalError | None = None  # once set, every request raises it: the run is stopping
         self.retry = RetryPolicy(settings.retries)
         self.max_wait = settings.max_wait
         self.request_timeout = settings.request_timeout
@@ -90,6 +94,7 @@ class Gateway:
             settings = self._settings.with_(model=model, batch_size=1)
             twin = Gateway(make_provider(settings), settings, self._cap, memo=self.memo)
             twin.limiter, twin.breaker, twin.tracker = self.limiter, self.breaker, self.tracker
+            twin.first_contact = self.first_contact
             self._siblings[model] = twin
         return self._siblings[model]
 
@@ -143,7 +148,7 @@ class Gateway:
             return cached
         try:
             value = await self._fitted(task, context, messages)
-        except LLMAuthError:
+        except LLMFatalError:
             raise
         except LLMError as exc:
             if self.fallback is None or not isinstance(exc, (LLMTransientError, _Unavailable)):
@@ -244,10 +249,16 @@ class Gateway:
         deadline = time.monotonic() + self.max_wait
         failures, repaired, resent = 0, False, 0
         while True:
+            self._raise_if_stopping()
             probe = await self._ready(deadline)
+            self._raise_if_stopping()
             self.tracker.attempt(record)
             try:
                 attempt = await self._send(provider, task, messages, estimate, schema, record)
+            except LLMFatalError as exc:  # a refused key, our own fault, a server that serves nothing usable
+                if self.fatal is None:
+                    self.fatal = exc
+                raise
             except LLMTransientError as exc:
                 if exc.rate_limited:
                     # the server is up and told us when to come back: not a failure, bounded by --max-wait
@@ -255,6 +266,7 @@ class Gateway:
                     if time.monotonic() + (exc.retry_after or 0) > deadline:
                         raise LLMTransientError(f"{exc} (still rate-limited after {self.max_wait:g}s)") from None
                 else:
+                    self._first_failures(record, exc.kind, str(exc))
                     if not exc.timed_out or self.attempt_limit.exhausted:
                         # a timeout is a slow server (the window and the stretch deal with it), not a dead
                         # one, until even the longest limit allowed has run out
@@ -262,19 +274,21 @@ class Gateway:
                     failures += 1
                     if failures > self.retry.retries:
                         raise LLMTransientError(f"{exc} (gave up after {record.attempts} attempts)") from None
-                self.tracker.retrying(record, str(exc), rate_limited=exc.rate_limited)
                 # a 429's wait is the shared pause the limiter already set; others back off with jitter
-                if not exc.rate_limited:
-                    await asyncio.sleep(self.retry.delay(failures, exc.retry_after))
+                delay = 0.0 if exc.rate_limited else self.retry.delay(failures, exc.retry_after)
+                self._retrying(record, str(exc), delay, rate_limited=exc.rate_limited)
+                if delay:
+                    await asyncio.sleep(delay)
                 continue
             except LLMContextError as exc:
                 self.breaker.on_success()
                 if not exc.resend or resent >= 2:
                     raise
                 resent += 1
-                self.tracker.retrying(record, str(exc))  # the same prompt with a smaller answer limit
+                self._retrying(record, str(exc))  # the same prompt with a smaller answer limit
                 continue
-            except LLMError:
+            except LLMError as exc:
+                self._first_failures(record, exc.kind, str(exc))
                 self.breaker.on_success()  # the server answered: it is up, the request was wrong
                 raise
             except BaseException:
@@ -284,18 +298,44 @@ class Gateway:
             self.breaker.on_success()
             self.tracker.usage(record, attempt.tokens_in, attempt.tokens_out)
             if attempt.value is not None:
+                self.first_contact.success()
                 return attempt.value
-            if attempt.malformed and failures < self.retry.retries:
-                failures += 1
-                self.tracker.retrying(record, attempt.problem)
-                continue
+            if attempt.malformed:
+                self._first_failures(record, "not JSON", attempt.problem)
+                if failures < self.retry.retries:
+                    failures += 1
+                    self._retrying(record, attempt.problem)
+                    continue
+            else:
+                self.first_contact.success()  # JSON of the wrong shape: the server works, the answer was poor
             if schema is not None:  # a batch: halving it finds the bad item faster than a repair
                 raise LLMError(f"invalid batched {task.value} reply: {attempt.problem}")
             if repaired:
                 raise LLMError(f"invalid {task.value} reply after one repair attempt: {attempt.problem}")
             repaired = True
-            self.tracker.retrying(record, attempt.problem)
+            self._retrying(record, attempt.problem)
             messages = provider.repair(messages, attempt.problem)
+
+    def _raise_if_stopping(self) -> None:
+        if self.fatal is not None:  # a fresh copy: one instance raised again and again would grow its traceback
+            raise type(self.fatal)(str(self.fatal)) from None
+
+    def _first_failures(self, record: RequestRecord, kind: str | None, detail: str) -> None:
+        """Until the first usable reply, a failure alike to all before it may show the server serves nothing
+        usable: then the run stops now rather than each page retrying until --max-wait."""
+        if kind is None:
+            return
+        verdict = self.first_contact.failure(record.id, kind, gist(detail, 240))
+        if verdict is not None:
+            host = getattr(self.provider, "host", self.provider.name)
+            self.fatal = LLMUnusableError(f"the LLM at {host} is not usable: {verdict}; check --llm-base-url "
+                                          "and the server's log")
+            raise self.fatal
+
+    def _retrying(self, record: RequestRecord, reason: str, delay: float = 0.0, rate_limited: bool = False) -> None:
+        self.tracker.retrying(record, reason, rate_limited=rate_limited)
+        log.info("retrying %s request %d (attempt %d failed%s): %s", record.task, record.id, record.attempts,
+                 f", next in {delay:.1f}s" if delay else "", reason)
 
     async def _ready(self, deadline: float) -> bool:
         try:

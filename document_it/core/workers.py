@@ -69,7 +69,6 @@ async def run_process_mode(settings: Settings, refs: list[DocRef], emit: Callabl
     loop = asyncio.get_running_loop()
     context = spawn_context()
     seen: set[str] = set()
-    exports: list[dict[str, Any]] = []
     with _manager(context) as manager, ProcessPoolExecutor(workers, mp_context=context,
                                                            initializer=ignore_interrupts) as pool:
         results, stop = manager.Queue(), manager.Event()
@@ -81,6 +80,7 @@ async def run_process_mode(settings: Settings, refs: list[DocRef], emit: Callabl
                 try:
                     item = await asyncio.to_thread(results.get, True, _POLL_S)
                 except queue.Empty:
+                    _raise_fatal(futures)
                     if all(f.done() for f in futures) and results.empty():
                         break
                     continue
@@ -88,13 +88,9 @@ async def run_process_mode(settings: Settings, refs: list[DocRef], emit: Callabl
                 seen.add(result.url)
                 emit(result)
         except BaseException:
-            _stop_workers(pool)  # interrupted: don't wait for the shards to finish
+            _stop_workers(pool)  # interrupted, or a worker's error stops the run: don't wait for the others
             raise
-        for future in futures:
-            try:
-                exports.append(await future)
-            except BrokenProcessPool:
-                pass  # the pages it held are reported below
+        exports = await _outputs(futures)  # the pages a dead worker held are reported below
     for ref in refs:
         if ref.url not in seen and not shutdown.stopped:
             emit(DocResult(url=ref.url, title=ref.title, topic=ref.topic, status=DocStatus.FAILED,
@@ -131,7 +127,6 @@ async def run_queue_workers(settings: Settings, spec: Any, emit: Callable[[DocRe
     share = worker_share(settings, workers)
     loop = asyncio.get_running_loop()
     context = spawn_context()
-    outputs: list[dict[str, Any]] = []
     with _manager(context) as manager, ProcessPoolExecutor(workers, mp_context=context,
                                                            initializer=ignore_interrupts) as pool:
         results, stop = manager.Queue(), manager.Event()
@@ -143,16 +138,13 @@ async def run_queue_workers(settings: Settings, spec: Any, emit: Callable[[DocRe
                 try:
                     emit(DocResult.from_dict(await asyncio.to_thread(results.get, True, _POLL_S)))
                 except queue.Empty:
+                    _raise_fatal(futures)
                     if all(f.done() for f in futures) and results.empty():
                         break
         except BaseException:
             _stop_workers(pool)
             raise
-        for future in futures:
-            try:
-                outputs.append(await future)
-            except BrokenProcessPool:
-                pass  # its pages stay in the queue (released at the end of the run)
+        outputs = await _outputs(futures)  # a dead worker's pages stay in the queue (released at the end)
     counters: dict[str, Any] = {}
     for output in outputs:
         for name, value in output["counters"].items():
@@ -161,6 +153,31 @@ async def run_queue_workers(settings: Settings, spec: Any, emit: Callable[[DocRe
             elif value:
                 counters[name] = value
     return [output["gateway"] for output in outputs], counters
+
+
+def _raise_fatal(futures: list[asyncio.Future[Any]]) -> None:
+    """A worker's error that stops the run (a refused key, an LLM that serves nothing usable), at once."""
+    for future in futures:
+        if future.done() and not future.cancelled():
+            error = future.exception()
+            if error is not None and not isinstance(error, BrokenProcessPool):
+                _retrieve(futures)
+                raise error
+
+
+async def _outputs(futures: list[asyncio.Future[Any]]) -> list[dict[str, Any]]:
+    """What the workers returned; a worker that died returns nothing, a worker's error is raised (once)."""
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, BrokenProcessPool):
+            raise outcome
+    return [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+
+
+def _retrieve(futures: list[asyncio.Future[Any]]) -> None:
+    """Mark every future's outcome as seen, so those left behind are not logged as never retrieved."""
+    for future in futures:
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 def _manager(context: Any) -> SyncManager:
