@@ -11,6 +11,7 @@ import pytest
 
 from document_it.cli import build_parser, main, settings_from_args
 from document_it.config import LLMKind, Mode
+from document_it.core.cache import Memo
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
 
@@ -149,3 +150,76 @@ def test_rejected_key_stops_the_run_with_one_line_and_never_shows_the_key(tmp_pa
     assert "API key rejected by 127.0.0.1" in _one_error_line(err)
     written = "".join(p.read_text() for p in (tmp_path / "out").glob("*") if p.is_file())
     assert key not in err and key not in written
+
+
+def _cache_with(state: Path, entries: int) -> None:
+    memo = Memo(state / "cache")
+    for number in range(entries):
+        memo.set("llm", f"key-{number}", {"answer": number})
+    memo.close()
+
+
+@pytest.mark.parametrize("argv", [
+    ["--state-dir", "{state}", "cache", "stats"],
+    ["cache", "stats", "--state-dir", "{state}"],
+    ["cache", "--state-dir={state}", "stats"],
+])
+def test_cache_stats_takes_the_state_dir_before_or_after_the_word(argv, tmp_path, capsys):
+    state = tmp_path / "elsewhere"
+    _cache_with(state, 2)
+    assert main([arg.format(state=state) for arg in argv]) == 0
+    assert capsys.readouterr().out.startswith(f"{state / 'cache'}: 2 entries")
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_cache_clear_takes_the_state_dir_before_or_after_the_word(before, tmp_path, capsys):
+    state = tmp_path / "elsewhere"
+    _cache_with(state, 3)
+    flag = ["--state-dir", str(state)]
+    assert main([*flag, "cache", "clear"] if before else ["cache", "clear", *flag]) == 0
+    assert f"removed 3 entries from {state / 'cache'}" in capsys.readouterr().out
+    assert Memo(state / "cache").stats()["entries"] == 0
+
+
+def test_cache_reads_the_state_dir_from_the_environment(tmp_path, capsys, monkeypatch):
+    state = tmp_path / "from-env"
+    _cache_with(state, 1)
+    monkeypatch.setenv("DOCUMENT_IT_STATE_DIR", str(state))
+    assert main(["cache", "stats"]) == 0
+    assert "1 entries" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["cache", "purge"], "unknown cache action 'purge'"),
+    (["cache"], "required"),
+    (["--quiet", "cache", "stats"], "--quiet is for a run; 'cache' takes only --state-dir"),
+    (["cache", "stats", "--limit", "3"], "--limit is for a run"),
+])
+def test_cache_mistakes_are_one_line_and_exit_2(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("document-it: error:") and fragment in line
+
+
+_LIGHT_CHECK = """
+import sys
+from document_it.cli import main
+code = main(sys.argv[1:])
+heavy = sorted({name.split(".")[0] for name in sys.modules} & {"langchain_core", "langchain_openai", "langgraph",
+                                                             "openai", "dask", "distributed", "matplotlib"})
+print(code, heavy)
+"""
+
+
+@pytest.mark.parametrize("source", ["missing", "blob.bin", "no-pages", "/dev/null"])
+def test_a_bad_source_is_refused_before_the_llm_stack_is_imported(source, tmp_path):
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "no-pages").mkdir()
+    (tmp_path / "no-pages" / "notes.txt").write_text("not a page")
+    done = subprocess.run([sys.executable, "-c", _LIGHT_CHECK, "--source", str(tmp_path / source),
+                           "--output-dir", str(tmp_path / "out"), "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[0] == "2 []", done.stdout + done.stderr
+    assert _one_error_line(done.stderr).startswith("document-it: error:")
