@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from langgraph.graph import START
@@ -29,6 +30,34 @@ def page(tmp_path):
     return parse(fetch(ref))
 
 
+class _MeetingSim(SimServer):
+    """The simulator, except that the first `meet(n)` requests to arrive wait for one another at the server (up to
+    PATIENCE_S) before being served side by side: requests the client really has out together are then seen
+    together at the server however slowly a busy machine sends them, and requests sent one after another are not
+    (the first waits out the patience alone, and the meeting is off)."""
+
+    PATIENCE_S = 10.0
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._arrivals = threading.Condition()
+        self._arrived = 0
+        self._expected = 0
+
+    def meet(self, n: int) -> None:
+        """The next `n` requests are held until all `n` have arrived."""
+        with self._arrivals:
+            self._arrived, self._expected = 0, n
+
+    def _serve(self, service: float) -> float:
+        with self._arrivals:
+            self._arrived += 1
+            self._arrivals.notify_all()
+            if not self._arrivals.wait_for(lambda: self._arrived >= self._expected, timeout=self.PATIENCE_S):
+                self._expected = 0  # they were not out together: the meeting is off, serve the rest as they come
+        return super()._serve(service)
+
+
 def _gateway(base_url: str, cap: int = 10) -> Gateway:
     settings = Settings(llm=LLMKind.SIMULATE, llm_base_url=base_url, max_concurrency=cap, retries=0, batch_size=1)
     return Gateway(ChatProvider(settings), settings)
@@ -44,11 +73,15 @@ def test_graph_digests_then_fans_out_and_merges():
 
 
 async def test_branches_run_in_parallel_and_merge_into_a_valid_analysis(page):
-    with SimServer(latency_ms=150, ms_per_token=0) as sim:
+    # a reply of half a second, far above what a busy machine adds to it, so the start probe's pair (served side by
+    # side) reads as side by side and opens the whole window
+    with _MeetingSim(latency_ms=500, ms_per_token=0) as sim:
         async with _gateway(sim.base_url) as gateway:
+            sim.meet(2)
             await asyncio.gather(gateway.complete("first"), gateway.complete("second"))  # the start probe
-            assert not gateway.limiter.window.probing
+            assert not gateway.limiter.window.probing and gateway.limiter.window.limit == 10
             sim.reset_stats()
+            sim.meet(len(PAGE_TASKS))  # branches sent one after another would each wait alone, and fail the count
             analysis = await PageAgent(gateway).analyze(page)
         stats = sim.stats()
     assert isinstance(analysis, PageAnalysis) and analysis.summary
@@ -60,7 +93,8 @@ async def test_branches_run_in_parallel_and_merge_into_a_valid_analysis(page):
 
 
 async def test_gateway_cap_holds_across_pages(page):
-    with SimServer(latency_ms=50, ms_per_token=0) as sim:
+    with _MeetingSim(latency_ms=50, ms_per_token=0) as sim:
+        sim.meet(2)  # the first two wait for each other: the cap is reached however the machine schedules
         async with _gateway(sim.base_url, cap=2) as gateway:
             agent = PageAgent(gateway)
             await asyncio.gather(*(agent.analyze(page) for _ in range(3)))

@@ -59,7 +59,9 @@ async def test_one_slot_still_batches_its_backlog_but_sync_mode_never_batches():
 
 
 async def test_prompts_go_alone_while_slots_are_free():
-    with SimServer(latency_ms=5, ms_per_token=0) as sim:
+    # the start probe's pair must read as served side by side (else the window stays at two and the rest wait, and
+    # are batched): replies of 300 ms, far above the gap a busy machine puts between reading the two
+    with SimServer(latency_ms=300, ms_per_token=0) as sim:
         values, summary = await _ask_all(_settings(sim.base_url), backlog=False)
         assert sim.stats()["requests"] == 6
     assert all(v.overview for v in values)

@@ -201,7 +201,7 @@ def test_models_listing_has_no_max_model_len_by_default() -> None:
 # -- one slot --------------------------------------------------------------------------------------------------------
 
 def test_serial_serves_one_request_at_a_time_and_queues_the_rest() -> None:
-    with SimServer(serial=True, latency_ms=100, ms_per_token=0) as sim:
+    with SimServer(serial=True, latency_ms=300, ms_per_token=0) as sim:  # the others arrive while the first is served
         assert sim.capacity == 1
         barrier = threading.Barrier(3)
         codes: list[int] = []
@@ -218,7 +218,7 @@ def test_serial_serves_one_request_at_a_time_and_queues_the_rest() -> None:
         stats = requests.get(f"http://127.0.0.1:{sim.port}/stats", timeout=5).json()
         assert codes == [200] * 3 and stats["requests"] == 3
         assert stats["max_serving"] == 1 and stats["queued_seconds"] > 0
-        assert stats["busy_seconds"] == pytest.approx(3 * 0.1)
+        assert stats["busy_seconds"] == pytest.approx(3 * 0.3)
 
 
 def test_serial_contradicts_a_larger_capacity() -> None:
