@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run document-it; returns the process exit code."""
     env = os.environ
     argv = list(sys.argv[1:] if argv is None else argv)
+    gc.disable()  # nothing to collect while starting up; a run turns it on once its libraries are imported
     parser = build_parser(env)
     word = command_index(parser, argv)
     if word is not None and argv[word] == "cache":  # flags may stand before or after the word

@@ -230,9 +230,10 @@ def _validators(previous: PageRecord | None) -> dict[str, str] | None:
 
 
 @contextlib.contextmanager
-def open_worker(settings: Settings, spec: RunSpec, queue: JobQueue, plan: Any, memo: Any) -> Any:
-    """A JobWorker with its stages (the caller sets `worker.agent` once its gateway is open)."""
+def open_worker(settings: Settings, spec: RunSpec, queue: JobQueue, plan: Any, memo: Any, pool: Any = None) -> Any:
+    """A JobWorker with its stages (the caller sets `worker.agent` once its gateway is open); `pool`: a parse
+    pool started earlier (Stages)."""
     crawl = Crawl(spec.crawl, FetchLimits.from_settings(settings)) if spec.crawl else None
     with Stages(settings, plan, memo, redirect_check=crawl.redirect_check if crawl else None,
-                robots=crawl.robots if crawl else None) as stages:
+                robots=crawl.robots if crawl else None, processes=pool) as stages:
         yield JobWorker(spec, settings, queue, stages, None, crawl), stages  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from . import __version__
 from .analysis.endpoint import check_endpoint
 from .config import LLMKind, Mode, Settings
+from .core.bounded import BoundedPool
+from .core.dispatcher import PLANS, Stages, Where, start_parse_pool
 from .core.shutdown import Shutdown
 from .errors import DocumentItError, Interrupted, LLMFatalError, OutputError, ParseError, WorkerLost
 from .fetch import FetchLimits
@@ -23,7 +26,6 @@ if TYPE_CHECKING:  # the LLM stack (LangChain, LangGraph) is imported only once 
     from .analysis.gateway import Gateway
     from .analysis.prompts import TopicInput
     from .core.cache import Memo
-    from .core.dispatcher import Stages
     from .core.resources import ResourceSampler
 
 __all__ = ["run", "analyze_refs", "analyze_document", "parse_step", "analyze_page", "failed_result", "open_memo",
@@ -42,18 +44,46 @@ def run(settings: Settings) -> dict[str, Any]:
         settings = resumed_settings(settings)
     index = None if settings.resume else discover(settings.source, FetchLimits.from_settings(settings), settings.limit,
                                                     own=(settings.output_dir, settings.state_dir))
-    from .core.resources import ResourceSampler
-    from .queued import run_queued, wants_queue
+    with _early_parse_pool(settings) as pool:  # its workers boot on the other cores during the imports
+        with _imports_without_gc():
+            from .core.resources import ResourceSampler
+            from .queued import run_queued, wants_queue  # and with it the LLM stack: LangChain, LangGraph, openai
 
-    queued = wants_queue(settings, index)
-    with _llm_endpoint(settings) as live, ResourceSampler() as resources:
-        if live.llm is not LLMKind.EXTRACTIVE:
-            live = check_endpoint(live)  # the model the server will use (the first it lists, if none was given)
-            settings = settings.with_(model=live.model)
-        if queued:
-            return run_queued(live, index, chosen=settings, resources=resources)
-        assert index is not None
-        return asyncio.run(_run(live, index.refs, index.title, resources))
+        queued = wants_queue(settings, index)
+        with _llm_endpoint(settings) as live, ResourceSampler() as resources:
+            if live.llm is not LLMKind.EXTRACTIVE:
+                live = check_endpoint(live)  # the model the server will use (the first it lists, if none was given)
+                settings = settings.with_(model=live.model)
+            if queued:
+                return run_queued(live, index, chosen=settings, resources=resources, pool=pool)
+            assert index is not None
+            return asyncio.run(_run(live, index.refs, index.title, resources, pool))
+
+
+@contextlib.contextmanager
+def _early_parse_pool(settings: Settings) -> Iterator[BoundedPool | None]:
+    """The run's parse pool, started before the heavy imports, in the modes that parse in one (hybrid)."""
+    if PLANS[settings.mode].parse is not Where.PROCESSES:
+        yield None
+        return
+    pool = start_parse_pool(settings)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _imports_without_gc() -> Iterator[None]:
+    """Import the heavy libraries with the cyclic garbage collector paused (their many objects made it run
+    over and over: a fifth of the start-up time), then freeze what they made so later collections skip it.
+    The collector runs again from here on, whoever paused it (the command line pauses it at start-up)."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 @contextlib.contextmanager
@@ -69,7 +99,8 @@ def _llm_endpoint(settings: Settings) -> Iterator[Settings]:
         yield settings.with_(llm_base_url=sim.base_url)
 
 
-async def _run(settings: Settings, refs: list[DocRef], title: str, resources: ResourceSampler) -> dict[str, Any]:
+async def _run(settings: Settings, refs: list[DocRef], title: str, resources: ResourceSampler,
+               pool: BoundedPool | None = None) -> dict[str, Any]:
     from .core.progress import RunProgress
 
     results: list[DocResult] = []
@@ -90,7 +121,7 @@ async def _run(settings: Settings, refs: list[DocRef], title: str, resources: Re
                 progress.watch(gateway, stages)
 
             try:
-                llm, synthesis = await _analyze_all(settings, refs, emit, watch, shutdown)
+                llm, synthesis = await _analyze_all(settings, refs, emit, watch, shutdown, pool)
             except BaseException as exc:
                 # stopped at once or aborted: the report and run.json still describe exactly what finished
                 stream.close()
@@ -116,10 +147,9 @@ async def _run(settings: Settings, refs: list[DocRef], title: str, resources: Re
 
 
 async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch: Callable[[Gateway, Stages], None],
-                       shutdown: Shutdown) -> tuple[dict[str, Any], dict[str, Any]]:
+                       shutdown: Shutdown, pool: BoundedPool | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     from .analysis.agent import synthesize_topics
     from .analysis.gateway import build_gateway
-    from .core.dispatcher import PLANS, Stages
     from .core.remote_llm import finish_agent, page_agent
 
     plan = PLANS[settings.mode]
@@ -146,7 +176,7 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch
             synthesis = {} if shutdown.stopped else await synthesize_topics(gateway, topic_inputs(results))
         return gateway.summary(), plain_synthesis(synthesis)
     memo = open_memo(settings)
-    with Stages(settings, plan, memo) as stages:
+    with Stages(settings, plan, memo, processes=pool) as stages:
         async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
             watch(gateway, stages)
             topics = _TopicSynthesis(gateway, refs)
@@ -174,7 +204,6 @@ async def _answer_from_memo(refs: list[DocRef], stages: Stages, gateway: Gateway
                             emit: Emit) -> list[DocRef]:
     """Emit the pages whose whole analysis is cached; return the others, in order."""
     from .analysis.agent import PageAgent
-    from .core.dispatcher import PLANS
 
     async def one(ref: DocRef) -> DocRef | None:
         fetched = await stages.fetch(ref)

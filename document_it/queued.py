@@ -18,6 +18,7 @@ from typing import Any
 from .analysis.agent import synthesize_topics
 from .analysis.gateway import Gateway, build_gateway
 from .config import LLMKind, Mode, Settings, StructuredMethod, page_tasks
+from .core.bounded import BoundedPool
 from .core.dispatcher import PLANS
 from .core.job_queue import JobQueue, JobState, RunInfo
 from .core.progress import RunProgress
@@ -68,14 +69,14 @@ def resumed_settings(settings: Settings) -> Settings:
 
 
 def run_queued(settings: Settings, index: LlmsIndex | None, chosen: Settings | None = None,
-               resources: ResourceSampler | None = None) -> dict[str, Any]:
+               resources: ResourceSampler | None = None, pool: BoundedPool | None = None) -> dict[str, Any]:
     """Start (from `index`) or resume the queued run in --state-dir; returns run.json's content.
 
     `chosen` is what the user asked for (before e.g. a simulator was started for the run): what --resume
     restores."""
     with RunLock(settings.state_dir), JobQueue(settings.jobs_path) as queue:
         spec, settings, title, resumed = _open_run(queue, settings, index, chosen or settings)
-        return asyncio.run(_run(settings, spec, queue, title, resumed, resources))
+        return asyncio.run(_run(settings, spec, queue, title, resumed, resources, pool))
 
 
 # what --resume restores unless given again: where results go, what analyses the pages, how to fetch
@@ -142,7 +143,7 @@ def _spec(info: RunInfo) -> RunSpec:
 
 
 async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool,
-               resources: ResourceSampler | None) -> dict[str, Any]:
+               resources: ResourceSampler | None, pool: BoundedPool | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     out = settings.output_dir
     # results.jsonl starts as what the queue already holds (a resumed run's finished pages), then grows
@@ -163,7 +164,7 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
                 progress.advance(result, total=_pages(queue, spec))
 
             try:
-                llm, synthesis, counters = await _execute(settings, spec, queue, emit, progress, shutdown)
+                llm, synthesis, counters = await _execute(settings, spec, queue, emit, progress, shutdown, pool)
             except BaseException as exc:
                 status = "interrupted" if shutdown.stopped or isinstance(
                     exc, (KeyboardInterrupt, asyncio.CancelledError)) else f"aborted: {exc}"
@@ -199,7 +200,7 @@ def _open_jobs(queue: JobQueue, spec: RunSpec) -> int:
 
 
 async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any, progress: RunProgress,
-                   shutdown: Shutdown) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+                   shutdown: Shutdown, pool: BoundedPool | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Drain the queue here (or over worker processes in process mode), then synthesise the topics."""
     memo = open_memo(settings)
     if settings.mode is Mode.PROCESS:
@@ -212,7 +213,7 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
             synthesis = {} if shutdown.stopped else await _synthesize(gateway, queue, spec)
         return gateway.summary(), synthesis, counters
     plan = PLANS[settings.mode]
-    with open_worker(settings, spec, queue, plan, memo) as (worker, stages):
+    with open_worker(settings, spec, queue, plan, memo, pool) as (worker, stages):
         async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
             progress.watch(gateway, stages)
             worker.on_discovered = lambda: progress.discovered(_pages(queue, spec))

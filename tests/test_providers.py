@@ -98,3 +98,16 @@ async def test_extractive_provider_makes_no_requests():
     assert isinstance(provider, ExtractiveProvider)
     reply = await provider.complete(Task.TOPIC_SYNTHESIS, TOPIC)
     assert "Retries" in reply.value.overview
+
+
+def test_a_plain_http_server_costs_no_certificate_loading_and_tls_stays_verified():
+    import ssl
+
+    from document_it.analysis.providers import _tls_context
+
+    plain = _tls_context("http://127.0.0.1:8000/v1")
+    assert plain.cert_store_stats()["x509_ca"] == 0  # nothing loaded: this client never speaks TLS to it
+    assert plain.verify_mode is ssl.CERT_REQUIRED and plain.check_hostname  # and would refuse any TLS peer
+    secure = _tls_context("https://api.example.org/v1")
+    assert secure.verify_mode is ssl.CERT_REQUIRED and secure.cert_store_stats()["x509_ca"] > 0
+    assert _tls_context(None).cert_store_stats()["x509_ca"] > 0  # OpenAI itself

@@ -40,6 +40,12 @@ def test_with_a_sampler_there_is_always_at_least_one_sample():
     assert sampler.samples >= 1 and sampler.summary()["peak_rss_mb"] > 0
 
 
+def test_a_run_summed_up_before_the_first_sample_still_has_its_figures():
+    with ResourceSampler(interval_s=60) as sampler:
+        summary = sampler.summary()  # as a run shorter than the interval does, before the sampler stops
+    assert summary["samples"] == 1 and summary["peak_rss_mb"] > 0
+
+
 def test_progress_goes_to_the_log_as_lines_when_stderr_is_not_a_terminal(caplog):
     ok = DocResult(url="u", title="t", topic="", status=DocStatus.COMPLETED)
     bad = DocResult(url="v", title="t", topic="", status=DocStatus.FAILED, error="fetch: HTTP 404")

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import math
+import ssl
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import urlparse
@@ -100,6 +101,7 @@ class ChatProvider:
         self._secrets = (settings.api_key,)
         self._settings = settings
         self._http: httpx2.AsyncClient | None = None  # made on the first request: a fully cached run needs none
+        self._sync_http: httpx2.Client | None = None
         self._runnables: dict[tuple[type[BaseModel], StructuredMethod, int], Any] = {}
         self._llm: ChatOpenAI | None = None
         self._sized: dict[int, ChatOpenAI] = {}
@@ -116,9 +118,12 @@ class ChatProvider:
                                 connect=min(10.0, settings.request_timeout))
         limits = httpx2.Limits(max_connections=settings.max_concurrency,
                               max_keepalive_connections=settings.max_concurrency)
+        tls = _tls_context(settings.llm_base_url)
         # replies read up to a cap; redirects not followed (httpx's default), so the key goes nowhere else
         self._http = httpx2.AsyncClient(timeout=timeout, transport=CappedTransport(httpx2.AsyncHTTPTransport(
-            limits=limits)), follow_redirects=False)
+            limits=limits, verify=tls)), follow_redirects=False)
+        # ChatOpenAI makes a blocking client too, which this provider never sends on: it shares the TLS context
+        self._sync_http = httpx2.Client(timeout=timeout, verify=tls, follow_redirects=False)
         return ChatOpenAI(
             model=settings.model,
             base_url=settings.llm_base_url,
@@ -127,6 +132,7 @@ class ChatProvider:
             timeout=timeout,
             use_responses_api=False,
             include_response_headers=True,
+            http_client=self._sync_http,
             http_async_client=self._http,
         )
 
@@ -151,6 +157,8 @@ class ChatProvider:
         """Close this provider's connections."""
         if self._http is not None:
             await self._http.aclose()
+        if self._sync_http is not None:
+            self._sync_http.close()
 
     def batch_messages(self, task: Task, items: list[tuple[str, Context]]) -> Messages:
         """One prompt for several items of `task`, each cut as it would be alone."""
@@ -307,6 +315,15 @@ class ChatProvider:
 
     def _clean(self, error: object) -> str:
         return _first_line(redact(str(error), self._secrets))
+
+
+def _tls_context(base_url: str | None) -> ssl.SSLContext:
+    """One TLS context for both of the model's clients, so certificates are loaded once: httpx2's usual one,
+    and for a plain-http server one with none to load (this client never speaks TLS to it: it follows no
+    redirect; any TLS peer would be refused, as nothing could verify it)."""
+    if base_url and urlparse(base_url).scheme == "http":
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return httpx2.create_ssl_context()
 
 
 def _server_key(base_url: str, model: str) -> str:

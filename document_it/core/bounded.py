@@ -55,6 +55,10 @@ class BoundedPool(Executor):
         self._closed = False
         self._pool = self._new_pool()
 
+    def start(self) -> None:
+        """Spawn the workers now, not at the first page: they boot on the other cores while the run gets ready."""
+        self._schedule(_ready, (), {}, None)
+
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """No deadline (what `loop.run_in_executor` calls)."""
         return self._schedule(_guarded, (fn, *args), kwargs, None)
@@ -99,6 +103,10 @@ def _guarded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         except Exception:
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
         raise
+
+
+def _ready() -> None:
+    """A task that does nothing: scheduling it starts the pool's workers."""
 
 
 def _start_worker(extra_bytes: int) -> None:

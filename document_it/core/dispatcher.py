@@ -67,11 +67,21 @@ def _open_cluster(settings: Settings) -> Any:
     return open_cluster(settings)
 
 
+def start_parse_pool(settings: Settings) -> BoundedPool:
+    """The process pool that parses pages (and runs the offline analyser), its workers spawning now."""
+    pool = BoundedPool(settings.analysis_workers, settings.parse_memory_mb)
+    pool.start()
+    return pool
+
+
 class Stages:
     """The executors one run (or one worker process) uses; a context manager that shuts them down."""
 
     def __init__(self, settings: Settings, plan: Plan, memo: Memo | None = None,
-                 redirect_check: RedirectCheck | None = None, robots: Robots | None = None) -> None:
+                 redirect_check: RedirectCheck | None = None, robots: Robots | None = None,
+                 processes: BoundedPool | None = None) -> None:
+        """`processes`: a parse pool started earlier (pipeline.run starts it before importing the LLM stack, so
+        its workers boot meanwhile); its starter shuts it down. Without it, the plan's own pool is made here."""
         self.plan = plan
         self.memo = memo or Memo(None)
         self.limits = FetchLimits.from_settings(settings)
@@ -84,8 +94,10 @@ class Stages:
         self._threads = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="fetch") \
             if plan.fetch is Where.THREADS else None
         self.cluster = _open_cluster(settings) if plan.parse is Where.CLUSTER else None
-        self._processes: Executor | None = BoundedPool(settings.analysis_workers, settings.parse_memory_mb) \
-            if plan.parse is Where.PROCESSES else (self.cluster.executor if self.cluster else None)
+        self._own_processes = processes is None
+        self._processes: Executor | None = processes if plan.parse is Where.PROCESSES and processes else (
+            start_parse_pool(settings) if plan.parse is Where.PROCESSES
+            else (self.cluster.executor if self.cluster else None))
 
     def __enter__(self) -> "Stages":
         return self
@@ -95,7 +107,7 @@ class Stages:
             self._threads.shutdown(wait=False, cancel_futures=True)
         if self.cluster:
             self.cluster.close()
-        elif self._processes:
+        elif self._processes and self._own_processes:
             self._processes.shutdown(wait=True, cancel_futures=True)
 
     async def fetch(self, ref: DocRef, validators: dict[str, str] | None = None) -> Fetched:

@@ -73,6 +73,8 @@ class ResourceSampler:
 
     def summary(self) -> dict[str, Any]:
         """run.json's `resources`: peaks over the run, and CPU time per wall second."""
+        if not self.samples:  # a run shorter than the interval, summed up before the sampler stops
+            self.sample()
         wall = max(time.perf_counter() - self._started, 1e-9)
         return {
             "peak_rss_mb": round(self.peak_rss / 1e6, 1),
