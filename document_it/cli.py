@@ -55,7 +55,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run document-it; returns the process exit code."""
     env = os.environ
     argv = list(sys.argv[1:] if argv is None else argv)
-    gc.disable()  # nothing to collect while starting up; a run turns it on once its libraries are imported
     parser = build_parser(env)
     word = command_index(parser, argv)
     if word is not None and argv[word] == "cache":  # flags may stand before or after the word
@@ -119,6 +118,7 @@ def _interrupted(signum: int, resumable: bool) -> int:
 def run_command() -> None:
     """The program: run main() and exit with its code. After a stop by signal the outputs are written,
     so exit at once rather than wait for downloads still under way in other threads."""
+    gc.disable()  # nothing to collect while starting up; a run turns it on once its libraries are imported
     code = main()
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         sys.stdout.flush()

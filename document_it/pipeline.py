@@ -75,15 +75,17 @@ def _early_parse_pool(settings: Settings) -> Iterator[BoundedPool | None]:
 
 @contextlib.contextmanager
 def _imports_without_gc() -> Iterator[None]:
-    """Import the heavy libraries with the cyclic garbage collector paused (their many objects made it run
-    over and over: a fifth of the start-up time), then freeze what they made so later collections skip it.
-    The collector runs again from here on, whoever paused it (the command line pauses it at start-up)."""
-    gc.disable()
+    """The command (cli.run_command) starts with the cyclic garbage collector paused: the heavy libraries'
+    many new objects made it run over and over, a fifth of the start-up time. Once they are imported, what
+    they made is frozen (later collections skip it) and the collector runs. A program that calls run() with
+    the collector on is left as it is."""
+    starting = not gc.isenabled()
     try:
         yield
     finally:
-        gc.freeze()
-        gc.enable()
+        if starting:
+            gc.freeze()
+            gc.enable()
 
 
 @contextlib.contextmanager
