@@ -64,3 +64,36 @@ def test_the_cli_needs_only_the_base_url(tmp_path):
     assert run["model"] == SERVED and run["documents"]["completed"] == 2
     assert run["llm"]["structured_output"]["method"] == "json_schema"
     assert f"using '{SERVED}'" in done.stderr
+
+
+def test_a_server_still_loading_its_model_is_waited_for(caplog):
+    """llama.cpp's server answers 503 "Loading model" until the model is in memory."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    class Loading(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.server.gets += 1  # type: ignore[attr-defined]
+            loading = self.server.gets <= 2  # type: ignore[attr-defined]
+            body = (b'{"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}' if loading
+                    else json.dumps({"object": "list", "data": [{"id": SERVED, "object": "model"}]}).encode())
+            self.send_response(503 if loading else 200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Loading)
+    server.gets = 0  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            checked = check_endpoint(_settings(f"http://127.0.0.1:{server.server_address[1]}/v1", model_given=False))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert checked.model == SERVED and server.gets >= 3  # type: ignore[attr-defined]
+    assert any("not ready (HTTP 503" in r.getMessage() and "Loading model" in r.getMessage() for r in caplog.records)

@@ -7,6 +7,7 @@ llama.cpp's /props; when nothing says, the run starts from 8192 and learns from 
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import urlparse
 
 import requests
@@ -15,11 +16,12 @@ from ..config import PLACEHOLDER_KEY, Settings
 from ..errors import LLMAuthError, LLMError, connection_reason
 from .context import MIN_CONTEXT_TOKENS
 
-__all__ = ["check_endpoint", "OPENAI_URL", "announced_context", "pick_model"]
+__all__ = ["check_endpoint", "OPENAI_URL", "LOADING_WAIT_S", "announced_context", "pick_model"]
 
 log = logging.getLogger(__name__)
 
 OPENAI_URL = "https://api.openai.com/v1"
+LOADING_WAIT_S = 120.0  # how long a server that is still loading its model (HTTP 503) is waited for
 
 
 def check_endpoint(settings: Settings) -> Settings:
@@ -29,7 +31,7 @@ def check_endpoint(settings: Settings) -> Settings:
     url = (settings.llm_base_url or OPENAI_URL).rstrip("/") + "/models"
     headers = {"Authorization": f"Bearer {settings.api_key or PLACEHOLDER_KEY}"}  # as the chat requests will
     try:
-        resp = requests.get(url, headers=headers, timeout=(5, 15))
+        resp = _models(url, headers, host, LOADING_WAIT_S)
     except requests.ConnectionError as exc:
         raise LLMError(f"cannot reach the LLM at {host}: {connection_reason(exc)} (check --llm-base-url)") from None
     except requests.RequestException as exc:
@@ -49,6 +51,22 @@ def check_endpoint(settings: Settings) -> Settings:
     if window is not None:
         log.info("the LLM at %s announces a context window of %s tokens", host, f"{window:,}")
     return settings.with_(model=model, context_tokens=window)
+
+
+def _models(url: str, headers: dict[str, str], host: str, wait_s: float) -> requests.Response:
+    """GET /models; while the server answers 503 (llama.cpp says "Loading model" until its model is in memory),
+    ask again each second for up to `wait_s`, so a run started beside its server does not fail on that."""
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        resp = requests.get(url, headers=headers, timeout=(5, 15))
+        if resp.status_code != 503 or time.monotonic() >= deadline:
+            return resp
+        if not told:
+            log.warning("the LLM at %s is not ready (HTTP 503: %s); waiting up to %.0f s", host,
+                        " ".join(resp.text.split())[:120], wait_s)
+            told = True
+        time.sleep(1.0)
 
 
 def pick_model(settings: Settings, served: list[str], host: str) -> str:
