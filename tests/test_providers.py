@@ -111,3 +111,20 @@ def test_a_plain_http_server_costs_no_certificate_loading_and_tls_stays_verified
     secure = _tls_context("https://api.example.org/v1")
     assert secure.verify_mode is ssl.CERT_REQUIRED and secure.cert_store_stats()["x509_ca"] > 0
     assert _tls_context(None).cert_store_stats()["x509_ca"] > 0  # OpenAI itself
+
+
+async def test_a_refused_connection_says_so_not_the_sdks_exception_name():
+    import socket
+
+    from document_it.errors import LLMTransientError
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    provider = ChatProvider(_settings(f"http://127.0.0.1:{port}/v1"))
+    try:
+        with pytest.raises(LLMTransientError) as caught:
+            await provider.send(Task.SUMMARY, provider.messages(Task.SUMMARY, TOPIC))
+    finally:
+        await provider.aclose()
+    assert str(caught.value).endswith("failed: connection refused") and caught.value.kind == "no connection"

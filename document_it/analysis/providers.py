@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import math
+import os
 import ssl
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
@@ -400,18 +401,21 @@ def _first_line(text: str) -> str:
 
 
 def _cause(exc: BaseException) -> str:
-    """What went wrong under the SDK's connection error: the type of its cause, or the reason itself when a
-    reply was cut at the size cap (analysis/capped.py)."""
-    inner = exc.__cause__ or exc.__context__
-    if inner is None:
+    """What went wrong under the SDK's connection error: the reason the system gave ("connection refused"),
+    the reason itself when a reply was cut at the size cap (analysis/capped.py), else the innermost type."""
+    link: BaseException | None = exc.__cause__ or exc.__context__
+    if link is None:
         return "no response"
-    link: BaseException | None = inner
-    while link is not None:  # the cap's own error may sit deeper in the chain than the SDK's
+    innermost = link
+    while link is not None:  # the cap's own error, or the system's, may sit deep in the chain
         reason = " ".join(str(link).split())
         if "larger than" in reason and "not read further" in reason:
             return f"{type(link).__name__}: {reason[:160]}"
+        if isinstance(link, OSError) and link.errno:
+            return os.strerror(link.errno).lower()
+        innermost = link
         link = link.__cause__ or link.__context__
-    return type(inner).__name__
+    return type(innermost).__name__
 
 
 def _message(exc: openai.APIStatusError) -> str:
