@@ -78,7 +78,8 @@ class LLMClientError(LLMFatalError):
 
 
 class LLMUnusableError(LLMFatalError):
-    """The server answers, but the first requests of the run all came back the same unusable way."""
+    """The server answers, but nothing it answers can be used: the first requests of the run all came back
+    the same unusable way, or it takes none of the structured-output methods (or not the one forced)."""
 
 
 class LLMTransientError(LLMError):

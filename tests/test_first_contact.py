@@ -141,6 +141,15 @@ def test_in_process_mode_a_worker_that_meets_such_a_server_stops_the_run(broken,
     assert broken.posts <= 40  # each worker process finds out for itself, after about 5 requests
 
 
+def test_a_structured_output_method_the_server_refuses_stops_the_run_at_once(corpus, tmp_path, capsys) -> None:
+    with SimServer(latency_ms=5, ms_per_token=0, no_json_schema=True, max_seconds=120) as sim:
+        code = main(_argv(corpus, tmp_path, sim.base_url) + ["--structured-output", "json_schema"])
+        attempts = sim.stats()["attempts"]
+    line = _error_line(capsys.readouterr().err)
+    assert code == 2 and "does not take --structured-output json_schema" in line and "auto" in line
+    assert attempts <= 25  # not every prompt of every page
+
+
 def test_a_server_that_fails_some_requests_and_serves_others_keeps_retrying(corpus, tmp_path, capsys) -> None:
     with SimServer(latency_ms=5, ms_per_token=0, fail_500=0.3, seed=3, max_seconds=120) as sim:
         code = main(_argv(corpus, tmp_path, sim.base_url) + ["--tasks", "summary"])

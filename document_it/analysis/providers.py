@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from ..config import PLACEHOLDER_KEY, LLMKind, Settings, StructuredMethod
 from ..core.ratelimit import retry_after_seconds
 from ..core.timeouts import AttemptLimit
-from ..errors import LLMAuthError, LLMClientError, LLMError, LLMTransientError
+from ..errors import LLMAuthError, LLMClientError, LLMError, LLMTransientError, LLMUnusableError
 from ..redact import redact
 from ..tokens import estimate_tokens
 from . import extractive
@@ -281,13 +281,14 @@ class ChatProvider:
                               f"({where}: {self._clean(exc)}); this is a fault on this machine (a bug, or "
                               "installed packages other than requirements.txt pins), not the server's")
 
-    def _refusal(self, exc: openai.APIStatusError, method: StructuredMethod) -> LLMError:
-        """The server does not take `method` and there is no other to try."""
+    def _refusal(self, exc: openai.APIStatusError, method: StructuredMethod) -> LLMUnusableError:
+        """The server does not take `method` and there is no other to try: no request of the run can succeed,
+        so the run stops (exit 2) rather than fail every page alike."""
         reason = f"HTTP {exc.status_code}: {self._clean(_message(exc))}"
         if self.choice.forced:
-            return LLMError(f"{self.host} does not take --structured-output {method.value} ({reason}); "
+            return LLMUnusableError(f"{self.host} does not take --structured-output {method.value} ({reason}); "
                             "--structured-output auto finds a method it supports")
-        return LLMError(f"{self.host} refused every structured-output method ({'; '.join(self.choice.refusals)})")
+        return LLMUnusableError(f"{self.host} refused every structured-output method ({'; '.join(self.choice.refusals)})")
 
     def _too_long(self, exc: openai.APIStatusError, prompt: int, max_tokens: int, batch: bool) -> LLMContextError:
         """The window learns from a context-length refusal; `resend` when the same prompt now fits as it is
@@ -397,7 +398,8 @@ def _reply_json(message: Any) -> str:
 
 
 def _first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0][:300]
+    """An error's text on one line (a server's multi-line validation error keeps its detail), cut at 300."""
+    return " ".join(text.split())[:300]
 
 
 def _cause(exc: BaseException) -> str:
@@ -422,6 +424,8 @@ def _message(exc: openai.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error", body) if isinstance(body, dict) else {}
     message = error.get("message") if isinstance(error, dict) else None
+    if not message and isinstance(body.get("detail"), str):  # FastAPI's servers: {"detail": "Not Found"}
+        message = body["detail"]
     if not message and not isinstance(exc.body, dict):  # an HTML error page, plain text: its gist
         try:
             message = gist(exc.response.text, 200)
