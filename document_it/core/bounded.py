@@ -22,7 +22,9 @@ try:  # POSIX only; elsewhere the deadline still holds, the memory cap does not
 except ImportError:  # pragma: no cover - Windows
     resource = None  # type: ignore[assignment]
 
-__all__ = ["BoundedPool", "ProcessExpired", "limit_memory", "spawn_context", "ignore_interrupts"]
+__all__ = ["BoundedPool", "ProcessExpired", "limit_memory", "spawn_context", "ignore_interrupts", "WORKER_NICENESS"]
+
+WORKER_NICENESS = 5  # how far below the run's own process a parse worker runs
 
 T = TypeVar("T")
 _ORPHAN_CHECK_S = 1.0
@@ -111,8 +113,18 @@ def _ready() -> None:
 
 def _start_worker(extra_bytes: int) -> None:
     ignore_interrupts()
+    _yield_to_the_run()
     from .. import parse  # noqa: F401  - loaded before the cap is set, so the cap is all the page's own
     limit_memory(extra_bytes)
+
+
+def _yield_to_the_run() -> None:
+    """A parse worker runs a little below the run's own process, whose event loop sends the LLM requests: a
+    core busy parsing never delays a request, and the workers boot in the gaps of the run's start-up."""
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:  # not allowed here: run at the same priority
+        pass
 
 
 def limit_memory(extra_bytes: int) -> None:
