@@ -9,6 +9,7 @@ import pytest
 
 from document_it.analysis.negotiate import STORE_NAME
 from document_it.config import LLMKind, Mode, Settings, StructuredMethod
+from document_it.errors import LLMUnusableError
 from document_it.pipeline import run
 from document_it.testing.llm_sim import SimServer
 
@@ -53,14 +54,13 @@ def test_json_mode_reads_a_small_models_loose_json(tmp_path, site):
     assert all(r["analysis"]["summary"] for r in results)  # "Summary" was read as summary
 
 
-def test_a_forced_method_the_server_refuses_fails_fast_with_the_hint(tmp_path, site):
+def test_a_forced_method_the_server_refuses_stops_the_run_with_the_hint(tmp_path, site):
     with SimServer(latency_ms=2, ms_per_token=0, max_seconds=300, no_json_schema=True) as sim:
-        summary = _run(tmp_path, site, sim, structured_output=StructuredMethod.JSON_SCHEMA, limit=2)
-        requests = sim.stats()["requests"]
-    assert summary["documents"]["failed"] == summary["documents"]["total"]
-    errors = [json.loads(line)["error"] for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
-    assert all("--structured-output auto" in e for e in errors)
-    assert requests <= 5 * 2 + 1  # one refused request per prompt, no retries
+        with pytest.raises(LLMUnusableError, match="does not take --structured-output json_schema.*"
+                                                   "--structured-output auto"):
+            _run(tmp_path, site, sim, structured_output=StructuredMethod.JSON_SCHEMA, limit=2)
+        attempts = sim.stats()["attempts"]
+    assert attempts <= 5 * 2 + 1  # no request after the refusals already out, no retries
 
 
 @pytest.mark.parametrize("quirks", [{"require_key": True}, {"no_key": True}, {"context_tokens": 4096},
