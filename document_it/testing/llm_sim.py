@@ -140,7 +140,8 @@ class SimServer:
     """A simulated OpenAI-compatible LLM server with a latency and capacity model."""
 
     def __init__(self, *, port: int = 0, latency_ms: float = 400, ms_per_token: float = 2.0, jitter_ms: float = 0,
-                 capacity: int = 0, model: str = "gpt-4o-mini", api_key: str | None = None,
+                 prefill_ms_per_token: float = 0.0, capacity: int = 0, model: str = "gpt-4o-mini",
+                 api_key: str | None = None,
                  max_seconds: float = 600, max_requests: int = 100_000, rpm: float = 0, tpm: float = 0,
                  burst_seconds: float = 1.0, fail_429: float = 0, fault_retry_after_s: float = 1.0,
                  fail_500: float = 0, hang: float = 0, hang_seconds: float = 120, malformed: float = 0,
@@ -151,6 +152,7 @@ class SimServer:
         self.port = port
         self.latency_ms = float(latency_ms)
         self.ms_per_token = float(ms_per_token)
+        self.prefill_ms_per_token = float(prefill_ms_per_token)  # prompt processing, charged per prompt token
         self.jitter_ms = float(jitter_ms)
         self.capacity = slot_count(capacity, serial)
         self.model = model_id or model
@@ -319,7 +321,7 @@ class SimServer:
         if fault is not None:
             message, generated = truncate_message(message)
         completion_tokens = estimate_tokens(generated)
-        service = self._service_seconds(completion_tokens)
+        service = self._service_seconds(completion_tokens, prompt_tokens)
         queued = self._serve(service)
         self._bump(requests=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                    busy_seconds=service, queued_seconds=queued, ok=0 if fault else 1)
@@ -355,11 +357,12 @@ class SimServer:
             return Reply(drop="close")
         return Reply(drop="reset")
 
-    def _service_seconds(self, completion_tokens: int) -> float:
-        """Return time-to-first-token + decode time + jitter, in seconds."""
+    def _service_seconds(self, completion_tokens: int, prompt_tokens: int = 0) -> float:
+        """Return time-to-first-token + prefill of the prompt + decode time + jitter, in seconds."""
         with self._lock:
             jitter = self._jitter.uniform(0, self.jitter_ms) if self.jitter_ms > 0 else 0.0
-        return (self.latency_ms + self.ms_per_token * completion_tokens + jitter) / 1000.0
+        return (self.latency_ms + self.prefill_ms_per_token * prompt_tokens + self.ms_per_token * completion_tokens
+                + jitter) / 1000.0
 
     def _serve(self, service: float) -> float:
         """Wait for a capacity slot, then sleep `service` seconds; returns the queue wait."""
@@ -387,6 +390,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = pick a free port)")
     p.add_argument("--latency-ms", type=float, default=400, help="time to first token per request, ms")
     p.add_argument("--ms-per-token", type=float, default=2.0, help="decode time per completion token, ms")
+    p.add_argument("--prefill-ms-per-token", type=float, default=0.0,
+                   help="prompt processing time per prompt token, ms (a real server pays for every prompt token)")
     p.add_argument("--jitter-ms", type=float, default=0, help="extra uniform random delay in [0, jitter], ms")
     p.add_argument("--capacity", type=int, default=0,
                    help="max requests served at once, others queue in arrival order (0 = unlimited)")
@@ -406,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING), stream=sys.stderr)
     sim = SimServer(port=args.port, latency_ms=args.latency_ms, ms_per_token=args.ms_per_token,
-                    jitter_ms=args.jitter_ms, capacity=args.capacity, model=args.model, api_key=args.api_key,
+                    prefill_ms_per_token=args.prefill_ms_per_token, jitter_ms=args.jitter_ms, capacity=args.capacity,
+                    model=args.model, api_key=args.api_key,
                     max_seconds=args.max_seconds, max_requests=args.max_requests, **cli_kwargs(args),
                     **quirk_kwargs(args))
     quit_event = threading.Event()
