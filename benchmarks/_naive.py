@@ -30,6 +30,7 @@ async def run(source: str, base_url: str, cap: int, tasks: tuple[Task, ...] = PA
     client = AsyncOpenAI(base_url=base_url, api_key="naive", max_retries=0, timeout=120)
     gate = asyncio.Semaphore(cap)
     failed = 0
+    text_tokens = 0
 
     async def ask(task, page) -> None:
         nonlocal failed
@@ -46,8 +47,10 @@ async def run(source: str, base_url: str, cap: int, tasks: tuple[Task, ...] = PA
                 failed += 1
 
     async def page_work(ref) -> None:
+        nonlocal text_tokens
         got = await asyncio.to_thread(fetch, ref, limits)
         page = parse(got)  # inline, on the event loop
+        text_tokens += page.text_tokens
         await asyncio.gather(*(ask(task, page) for task in tasks))
 
     started = time.perf_counter()
@@ -55,7 +58,7 @@ async def run(source: str, base_url: str, cap: int, tasks: tuple[Task, ...] = PA
     wall = time.perf_counter() - started
     await client.close()
     return {"pages": len(refs), "prompts": len(refs) * len(tasks), "failed_prompts": failed,
-            "wall_seconds": round(wall, 3)}
+            "wall_seconds": round(wall, 3), "text_tokens": text_tokens}
 
 
 def main() -> int:

@@ -23,6 +23,8 @@ from document_it.testing.docsite import page_path, write_docsite
 # naive: benchmarks/_naive.py, the obvious approach; dask: on a local Dask cluster the run starts itself;
 # dask-llm: dask with --distributed-llm (the LLM requests sent from the workers, one semaphore for the cap)
 MODES = ("sync", "async", "process", "hybrid", "dask", "dask-llm", "naive")
+# run.json's `work` figures each row carries (bench_modes.py prints them as req/page, prompt tok/page, text tok/page)
+WORK_KEYS = ("requests_per_page", "prompt_tokens_per_page", "text_tokens_per_page")
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,14 @@ def run_mode(mode: str, cfg: RunConfig) -> dict[str, Any]:
     stats = sim_stats(cfg.base_url)
     resources = run.get("resources") or {}
     llm = run["llm"]
+    work = run.get("work") or {}
     return {"mode": mode, "exit": code, "wall_seconds": run["wall_seconds"], "pages": run["documents"]["total"],
             "failed": run["documents"]["failed"], "prompts": llm["prompts"], "llm_requests": stats["requests"],
             "tokens": llm.get("tokens_in", 0) + llm.get("tokens_out", 0),
             "server_busy_seconds": round(stats["busy_seconds"], 2), "server_max_in_flight": stats["max_in_flight"],
             "batches": (llm.get("batching") or {}).get("batches", 0),
-            "peak_rss_mb": resources.get("peak_rss_mb"), "mean_cpu_percent": resources.get("mean_cpu_percent")}
+            "peak_rss_mb": resources.get("peak_rss_mb"), "mean_cpu_percent": resources.get("mean_cpu_percent"),
+            **{key: work.get(key) for key in WORK_KEYS}}
 
 
 def _naive(cfg: RunConfig) -> dict[str, Any]:
@@ -97,7 +101,16 @@ def _naive(cfg: RunConfig) -> dict[str, Any]:
             "failed": 0, "failed_prompts": out["failed_prompts"], "prompts": out["prompts"],
             "llm_requests": stats["requests"], "tokens": None, "batches": 0,
             "server_busy_seconds": round(stats["busy_seconds"], 2), "server_max_in_flight": stats["max_in_flight"],
-            "peak_rss_mb": None, "mean_cpu_percent": None}
+            "peak_rss_mb": None, "mean_cpu_percent": None,
+            **naive_work(stats["attempts"], stats["prompt_tokens"], out.get("text_tokens"), out["pages"])}
+
+
+def naive_work(requests: int, prompt_tokens: int, text_tokens: int | None, pages: int) -> dict[str, Any]:
+    """The naive row's per-page work as run.json's `work` block gives it for the others: the requests and
+    prompt tokens the simulator received (its /stats), the text tokens of the pages the baseline parsed."""
+    per = (lambda amount, digits: round(amount / pages, digits) if pages and amount is not None else None)
+    return {"requests_per_page": per(requests, 2), "prompt_tokens_per_page": per(prompt_tokens, 0),
+            "text_tokens_per_page": per(text_tokens, 0)}
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,8 +5,10 @@
 
 Pages are served over loopback HTTP (the bundled sample, or --pages N generated ones) and the simulator
 runs in its own process with a per-output-token delay. For each mode (median of --repeat runs) it prints
-wall time, speedup over sync, pages/s, prompts and requests, tokens, the peak RSS summed over every
-process of the run and its mean CPU, and the efficiency T_lb / T against the lower bound
+wall time, speedup over sync, pages/s, prompts and requests, tokens, the work per page (requests and
+prompt tokens per page, and the pages' own text tokens: run.json's `work` block; for the naive row the
+simulator's /stats over the pages it parsed), the peak RSS summed over every process of the run and its
+mean CPU, and the efficiency T_lb / T against the lower bound
 
     T_lb = max(server busy seconds / concurrency, parse CPU / cores, download time / threads)
 
@@ -84,7 +86,9 @@ def main() -> int:
                        ("wall s", "wall_seconds", ".2f"), ("vs sync", "speedup_vs_sync", ".2f"),
                        ("pages/s", "pages_per_second", ".2f"), ("prompts", "prompts", "d"),
                        ("requests", "llm_requests", "d"), ("busy s", "server_busy_seconds", ".1f"),
-                       ("tokens", "tokens", ",d"), ("peak RSS MB", "peak_rss_mb", ".0f"),
+                       ("tokens", "tokens", ",d"), ("req/page", "requests_per_page", ".2f"),
+                       ("prompt tok/page", "prompt_tokens_per_page", ",.0f"),
+                       ("text tok/page", "text_tokens_per_page", ",.0f"), ("peak RSS MB", "peak_rss_mb", ".0f"),
                        ("CPU %", "mean_cpu_percent", ".0f"), ("efficiency", "efficiency", ".0%")])
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result = {"config": {**config, "cores": cores}, "work": work, "lower_bound_seconds": bound["seconds"],

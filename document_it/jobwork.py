@@ -149,7 +149,8 @@ class JobWorker:
             await self._add(self.crawl.follow(page.outlinks, job.depth))
         if self.agent is None:  # crawl and parse only (benchmarks/bench_crawl.py measures exactly that)
             return await self._finish(job, JobState.DONE, DocResult(
-                url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED, timings=timings))
+                url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED, timings=timings,
+                text_tokens=page.text_tokens))
         result = await analyze_page(ref, page, self.agent, self.settings, timings)
         if result.status is DocStatus.FAILED:
             return await self._finish(job, JobState.FAILED, result)
@@ -177,7 +178,7 @@ class JobWorker:
         if self.crawl is not None:
             await self._add(self.crawl.follow(previous.links, job.depth))
         stored = DocResult.from_dict(previous.result or {})
-        result = replace(stored, url=job.ref.url, topic=job.ref.topic, timings=timings)
+        result = replace(stored, url=job.ref.url, topic=job.ref.topic, timings=timings, reused=True)
         validators = fetched.validators or {}
         record = replace(previous, url=job.ref.url, topic=job.ref.topic, result=result.to_dict(),
                          etag=validators.get("ETag", previous.etag),

@@ -119,6 +119,11 @@ class ParsedDoc:
     tokens: int = 0
     fmt: str = "html"
 
+    @property
+    def text_tokens(self) -> int:
+        """The page's own text in estimated tokens: its chunks' tokens summed (what the parser kept)."""
+        return sum(chunk.tokens for chunk in self.chunks)
+
 
 class DocStatus(str, enum.Enum):
     """Where one document ended up."""
@@ -143,6 +148,8 @@ class DocResult:
     fallback_tasks: list[str] = field(default_factory=list)  # parts answered by the offline analyser
     fields: dict[str, Any] | None = None  # --extract-fields: each field's value (None when the page does not say)
     tasks: list[str] | None = None  # --tasks: the page analyses asked (None: not recorded, as before --tasks)
+    text_tokens: int = 0  # the page's own text in estimated tokens (ParsedDoc.text_tokens); 0: never parsed
+    reused: bool = False  # the analysis was not made this run: the cache held it, or an unchanged page kept its last
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -20,6 +20,7 @@ from .fetch import FetchLimits
 from .models import DocRef, DocResult, DocStatus, Fetched, ParsedDoc
 from .report import ResultStream, write_outputs
 from .sources import discover
+from .work import work_block
 
 if TYPE_CHECKING:  # the LLM stack (LangChain, LangGraph) is imported only once a run has its pages
     from .analysis.agent import PageAgent
@@ -220,7 +221,7 @@ async def _answer_from_memo(refs: list[DocRef], stages: Stages, gateway: Gateway
             return ref
         emit(DocResult(url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED,
                        provider=settings.provider_name, model=settings.model_name, analysis=stored.model_dump(),
-                       tasks=[task.value for task in agent.tasks]))
+                       tasks=[task.value for task in agent.tasks], text_tokens=page.text_tokens, reused=True))
         return None
 
     agent = PageAgent(gateway, settings.sub_model)
@@ -338,14 +339,16 @@ async def analyze_page(ref: DocRef, page: ParsedDoc, agent: PageAgent, settings:
     """Run the agent over one parsed page; failures land on the result (a fatal LLM error stops the run)."""
     clock = time.perf_counter()
     try:
-        analysis = await agent.analyze(page)
+        stored = agent.remembered(page)  # looked up here, so the result can say it made no request
+        analysis = stored if stored is not None else await agent.analyze(page)
     except LLMFatalError:
         raise
     except DocumentItError as exc:
-        return failed_result(ref, settings, "analyze", str(exc), page.title, timings)
+        return failed_result(ref, settings, "analyze", str(exc), page.title, timings, page.text_tokens)
     except Exception as exc:  # a bug or an unexpected library error: record it, keep the run going
         log.exception("unexpected error analysing %s", ref.url)
-        return failed_result(ref, settings, "analyze", f"unexpected {type(exc).__name__}: {exc}", page.title, timings)
+        return failed_result(ref, settings, "analyze", f"unexpected {type(exc).__name__}: {exc}", page.title, timings,
+                             page.text_tokens)
     finally:
         timings["analyze"] = _lap(clock)
     fields = None
@@ -358,15 +361,16 @@ async def analyze_page(ref: DocRef, page: ParsedDoc, agent: PageAgent, settings:
     return DocResult(url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED,
                      provider=settings.provider_name, model=settings.model_name,
                      analysis=analysis.model_dump(), timings=timings, tasks=[task.value for task in agent.tasks],
-                     fallback_tasks=agent.gateway.fell_back.get(page.url, []), fields=fields)
+                     fallback_tasks=agent.gateway.fell_back.get(page.url, []), fields=fields,
+                     text_tokens=page.text_tokens, reused=stored is not None)
 
 
 def failed_result(ref: DocRef, settings: Settings, stage: str, reason: str, title: str = "",
-                  timings: dict[str, float] | None = None) -> DocResult:
-    """A page that did not make it, and at which stage."""
+                  timings: dict[str, float] | None = None, text_tokens: int = 0) -> DocResult:
+    """A page that did not make it, and at which stage (`text_tokens`: its text's, once parsed)."""
     return DocResult(url=ref.url, title=title or ref.title, topic=ref.topic, status=DocStatus.FAILED,
                      error=f"{stage}: {reason}", provider=settings.provider_name,
-                     model=settings.model_name, timings=timings or {})
+                     model=settings.model_name, timings=timings or {}, text_tokens=text_tokens)
 
 
 def _not_started(ref: DocRef, settings: Settings, reason: str) -> DocResult:
@@ -395,7 +399,10 @@ def plain_synthesis(synthesis: dict[str, Any]) -> dict[str, Any]:
 
 def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, Any], wall: float,
                   status: str = "completed", total: int | None = None,
-                  resources: ResourceSampler | None = None, cluster: Any = None) -> dict[str, Any]:
+                  resources: ResourceSampler | None = None, cluster: Any = None,
+                  this_run: list[DocResult] | None = None) -> dict[str, Any]:
+    """run.json's content. `this_run`: the results this invocation made (default: all of `results`; a resumed
+    queued run's `results` also holds the pages finished before)."""
     from .analysis.extractive import LABEL as EXTRACTIVE_LABEL
 
     completed = sum(r.status is DocStatus.COMPLETED for r in results)
@@ -419,6 +426,7 @@ def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, A
         "failures": {r.url: r.error or "unknown error" for r in sorted(results, key=lambda r: r.url)
                      if r.status is DocStatus.FAILED},
         "llm": llm,
+        "work": work_block(results if this_run is None else this_run, llm, settings.llm is not LLMKind.EXTRACTIVE),
         "stages": stages,
         "resources": resources.summary() if resources is not None else None,
         "cluster": cluster.summary(stages) if cluster is not None else None,

@@ -153,6 +153,7 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
     llm: dict[str, Any] = {"prompts": 0}
     synthesis: dict[str, Any] = {}
     counters: dict[str, Any] = {}
+    made: list[DocResult] = []  # this invocation's results (run.json `work`), not those a resumed run had
     status = "completed"
     async with Shutdown(settings.grace_s) as shutdown:
         total = _pages(queue, spec)
@@ -160,6 +161,7 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
                          failed=queue.counts(spec.run_id)[JobState.FAILED],
                          growing=spec.crawl is not None) as progress:
             def emit(result: DocResult) -> None:
+                made.append(result)
                 stream.write(result)
                 progress.advance(result, total=_pages(queue, spec))
 
@@ -182,7 +184,7 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
                     queue.release(spec.run_id)
                     status = "aborted: the workers stopped before every page was done"
                 summary = _finish(settings, spec, queue, title, resumed, status, llm, synthesis, counters,
-                                  time.perf_counter() - started, resources)
+                                  time.perf_counter() - started, resources, made)
     if shutdown.signum is not None:
         raise Interrupted(shutdown.signum, resumable=True)
     return summary
@@ -249,7 +251,7 @@ async def _synthesize(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> dict[
 
 def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool, status: str,
             llm: dict[str, Any], synthesis: dict[str, Any], counters: dict[str, Any], wall: float,
-            resources: ResourceSampler | None = None) -> dict[str, Any]:
+            resources: ResourceSampler | None = None, made: list[DocResult] | None = None) -> dict[str, Any]:
     """Write the outputs from the queue (every page once) and close the run."""
     complete = status == "completed"
     if spec.incremental and complete:
@@ -257,7 +259,8 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
     results = [DocResult.from_dict(r) for r in queue.results(spec.run_id)]
     counts = queue.counts(spec.run_id)
     summary = summarize_run(settings, results, llm, wall, status, resources=resources, cluster=counters.get("cluster"),
-                            total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS])
+                            total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS],
+                            this_run=made or [])
     summary["output_dir"] = str(settings.output_dir)
     summary["queue"] = {"run_id": spec.run_id, "resumed": resumed,
                         "jobs": {state.value: n for state, n in counts.items()}}

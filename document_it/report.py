@@ -161,7 +161,22 @@ def _figures(summary: dict[str, Any]) -> list[str]:
                          f"{batching['items_per_batch_max']}, {batching['tokens_saved']:,})"))
         if llm.get("fallbacks"):
             rows.append(("answered offline after LLM failures", str(llm["fallbacks"])))
-    return ["## Run", "", "| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]
+    work = summary.get("work")
+    return ["## Run", "", "| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
+            *([_work_line(work), ""] if work else [])]
+
+
+def _work_line(work: dict[str, Any]) -> str:
+    """run.json's `work` block in one sentence: requests and prompt tokens per page, against the page text."""
+    pages, text, ratio = work["pages"], work.get("text_tokens_per_page"), work.get("prompt_per_text")
+    if work.get("note") and not work["requests"]:
+        read = f"; it read {pages} pages, {text:,} tokens of text each on average" if pages else ""
+        return f"Work: {work['note']}{read}."
+    if not pages:
+        return (f"Work: no page was analysed this run; {work['requests']:,} LLM requests, "
+                f"{work['prompt_tokens']:,} prompt tokens.")
+    return (f"Work: {round(work['requests_per_page'], 1):g} requests and {work['prompt_tokens_per_page']:,} prompt "
+            f"tokens per page, for {text:,} tokens of page text" + (f" ({ratio:.2f}×)." if ratio is not None else "."))
 
 
 def _topic_section(topic: str, members: list[DocResult], synthesis: Any) -> list[str]:
