@@ -19,6 +19,7 @@ __all__ = [
     "Mode",
     "LLMKind",
     "StructuredMethod",
+    "TaskStrategy",
     "Fallback",
     "Settings",
     "SAMPLE_SOURCE",
@@ -61,6 +62,14 @@ class StructuredMethod(str, enum.Enum):
     JSON_MODE = "json_mode"
 
 
+class TaskStrategy(str, enum.Enum):
+    """How a page's analyses are asked (--task-strategy)."""
+
+    AUTO = "auto"  # combined, except where separate requests pay (see docs/benchmarks.md, "One reading per page")
+    COMBINED = "combined"  # one request per page returns every asked analysis (a part per task)
+    SEPARATE = "separate"  # one request per page and task
+
+
 class Fallback(str, enum.Enum):
     """What answers when the LLM stays down."""
 
@@ -89,7 +98,8 @@ class Settings:
     model_given: bool = True  # False when the CLI got no --model: the server's first listed model may be used
     sub_model: str | None = None  # per-chunk work on long pages (default: the same model)
     extract_fields: tuple[str, ...] = ()  # named fields read from every page (--extract-fields)
-    tasks: tuple[Task, ...] = PAGE_TASKS  # the analyses asked of every page, one prompt each (--tasks)
+    tasks: tuple[Task, ...] = PAGE_TASKS  # the analyses asked of every page (--tasks)
+    task_strategy: TaskStrategy = TaskStrategy.AUTO  # all of them in one request, or one request each
     structured_output: StructuredMethod = StructuredMethod.AUTO
     context_tokens: int | None = None  # the model's context window; None: from the server, else 8192
     request_timeout: float = 60.0

@@ -8,7 +8,7 @@ import re
 from typing import Callable, Mapping, NoReturn, Sequence
 
 from . import __version__
-from .config import Fallback, LLMKind, Mode, StructuredMethod
+from .config import Fallback, LLMKind, Mode, StructuredMethod, TaskStrategy
 from .logs import LOG_FORMATS
 from .models import PAGE_TASKS
 from .settings_from_flags import env_name
@@ -114,6 +114,11 @@ def _the_llm(p: argparse.ArgumentParser, d: _Default) -> None:
     g.add_argument("--tasks", metavar="NAMES", default=d("tasks", None),
                    help=f"comma-separated analyses asked of every page, from: "
                         f"{', '.join(task.value for task in PAGE_TASKS)}; default: all")
+    g.add_argument("--task-strategy", metavar="HOW", choices=[s.value for s in TaskStrategy],
+                   default=d("task-strategy", "auto"),
+                   help="combined: one request per page returns every analysis (the page is read once); "
+                        "separate: one request per page and analysis; auto (default): combined, except where "
+                        "separate requests pay")
     g.add_argument("--extract-fields", metavar="NAMES", default=d("extract-fields", None),
                    help="comma-separated fields read from every page, e.g. 'name,version,license' (needs an LLM)")
     g.add_argument("--structured-output", metavar="METHOD", choices=[m.value for m in StructuredMethod],
@@ -124,7 +129,8 @@ def _the_llm(p: argparse.ArgumentParser, d: _Default) -> None:
                    help="the model's context window, no request is larger; default: what the server announces, "
                         "else 8192")
     g.add_argument("--chunk-tokens", type=int, metavar="N", default=d("chunk-tokens", 800),
-                   help="chunk size for pages too long for one prompt")
+                   help="the parser's chunk size; a page too long for the model's window is read in pieces of "
+                        "neighbouring chunks, as large as the window holds")
     g.add_argument("--request-timeout", type=float, metavar="SECONDS", default=d("request-timeout", 60.0),
                    help="time per LLM request attempt")
     g.add_argument("--sim-latency-ms", type=float, metavar="MS", default=d("sim-latency-ms", 400.0),

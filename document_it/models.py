@@ -32,6 +32,7 @@ class Task(str, enum.Enum):
     CODE_PATTERNS = "code_patterns"
     RELATED_TOPICS = "related_topics"
     TOPIC_SYNTHESIS = "topic_synthesis"
+    CHUNK_NOTES = "chunk_notes"  # notes on one piece of a page too long for the model's window
     TEXT = "text"  # a free-form prompt answered in plain text (the public patterns API)
 
 

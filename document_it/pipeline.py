@@ -155,6 +155,9 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch
     from .analysis.gateway import build_gateway
     from .core.remote_llm import finish_agent, page_agent
 
+    from .analysis.strategy import resolve_strategy
+
+    settings = settings.with_(task_strategy=resolve_strategy(settings, len(refs)))  # auto: decided per run
     plan = PLANS[settings.mode]
     if settings.mode is Mode.PROCESS:
         from .core.workers import run_process_mode

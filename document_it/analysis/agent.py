@@ -1,64 +1,101 @@
-"""The per-page LangGraph agent: a page too long for one prompt of the model's window is first read chunk by
-chunk (map, then collapse until the notes fit), then the chosen analyses (--tasks, all five by default) run
-as parallel branches over the page (or its notes) and merge (reduce). A branch whose prompt the server
-refuses as too long (its window is smaller than announced) has the page read in chunks and asks again."""
+"""The per-page LangGraph agent: one reading per page. A page that fits the model's window goes to the model
+once, and one request returns every asked analysis (a combined answer, a part per task); a page too long for
+the window is first read in pieces as large as the window holds, one note per piece serving every task, and
+the notes are analysed instead. A part of the answer that is missing or invalid is asked again alone, in
+parallel with the others (Send), and the parts merge through a reducer. With --task-strategy separate each
+analysis is its own request, as parallel branches over the page (or its notes)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import operator
 from dataclasses import replace
 from typing import Annotated, Any, Awaitable, Callable, Sequence, TypedDict
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
 from pydantic import ValidationError
 
-from ..config import page_tasks
-from ..errors import LLMFatalError
+from ..config import TaskStrategy, page_tasks
+from ..errors import LLMError, LLMFatalError, LLMTransientError
 from ..models import Chunk, ParsedDoc
 from ..parse import chunk_text
 from ..tokens import estimate_tokens
 from .context import LLMContextError
-from .gateway import Gateway
+from .gateway import Gateway, LLMUnavailable
 from .patterns import aparallel_query
-from .prompts import PAGE_TASKS, PageAnalysis, Task, TopicInput, TopicSynthesis
+from .prompts import PAGE_TASKS, ChunkInput, PageAnalysis, PageQuestion, Question, Task, TopicInput, TopicSynthesis
+from .schemas import part_value
 
-__all__ = ["PageAgent", "synthesize_topics", "task_key", "read_in_chunks", "MAP_PROMPT", "COLLAPSE_PROMPT"]
+__all__ = ["PageAgent", "synthesize_topics", "task_key", "read_in_chunks", "COLLAPSE_PROMPT", "pieces_for_window"]
 
-_MAP_PARALLEL = 8  # chunk notes of one page in flight at once (the gateway's window bounds the whole run)
+log = logging.getLogger(__name__)
+
+_NOTES_PARALLEL = 16  # chunk notes of one page submitted at once (the gateway's window bounds the whole run)
 
 
 class PageState(TypedDict, total=False):
     source: ParsedDoc  # the page as parsed
-    page: ParsedDoc  # what the analyses read: the page, or notes on its chunks when it is too long
-    parts: Annotated[dict[str, Any], operator.or_]  # each branch adds its field; the reducer merges
+    page: ParsedDoc  # what the analyses read: the page, or notes on its pieces when it is too long
+    task: Task  # the one task a re-ask (Send) is about
+    parts: Annotated[dict[str, Any], operator.or_]  # one entry per task; the reducer merges
     analysis: PageAnalysis
 
 
 Reread = Callable[[ParsedDoc], Awaitable[ParsedDoc]]
 
 
-def _branch(gateway: Gateway, task: Task, reread: Reread):
-    async def node(state: PageState) -> dict[str, Any]:
-        page = state["page"]
-        for attempt in range(3):
-            try:
-                answer = await gateway.ask(task, page)
-                break
-            except LLMContextError as exc:  # the server's window is smaller than we knew: read it in chunks
-                if attempt == 2 or not exc.shrunk:
-                    raise
-                page = await reread(state["source"])
-        value = answer.summary if task is Task.SUMMARY else answer.items  # type: ignore[attr-defined]
-        return {"parts": {task.value: value}}
+async def _asked(gateway: Gateway, question: Question, state: PageState, reread: Reread) -> tuple[Any, ParsedDoc]:
+    """The answer to `question` over the state's page; a prompt the server refuses as longer than its window
+    (smaller than announced) has the page read in pieces for the window it now knows, and asks again."""
+    page = state["page"]
+    for attempt in range(3):
+        try:
+            return await gateway.ask(question, page), page
+        except LLMContextError as exc:
+            if attempt == 2 or not exc.shrunk:
+                raise
+            page = await reread(state["source"])
+    raise AssertionError("unreachable")
 
-    node.__name__ = task.value
+
+def _analyse(gateway: Gateway, question: PageQuestion, reread: Reread):
+    async def analyse(state: PageState) -> dict[str, Any]:
+        """Every asked analysis of the page in one request; the valid parts are kept."""
+        try:
+            answer, page = await _asked(gateway, question, state, reread)
+        except (LLMFatalError, LLMTransientError, LLMUnavailable, LLMContextError):
+            raise  # the server is down, stopping, or the page cannot be read: each part alone would fare no better
+        except LLMError as exc:  # no usable combined answer, even after a repair: each part alone
+            log.info("combined answer for %s failed (%s); asking each analysis alone", state["source"].url, exc)
+            return {}
+        parts = {task.value: getattr(answer, task.value) for task in question.tasks}
+        return {"page": page, "parts": {name: value for name, value in parts.items() if value is not None}}
+
+    return analyse
+
+
+def _reask(tasks: Sequence[Task]):
+    def reask(state: PageState) -> list[Send] | str:
+        """The parts missing from the combined answer go out again, each alone and in parallel."""
+        missing = [task for task in tasks if task.value not in state.get("parts", {})]
+        return [Send("one_task", {"task": task, "page": state["page"], "source": state["source"]})
+                for task in missing] or "merge"
+
+    return reask
+
+
+def _one_task(gateway: Gateway, reread: Reread, task: Task | None = None):
+    async def node(state: PageState) -> dict[str, Any]:
+        asked = task or state["task"]
+        answer, _ = await _asked(gateway, asked, state, reread)
+        return {"parts": {asked.value: part_value(asked, answer)}}
+
+    node.__name__ = task.value if task else "one_task"
     return node
 
 
-# the map step of a long page: one note per chunk, by the sub-model, in parallel
-MAP_PROMPT = ("Write compact notes (at most 120 words) on this part of a documentation page: the facts, APIs, "
-              "options, advice and code it contains. Plain text, no preamble.\n\n{chunk}")
 # the collapse step, when the notes themselves are too long for one prompt: neighbouring notes merged
 COLLAPSE_PROMPT = ("Merge these notes on consecutive parts of one documentation page into one set of compact notes "
                    "(at most 160 words), keeping every fact, API, option and piece of advice. Plain text, no "
@@ -66,36 +103,65 @@ COLLAPSE_PROMPT = ("Merge these notes on consecutive parts of one documentation 
 _COLLAPSE_ROUNDS = 3
 
 
+def pieces_for_window(chunks: Sequence[Chunk], room: int) -> list[str]:
+    """The page's text in pieces of at most `room` estimated tokens: neighbouring chunks joined while they fit,
+    a chunk larger than `room` cut in pieces of that size."""
+    pieces: list[str] = []
+    current: list[str] = []
+    used = 0
+    for chunk in chunks:
+        parts = [chunk.text] if chunk.tokens <= room else [c.text for c in chunk_text(chunk.text, room)]
+        for text in parts:
+            tokens = estimate_tokens(text) + 1
+            if current and used + tokens > room:
+                pieces.append("\n".join(current))
+                current, used = [], 0
+            current.append(text)
+            used += tokens
+    if current:
+        pieces.append("\n".join(current))
+    return pieces
+
+
 async def read_in_chunks(gateway: Gateway, sub_model: str | None, page: ParsedDoc,
-                         tasks: Sequence[Task] = PAGE_TASKS) -> ParsedDoc:
-    """`page` with its chunks replaced by notes on each (map), merged in neighbouring groups until they fit
-    one prompt of each of `tasks` (collapse); every chunk is cut to what the model's window holds. The page
-    itself when every note failed."""
+                         questions: Sequence[Question] = (PageQuestion(),)) -> ParsedDoc:
+    """`page` with its text replaced by notes: one note per piece as large as the window holds (map; the notes
+    batch like any other prompt when they wait), merged in neighbouring groups until they fit one prompt of
+    each of `questions` (collapse). The page itself when every note failed."""
     sub = gateway.sibling(sub_model)
+    pieces = pieces_for_window(page.chunks, sub.piece_room())
+    total = len(pieces)
+    bound = asyncio.Semaphore(_NOTES_PARALLEL)
+
+    async def note(part: int, text: str) -> str | None:
+        async with bound:
+            try:
+                answer = await sub.ask(Task.CHUNK_NOTES, ChunkInput(page.url, page.title, part, total, text))
+            except LLMFatalError:
+                raise
+            except LLMError as exc:  # the others still make notes; a page with none is read as it is
+                log.info("note on part %d of %s failed: %s", part, page.url, exc)
+                return None
+            return answer.notes.strip()  # type: ignore[attr-defined]
+
+    notes = await asyncio.gather(*(note(i + 1, text) for i, text in enumerate(pieces)))
+    kept = [f"[part {i + 1} of {total}] {text}" for i, text in enumerate(notes) if text]
+    if not kept:  # every note failed: analyse the page's first part as before
+        return page
 
     async def ask(prompt: str) -> str:
         return (await sub.complete(prompt)).text
 
-    room = sub.note_room(MAP_PROMPT)
-    pieces = [piece for chunk in page.chunks
-              for piece in ([chunk.text] if chunk.tokens <= room else [c.text for c in chunk_text(chunk.text, room)])]
-    total = len(pieces)
-    parts = [f"Page: {page.title}\nPart {i + 1} of {total}\n\n{text}" for i, text in enumerate(pieces)]
-    notes = await aparallel_query(MAP_PROMPT, parts, llm=ask, max_parallel=_MAP_PARALLEL)
-    kept = [f"[part {i + 1} of {total}] {note.strip()}" for i, note in enumerate(notes)
-            if not note.startswith("Error: ")]
-    if not kept:  # every note failed: analyse the page's first chunks as before
-        return page
     room = sub.note_room(COLLAPSE_PROMPT)
     for _ in range(_COLLAPSE_ROUNDS):
         digested = _with_notes(page, kept)
-        if len(kept) < 2 or gateway.page_fits(digested, tasks):
+        if len(kept) < 2 or gateway.page_fits(digested, questions):
             return digested
         groups = _groups(kept, room)
         if len(groups) == len(kept):  # no two neighbours fit one prompt together
             break
         merged = await aparallel_query(COLLAPSE_PROMPT, ["\n\n".join(group) for group in groups], llm=ask,
-                                       max_parallel=_MAP_PARALLEL)
+                                       max_parallel=_NOTES_PARALLEL)
         kept = [note.strip() if not note.startswith("Error: ") else "\n".join(group)
                 for note, group in zip(merged, groups)]
     return _with_notes(page, kept)
@@ -120,13 +186,15 @@ def _groups(notes: list[str], room: int) -> list[list[str]]:
     return groups
 
 
-def _digest(gateway: Gateway, tasks: Sequence[Task], reread: Reread):
+def _fits(gateway: Gateway, questions: Sequence[Question]) -> Callable[[ParsedDoc], bool]:
+    return lambda page: not gateway.provider.is_llm or gateway.page_fits(page, questions)
+
+
+def _digest(fits: Callable[[ParsedDoc], bool], reread: Reread):
     async def digest(state: PageState) -> dict[str, Any]:
-        """Replace a page too long for one prompt by notes on its chunks (no-op for pages that fit)."""
+        """Replace a page too long for one prompt by notes on its pieces (no-op for pages that fit)."""
         page = state["page"]
-        if not gateway.provider.is_llm or gateway.page_fits(page, tasks):
-            return {}
-        return {"page": await reread(page)}
+        return {} if fits(page) else {"page": await reread(page)}
 
     return digest
 
@@ -144,21 +212,36 @@ def task_key(tasks: Sequence[Task]) -> tuple[str, ...]:
 class PageAgent:
     """A compiled StateGraph that analyses one parsed page through the gateway."""
 
-    def __init__(self, gateway: Gateway, sub_model: str | None = None, tasks: Sequence[Task] | None = None) -> None:
-        """`tasks`: the analyses to ask; by default those the gateway's settings chose (--tasks, all five
-        unless set), so every caller that builds an agent from a run's gateway follows the flag."""
+    def __init__(self, gateway: Gateway, sub_model: str | None = None, tasks: Sequence[Task] | None = None,
+                 strategy: TaskStrategy | None = None) -> None:
+        """`tasks`: the analyses to ask, `strategy`: in one request or one each; by default what the gateway's
+        settings chose (--tasks, all five unless set; --task-strategy), so every caller that builds an agent
+        from a run's gateway follows the flags."""
         self.gateway = gateway
         self.sub_model = sub_model
         self.tasks = page_tasks(gateway.settings.tasks if tasks is None else tasks)
+        self.strategy = strategy or gateway.settings.task_strategy
+        combined = self.strategy is not TaskStrategy.SEPARATE
+        self.questions: tuple[Question, ...] = (PageQuestion(self.tasks),) if combined else self.tasks
         self._reads: dict[tuple[Any, ...], asyncio.Task[ParsedDoc]] = {}
+        fits = _fits(gateway, self.questions)
         graph = StateGraph(PageState)
-        graph.add_node("digest", _digest(gateway, self.tasks, self._reread))
+        graph.add_node("digest", _digest(fits, self._reread))
         graph.add_node("merge", _merge)
-        graph.add_edge(START, "digest")
-        for task in self.tasks:
-            graph.add_node(task.value, _branch(gateway, task, self._reread))
-            graph.add_edge("digest", task.value)
-            graph.add_edge(task.value, "merge")
+        if combined:
+            graph.add_node("analyse", _analyse(gateway, PageQuestion(self.tasks), self._reread))
+            graph.add_node("one_task", _one_task(gateway, self._reread))
+            graph.add_conditional_edges(START, lambda state: "analyse" if fits(state["page"]) else "digest",
+                                        ["analyse", "digest"])
+            graph.add_edge("digest", "analyse")
+            graph.add_conditional_edges("analyse", _reask(self.tasks), ["one_task", "merge"])
+            graph.add_edge("one_task", "merge")
+        else:
+            graph.add_edge(START, "digest")
+            for task in self.tasks:
+                graph.add_node(task.value, _one_task(gateway, self._reread, task))
+                graph.add_edge("digest", task.value)
+                graph.add_edge(task.value, "merge")
         graph.add_edge("merge", END)
         self.graph = graph.compile()
 
@@ -166,7 +249,8 @@ class PageAgent:
         """`page` read chunk by chunk, once per page and window size however many branches ask."""
         key = (page.url, *self.gateway.window_state())
         if key not in self._reads:
-            self._reads[key] = asyncio.ensure_future(read_in_chunks(self.gateway, self.sub_model, page, self.tasks))
+            self._reads[key] = asyncio.ensure_future(read_in_chunks(self.gateway, self.sub_model, page,
+                                                                    self.questions))
         return await asyncio.shield(self._reads[key])
 
     def memo_key(self, page: ParsedDoc) -> str | None:
@@ -199,8 +283,12 @@ class PageAgent:
 
 
 async def synthesize_topics(gateway: Gateway, topics: list[TopicInput]) -> dict[str, TopicSynthesis | str]:
-    """One synthesis per topic, concurrently; a topic whose synthesis fails maps to the reason."""
+    """One synthesis per topic, concurrently; a topic whose synthesis fails maps to the reason. A topic of one
+    page needs no request: its page's summary and concepts are its synthesis."""
     async def one(topic: TopicInput) -> TopicSynthesis | str:
+        if len(topic.pages) == 1 and topic.pages[0][1].strip():
+            _, summary, concepts = topic.pages[0]
+            return TopicSynthesis(overview=summary, key_themes=list(concepts))
         try:
             return await gateway.ask(Task.TOPIC_SYNTHESIS, topic)  # type: ignore[return-value]
         except LLMFatalError:

@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from pydantic import BaseModel
 
 from ..errors import LLMError, LLMFatalError
-from .prompts import Context, Task
+from .prompts import Context, Question
 
 __all__ = ["Batcher", "BatchItem", "AUTO_MAX_ITEMS", "POLL_S", "combined_stats"]
 
@@ -38,7 +38,7 @@ class BatchItem:
     """One prompt waiting for a batch."""
 
     id: str
-    task: Task
+    task: Question
     context: Context
     messages: list[tuple[str, str]]  # the prompt as it would go alone
     tokens: int
@@ -60,9 +60,9 @@ class _Unbounded:
     in_flight = 0
 
 
-SendBatch = Callable[[Task, list[BatchItem]], Awaitable[dict[str, BaseModel]]]
+SendBatch = Callable[[Question, list[BatchItem]], Awaitable[dict[str, BaseModel]]]
 SendOne = Callable[[BatchItem], Awaitable[BaseModel]]
-Fits = Callable[[Task, int, int], bool]  # (task, prompt tokens, answers): does one request hold them?
+Fits = Callable[[Question, int, int], bool]  # (task, prompt tokens, answers): does one request hold them?
 
 
 class Batcher:
@@ -77,7 +77,7 @@ class Batcher:
         self.max_items = max_items
         self.max_tokens = max_tokens
         self.poll_s = poll_s
-        self._queues: dict[Task, list[BatchItem]] = {}
+        self._queues: dict[Question, list[BatchItem]] = {}
         self._outstanding = 0  # requests this batcher started that have not finished
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
@@ -89,7 +89,7 @@ class Batcher:
         self.singles = 0
         self.queue_wait_s = 0.0  # prompt-seconds spent waiting here for a slot
 
-    async def submit(self, task: Task, context: Context, messages: list[tuple[str, str]], tokens: int) -> BaseModel:
+    async def submit(self, task: Question, context: Context, messages: list[tuple[str, str]], tokens: int) -> BaseModel:
         """Queue one prompt and wait for its answer."""
         loop = asyncio.get_running_loop()
         self._ids += 1
@@ -149,7 +149,7 @@ class Batcher:
         if waiting and self._outstanding == 0:  # slots held by other requests: look again shortly
             self._timer = asyncio.get_running_loop().call_later(self.poll_s, self._dispatch)
 
-    def _take(self, task: Task, wanted: int) -> list[BatchItem]:
+    def _take(self, task: Question, wanted: int) -> list[BatchItem]:
         """Up to `wanted` items of `task`'s queue, within the item and token budgets (at least one)."""
         queue = self._queues[task]
         batch = [queue.pop(0)]
@@ -163,7 +163,7 @@ class Batcher:
             del self._queues[task]
         return batch
 
-    def _launch(self, task: Task, batch: list[BatchItem]) -> None:
+    def _launch(self, task: Question, batch: list[BatchItem]) -> None:
         self._outstanding += 1
         loop = asyncio.get_running_loop()
         self.queue_wait_s += sum(loop.time() - item.queued_at for item in batch)
@@ -177,7 +177,7 @@ class Batcher:
         if self._queues:
             self._schedule()
 
-    async def _run(self, task: Task, items: list[BatchItem]) -> None:
+    async def _run(self, task: Question, items: list[BatchItem]) -> None:
         if len(items) == 1:
             self.singles += 1
             await self._single(items[0])

@@ -79,20 +79,20 @@ class ContextWindow:
         self.learned = 0  # refusals that shrank the budget
         self.refusals = 0
 
-    def answer_room(self, answers: int = 1) -> int:
-        """The output tokens reserved for `answers` answers (a batch reserves less per item than one answer);
-        a small window keeps at least 5/8 of itself for the prompt."""
+    def answer_room(self, answers: int = 1, each: int = ANSWER_TOKENS) -> int:
+        """The output tokens reserved for `answers` answers of about `each` tokens (a batch reserves half as
+        much per item as one answer alone); a small window keeps at least 5/8 of itself for the prompt."""
         if answers <= 1:
-            return min(ANSWER_TOKENS, max(256, self.tokens * 3 // 8))
-        return BATCH_ANSWER_TOKENS * answers
+            return min(each, max(256, self.tokens * 3 // 8))
+        return max(BATCH_ANSWER_TOKENS, each // 2) * answers
 
-    def prompt_room(self, answers: int = 1) -> int:
+    def prompt_room(self, answers: int = 1, each: int = ANSWER_TOKENS) -> int:
         """The estimated prompt tokens that fit beside the answer room of `answers` answers."""
-        return max(0, math.floor((self.tokens - self.answer_room(answers)) / self.scale))
+        return max(0, math.floor((self.tokens - self.answer_room(answers, each)) / self.scale))
 
-    def fits(self, prompt_estimate: int, answers: int = 1) -> bool:
+    def fits(self, prompt_estimate: int, answers: int = 1, each: int = ANSWER_TOKENS) -> bool:
         """True when a prompt of `prompt_estimate` estimated tokens fits with room for `answers` answers."""
-        return prompt_estimate <= self.prompt_room(answers)
+        return prompt_estimate <= self.prompt_room(answers, each)
 
     def holds(self, prompt_estimate: int) -> bool:
         """False when a window we know cannot hold even this prompt and a short answer (no use sending it)."""

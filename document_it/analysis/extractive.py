@@ -11,11 +11,13 @@ from pydantic import BaseModel
 
 from ..models import ParsedDoc
 from .prompts import (
-    CodePattern, CodePatterns, Context, ImplementationDetail, ImplementationDetails, KeyConcept,
-    KeyConcepts, RelatedTopic, RelatedTopics, Summary, Task, TopicInput, TopicSynthesis,
+    ChunkInput, ChunkNotes, CodePattern, CodePatterns, Context, ImplementationDetail, ImplementationDetails,
+    KeyConcept, KeyConcepts, PageQuestion, Question, RelatedTopic, RelatedTopics, Summary, Task, TopicInput,
+    TopicSynthesis,
 )
+from .schemas import part_value
 
-__all__ = ["answer", "LABEL"]
+__all__ = ["answer", "answer_data", "LABEL"]
 
 LABEL = "extractive (offline, no LLM)"
 
@@ -36,7 +38,20 @@ def answer(task: Task, context: Context) -> BaseModel:
     """Answer one task for one page (or topic) deterministically from its structure."""
     if isinstance(context, TopicInput):
         return _synthesis(context)
+    if isinstance(context, ChunkInput):
+        return ChunkNotes(notes=" ".join(_sentences(context.text)[:5]) or context.text[:600])
     return _PAGE_ANSWERS[task](context)
+
+
+def answer_data(question: Question, context: Context) -> dict:
+    """The answer to `question` as plain data: a page question gets every part it asks, as one request would."""
+    if isinstance(question, PageQuestion) and isinstance(context, ParsedDoc):
+        return {task.value: _dumped(part_value(task, _PAGE_ANSWERS[task](context))) for task in question.tasks}
+    return answer(question, context).model_dump()  # type: ignore[arg-type]
+
+
+def _dumped(value: object) -> object:
+    return [item.model_dump() for item in value] if isinstance(value, list) else value
 
 
 def _sentences(text: str) -> list[str]:

@@ -27,10 +27,10 @@ from . import figures
 from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem
 from .capped import gist
 from .context import LLMContextError
-from .prompts import PROMPT_VERSION, Context, Task, TopicInput, batch_schema, schema_for
+from .prompts import PROMPT_VERSION, Context, PageQuestion, Question, Task, TopicInput, batch_schema, schema_for
 from .providers import ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider
 
-__all__ = ["Gateway", "Completion", "RetryPolicy", "EXPECTED_OUTPUT_TOKENS", "build_gateway"]
+__all__ = ["Gateway", "Completion", "RetryPolicy", "EXPECTED_OUTPUT_TOKENS", "build_gateway", "LLMUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,17 @@ class Gateway:
         return self.prompts + sum(twin.prompts for twin in self._siblings.values())
 
     # -- the context window -------------------------------------------------------------------
-    def page_fits(self, page: ParsedDoc, tasks: Sequence[Task]) -> bool:
-        """True when each of `tasks` can read the whole of `page` in one prompt of the model's window."""
+    def page_fits(self, page: ParsedDoc, questions: Sequence[Question]) -> bool:
+        """True when each of `questions` can read the whole of `page` in one prompt of the model's window."""
         if not isinstance(self.provider, ChatProvider):
             return True
-        return all(self.provider.fits_whole(task, page) for task in tasks)
+        return all(self.provider.fits_whole(question, page) for question in questions)
+
+    def piece_room(self) -> int:
+        """The estimated tokens of page text one chunk-note prompt may read (the piece a long page is cut in)."""
+        if not isinstance(self.provider, ChatProvider):
+            return 1 << 20
+        return self.provider.material_room(Task.CHUNK_NOTES)
 
     def note_room(self, template: str) -> int:
         """The tokens a piece of text may take in a free-form prompt made from `template`."""
@@ -136,8 +142,9 @@ class Gateway:
         return None
 
     # -- asking -------------------------------------------------------------------------------
-    async def ask(self, task: Task, context: Context) -> BaseModel:
-        """The validated answer to `task` for `context`; raises LLMError when there is none."""
+    async def ask(self, task: Question, context: Context) -> BaseModel:
+        """The validated answer to `task` (one task, or a page's combined question) for `context`; raises
+        LLMError when there is none."""
         self.prompts += 1
         if isinstance(self.provider, ExtractiveProvider):
             return (await self.provider.complete(task, context)).value
@@ -151,16 +158,17 @@ class Gateway:
         except LLMFatalError:
             raise
         except LLMError as exc:
-            if self.fallback is None or not isinstance(exc, (LLMTransientError, _Unavailable)):
+            if self.fallback is None or not isinstance(exc, (LLMTransientError, LLMUnavailable)):
                 raise
             self.fallbacks += 1
-            self.fell_back.setdefault(_key(context), []).append(task.value)
+            asked = task.tasks if isinstance(task, PageQuestion) else (task,)
+            self.fell_back.setdefault(_key(context), []).extend(t.value for t in asked)
             log.warning("%s answered by the offline analyser: %s", task.value, exc)
             return (await self.fallback.complete(task, context)).value
         self.memo.set("llm", key, value.model_dump())  # only valid answers are kept, one per prompt
         return value
 
-    async def _fitted(self, task: Task, context: Context, messages: Messages) -> BaseModel:
+    async def _fitted(self, task: Question, context: Context, messages: Messages) -> BaseModel:
         """The answer to `messages` (batched when the batcher is on); a prompt the server refuses as longer
         than its context is built again within what the window learned, unless that would cut a page's text:
         such a page's LLMContextError goes up to the agent, which reads it chunk by chunk instead."""
@@ -194,11 +202,11 @@ class Gateway:
         self.memo.set("llm", key, text)
         return Completion(text, record.tokens_in, record.tokens_out, record.attempts)
 
-    async def _ask_one(self, task: Task, messages: Messages, schema: type[BaseModel] | None = None) -> Any:
+    async def _ask_one(self, task: Question, messages: Messages, schema: type[BaseModel] | None = None) -> Any:
         """One tracked request (with its retries) for `messages`."""
         return (await self._tracked(task, messages, schema))[0]
 
-    async def _tracked(self, task: Task, messages: Messages,
+    async def _tracked(self, task: Question, messages: Messages,
                        schema: type[BaseModel] | None = None) -> tuple[Any, RequestRecord]:
         """The answer and the tracker's record of the request (attempts, tokens)."""
         assert isinstance(self.provider, ChatProvider)
@@ -211,7 +219,7 @@ class Gateway:
         self.tracker.finish(record)
         return value, record
 
-    async def _send_batch(self, task: Task, items: list[BatchItem]) -> dict[str, BaseModel]:
+    async def _send_batch(self, task: Question, items: list[BatchItem]) -> dict[str, BaseModel]:
         """One request for several prompts of `task`; the answers by item id."""
         assert isinstance(self.provider, ChatProvider)
         messages = self.provider.batch_messages(task, [(item.id, item.context) for item in items])
@@ -234,7 +242,7 @@ class Gateway:
         return memo_key(*self._key_base, "page", hashlib.sha256(" ".join(text.split()).encode()).hexdigest(),
                         *extra)
 
-    def _from_memo(self, task: Task, key: str) -> BaseModel | None:
+    def _from_memo(self, task: Question, key: str) -> BaseModel | None:
         stored = self.memo.get("llm", key)
         if stored is None:
             return None
@@ -243,7 +251,7 @@ class Gateway:
         except ValidationError:
             return None
 
-    async def _ask_llm(self, provider: ChatProvider, task: Task, messages: Messages,
+    async def _ask_llm(self, provider: ChatProvider, task: Question, messages: Messages,
                        record: RequestRecord, schema: type[BaseModel] | None = None) -> Any:
         estimate = _tokens(messages) + EXPECTED_OUTPUT_TOKENS
         deadline = time.monotonic() + self.max_wait
@@ -341,10 +349,10 @@ class Gateway:
         try:
             return await self.breaker.ready(deadline)
         except CircuitOpen:
-            raise _Unavailable(f"LLM unavailable: gave up after waiting {self.max_wait:g}s for "
+            raise LLMUnavailable(f"LLM unavailable: gave up after waiting {self.max_wait:g}s for "
                                f"{self.provider.name} to recover (circuit breaker open)") from None
 
-    async def _send(self, provider: ChatProvider, task: Task, messages: Messages, estimate: int,
+    async def _send(self, provider: ChatProvider, task: Question, messages: Messages, estimate: int,
                     schema: type[BaseModel] | None, record: RequestRecord) -> Any:
         queued = time.monotonic()
         method = provider.choice.current  # if the server refuses it, send() asks again: not a fair latency
@@ -412,7 +420,7 @@ def build_gateway(settings: Settings, run_cpu: CpuRunner | None = None, cap: int
 
 
 @functools.cache
-def _schema_json(task: Task) -> dict[str, Any]:
+def _schema_json(task: Question) -> dict[str, Any]:
     """The answer schema as JSON, part of every memo key (built once per task, not per prompt)."""
     return schema_for(task).model_json_schema()
 
@@ -421,9 +429,9 @@ def _tokens(messages: Messages) -> int:
     return estimate_tokens("".join(text for _, text in messages))
 
 
-class _Unavailable(LLMError):
-    """The circuit stayed open past --max-wait."""
+class LLMUnavailable(LLMError):
+    """The circuit stayed open past --max-wait: the server is down, not the request wrong."""
 
 
 def _key(context: Context) -> str:
-    return context.topic if isinstance(context, TopicInput) else context.url
+    return context.topic if isinstance(context, TopicInput) else context.url  # a chunk's page, or the page

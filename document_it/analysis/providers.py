@@ -22,6 +22,7 @@ from ..config import PLACEHOLDER_KEY, LLMKind, Settings, StructuredMethod
 from ..core.ratelimit import retry_after_seconds
 from ..core.timeouts import AttemptLimit
 from ..errors import LLMAuthError, LLMClientError, LLMError, LLMTransientError, LLMUnusableError
+from ..models import ParsedDoc
 from ..redact import redact
 from ..tokens import estimate_tokens
 from . import extractive
@@ -29,8 +30,9 @@ from .capped import CappedTransport, gist, watch_outbound
 from .context import STORE_NAME as WINDOW_STORE
 from .context import ContextWindow, LLMContextError, is_context_error
 from .negotiate import STORE_NAME, MethodChoice, refuses_method
-from .prompts import (Context, Task, TopicInput, batch_items, page_fits, render, render_batch, schema_for,
-                      with_schema)
+from .prompts import (Context, Question, Task, batch_items, material_budget, page_fits, render, render_batch,
+                      schema_for, with_schema)
+from .schemas import answer_tokens
 from .tolerant import tolerant_parse
 
 __all__ = ["Reply", "Attempt", "Provider", "ChatProvider", "ExtractiveProvider", "make_provider", "Messages",
@@ -79,10 +81,14 @@ class ExtractiveProvider:
     def __init__(self, run_cpu: CpuRunner | None = None) -> None:
         self._run_cpu = run_cpu
 
-    async def complete(self, task: Task, context: Context) -> Reply:
+    async def complete(self, question: Question, context: Context) -> Reply:
+        """The offline answer to `question`; made as plain data where the CPU work runs (a combined answer's
+        model is built per process, so it cannot travel back pickled) and validated here."""
         if self._run_cpu is None:
-            return Reply(value=extractive.answer(task, context))
-        return Reply(value=await self._run_cpu(extractive.answer, task, context))
+            data = extractive.answer_data(question, context)
+        else:
+            data = await self._run_cpu(extractive.answer_data, question, context)
+        return Reply(value=schema_for(question).model_validate(data))
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -137,16 +143,24 @@ class ChatProvider:
             http_async_client=self._http,
         )
 
-    def messages(self, task: Task, context: Context) -> Messages:
-        """The prompt for `task`, within what the context window leaves it (json mode adds the schema when
-        it sends)."""
-        return render(task, context, self.window.prompt_room(), _schema_tokens(schema_for(task)))
+    def messages(self, question: Question, context: Context) -> Messages:
+        """The prompt for `question`, within what the context window leaves it beside room for the answer
+        (json mode adds the schema when it sends)."""
+        return render(question, context, self._room(question), _schema_tokens(schema_for(question)))
 
-    def fits_whole(self, task: Task, context: Context) -> bool:
-        """True when `context` goes into one `task` prompt uncut (a topic is always cut to fit)."""
-        if isinstance(context, TopicInput):
+    def fits_whole(self, question: Question, context: Context) -> bool:
+        """True when `context` goes into one `question` prompt uncut (a topic or a chunk is cut to fit)."""
+        if not isinstance(context, ParsedDoc):
             return True
-        return page_fits(context, task, self.window.prompt_room(), _schema_tokens(schema_for(task)))
+        return page_fits(context, question, self._room(question), _schema_tokens(schema_for(question)))
+
+    def material_room(self, question: Question) -> int:
+        """The estimated tokens of material (page text, a chunk) one prompt of `question` may carry."""
+        return (material_budget(question, self._room(question), _schema_tokens(schema_for(question))) or 0) - 24
+
+    def _room(self, question: Question) -> int:
+        """The estimated prompt tokens one request of `question` may take."""
+        return self.window.prompt_room(1, answer_tokens(question))
 
     @staticmethod
     def repair(messages: Messages, problem: str) -> Messages:
@@ -161,13 +175,14 @@ class ChatProvider:
         if self._sync_http is not None:
             self._sync_http.close()
 
-    def batch_messages(self, task: Task, items: list[tuple[str, Context]]) -> Messages:
-        """One prompt for several items of `task`, each cut as it would be alone."""
-        return render_batch(task, items, self.window.prompt_room(), _schema_tokens(schema_for(task)))
+    def batch_messages(self, question: Question, items: list[tuple[str, Context]]) -> Messages:
+        """One prompt for several items of `question`, each cut as it would be alone."""
+        return render_batch(question, items, self._room(question), _schema_tokens(schema_for(question)))
 
-    def batch_fits(self, task: Task, prompt_tokens: int, answers: int) -> bool:
+    def batch_fits(self, question: Question, prompt_tokens: int, answers: int) -> bool:
         """True when `answers` prompts of `prompt_tokens` estimated tokens in all fit one batched request."""
-        return self.window.fits(prompt_tokens + _schema_tokens(schema_for(task)), answers)
+        return self.window.fits(prompt_tokens + _schema_tokens(schema_for(question)), answers,
+                                answer_tokens(question))
 
     def _limit_size(self, max_tokens: int) -> int:
         """The answer limit to send, rounded down to 128s so a few model copies serve; 0 when none is sent."""
@@ -197,7 +212,7 @@ class ChatProvider:
             self._runnables[key] = llm.with_structured_output(schema, method=method.value, include_raw=True)
         return self._runnables[key]
 
-    async def send(self, task: Task, messages: Messages, schema: type[BaseModel] | None = None) -> Attempt:
+    async def send(self, task: Question, messages: Messages, schema: type[BaseModel] | None = None) -> Attempt:
         """One request. Raises LLMAuthError, LLMTransientError (worth a retry) or LLMError (not).
 
         While the structured-output method is being negotiated (--structured-output auto), a refusal or a
@@ -207,8 +222,10 @@ class ChatProvider:
             schema = schema or schema_for(task)
         method = self.choice.current
         prompt = _prompt_tokens(messages) + (_schema_tokens(schema) if schema is not None else 0)
-        # room for the answers asked, never more than the window leaves: a small model that rambles stops there
-        max_tokens = min(self.window.max_tokens(prompt), self.window.answer_room(batch_items(messages) if batch else 1))
+        # room for the answers asked (and half again), never more than the window leaves: a small model that
+        # rambles stops there
+        room = self.window.answer_room(batch_items(messages) if batch else 1, answer_tokens(task))
+        max_tokens = min(self.window.max_tokens(prompt), room * 3 // 2)
         if not self.window.holds(prompt):
             # built before the window learned its size, or too big anyway: cut or split, never sent as it is
             raise LLMContextError(f"the model's context window ({self.window.tokens:,} tokens) cannot hold this "
@@ -241,7 +258,7 @@ class ChatProvider:
                 return await self.send(task, messages, schema)
             if is_context_error(exc.status_code, _body_text(exc)):
                 sent = max_tokens if self._limit_field else 0
-                raise self._too_long(exc, prompt, sent, batch) from None
+                raise self._too_long(exc, prompt, sent, batch, answer_tokens(task)) from None
             if task is not Task.TEXT and refuses_method(exc.status_code, _message(exc)):
                 if self.choice.refused(method, f"HTTP {exc.status_code}: {self._clean(_message(exc))}"):
                     return await self.send(task, messages, schema)
@@ -290,13 +307,14 @@ class ChatProvider:
                             "--structured-output auto finds a method it supports")
         return LLMUnusableError(f"{self.host} refused every structured-output method ({'; '.join(self.choice.refusals)})")
 
-    def _too_long(self, exc: openai.APIStatusError, prompt: int, max_tokens: int, batch: bool) -> LLMContextError:
+    def _too_long(self, exc: openai.APIStatusError, prompt: int, max_tokens: int, batch: bool,
+                  each: int) -> LLMContextError:
         """The window learns from a context-length refusal; `resend` when the same prompt now fits as it is
         (only its answer limit was too large)."""
         shrunk = self.window.learn(_body_text(exc), prompt, max_tokens)
         error = LLMContextError(f"{self.host} refused the request as longer than the model's context "
                                 f"(HTTP {exc.status_code}: {self._clean(_message(exc))})", shrunk=shrunk,
-                                resend=shrunk and not batch and self.window.fits(prompt))
+                                resend=shrunk and not batch and self.window.fits(prompt, 1, each))
         return error
 
     def _status_error(self, exc: openai.APIStatusError) -> LLMError:

@@ -10,10 +10,10 @@ import types
 import typing
 from typing import Any
 
-from annotated_types import Ge, Le
+from annotated_types import Ge, Le, MaxLen
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["tolerant_parse", "extract_json"]
+__all__ = ["tolerant_parse", "extract_json", "fit", "norm_key"]
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 
@@ -24,7 +24,7 @@ def tolerant_parse(schema: type[BaseModel], text: str) -> BaseModel | None:
     if not isinstance(data, dict):
         return None
     try:
-        return schema.model_validate(_fit(schema, data))
+        return schema.model_validate(fit(schema, data))
     except ValidationError:
         return None
 
@@ -43,17 +43,18 @@ def extract_json(text: str) -> Any:
     return None
 
 
-def _norm(key: str) -> str:
+def norm_key(key: str) -> str:
+    """A key as fit() matches it: "Key Concepts", "key_concepts" and "keyConcepts" are one."""
     return re.sub(r"[^a-z0-9]", "", key.lower())
 
 
-def _fit(schema: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+def fit(schema: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
     """`data` with keys matched to `schema`'s fields by normalised name, nested values fitted, lists that
-    are missing made empty and numbers clamped to the field's bounds."""
-    by_norm = {_norm(key): value for key, value in data.items()}
+    are missing made empty, lists cut to their longest allowed and numbers clamped to the field's bounds."""
+    by_norm = {norm_key(key): value for key, value in data.items()}
     fitted: dict[str, Any] = {}
     for name, field in schema.model_fields.items():
-        key = _norm(field.alias or name)
+        key = norm_key(field.alias or name)
         if key in by_norm:
             value = _fit_value(field.annotation, by_norm[key])
             fitted[name] = _clamp(value, field.metadata)
@@ -65,7 +66,7 @@ def _fit(schema: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
 def _fit_value(annotation: Any, value: Any) -> Any:
     origin = typing.get_origin(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
-        return _fit(annotation, value)
+        return fit(annotation, value)
     if origin is list and isinstance(value, list):
         (inner,) = typing.get_args(annotation) or (Any,)
         items = [_fit_value(inner, item) for item in value]
@@ -75,7 +76,7 @@ def _fit_value(annotation: Any, value: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
         if models and isinstance(value, dict):
-            return _fit(models[0], value)
+            return fit(models[0], value)
     return value
 
 
@@ -92,6 +93,9 @@ def _is_list(annotation: Any) -> bool:
 
 
 def _clamp(value: Any, metadata: list[Any]) -> Any:
+    if isinstance(value, list):
+        longest = min((rule.max_length for rule in metadata if isinstance(rule, MaxLen)), default=None)
+        return value if longest is None else value[:longest]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
     for rule in metadata:

@@ -1,0 +1,198 @@
+"""The answers a model must give: one pydantic model per task, and the combined answer of a page that asks
+several tasks in one request (a part per task, each validated on its own)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model, model_validator
+
+from ..models import PAGE_TASKS, Task
+from .context import ANSWER_TOKENS
+from .tolerant import fit, norm_key
+
+__all__ = [
+    "Summary", "KeyConcept", "KeyConcepts", "ImplementationDetail", "ImplementationDetails", "CodePattern",
+    "CodePatterns", "RelatedTopic", "RelatedTopics", "TopicSynthesis", "ChunkNotes", "PageAnalysis",
+    "PageQuestion", "Question", "schema_for", "part_value", "answer_tokens", "PART_ANSWER_TOKENS",
+]
+
+
+class Summary(BaseModel):
+    summary: str = Field(description="Three to five sentences: what the page explains and for whom.")
+
+
+class KeyConcept(BaseModel):
+    name: str = Field(description="The concept, as the page names it.")
+    description: str = Field(description="One sentence explaining it.")
+    importance: int = Field(ge=1, le=10, description="1 (peripheral) to 10 (central to the page).")
+
+
+class KeyConcepts(BaseModel):
+    items: list[KeyConcept] = Field(max_length=8)
+
+
+class ImplementationDetail(BaseModel):
+    title: str = Field(description="A short imperative title.")
+    description: str = Field(description="What to do and why, from the page.")
+
+
+class ImplementationDetails(BaseModel):
+    items: list[ImplementationDetail] = Field(max_length=8)
+
+
+class CodePattern(BaseModel):
+    name: str
+    description: str
+    example: str = Field(description="A short code example taken from or modelled on the page.")
+
+
+class CodePatterns(BaseModel):
+    items: list[CodePattern] = Field(max_length=6)
+
+
+class RelatedTopic(BaseModel):
+    name: str
+    relationship: str = Field(description="How it relates to this page.")
+
+
+class RelatedTopics(BaseModel):
+    items: list[RelatedTopic] = Field(max_length=8)
+
+
+class TopicSynthesis(BaseModel):
+    overview: str = Field(description="A paragraph tying the topic's pages together.")
+    key_themes: list[str] = Field(description="The recurring ideas across the pages.")
+
+
+class ChunkNotes(BaseModel):
+    notes: str = Field(description="Compact notes on this part of the page: its facts, APIs, options, advice "
+                                   "and code, at most 120 words.")
+
+
+class PageAnalysis(BaseModel):
+    """The merged per-page result that results.jsonl carries; analyses not asked (--tasks) stay empty,
+    so every reader finds the same five fields."""
+
+    summary: str = ""
+    key_concepts: list[KeyConcept] = Field(default_factory=list)
+    implementation_details: list[ImplementationDetail] = Field(default_factory=list)
+    code_patterns: list[CodePattern] = Field(default_factory=list)
+    related_topics: list[RelatedTopic] = Field(default_factory=list)
+
+
+_SCHEMAS: dict[Task, type[BaseModel]] = {
+    Task.SUMMARY: Summary,
+    Task.KEY_CONCEPTS: KeyConcepts,
+    Task.IMPLEMENTATION_DETAILS: ImplementationDetails,
+    Task.CODE_PATTERNS: CodePatterns,
+    Task.RELATED_TOPICS: RelatedTopics,
+    Task.TOPIC_SYNTHESIS: TopicSynthesis,
+    Task.CHUNK_NOTES: ChunkNotes,
+}
+
+# what one part of an answer is expected to take, in output tokens (the window keeps room for it)
+PART_ANSWER_TOKENS = {
+    Task.SUMMARY: 200,
+    Task.KEY_CONCEPTS: 420,
+    Task.IMPLEMENTATION_DETAILS: 480,
+    Task.CODE_PATTERNS: 560,
+    Task.RELATED_TOPICS: 340,
+}
+NOTE_ANSWER_TOKENS = 320  # a chunk note: at most 120 words
+
+
+@dataclass(frozen=True)
+class PageQuestion:
+    """All the analyses one page asks, in one request: the answer has a part per task (a combined schema).
+    Hashable, so the batcher queues pages asking the same set together and the memo keys them apart."""
+
+    tasks: tuple[Task, ...] = PAGE_TASKS
+
+    def __post_init__(self) -> None:
+        if not self.tasks or any(task not in PART_ANSWER_TOKENS for task in self.tasks):
+            raise ValueError(f"a page question asks page analyses, not {self.tasks!r}")
+
+    @property
+    def value(self) -> str:
+        """Its name in request records and memo keys (the schema in the key tells task sets apart)."""
+        return "page"
+
+
+Question = Union[Task, PageQuestion]
+
+
+def schema_for(question: Question) -> type[BaseModel]:
+    """The pydantic model the answer to `question` must validate against."""
+    if isinstance(question, PageQuestion):
+        return _combined(question.tasks)
+    return _SCHEMAS[question]
+
+
+def answer_tokens(question: Question) -> int:
+    """The output tokens an answer to `question` is expected to need (the window keeps that much room)."""
+    if isinstance(question, PageQuestion):
+        return sum(PART_ANSWER_TOKENS[task] for task in question.tasks)
+    if question is Task.CHUNK_NOTES:
+        return NOTE_ANSWER_TOKENS
+    return ANSWER_TOKENS
+
+
+def part_value(task: Task, answer: BaseModel) -> Any:
+    """The value a task's own answer (Summary, KeyConcepts, ...) gives the page's analysis field."""
+    return answer.summary if task is Task.SUMMARY else answer.items  # type: ignore[attr-defined]
+
+
+_PART_TYPES: dict[Task, Any] = {
+    Task.SUMMARY: (str, Field(description=Summary.model_fields["summary"].description)),
+    Task.KEY_CONCEPTS: (list[KeyConcept], Field(max_length=8, description="At most 8 key concepts.")),
+    Task.IMPLEMENTATION_DETAILS: (list[ImplementationDetail],
+                                  Field(max_length=8, description="At most 8 pieces of implementation advice.")),
+    Task.CODE_PATTERNS: (list[CodePattern], Field(max_length=6, description="At most 6 code patterns; empty when "
+                                                                             "the page has no code.")),
+    Task.RELATED_TOPICS: (list[RelatedTopic], Field(max_length=8, description="At most 8 related topics.")),
+}
+
+
+@functools.cache
+def _combined(tasks: tuple[Task, ...]) -> type[BaseModel]:
+    """The combined answer for `tasks`. Its JSON schema (what the model is shown) requires every part; its
+    validation is lenient: each part is fitted and validated on its own, a bad or missing part is dropped
+    (None) so that only it is asked again, and the answer fails only when no part at all is valid."""
+    # the tool's name is the schema's title: both models are called PageAnswer
+    strict = create_model("PageAnswer", **{task.value: _PART_TYPES[task] for task in tasks})  # type: ignore
+    adapters = {task: TypeAdapter(strict.model_fields[task.value].annotation) for task in tasks}
+
+    class Lenient(BaseModel):
+        @model_validator(mode="before")
+        @classmethod
+        def _valid_parts(cls, data: Any) -> Any:
+            if not isinstance(data, dict):
+                return data  # pydantic says what is wrong
+            fitted = fit(strict, data)  # keys in another case, lists too long, numbers out of range
+            given = {norm_key(str(key)) for key in data}
+            kept: dict[str, Any] = {}
+            for task in tasks:
+                if norm_key(task.value) not in given:
+                    continue  # a part left out is asked again, not taken as empty
+                try:
+                    value = adapters[task].validate_python(fitted.get(task.value))
+                except ValidationError:
+                    continue
+                if task is Task.SUMMARY and not value.strip():
+                    continue  # an empty summary says nothing: ask again
+                kept[task.value] = value
+            if not kept:
+                raise ValueError(f"no part of the answer is valid (asked: {', '.join(t.value for t in tasks)})")
+            return kept
+
+        @classmethod
+        def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> Any:
+            return handler(strict.__pydantic_core_schema__)  # the model is shown every part, all required
+
+    fields: dict[str, Any] = {task.value: (Optional[_PART_TYPES[task][0]], None) for task in tasks}
+    model = create_model("PageAnswer", __base__=Lenient, __module__=__name__, **fields)
+    model.__doc__ = "Every asked analysis of the page, a part per task."
+    return model
