@@ -445,5 +445,6 @@ def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, A
             "sub_model": settings.sub_model, "chunk_tokens": settings.chunk_tokens,
             "extract_fields": list(settings.extract_fields),
             "tasks": [task.value for task in settings.tasks],
+            "task_strategy": settings.task_strategy.value,
         },
     }

@@ -19,6 +19,7 @@ from document_it.testing.site import SiteServer
 from _corpus import PAGES, write_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
+ASKED = len(PAGES) + 3  # one request per page (every analysis in one answer) and one synthesis per topic
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_a_warm_rerun_makes_no_llm_requests_and_gives_the_same_answers(tmp_path,
     sim.reset_stats()
     cold = run(_settings(tmp_path, site, sim, mode, "cold"))
     asked = sim.stats()["requests"]
-    assert asked == 5 * len(PAGES) + 3 and cold["llm"]["cache"]["writes"] > 0
+    assert asked == ASKED and cold["llm"]["cache"]["writes"] > 0
     sim.reset_stats()
     warm = run(_settings(tmp_path, site, sim, mode, "warm"))  # process mode: two other worker processes
     assert sim.stats()["requests"] == 0
@@ -60,10 +61,10 @@ def test_refresh_recomputes_and_no_cache_neither_reads_nor_writes(tmp_path, site
     run(_settings(tmp_path, site, sim, Mode.ASYNC, "first"))
     sim.reset_stats()
     run(_settings(tmp_path, site, sim, Mode.ASYNC, "again", refresh=True))
-    assert sim.stats()["requests"] == 5 * len(PAGES) + 3
+    assert sim.stats()["requests"] == ASKED
     sim.reset_stats()
     off = run(_settings(tmp_path, site, sim, Mode.ASYNC, "off", no_cache=True))
-    assert sim.stats()["requests"] == 5 * len(PAGES) + 3
+    assert sim.stats()["requests"] == ASKED
     assert off["llm"]["cache"] == {"enabled": False, "hits": 0, "misses": off["llm"]["cache"]["misses"],
                                    "writes": 0, "entries": 0, "size_bytes": 0, "lifetime_hits": 0,
                                    "lifetime_misses": 0}
@@ -80,7 +81,7 @@ def test_pages_with_identical_text_share_one_analysis(tmp_path, sim):
         settings = _settings(tmp_path, site, sim, Mode.SYNC, "out")  # sync: the copy comes after the original
         sim.reset_stats()
         run(settings)
-    assert sim.stats()["requests"] == 5 * len(PAGES) + 3  # the mirror cost nothing
+    assert sim.stats()["requests"] == ASKED  # the mirror cost nothing
     by_url = dict(_analyses(tmp_path / "out"))
     assert by_url[site.url("pages/install-copy.html")] == by_url[site.url("pages/install.html")]
 

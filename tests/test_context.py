@@ -9,9 +9,13 @@ import pytest
 
 from document_it.analysis.context import DEFAULT_CONTEXT_TOKENS, ContextWindow, is_context_error
 from document_it.analysis.endpoint import announced_context, check_endpoint
-from document_it.analysis.prompts import PAGE_TASKS, Task, TopicInput, page_fits, render
+from document_it.analysis.agent import pieces_for_window, task_groups
+from document_it.analysis.prompts import PAGE_TASKS, PageQuestion, Task, TopicInput, page_fits, render
+from document_it.analysis.providers import ChatProvider
 from document_it.config import LLMKind, Mode, Settings
-from document_it.models import Chunk, Link, ParsedDoc
+from document_it.fetch import fetch
+from document_it.models import Chunk, DocRef, Link, ParsedDoc
+from document_it.parse import parse
 from document_it.pipeline import run
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
@@ -159,7 +163,20 @@ def long_site(tmp_path_factory):
     write_corpus(root, extra_links=["", "## Reference", "", "- [Options](pages/reference.html): every option",
                                     "- [Common options](pages/medium.html): the common ones"])
     with SiteServer(root, max_seconds=300) as server:
+        server.pages_dir = root / "pages"  # type: ignore[attr-defined]  # for _notes_expected
         yield server
+
+
+def _notes_expected(site, window: int) -> int:
+    """The chunk notes a run at `window` tokens asks: one per piece the window holds (pieces_for_window, not the
+    parser's chunks), for each page too long for even one analysis alone to read it whole."""
+    provider = ChatProvider(Settings(llm=LLMKind.OPENAI, llm_base_url="http://127.0.0.1:9/v1", context_tokens=window))
+    room, notes = provider.material_room(Task.CHUNK_NOTES), 0
+    for path in sorted(site.pages_dir.iterdir()):
+        page = parse(fetch(DocRef(path.as_uri(), path.stem, "Guides")), chunk_tokens=Settings().chunk_tokens)
+        if task_groups(PAGE_TASKS, lambda question: provider.fits_whole(question, page)) is None:
+            notes += len(pieces_for_window(page.chunks, room))
+    return notes
 
 
 def _run(tmp_path, site, sim, **extra) -> dict:
@@ -174,15 +191,28 @@ def _results(tmp_path) -> dict[str, dict]:
     return {row["url"].rsplit("/", 1)[-1]: row for row in map(json.loads, lines)}
 
 
-@pytest.mark.parametrize("mode", [Mode.HYBRID, Mode.ASYNC])
-def test_an_announced_small_window_is_never_exceeded_and_the_long_page_is_read_in_chunks(tmp_path, long_site, mode):
+@pytest.mark.parametrize("mode, batch_size", [(Mode.HYBRID, 0), (Mode.ASYNC, 1)])
+def test_an_announced_small_window_is_never_exceeded_and_the_long_page_is_read_in_chunks(tmp_path, long_site, mode,
+                                                                                         batch_size):
     with SimServer(latency_ms=2, ms_per_token=0, max_seconds=300, context_tokens=2048) as sim:
-        summary = _run(tmp_path, long_site, sim, mode=mode)
+        summary = _run(tmp_path, long_site, sim, mode=mode, batch_size=batch_size)
         stats = sim.stats()
     assert summary["documents"]["completed"] == len(PAGES) + 2 and summary["documents"]["failed"] == 0
     assert stats["attempts"] == stats["ok"]  # not one request was larger than the window: no refusal at all
     assert summary["llm"]["context"]["tokens"] == 2048 and summary["llm"]["context"]["refusals"] == 0
-    assert summary["llm"]["by_task"]["text"] >= 6  # notes on the long page's chunks (map)
+    by_task, notes = summary["llm"]["by_task"], _notes_expected(long_site, 2048)
+    assert notes > 17 + 1  # the long page alone is read in 17 pieces (map)
+    # combined requests per page (a 2,048-token window holds the answers of a few analyses at a time), over its
+    # notes when it is too long; notes merged ("text") only while they do not fit; every note asked (a prompt),
+    # some of them batched into one request
+    assert by_task["topic_synthesis"] == 3
+    if batch_size == 1:
+        assert len(PAGES) + 2 <= by_task["page"] < len(PAGE_TASKS) * (len(PAGES) + 2)
+    assert summary["llm"]["prompts"] >= notes + by_task.get("text", 0) + len(PAGES) + 2 + 3
+    if batch_size == 1:
+        assert by_task["chunk_notes"] == notes
+    else:
+        assert 0 < by_task["chunk_notes"] <= notes
     assert all(_results(tmp_path)[name]["analysis"]["summary"] for name in ("reference.html", "medium.html"))
 
 
@@ -197,5 +227,6 @@ def test_a_hidden_window_is_learned_from_refusals_and_no_page_fails(tmp_path, lo
     assert context["tokens"] == 2048 and context["learned"] >= 1
     refused = stats["attempts"] - stats["ok"]
     assert context["refusals"] == refused and refused <= len(PAGE_TASKS) * 4  # bounded: learned, then fitted
-    assert summary["llm"]["by_task"]["text"] >= 6
+    # the long page is read in pieces (every part of it for the window learned: tests/test_agent.py)
+    assert summary["llm"]["by_task"]["chunk_notes"] >= 3
     assert all(_results(tmp_path)[name]["analysis"]["summary"] for name in ("reference.html", "medium.html"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from document_it.analysis.prompts import PAGE_TASKS
 from document_it.cli import main
 from document_it.core.page_memory import PageRecord
 from document_it.incremental import Change, render_changes, what_changed
@@ -48,8 +47,10 @@ def test_changing_3_of_60_pages_reanalyses_exactly_those_3(tmp_path):
     assert second["changes"]["unchanged"] == SITE_PAGES - 3 and second["changes"]["added"] == 0
     assert second["changes"]["not_modified_304"] == SITE_PAGES - 3
     assert second["stages"]["pages_parsed"] == 3
-    # two topics hold the changed pages: only their syntheses are redone
-    assert second["llm"]["prompts"] == 3 * len(PAGE_TASKS) + 2
+    # one request per changed page (every analysis in one answer); two topics hold the changed pages: only
+    # their syntheses are redone
+    assert second["llm"]["prompts"] == 3 + 2
+    assert second["llm"]["by_task"] == {"page": 3, "topic_synthesis": 2}
     assert second["documents"]["completed"] == SITE_PAGES  # the report still covers every page
     changes_md = (tmp_path / "night2" / "changes.md").read_text()
     assert "0 added · 3 changed · 62 unchanged · 0 removed" in changes_md

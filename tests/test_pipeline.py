@@ -10,7 +10,7 @@ import pytest
 from document_it.analysis.agent import PageAgent
 from document_it.analysis.gateway import Gateway
 from document_it.analysis.providers import ExtractiveProvider
-from document_it.config import LLMKind, Mode, Settings
+from document_it.config import LLMKind, Mode, Settings, TaskStrategy
 from document_it.core.dispatcher import PLANS, Stages
 from document_it.pipeline import analyze_refs, run
 from document_it.fetch import FetchLimits
@@ -19,6 +19,8 @@ from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
 
 from _corpus import PAGES
+
+ASKED = len(PAGES) + 3  # one request per page (every analysis in one answer) and one synthesis per topic
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +77,9 @@ def test_results_report_and_run_json(tmp_path, site, sim):
         assert set(r["timings"]) == {"fetch", "parse", "analyze"}
     gone = next(r for r in lines if r["url"].endswith("gone.html"))
     assert gone["status"] == "failed" and gone["error"] == "fetch: HTTP 404 File not found"
-    # five prompts per page plus one synthesis per topic that has completed pages
-    assert summary["llm"]["prompts"] == 5 * len(PAGES) + 3
+    # one prompt per page (all five analyses in one answer) plus one synthesis per topic that has completed pages
+    assert summary["llm"]["prompts"] == ASKED
+    assert summary["llm"]["by_task"] == {"page": len(PAGES), "topic_synthesis": 3}
     assert summary["llm"]["requests"] == summary["llm"]["prompts"]
     assert summary["llm"]["tokens_in"] > 0 and summary["llm"]["tokens_out"] > 0
     assert set(summary["stages"]) == {"fetch", "parse", "analyze", "queue_wait", "llm_wait"}
@@ -88,16 +91,21 @@ def test_results_report_and_run_json(tmp_path, site, sim):
     assert not list(out.glob("*.tmp"))
 
 
-def test_a_backlog_is_batched_into_at_most_half_the_requests_with_the_same_answers(tmp_path, site, sim):
+@pytest.mark.parametrize("strategy, prompts", [(TaskStrategy.SEPARATE, 5 * len(PAGES) + 3),
+                                              (TaskStrategy.COMBINED, ASKED)])
+def test_a_backlog_is_batched_into_fewer_requests_with_the_same_answers(tmp_path, site, sim, strategy, prompts):
     sim.reset_stats()
     plain = run(_settings(tmp_path, site, sim, Mode.HYBRID, output_dir=tmp_path / "plain", no_cache=True,
-                          max_concurrency=2, batch_size=1))
+                          max_concurrency=2, batch_size=1, task_strategy=strategy))
     assert sim.stats()["requests"] == plain["llm"]["prompts"]
     sim.reset_stats()
     batched = run(_settings(tmp_path, site, sim, Mode.HYBRID, output_dir=tmp_path / "batched", no_cache=True,
-                            max_concurrency=2, batch_size=0))  # two slots for 33 prompts: a backlog
-    assert batched["llm"]["prompts"] == plain["llm"]["prompts"] == 5 * len(PAGES) + 3
-    assert sim.stats()["requests"] <= batched["llm"]["prompts"] / 2
+                            max_concurrency=2, batch_size=0, task_strategy=strategy))  # two slots: a backlog
+    assert batched["llm"]["prompts"] == plain["llm"]["prompts"] == prompts
+    if strategy is TaskStrategy.SEPARATE:  # 33 prompts for two slots: at most half as many requests
+        assert sim.stats()["requests"] <= batched["llm"]["prompts"] / 2
+    else:  # nine, the first two timed alone by the window's start probe: the pages that wait still batch
+        assert sim.stats()["requests"] < batched["llm"]["prompts"]
     batching = batched["llm"]["batching"]
     assert batching["items_per_batch_max"] > 1 and batching["tokens_saved"] > 0
     assert _comparable(tmp_path / "batched") == _comparable(tmp_path / "plain")
@@ -109,7 +117,7 @@ def test_llm_concurrency_cap_holds_at_the_server(tmp_path, site):
     with SimServer(latency_ms=200, ms_per_token=0, max_seconds=120) as sim:
         run(_settings(tmp_path, site, sim, Mode.HYBRID, max_concurrency=3))
         stats = sim.stats()
-    assert stats["requests"] == 5 * len(PAGES) + 3
+    assert stats["requests"] == ASKED
     assert stats["max_in_flight"] == 3  # the cap is reached and never exceeded
 
 

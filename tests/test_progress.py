@@ -237,7 +237,9 @@ def test_a_crawl_grows_its_total_before_the_first_page_finishes(docsite, tmp_pat
 def test_a_crawl_on_a_terminal_never_shows_more_done_than_discovered(docsite, tmp_path, monkeypatch):
     monkeypatch.setattr(queued, "RunProgress", _OnATerminal)
     _OnATerminal.screen = io.StringIO()
-    with SimServer(latency_ms=100, ms_per_token=0, max_seconds=120) as sim:  # slow enough to be drawn often
+    # slow enough to be drawn often, and as a real server, slower for longer replies: batched page answers are
+    # far longer than a synthesis, and a reply time that ignored length would read as a queue and cut the window
+    with SimServer(latency_ms=50, ms_per_token=0.25, max_seconds=120) as sim:
         rows = _crawl(docsite, tmp_path, "--llm", "openai", "--llm-base-url", sim.base_url, "--max-concurrency", "2")
     frames = _frames(_OnATerminal.screen)
     assert len(frames) >= 5

@@ -20,7 +20,8 @@ from document_it.testing.site import SiteServer
 from _corpus import PAGES
 
 ROOT = Path(__file__).resolve().parent.parent
-TOPICS = len({topic for topic, _, _ in PAGES})
+# one synthesis request per topic of two pages or more (a topic of one page is its page's summary)
+TOPICS = sum(1 for name in {topic for topic, _, _ in PAGES} if sum(t == name for t, _, _ in PAGES) > 1)
 NOT_ASKED = ("key_concepts", "implementation_details", "related_topics")  # with --tasks summary,code_patterns
 
 
@@ -57,22 +58,27 @@ def _page_urls(site: SiteServer) -> set[str]:
     return {site.url(f"pages/{name}") for _, _, name in PAGES}
 
 
-@pytest.mark.parametrize("mode", ["hybrid", "process"])  # process: worker processes build their own agents
-def test_two_tasks_send_two_prompts_per_page_and_write_only_those(tmp_path, site, sim, mode):
+# process: worker processes build their own agents from the flags
+@pytest.mark.parametrize("mode, strategy, per_page", [("hybrid", "combined", 1), ("process", "auto", 1),
+                                                      ("hybrid", "separate", 2), ("process", "separate", 2)])
+def test_two_tasks_send_one_request_per_page_and_write_only_those(tmp_path, site, sim, mode, strategy, per_page):
     sim.reset_stats()
     code = _run(tmp_path, site, sim, "out", "--tasks", "code_patterns, summary", "--no-cache",
-                "--parallelism-mode", mode, "--analysis-workers", "2")
+                "--parallelism-mode", mode, "--analysis-workers", "2", "--task-strategy", strategy)
     stats = sim.stats()
     assert code == 0
-    assert stats["urls"] == {url: 2 for url in _page_urls(site)}  # exactly two prompts name each page
-    assert stats["requests"] == 2 * len(PAGES) + TOPICS  # plus one synthesis per topic
+    # one request names each page (both analyses in one answer); with --task-strategy separate, one per analysis
+    assert stats["urls"] == {url: per_page for url in _page_urls(site)}
+    assert stats["requests"] == per_page * len(PAGES) + TOPICS  # plus one synthesis per topic
     results = _results(tmp_path, "out")
     assert set(results) == _page_urls(site)
     for r in results.values():
         assert r["analysis"]["summary"] and isinstance(r["analysis"]["code_patterns"], list)
         assert all(r["analysis"][name] == [] for name in NOT_ASKED)
     run = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert run["llm"]["prompts"] == 2 * len(PAGES) + TOPICS
+    assert run["llm"]["prompts"] == per_page * len(PAGES) + TOPICS
+    by_task = {"page": len(PAGES)} if per_page == 1 else {"code_patterns": len(PAGES), "summary": len(PAGES)}
+    assert run["llm"]["by_task"] == {**by_task, "topic_synthesis": TOPICS}
 
 
 def test_the_report_has_no_sections_for_analyses_not_asked(tmp_path, site, sim):
@@ -85,20 +91,38 @@ def test_the_report_has_no_sections_for_analyses_not_asked(tmp_path, site, sim):
     for section in ("  - Concepts:", "  - Advice:"):
         assert section not in report
     # the topic syntheses still ran, from the page titles alone
-    assert report.count("Key themes: ") == TOPICS and "synthesis failed" not in report
+    # (no summary asked: a topic of one page has none to stand for it, so every topic was synthesised)
+    assert report.count("Key themes: ") == len({topic for topic, _, _ in PAGES}) and "synthesis failed" not in report
 
 
 def test_a_run_with_other_tasks_never_reuses_a_page_analysis(tmp_path, site, sim):
     assert _run(tmp_path, site, sim, "two", "--tasks", "summary,code_patterns") == 0
     sim.reset_stats()
     assert _run(tmp_path, site, sim, "all") == 0  # the same cache, every analysis
+    # a question of five parts is not the question of two: each page is asked again, once
+    assert sim.stats()["urls"] == {url: 1 for url in _page_urls(site)}
+    every = _results(tmp_path, "all")
+    assert all(r["analysis"]["key_concepts"] and r["analysis"]["implementation_details"] for r in every.values())
+    sim.reset_stats()
+    assert _run(tmp_path, site, sim, "one", "--tasks", "code_patterns") == 0
+    assert sim.stats()["urls"] == {url: 1 for url in _page_urls(site)}  # not the five-task analysis cached
+    for r in _results(tmp_path, "one").values():
+        assert r["analysis"]["summary"] == "" and r["analysis"]["key_concepts"] == []
+        assert isinstance(r["analysis"]["code_patterns"], list)
+
+
+def test_separate_requests_are_cached_one_per_task_and_reused_by_a_run_asking_more(tmp_path, site, sim):
+    separate = ("--task-strategy", "separate")
+    assert _run(tmp_path, site, sim, "two", "--tasks", "summary,code_patterns", *separate) == 0
+    sim.reset_stats()
+    assert _run(tmp_path, site, sim, "all", *separate) == 0  # the same cache, every analysis
     # summary and code_patterns come from the cache of single prompts; the three others are asked now
     assert sim.stats()["urls"] == {url: 3 for url in _page_urls(site)}
     two, every = _results(tmp_path, "two"), _results(tmp_path, "all")
     for url, r in every.items():
         assert r["analysis"]["key_concepts"] and r["analysis"]["implementation_details"]
         assert r["analysis"]["summary"] == two[url]["analysis"]["summary"]
-    assert _run(tmp_path, site, sim, "one", "--tasks", "code_patterns") == 0
+    assert _run(tmp_path, site, sim, "one", "--tasks", "code_patterns", *separate) == 0
     for url, r in _results(tmp_path, "one").items():  # not the five-task analysis the last run cached
         assert r["analysis"]["summary"] == "" and r["analysis"]["key_concepts"] == []
         assert r["analysis"]["code_patterns"] == every[url]["analysis"]["code_patterns"]
@@ -110,7 +134,7 @@ def test_an_incremental_run_with_other_tasks_analyses_unchanged_pages_again(tmp_
     assert all(r["tasks"] == ["summary", "code_patterns"] for r in first.values())
     sim.reset_stats()
     assert _run(tmp_path, site, sim, "n2", "--incremental", "--no-cache") == 0
-    assert sim.stats()["urls"] == {url: len(PAGE_TASKS) for url in _page_urls(site)}
+    assert sim.stats()["urls"] == {url: 1 for url in _page_urls(site)}  # every page asked again, in one request
     second = _results(tmp_path, "n2")
     assert all(r["tasks"] == [t.value for t in PAGE_TASKS] and r["analysis"]["key_concepts"]
                for r in second.values())
@@ -123,13 +147,17 @@ def test_an_incremental_run_with_other_tasks_analyses_unchanged_pages_again(tmp_
         {url: (r["tasks"], r["analysis"]) for url, r in second.items()}
 
 
-def test_resume_keeps_the_tasks_of_the_interrupted_run(tmp_path, site, sim):
+@pytest.mark.parametrize("strategy, per_page", [
+    ("combined", 1),
+    ("separate", 2),
+])
+def test_resume_keeps_the_tasks_of_the_interrupted_run(tmp_path, site, sim, strategy, per_page):
     # one page at a time and a token budget the first page spends: the rest is left for --resume
     assert _run(tmp_path, site, sim, "out", "--tasks", "summary,code_patterns", "--enable-queue",
-                "--parallelism-mode", "sync", "--max-tokens", "1", "--no-cache") == 3
+                "--parallelism-mode", "sync", "--max-tokens", "1", "--no-cache", "--task-strategy", strategy) == 3
     sim.reset_stats()
     assert main(["--resume", "--quiet", "--state-dir", str(tmp_path / "state"), "--no-cache"]) == 0
-    assert set(sim.stats()["urls"].values()) == {2}  # the pages left got the two analyses, not five
+    assert set(sim.stats()["urls"].values()) == {per_page}  # the pages left asked as the run asked them
     results = _results(tmp_path, "out")
     assert set(results) == _page_urls(site)
     assert all(r["tasks"] == ["summary", "code_patterns"] and r["analysis"]["key_concepts"] == []

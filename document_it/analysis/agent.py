@@ -60,18 +60,44 @@ async def _asked(gateway: Gateway, question: Question, state: PageState, reread:
     raise AssertionError("unreachable")
 
 
-def _analyse(gateway: Gateway, question: PageQuestion, reread: Reread):
-    async def analyse(state: PageState) -> dict[str, Any]:
-        """Every asked analysis of the page in one request; the valid parts are kept."""
+def task_groups(tasks: Sequence[Task], fits: Callable[[PageQuestion], bool]) -> list[PageQuestion] | None:
+    """The fewest groups of neighbouring `tasks` whose questions each read the whole page (one group, so one
+    request, unless the window is small); None when even a task alone cannot read it whole."""
+    groups: list[tuple[Task, ...]] = []
+    for task in tasks:
+        if groups and fits(PageQuestion((*groups[-1], task))):
+            groups[-1] = (*groups[-1], task)
+        elif fits(PageQuestion((task,))):
+            groups.append((task,))
+        else:
+            return None
+    return [PageQuestion(group) for group in groups]
+
+
+def _analyse(gateway: Gateway, tasks: tuple[Task, ...], reread: Reread):
+    async def ask(question: PageQuestion, state: PageState) -> tuple[dict[str, Any], ParsedDoc | None]:
         try:
             answer, page = await _asked(gateway, question, state, reread)
         except (LLMFatalError, LLMTransientError, LLMUnavailable, LLMContextError):
             raise  # the server is down, stopping, or the page cannot be read: each part alone would fare no better
         except LLMError as exc:  # no usable combined answer, even after a repair: each part alone
             log.info("combined answer for %s failed (%s); asking each analysis alone", state["source"].url, exc)
-            return {}
+            return {}, None
         parts = {task.value: getattr(answer, task.value) for task in question.tasks}
-        return {"page": page, "parts": {name: value for name, value in parts.items() if value is not None}}
+        return {name: value for name, value in parts.items() if value is not None}, page
+
+    async def analyse(state: PageState) -> dict[str, Any]:
+        """Every asked analysis of the page in one request (in a small window, one per group of analyses that
+        leaves room for the whole page); the valid parts are kept."""
+        page = state["page"]
+        groups = task_groups(tasks, lambda question: gateway.page_fits(page, (question,))) or [PageQuestion(tasks)]
+        outcomes = await asyncio.gather(*(ask(question, state) for question in groups), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        parts = {name: value for found, _ in outcomes for name, value in found.items()}  # type: ignore[misc]
+        read = next((used for _, used in outcomes if used is not None and used is not page), page)  # type: ignore[misc]
+        return {"page": read, "parts": parts}
 
     return analyse
 
@@ -133,16 +159,23 @@ async def read_in_chunks(gateway: Gateway, sub_model: str | None, page: ParsedDo
     total = len(pieces)
     bound = asyncio.Semaphore(_NOTES_PARALLEL)
 
-    async def note(part: int, text: str) -> str | None:
-        async with bound:
-            try:
+    async def note(part: int, text: str, depth: int = 0) -> str | None:
+        try:
+            async with bound:
                 answer = await sub.ask(Task.CHUNK_NOTES, ChunkInput(page.url, page.title, part, total, text))
-            except LLMFatalError:
-                raise
-            except LLMError as exc:  # the others still make notes; a page with none is read as it is
+        except LLMFatalError:
+            raise
+        except LLMContextError as exc:  # the window is smaller than the piece was cut for: cut it again
+            smaller = [chunk.text for chunk in chunk_text(text, sub.piece_room())]
+            if not exc.shrunk or depth >= 2 or len(smaller) < 2:
                 log.info("note on part %d of %s failed: %s", part, page.url, exc)
                 return None
-            return answer.notes.strip()  # type: ignore[attr-defined]
+            notes = await asyncio.gather(*(note(part, piece, depth + 1) for piece in smaller))
+            return " ".join(found for found in notes if found) or None
+        except LLMError as exc:  # the others still make notes; a page with none is read as it is
+            log.info("note on part %d of %s failed: %s", part, page.url, exc)
+            return None
+        return answer.notes.strip()  # type: ignore[attr-defined]
 
     notes = await asyncio.gather(*(note(i + 1, text) for i, text in enumerate(pieces)))
     kept = [f"[part {i + 1} of {total}] {text}" for i, text in enumerate(notes) if text]
@@ -187,7 +220,16 @@ def _groups(notes: list[str], room: int) -> list[list[str]]:
 
 
 def _fits(gateway: Gateway, questions: Sequence[Question]) -> Callable[[ParsedDoc], bool]:
-    return lambda page: not gateway.provider.is_llm or gateway.page_fits(page, questions)
+    """Whether a page is read whole: by every question, or (combined) by groups of the page's analyses."""
+    def fits(page: ParsedDoc) -> bool:
+        if not gateway.provider.is_llm:
+            return True
+        if isinstance(questions[0], PageQuestion):
+            fits_one = lambda question: gateway.page_fits(page, (question,))  # noqa: E731
+            return task_groups(questions[0].tasks, fits_one) is not None
+        return gateway.page_fits(page, questions)
+
+    return fits
 
 
 def _digest(fits: Callable[[ParsedDoc], bool], reread: Reread):
@@ -223,13 +265,15 @@ class PageAgent:
         self.strategy = strategy or gateway.settings.task_strategy
         combined = self.strategy is not TaskStrategy.SEPARATE
         self.questions: tuple[Question, ...] = (PageQuestion(self.tasks),) if combined else self.tasks
+        # notes are merged (collapse) until each analysis alone can read them whole
+        self._note_fit: tuple[Question, ...] = tuple(PageQuestion((t,)) for t in self.tasks) if combined else self.tasks
         self._reads: dict[tuple[Any, ...], asyncio.Task[ParsedDoc]] = {}
         fits = _fits(gateway, self.questions)
         graph = StateGraph(PageState)
         graph.add_node("digest", _digest(fits, self._reread))
         graph.add_node("merge", _merge)
         if combined:
-            graph.add_node("analyse", _analyse(gateway, PageQuestion(self.tasks), self._reread))
+            graph.add_node("analyse", _analyse(gateway, self.tasks, self._reread))
             graph.add_node("one_task", _one_task(gateway, self._reread))
             graph.add_conditional_edges(START, lambda state: "analyse" if fits(state["page"]) else "digest",
                                         ["analyse", "digest"])
@@ -250,7 +294,7 @@ class PageAgent:
         key = (page.url, *self.gateway.window_state())
         if key not in self._reads:
             self._reads[key] = asyncio.ensure_future(read_in_chunks(self.gateway, self.sub_model, page,
-                                                                    self.questions))
+                                                                    self._note_fit))
         return await asyncio.shield(self._reads[key])
 
     def memo_key(self, page: ParsedDoc) -> str | None:

@@ -150,15 +150,20 @@ class Batcher:
             self._timer = asyncio.get_running_loop().call_later(self.poll_s, self._dispatch)
 
     def _take(self, task: Question, wanted: int) -> list[BatchItem]:
-        """Up to `wanted` items of `task`'s queue, within the item and token budgets (at least one)."""
+        """Up to `wanted` items of `task`'s queue, the oldest first, then each later one that still fits the item
+        and token budgets (at least one)."""
         queue = self._queues[task]
         batch = [queue.pop(0)]
         used = batch[0].tokens
         limit = min(wanted, self.max_items)
-        while (queue and len(batch) < limit and used + queue[0].tokens <= self.max_tokens
-               and self._fits(task, used + queue[0].tokens, len(batch) + 1)):
-            used += queue[0].tokens
-            batch.append(queue.pop(0))
+        index = 0
+        while index < len(queue) and len(batch) < limit:  # first fit: a large prompt does not stop smaller ones
+            tokens = queue[index].tokens
+            if used + tokens <= self.max_tokens and self._fits(task, used + tokens, len(batch) + 1):
+                used += tokens
+                batch.append(queue.pop(index))
+            else:
+                index += 1
         if not queue:
             del self._queues[task]
         return batch

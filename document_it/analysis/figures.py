@@ -20,6 +20,7 @@ def summary(gateway: Gateway) -> dict[str, Any]:
     chat = gateway.provider if isinstance(gateway.provider, ChatProvider) else None
     return {
         "prompts": gateway.all_prompts,
+        "task_strategy": gateway.settings.task_strategy.value,  # as the run resolved --task-strategy auto
         **gateway.tracker.get_summary(),
         "max_in_flight": gateway.max_in_flight,
         "attempt_timeout_s": gateway.attempt_limit.seconds,

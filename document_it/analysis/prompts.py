@@ -149,7 +149,7 @@ def batch_schema(question: Question) -> type[BaseModel]:
 
 def with_schema(messages: list[tuple[str, str]], schema: type[BaseModel]) -> list[tuple[str, str]]:
     """`messages` with the system prompt spelling out `schema` (json mode constrains only to "some JSON")."""
-    spelled = json.dumps(schema.model_json_schema(), indent=1)
+    spelled = json.dumps(schema.model_json_schema(), separators=(",", ":"))
     note = _SYSTEM + f"\nReply with one JSON object that validates against this JSON Schema:\n```json\n{spelled}\n```"
     return [(role, note if role == "system" and text == _SYSTEM else text) for role, text in messages]
 

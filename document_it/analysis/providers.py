@@ -30,8 +30,8 @@ from .capped import CappedTransport, gist, watch_outbound
 from .context import STORE_NAME as WINDOW_STORE
 from .context import ContextWindow, LLMContextError, is_context_error
 from .negotiate import STORE_NAME, MethodChoice, refuses_method
-from .prompts import (Context, Question, Task, batch_items, material_budget, page_fits, render, render_batch,
-                      schema_for, with_schema)
+from .prompts import (ChunkInput, Context, Question, Task, batch_items, material_budget, page_fits, render,
+                      render_batch, schema_for, with_schema)
 from .schemas import answer_tokens
 from .tolerant import tolerant_parse
 
@@ -149,7 +149,9 @@ class ChatProvider:
         return render(question, context, self._room(question), _schema_tokens(schema_for(question)))
 
     def fits_whole(self, question: Question, context: Context) -> bool:
-        """True when `context` goes into one `question` prompt uncut (a topic or a chunk is cut to fit)."""
+        """True when `context` goes into one `question` prompt uncut (a topic is always cut to fit)."""
+        if isinstance(context, ChunkInput):
+            return estimate_tokens(context.text) <= self.material_room(question)
         if not isinstance(context, ParsedDoc):
             return True
         return page_fits(context, question, self._room(question), _schema_tokens(schema_for(question)))
@@ -366,7 +368,7 @@ def _wants_completion_tokens(status: int, message: str) -> bool:
 @functools.cache
 def _schema_tokens(schema: type[BaseModel]) -> int:
     """What the schema adds to a request, spelled out as json mode spells it (tools and grammars cost alike)."""
-    return estimate_tokens(json.dumps(schema.model_json_schema(), indent=1)) + 40
+    return estimate_tokens(json.dumps(schema.model_json_schema(), separators=(",", ":"))) + 40
 
 
 def _prompt_tokens(messages: Messages) -> int:

@@ -162,7 +162,8 @@ def _combined(tasks: tuple[Task, ...]) -> type[BaseModel]:
     validation is lenient: each part is fitted and validated on its own, a bad or missing part is dropped
     (None) so that only it is asked again, and the answer fails only when no part at all is valid."""
     # the tool's name is the schema's title: both models are called PageAnswer
-    strict = create_model("PageAnswer", **{task.value: _PART_TYPES[task] for task in tasks})  # type: ignore
+    strict = create_model("PageAnswer", __doc__=_ANSWER_DOC,  # type: ignore[call-overload]
+                          **{task.value: _PART_TYPES[task] for task in tasks})
     adapters = {task: TypeAdapter(strict.model_fields[task.value].annotation) for task in tasks}
 
     class Lenient(BaseModel):
@@ -193,6 +194,7 @@ def _combined(tasks: tuple[Task, ...]) -> type[BaseModel]:
             return handler(strict.__pydantic_core_schema__)  # the model is shown every part, all required
 
     fields: dict[str, Any] = {task.value: (Optional[_PART_TYPES[task][0]], None) for task in tasks}
-    model = create_model("PageAnswer", __base__=Lenient, __module__=__name__, **fields)
-    model.__doc__ = "Every asked analysis of the page, a part per task."
-    return model
+    return create_model("PageAnswer", __base__=Lenient, __module__=__name__, __doc__=_ANSWER_DOC, **fields)
+
+
+_ANSWER_DOC = "Every asked analysis of the documentation page, a field per analysis."
