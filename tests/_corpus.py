@@ -39,6 +39,8 @@ PAGES = [
     ("Guides", "Workers", "workers.html"),
     ("Reference", "Cli", "cli.md"),
 ]
+# topic syntheses a run asks: one per topic of two pages or more (a topic of one page is its page's summary)
+SYNTHESES = sum(1 for topic in {t for t, _, _ in PAGES} if sum(t == topic for t, _, _ in PAGES) > 1)
 
 
 def write_corpus(root: Path, extra_links: list[str] = ()) -> Path:

@@ -23,7 +23,7 @@ from document_it.testing.docsite import write_docsite
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
 
-from _corpus import PAGES
+from _corpus import PAGES, SYNTHESES
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(240)
@@ -103,8 +103,8 @@ def test_the_offline_analyser_runs_on_the_workers(tmp_path, site, cluster):
     source = site.url("llms.txt")
     run(_settings(tmp_path, source, Mode.HYBRID, "hybrid"))
     summary = run(_settings(tmp_path, source, Mode.DASK, "dask", dask_scheduler=cluster.scheduler_address))
-    # one offline answer per page (every analysis at once, as one LLM request would) and one per topic
-    assert summary["cluster"]["tasks"]["analyze"] == len(PAGES) + 3
+    # one offline answer per page (every analysis at once, as one LLM request would) and one per topic of 2+ pages
+    assert summary["cluster"]["tasks"]["analyze"] == len(PAGES) + SYNTHESES
     assert _comparable(tmp_path / "dask") == _comparable(tmp_path / "hybrid")
 
 

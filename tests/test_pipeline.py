@@ -18,9 +18,9 @@ from document_it.sources import discover
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
 
-from _corpus import PAGES
+from _corpus import PAGES, SYNTHESES
 
-ASKED = len(PAGES) + 3  # one request per page (every analysis in one answer) and one synthesis per topic
+ASKED = len(PAGES) + SYNTHESES  # one request per page (every analysis in one answer), one per topic
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_results_report_and_run_json(tmp_path, site, sim):
     assert gone["status"] == "failed" and gone["error"] == "fetch: HTTP 404 File not found"
     # one prompt per page (all five analyses in one answer) plus one synthesis per topic that has completed pages
     assert summary["llm"]["prompts"] == ASKED
-    assert summary["llm"]["by_task"] == {"page": len(PAGES), "topic_synthesis": 3}
+    assert summary["llm"]["by_task"] == {"page": len(PAGES), "topic_synthesis": SYNTHESES}
     assert summary["llm"]["requests"] == summary["llm"]["prompts"]
     assert summary["llm"]["tokens_in"] > 0 and summary["llm"]["tokens_out"] > 0
     assert set(summary["stages"]) == {"fetch", "parse", "analyze", "queue_wait", "llm_wait"}
@@ -91,7 +91,7 @@ def test_results_report_and_run_json(tmp_path, site, sim):
     assert not list(out.glob("*.tmp"))
 
 
-@pytest.mark.parametrize("strategy, prompts", [(TaskStrategy.SEPARATE, 5 * len(PAGES) + 3),
+@pytest.mark.parametrize("strategy, prompts", [(TaskStrategy.SEPARATE, 5 * len(PAGES) + SYNTHESES),
                                               (TaskStrategy.COMBINED, ASKED)])
 def test_a_backlog_is_batched_into_fewer_requests_with_the_same_answers(tmp_path, site, sim, strategy, prompts):
     sim.reset_stats()
