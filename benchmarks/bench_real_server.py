@@ -7,8 +7,9 @@ Starts llama-cpp-python's OpenAI server (SmolLM2-135M-Instruct, n_ctx 4096, one 
 at a time) on a free 127.0.0.1 port, waits until /v1/models answers, then runs `python main.py` at its default
 flags on --pages pages sampled from --docs (--limit). A run still going after --time-limit seconds is stopped
 (Ctrl-C, then a second one) and the row says how many pages it finished. The server is stopped by its PID at
-the end, even on error. The table gives pages analysed, wall time, LLM requests and prompt tokens per page,
-and the tokens of page text per page (what a single reading of each page costs); the server's own log gives
+the end, even on error. The table gives pages analysed, wall time, LLM requests (as the server got them,
+retries included) and prompt tokens per page analysed, and the page text per page in tokens (the run's own
+figure over the pages it analysed, and over all pages sampled: what one reading costs); the server's log gives
 its HTTP statuses and llama.cpp's timings (prefill and decode speed). Without the two variables, or without
 the docs folder, it prints why and exits 0. Writes benchmarks/results/bench_real_server.json (or --out).
 """
@@ -183,6 +184,7 @@ def _server_log(log: Path) -> dict[str, Any]:
         "busy_s": round(sums["total"][0] / 1000, 1),
         "prefill_tok_s": round(prompt_tokens / prefill_s, 1) if prefill_s > 0 else None,
         "decode_tok_s": round(sums["eval"][1] / (sums["eval"][0] / 1000), 1) if sums["eval"][0] else None,
+        "completion_tokens_each": [int(n) for kind, _, n in _PERF.findall(text) if kind == "eval"],
         "errors": dict(errors.most_common(5)),
     }
 
@@ -196,7 +198,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         out, state, server_log, run_err = tmp / "out", tmp / "state", tmp / "server.log", tmp / "run.stderr"
-        with llama_server(server_log) as base:
+        with llama_server(args.server_log or server_log) as base:
             print(f"  llama.cpp server up at {base}; running {args.pages} pages of {args.docs} "
                   f"(limit {args.time_limit:.0f} s) ...", flush=True)
             wall, code, stopped = _timed_run(base, args.docs, args.pages, args.time_limit, out, state, run_err)
@@ -204,7 +206,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
         llm, work = run.get("llm") or {}, run.get("work") or {}
         done = sum(1 for r in results if _analysed(r))
-        requests, tokens_in = llm.get("requests"), llm.get("tokens_in")
+        requests, tokens_in = llm.get("attempts"), llm.get("tokens_in")  # requests the server got, retries too
         row: dict[str, Any] = {
             "case": f"{args.pages} pages, default flags" + (" (stopped)" if stopped else ""),
             "pages": args.pages,
@@ -215,8 +217,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "stopped_at_limit": stopped,
             "exit_code": code,
             "run_status": run.get("status"),
-            "llm_requests": requests,
-            "llm_attempts": llm.get("attempts"),
+            "llm_requests": work.get("requests", requests),
+            "llm_logical_requests": llm.get("requests"),  # before retries
             "llm_by_status": llm.get("by_status"),
             "llm_by_task": llm.get("by_task"),
             "tokens_in": tokens_in,
@@ -227,11 +229,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             # (a stopped run's totals include requests for pages still under way)
             "requests_per_page": work.get("requests_per_page", _per_page(requests, done)),
             "prompt_tokens_per_page": work.get("prompt_tokens_per_page", _per_page(tokens_in, done)),
-            "text_tokens_per_page": work.get("text_tokens_per_page") or _per_page(_text_tokens(args.docs, args.pages),
-                                                                                   1),
+            "text_tokens_per_page": work.get("text_tokens_per_page"),  # the run's own, over the pages it did
+            "sample_text_tokens_per_page": _per_page(_text_tokens(args.docs, args.pages), 1),  # all pages sampled
             "per_page_from": "run.json work" if work else "llm totals / pages analysed",
             "failures": run.get("failures"),
-            "server": _server_log(server_log),
+            "server": _server_log(args.server_log or server_log),
             "run_stderr_tail": run_err.read_text(errors="replace").strip().splitlines()[-5:],
         }
     return row
@@ -243,6 +245,7 @@ def main() -> int:
     p.add_argument("--pages", type=int, default=8, help="pages sampled from it (--limit)")
     p.add_argument("--time-limit", type=float, default=600, help="seconds before the run is stopped")
     p.add_argument("--out", default="bench_real_server.json", help="file name under benchmarks/results/")
+    p.add_argument("--server-log", type=Path, help="keep the llama.cpp server's log here (default: thrown away)")
     args = p.parse_args()
     reason = _skip_reason(args.docs)
     if reason:
@@ -260,16 +263,18 @@ def main() -> int:
     print_table([row], [("case", "case", ""), ("analysed", "analysed_of", ""), ("wall s", "wall_s", ".1f"),
                         ("LLM requests", "llm_requests", "d"), ("requests/page", "requests_per_page", ".1f"),
                         ("prompt tok/page", "prompt_tokens_per_page", ".0f"),
-                        ("page text tok/page", "text_tokens_per_page", ".0f")])
+                        ("page text tok/page", "text_tokens_per_page", ".0f"),
+                        ("sampled text tok/page", "sample_text_tokens_per_page", ".0f")])
     print(f"\nserver: chat statuses {server['chat_statuses']}, {server['generations']} generations, "
           f"busy {server['busy_s']} s, prefill {server['prefill_tok_s']} tok/s, decode {server['decode_tok_s']} tok/s")
     if row["exit_code"] not in (0, None) and not row["stopped_at_limit"] and row["run_stderr_tail"]:
         print(f"the run exited {row['exit_code']}: {row['run_stderr_tail'][-1]}")
     if row["stopped_at_limit"]:
         print(f"stopped after {args.time_limit:.0f} s; per-page figures divide totals that include pages under way")
-    finish(args.out, argparse.Namespace(**{**vars(args), "docs": str(args.docs)}, commit=commit, load=load,
-                                        n_ctx=N_CTX, server_python=os.environ[ENV_PYTHON],
-                                        model=Path(os.environ[ENV_MODEL]).name), [row])
+    params = {**vars(args), "docs": str(args.docs), "server_log": str(args.server_log or "")}
+    finish(args.out, argparse.Namespace(**params, commit=commit, load=load, n_ctx=N_CTX,
+                                        server_python=os.environ[ENV_PYTHON], model=Path(os.environ[ENV_MODEL]).name),
+           [row])
     return 0 if row["analysed"] == args.pages else 1
 
 
