@@ -8,6 +8,7 @@ from document_it.analysis.gateway import Gateway, RetryPolicy, build_gateway
 from document_it.analysis.prompts import Task, TopicInput
 from document_it.analysis.providers import ChatProvider
 from document_it.config import Fallback, LLMKind, Settings, StructuredMethod
+from document_it.core import timeouts
 from document_it.core.breaker import BreakerState
 from document_it.errors import LLMError, LLMTransientError
 from document_it.testing.llm_sim import SimServer
@@ -78,14 +79,29 @@ async def test_429_pauses_for_retry_after_cuts_the_window_and_is_not_a_failure()
     assert gateway.breaker.state is BreakerState.CLOSED
 
 
-async def test_a_hung_server_times_out_and_is_retried():
+@pytest.fixture
+def no_work_floor(monkeypatch):
+    """Attempts limited by --request-timeout alone (not by what a slow CPU server needs for the answer asked)."""
+    monkeypatch.setattr(timeouts, "SLOW_PREFILL_S", 0.0)
+    monkeypatch.setattr(timeouts, "SLOW_DECODE_S", 0.0)
+
+
+def test_a_self_hosted_attempt_gets_the_time_its_answer_needs_on_a_slow_server():
+    limit = timeouts.AttemptLimit(60.0)
+    assert limit.for_work(100, 50) == 60.0  # short work: --request-timeout stands
+    long = limit.for_work(3000, 2200)  # a page and a five-part answer at CPU speed
+    assert long == pytest.approx(3000 * timeouts.SLOW_PREFILL_S + 2200 * timeouts.SLOW_DECODE_S) and long > 60
+    assert limit.for_work(10**6, 10**6) == limit.ceiling
+
+
+async def test_a_hung_server_times_out_and_is_retried(no_work_floor):
     with ScriptedLLM([OK], hang_s=3) as llm:
         error, gateway = await _ask(llm.base_url, request_timeout=0.3, retries=1)
     assert isinstance(error, LLMTransientError) and "took longer than 0.6s" in str(error)  # 0.3 s, then 0.6 s
     assert gateway.summary()["attempts"] == 2
 
 
-async def test_a_server_slower_than_the_timeout_gets_longer_attempts_when_nothing_else_waits():
+async def test_a_server_slower_than_the_timeout_gets_longer_attempts_when_nothing_else_waits(no_work_floor):
     # alive, but every reply takes 0.35 s: always past the first attempt's 0.3 s, and far inside the next one's
     with ScriptedLLM([OK] * 4, hang_s=0.35) as llm:
         value, gateway = await _ask(llm.base_url, request_timeout=0.3, retries=3)

@@ -42,7 +42,7 @@ def test_the_model_is_shown_one_tool_named_page_answer_that_requires_every_part(
     assert set(params["required"]) == set(params["properties"]) == {task.value for task in PAGE_TASKS}
     assert params["properties"]["summary"]["type"] == "string"
     assert {name: params["properties"][name]["maxItems"] for name in FULL if name != "summary"} == \
-        {"key_concepts": 8, "implementation_details": 8, "code_patterns": 6, "related_topics": 8}
+        {"key_concepts": 6, "implementation_details": 6, "code_patterns": 4, "related_topics": 6}
     concept = params["properties"]["key_concepts"]["items"]
     assert concept["properties"]["importance"]["minimum"] == 1 and concept["properties"]["importance"]["maximum"] == 10
 
@@ -107,9 +107,9 @@ def test_lists_over_their_length_are_cut_and_numbers_clamped():
     reply = dict(FULL, key_concepts=[dict(CONCEPT, name=f"c{i}", importance=40) for i in range(12)],
                  code_patterns=[PATTERN] * 9)
     answer = schema_for(PageQuestion()).model_validate(reply)
-    assert [c.name for c in answer.key_concepts] == [f"c{i}" for i in range(8)]  # the first eight, in order
+    assert [c.name for c in answer.key_concepts] == [f"c{i}" for i in range(6)]  # the first six, in order
     assert {c.importance for c in answer.key_concepts} == {10}
-    assert len(answer.code_patterns) == 6
+    assert len(answer.code_patterns) == 4
 
 
 def test_a_batched_reply_validates_each_page_answer_leniently():

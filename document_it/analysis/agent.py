@@ -33,6 +33,9 @@ __all__ = ["PageAgent", "synthesize_topics", "task_key", "read_in_chunks", "COLL
 log = logging.getLogger(__name__)
 
 _NOTES_PARALLEL = 16  # chunk notes of one page submitted at once (the gateway's window bounds the whole run)
+# a page read whole by several groups of analyses costs its tokens again per group; past this many tokens read
+# again, a note on it (a request, a short answer, the notes read instead) costs less
+REREAD_TOKENS = 1200
 
 
 class PageState(TypedDict, total=False):
@@ -220,13 +223,14 @@ def _groups(notes: list[str], room: int) -> list[list[str]]:
 
 
 def _fits(gateway: Gateway, questions: Sequence[Question]) -> Callable[[ParsedDoc], bool]:
-    """Whether a page is read whole: by every question, or (combined) by groups of the page's analyses."""
+    """Whether a page is read whole: by every question, or (combined) by one request, or by a few groups of the
+    page's analyses when reading it again costs less than a note on it would (a short page in a small window)."""
     def fits(page: ParsedDoc) -> bool:
         if not gateway.provider.is_llm:
             return True
         if isinstance(questions[0], PageQuestion):
-            fits_one = lambda question: gateway.page_fits(page, (question,))  # noqa: E731
-            return task_groups(questions[0].tasks, fits_one) is not None
+            groups = task_groups(questions[0].tasks, lambda question: gateway.page_fits(page, (question,)))
+            return groups is not None and (len(groups) - 1) * page.text_tokens <= REREAD_TOKENS
         return gateway.page_fits(page, questions)
 
     return fits

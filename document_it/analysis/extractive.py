@@ -15,7 +15,7 @@ from .prompts import (
     KeyConcept, KeyConcepts, PageQuestion, Question, RelatedTopic, RelatedTopics, Summary, Task, TopicInput,
     TopicSynthesis,
 )
-from .schemas import part_value
+from .schemas import MAX_ITEMS, part_value
 
 __all__ = ["answer", "answer_data", "LABEL"]
 
@@ -31,7 +31,6 @@ _IMPERATIVE = {
     "give", "put", "return", "raise", "retry", "send", "store", "test", "turn", "update", "upgrade",
 }
 _IDENT = re.compile(r"^\s*(?:async\s+)?(?:def|class|function|fn|func)\s+([A-Za-z_][\w]*)|^\s*\$?\s*([\w.-]+)")
-_MAX_ITEMS = 8
 
 
 def answer(task: Task, context: Context) -> BaseModel:
@@ -83,11 +82,11 @@ def _key_concepts(doc: ParsedDoc) -> KeyConcepts:
         items.append(KeyConcept(name=sec.heading, description=first or sec.heading,
                                 importance=max(1, min(10, weight))))
     if not items:
-        for term, count in Counter(re.findall(r"`([^`]{2,40})`", doc.text)).most_common(_MAX_ITEMS):
+        for term, count in Counter(re.findall(r"`([^`]{2,40})`", doc.text)).most_common(MAX_ITEMS[Task.KEY_CONCEPTS]):
             items.append(KeyConcept(name=term, description=f"Mentioned {count} time(s) on the page.",
                                     importance=max(1, min(10, 3 + count))))
     items.sort(key=lambda c: -c.importance)
-    return KeyConcepts(items=items[:_MAX_ITEMS])
+    return KeyConcepts(items=items[:MAX_ITEMS[Task.KEY_CONCEPTS]])
 
 
 def _implementation_details(doc: ParsedDoc) -> ImplementationDetails:
@@ -99,14 +98,14 @@ def _implementation_details(doc: ParsedDoc) -> ImplementationDetails:
             if title not in seen:
                 seen.add(title)
                 items.append(ImplementationDetail(title=title, description=sentence))
-        if len(items) == _MAX_ITEMS:
+        if len(items) == MAX_ITEMS[Task.IMPLEMENTATION_DETAILS]:
             break
     return ImplementationDetails(items=items)
 
 
 def _code_patterns(doc: ParsedDoc) -> CodePatterns:
     items = []
-    for block in doc.code_blocks[:6]:
+    for block in doc.code_blocks[:MAX_ITEMS[Task.CODE_PATTERNS]]:
         lines = block.code.strip().splitlines()
         match = next((m for m in map(_IDENT.match, lines) if m and (m.group(1) or m.group(2))), None)
         ident = (match.group(1) or match.group(2)) if match else "snippet"
@@ -121,7 +120,7 @@ def _code_patterns(doc: ParsedDoc) -> CodePatterns:
 def _related_topics(doc: ParsedDoc) -> RelatedTopics:
     host = urlparse(doc.url).netloc
     items = []
-    for link in doc.links[:_MAX_ITEMS]:
+    for link in doc.links[:MAX_ITEMS[Task.RELATED_TOPICS]]:
         parsed = urlparse(link.url)
         stem = PurePosixPath(unquote(parsed.path)).stem.replace("-", " ").replace("_", " ")
         name = link.text or stem.capitalize() or parsed.netloc

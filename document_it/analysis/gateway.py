@@ -364,6 +364,8 @@ class Gateway:
             try:
                 # the whole attempt is timed here, so a server that drips bytes slowly still ends
                 limit = self.attempt_limit.seconds
+                if provider.self_hosted:  # a long answer from a small local model gets the time it needs
+                    limit = self.attempt_limit.for_work(*provider.work(task, messages, schema))
                 attempt = await asyncio.wait_for(provider.send(task, messages, schema), limit)
             except asyncio.TimeoutError:
                 self.limiter.on_timeout(sent_at)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, create_model
 
 from ..models import PAGE_TASKS, Chunk, ParsedDoc, Task
 from ..tokens import CHARS_PER_TOKEN, estimate_tokens
-from .schemas import (ChunkNotes, CodePattern, CodePatterns, ImplementationDetail, ImplementationDetails, KeyConcept,
+from .schemas import (MAX_ITEMS, ChunkNotes, CodePattern, CodePatterns, ImplementationDetail, ImplementationDetails, KeyConcept,
                       KeyConcepts, PageAnalysis, PageQuestion, Question, RelatedTopic, RelatedTopics, Summary,
                       TopicSynthesis, schema_for)
 
@@ -82,20 +82,23 @@ _SYSTEM = ("You analyse technical documentation for engineers. Answer only from 
 
 _INSTRUCTIONS = {
     Task.SUMMARY: "Summarise this documentation page in three to five sentences.",
-    Task.KEY_CONCEPTS: "List the key concepts this page introduces or relies on (at most 8), "
-                       "each with a one-sentence description and an importance from 1 to 10.",
-    Task.IMPLEMENTATION_DETAILS: "List the concrete implementation advice the page gives (at most 8): "
-                                 "steps, settings, rules and warnings a developer must follow.",
-    Task.CODE_PATTERNS: "List the code patterns the page shows (at most 6), each with a short example. "
-                        "Return an empty list if the page has no code.",
-    Task.RELATED_TOPICS: "List topics related to this page (at most 8) and how each relates, "
-                         "using the links and references it makes.",
+    Task.KEY_CONCEPTS: f"List the key concepts this page introduces or relies on (at most "
+                       f"{MAX_ITEMS[Task.KEY_CONCEPTS]}), each with a one-sentence description and an importance "
+                       "from 1 to 10.",
+    Task.IMPLEMENTATION_DETAILS: f"List the concrete implementation advice the page gives (at most "
+                                 f"{MAX_ITEMS[Task.IMPLEMENTATION_DETAILS]}): steps, settings, rules and warnings a "
+                                 "developer must follow, each in one sentence.",
+    Task.CODE_PATTERNS: f"List the code patterns the page shows (at most {MAX_ITEMS[Task.CODE_PATTERNS]}), each with "
+                        "a short example. Return an empty list if the page has no code.",
+    Task.RELATED_TOPICS: f"List topics related to this page (at most {MAX_ITEMS[Task.RELATED_TOPICS]}) and how each "
+                         "relates, using the links and references it makes.",
     Task.TOPIC_SYNTHESIS: "These pages form one topic of a documentation site. Write an overview that "
                           "ties them together and list the key themes they share.",
     Task.CHUNK_NOTES: "Write compact notes (at most 120 words) on this part of a documentation page: the facts, "
                       "APIs, options, advice and code it contains. Plain sentences, no preamble.",
 }
-_COMBINED = "Analyse this documentation page. Reply with one object that has a field for each of these:"
+_COMBINED = ("Analyse this documentation page. Reply with one object that has a field for each of these; be brief, "
+             "every description one short sentence:")
 
 
 def instructions(question: Question) -> str:

@@ -223,11 +223,7 @@ class ChatProvider:
         if task is not Task.TEXT:
             schema = schema or schema_for(task)
         method = self.choice.current
-        prompt = _prompt_tokens(messages) + (_schema_tokens(schema) if schema is not None else 0)
-        # room for the answers asked (and half again), never more than the window leaves: a small model that
-        # rambles stops there
-        room = self.window.answer_room(batch_items(messages) if batch else 1, answer_tokens(task))
-        max_tokens = min(self.window.max_tokens(prompt), room * 3 // 2)
+        prompt, max_tokens = self.work(task, messages, schema)
         if not self.window.holds(prompt):
             # built before the window learned its size, or too big anyway: cut or split, never sent as it is
             raise LLMContextError(f"the model's context window ({self.window.tokens:,} tokens) cannot hold this "
@@ -292,6 +288,22 @@ class ChatProvider:
         if task is not Task.TEXT:
             self.choice.worked(method)
         return Attempt(parsed, "", False, tokens_in, tokens_out, headers)
+
+    def work(self, task: Question, messages: Messages, schema: type[BaseModel] | None = None) -> tuple[int, int]:
+        """What one request of `messages` asks of the server: its estimated prompt tokens (schema included) and
+        the answer limit, the room for the answers asked and half again, never more than the window leaves (a
+        small model that rambles stops there)."""
+        batch = task is not Task.TEXT and schema is not None and schema is not schema_for(task)
+        if task is not Task.TEXT:
+            schema = schema or schema_for(task)
+        prompt = _prompt_tokens(messages) + (_schema_tokens(schema) if schema is not None else 0)
+        room = self.window.answer_room(batch_items(messages) if batch else 1, answer_tokens(task))
+        return prompt, min(self.window.max_tokens(prompt), room * 3 // 2)
+
+    @property
+    def self_hosted(self) -> bool:
+        """True for a server at a base URL (sent the answer limit; often a small model on a CPU)."""
+        return self._limit_field == "max_tokens" or bool(self._settings.llm_base_url)
 
     def _our_fault(self, exc: Exception) -> LLMClientError:
         """An error raised on this machine before the request left: a bug or a broken install."""

@@ -16,8 +16,13 @@ from .tolerant import fit, norm_key
 __all__ = [
     "Summary", "KeyConcept", "KeyConcepts", "ImplementationDetail", "ImplementationDetails", "CodePattern",
     "CodePatterns", "RelatedTopic", "RelatedTopics", "TopicSynthesis", "ChunkNotes", "PageAnalysis",
-    "PageQuestion", "Question", "schema_for", "part_value", "answer_tokens", "PART_ANSWER_TOKENS",
+    "PageQuestion", "Question", "schema_for", "part_value", "answer_tokens", "PART_ANSWER_TOKENS", "MAX_ITEMS",
 ]
+
+
+# the longest list each analysis may give: enough for a page, short enough that a small local model's answer
+# (decoded token by token, all parts in one reply) stays quick
+MAX_ITEMS = {Task.KEY_CONCEPTS: 6, Task.IMPLEMENTATION_DETAILS: 6, Task.CODE_PATTERNS: 4, Task.RELATED_TOPICS: 6}
 
 
 class Summary(BaseModel):
@@ -31,7 +36,7 @@ class KeyConcept(BaseModel):
 
 
 class KeyConcepts(BaseModel):
-    items: list[KeyConcept] = Field(max_length=8)
+    items: list[KeyConcept] = Field(max_length=MAX_ITEMS[Task.KEY_CONCEPTS])
 
 
 class ImplementationDetail(BaseModel):
@@ -40,7 +45,7 @@ class ImplementationDetail(BaseModel):
 
 
 class ImplementationDetails(BaseModel):
-    items: list[ImplementationDetail] = Field(max_length=8)
+    items: list[ImplementationDetail] = Field(max_length=MAX_ITEMS[Task.IMPLEMENTATION_DETAILS])
 
 
 class CodePattern(BaseModel):
@@ -50,7 +55,7 @@ class CodePattern(BaseModel):
 
 
 class CodePatterns(BaseModel):
-    items: list[CodePattern] = Field(max_length=6)
+    items: list[CodePattern] = Field(max_length=MAX_ITEMS[Task.CODE_PATTERNS])
 
 
 class RelatedTopic(BaseModel):
@@ -59,7 +64,7 @@ class RelatedTopic(BaseModel):
 
 
 class RelatedTopics(BaseModel):
-    items: list[RelatedTopic] = Field(max_length=8)
+    items: list[RelatedTopic] = Field(max_length=MAX_ITEMS[Task.RELATED_TOPICS])
 
 
 class TopicSynthesis(BaseModel):
@@ -96,10 +101,10 @@ _SCHEMAS: dict[Task, type[BaseModel]] = {
 # what one part of an answer is expected to take, in output tokens (the window keeps room for it)
 PART_ANSWER_TOKENS = {
     Task.SUMMARY: 200,
-    Task.KEY_CONCEPTS: 420,
-    Task.IMPLEMENTATION_DETAILS: 480,
-    Task.CODE_PATTERNS: 560,
-    Task.RELATED_TOPICS: 340,
+    Task.KEY_CONCEPTS: 320,
+    Task.IMPLEMENTATION_DETAILS: 360,
+    Task.CODE_PATTERNS: 400,
+    Task.RELATED_TOPICS: 260,
 }
 NOTE_ANSWER_TOKENS = 320  # a chunk note: at most 120 words
 
@@ -145,14 +150,18 @@ def part_value(task: Task, answer: BaseModel) -> Any:
     return answer.summary if task is Task.SUMMARY else answer.items  # type: ignore[attr-defined]
 
 
+def _listed(item: type[BaseModel], task: Task, what: str) -> tuple[Any, Any]:
+    most = MAX_ITEMS[task]
+    return list[item], Field(max_length=most, description=f"At most {most} {what}.")  # type: ignore[valid-type]
+
+
 _PART_TYPES: dict[Task, Any] = {
     Task.SUMMARY: (str, Field(description=Summary.model_fields["summary"].description)),
-    Task.KEY_CONCEPTS: (list[KeyConcept], Field(max_length=8, description="At most 8 key concepts.")),
-    Task.IMPLEMENTATION_DETAILS: (list[ImplementationDetail],
-                                  Field(max_length=8, description="At most 8 pieces of implementation advice.")),
-    Task.CODE_PATTERNS: (list[CodePattern], Field(max_length=6, description="At most 6 code patterns; empty when "
-                                                                             "the page has no code.")),
-    Task.RELATED_TOPICS: (list[RelatedTopic], Field(max_length=8, description="At most 8 related topics.")),
+    Task.KEY_CONCEPTS: _listed(KeyConcept, Task.KEY_CONCEPTS, "key concepts"),
+    Task.IMPLEMENTATION_DETAILS: _listed(ImplementationDetail, Task.IMPLEMENTATION_DETAILS,
+                                         "pieces of implementation advice"),
+    Task.CODE_PATTERNS: _listed(CodePattern, Task.CODE_PATTERNS, "code patterns; none when the page has no code"),
+    Task.RELATED_TOPICS: _listed(RelatedTopic, Task.RELATED_TOPICS, "related topics"),
 }
 
 

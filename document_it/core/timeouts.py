@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["AttemptLimit", "STRETCH"]
+__all__ = ["AttemptLimit", "STRETCH", "SLOW_PREFILL_S", "SLOW_DECODE_S"]
 
 log = logging.getLogger(__name__)
 
 STRETCH = 8  # a slow server's attempts may get up to this many times --request-timeout
+# a small model on two CPU cores (llama.cpp, SmolLM2-135M): about 90 prompt tokens and 30 answer tokens a second
+SLOW_PREFILL_S = 0.012
+SLOW_DECODE_S = 0.035
 
 
 class AttemptLimit:
@@ -25,6 +28,13 @@ class AttemptLimit:
     def exhausted(self) -> bool:
         """True once the limit has stretched as far as it goes: a timeout then means the server is down."""
         return self.seconds >= self.ceiling
+
+    def for_work(self, prompt_tokens: int, answer_tokens: int) -> float:
+        """The limit for an attempt on a self-hosted server that reads `prompt_tokens` and may write
+        `answer_tokens`: at least what a slow CPU server needs for that much, so a long answer is not cut off
+        (and its server time wasted) by a limit meant for short ones; within the ceiling."""
+        need = prompt_tokens * SLOW_PREFILL_S + answer_tokens * SLOW_DECODE_S
+        return min(self.ceiling, max(self.seconds, need))
 
     def on_timeout(self, limit: float, alone: bool) -> None:
         """An attempt given `limit` seconds timed out; stretch once per limit, only if it was `alone`."""
