@@ -179,7 +179,8 @@ def _measures(row: Row, run: dict[str, Any], urls: list[str], code: int, stderr:
             "sim_requests": stats["requests"], "sim_attempts": stats["attempts"],
             "sim_rate_limited": stats["rate_limited"], "sim_errors": stats["errors"],
             "run_requests": llm.get("requests"), "run_prompts": llm.get("prompts"),
-            "syntheses": (llm.get("by_task") or {}).get("topic_synthesis"), "by_task": llm.get("by_task"),
+            "syntheses": (llm.get("by_task") or {}).get("topic_synthesis"),  # requests led by a synthesis (run.json by_task)
+            "by_task": llm.get("by_task"),
             "batches": (llm.get("batching") or {}).get("batches"),
             "window_used": (llm.get("context") or {}).get("tokens"),
             "sim_prompt_tokens": stats["prompt_tokens"], "sim_completion_tokens": stats["completion_tokens"],
@@ -276,7 +277,7 @@ def _print(rows: list[dict[str, Any]], targets: dict[str, Any], args: argparse.N
                        ("flags", "flags", ""), ("n", "pages", "d"), ("done", "completed", "d"),
                        ("fit", "fit", "d"), ("not", "not_fit", "d"), ("wall s", "wall_seconds", ".1f"),
                        ("req sim", "sim_requests", "d"), ("req run", "run_requests", "d"),
-                       ("syn", "syntheses", "d"), ("batches", "batches", "d"), ("429", "sim_rate_limited", "d"), ("req/page", "requests_per_page", ".2f"),
+                       ("syn req", "syntheses", "d"), ("batches", "batches", "d"), ("429", "sim_rate_limited", "d"), ("req/page", "requests_per_page", ".2f"),
                        ("prompt/page", "prompt_tokens_per_page", ",.0f"), ("text/page", "text_tokens_per_page", ",.0f"),
                        ("prompt/text", "prompt_text_ratio", ".2f")])
     a, b = targets["a"], targets["b"]
