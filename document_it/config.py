@@ -89,7 +89,7 @@ class Settings:
     analysis_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
     max_concurrency: int = 20
     batch_size: int = 0
-    batch_max_tokens: int = 6000
+    batch_max_tokens: int = 0  # 0: what the context window holds beside the answers
     limit: int | None = None
     llm: LLMKind = LLMKind.EXTRACTIVE
     llm_base_url: str | None = None

@@ -163,8 +163,9 @@ def _batching_and_cache(p: argparse.ArgumentParser, d: _Default) -> None:
     g = p.add_argument_group("batching and cache")
     g.add_argument("--batch-size", type=int, metavar="N", default=d("batch-size", 0),
                    help="prompts per batched request: 0 auto (up to 8), 1 off, N at most N")
-    g.add_argument("--batch-max-tokens", type=int, metavar="N", default=d("batch-max-tokens", 6000),
-                   help="prompt tokens one batched request may carry")
+    g.add_argument("--batch-max-tokens", type=int, metavar="N", default=d("batch-max-tokens", 0),
+                   help="prompt tokens one batched request may carry: 0 (default) as many as the model's context "
+                        "window holds beside every answer")
     g.add_argument("--no-cache", action="store_true", default=None,
                    help="neither read nor write the cache in --state-dir")
     g.add_argument("--refresh", action="store_true", default=None,

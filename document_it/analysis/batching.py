@@ -6,9 +6,10 @@ answers' time: batching pays only for prompts that could not be sent now anyway.
 sends a prompt on its own while a slot of the concurrency window is free, and groups the backlog only:
 whenever a slot frees, the prompts waiting are spread over the whole window (largest queue first), each
 request carrying at most --batch-size items and --batch-max-tokens prompt tokens, and no more than the
-model's context window holds with room for every answer. A window shrunk by 429s,
-or slots held while requests wait for the RPM/TPM buckets, count as busy, so batches grow exactly when the
-server or its limits are the bottleneck. Items the reply leaves out are asked again on their own; a batch
+model's context window holds with room for every answer. A window shrunk by 429s, or slots held while
+requests wait for the RPM/TPM buckets, count as busy, so batches grow exactly when the server or its limits
+are the bottleneck; while the request limit (RPM) is what binds, a request leaves only when the limit lets
+it, carrying as many waiting prompts as fit, since requests are then the scarce thing. Items the reply leaves out are asked again on their own; a batch
 that fails as a whole is split in halves, down to single items that take the ordinary path.
 """
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 AUTO_MAX_ITEMS = 8
 POLL_S = 0.03  # how often a backlog looks for a slot freed by requests the batcher did not send
+RATE_BOUND_S = 1.0  # prompts that would wait this long for the request limit, sent one at a time, make it bind
 
 
 @dataclass
@@ -70,10 +72,13 @@ class Batcher:
     own answer back."""
 
     def __init__(self, send_batch: SendBatch, send_one: SendOne, max_items: int, max_tokens: int,
-                 window: Window | None = None, poll_s: float = POLL_S, fits: Fits | None = None) -> None:
+                 window: Window | None = None, poll_s: float = POLL_S, fits: Fits | None = None,
+                 request_pace: Callable[[], tuple[int, float] | None] | None = None) -> None:
         self._send_batch, self._send_one = send_batch, send_one
         self._fits: Fits = fits or (lambda task, tokens, answers: True)
         self._window: Window = window or _Unbounded()
+        # (requests the rate limit lets leave now, seconds between two), or None without a request limit
+        self._request_pace = request_pace or (lambda: None)
         self.max_items = max_items
         self.max_tokens = max_tokens
         self.poll_s = poll_s
@@ -140,14 +145,31 @@ class Batcher:
         share = math.ceil(waiting / max(1, self._window.limit))  # the busy slots will take their part soon
         if getattr(self._window, "probing", False):
             share = 1  # the window's start probe times single prompts
+        pace = self._request_pace()
+        # the request limit binds when the prompts waiting would take a while to leave one request at a time
+        rate_bound = pace is not None and (waiting - pace[0]) * pace[1] >= RATE_BOUND_S
+        if rate_bound:
+            # the request limit binds, not the slots: requests are what is scarce, so each carries all it can,
+            # and a request is not spent on a few prompts while more arrive within one request's interval
+            free, share = min(free, pace[0]), self.max_items
         while free > 0 and waiting > 0:
             task = max(self._queues, key=lambda t: len(self._queues[t]))
+            if rate_bound and self._lingers(task, pace[1]):
+                break
             batch = self._take(task, share)
             self._launch(task, batch)
             waiting -= len(batch)
             free -= 1
-        if waiting and self._outstanding == 0:  # slots held by other requests: look again shortly
+        if waiting and (self._outstanding == 0 or pace is not None):
+            # slots held by other requests, or the request limit refills: look again shortly
             self._timer = asyncio.get_running_loop().call_later(self.poll_s, self._dispatch)
+
+    def _lingers(self, task: Question, interval: float) -> bool:
+        """True while `task`'s queue is short of a full batch and its oldest prompt has waited less than one
+        interval of the request limit (what a request spent now on fewer prompts would save at most)."""
+        queue = self._queues[task]
+        age = asyncio.get_running_loop().time() - queue[0].queued_at
+        return len(queue) < self.max_items and age < interval
 
     def _take(self, task: Question, wanted: int) -> list[BatchItem]:
         """Up to `wanted` items of `task`'s queue, the oldest first, then each later one that still fits the item

@@ -67,7 +67,9 @@ class Gateway:
         # sync mode is the one-request-at-a-time baseline; every other mode batches its backlog, even at cap 1
         if isinstance(provider, ChatProvider) and settings.batch_size != 1 and settings.mode is not Mode.SYNC:
             self.batcher = Batcher(self._send_batch, self._send_item, settings.batch_size or AUTO_MAX_ITEMS,
-                                   settings.batch_max_tokens, window=self.limiter.window, fits=provider.batch_fits)
+                                   settings.batch_max_tokens or 1 << 30, window=self.limiter.window,
+                                   fits=provider.batch_fits,
+                                   request_pace=self.limiter.request_pace)
         self._key_base = (provider.name, settings.model, PROMPT_VERSION, settings.structured_output.value)
         self.prompts = 0
         self.fallbacks = 0

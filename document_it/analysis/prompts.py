@@ -97,14 +97,25 @@ _INSTRUCTIONS = {
     Task.CHUNK_NOTES: "Write compact notes (at most 120 words) on this part of a documentation page: the facts, "
                       "APIs, options, advice and code it contains. Plain sentences, no preamble.",
 }
-_COMBINED = ("Analyse this documentation page. Reply with one object that has a field for each of these; be brief, "
-             "every description one short sentence:")
+_COMBINED = "Analyse this documentation page. Reply with one object with these fields; be brief, one sentence each:"
+# a page question's parts, each in a line (the schema shown beside it is bare: these lines say what goes where)
+_PARTS = {
+    Task.SUMMARY: "three to five sentences: what the page explains and for whom",
+    Task.KEY_CONCEPTS: f"up to {MAX_ITEMS[Task.KEY_CONCEPTS]} concepts the page introduces or relies on: name, "
+                       "description, importance 1 (peripheral) to 10 (central)",
+    Task.IMPLEMENTATION_DETAILS: f"up to {MAX_ITEMS[Task.IMPLEMENTATION_DETAILS]} concrete steps, settings, rules or "
+                                 "warnings a developer must follow: a short imperative title, description",
+    Task.CODE_PATTERNS: f"up to {MAX_ITEMS[Task.CODE_PATTERNS]} code patterns the page shows: name, description, a "
+                        "short example; empty if it has no code",
+    Task.RELATED_TOPICS: f"up to {MAX_ITEMS[Task.RELATED_TOPICS]} related topics from its links and references: "
+                         "name, relationship",
+}
 
 
 def instructions(question: Question) -> str:
     """What `question` asks, as the prompt says it: a page question lists each part under its field's name."""
     if isinstance(question, PageQuestion):
-        return "\n".join([_COMBINED, *(f"- {task.value}: {_INSTRUCTIONS[task]}" for task in question.tasks)])
+        return "\n".join([_COMBINED, *(f"- {task.value}: {_PARTS[task]}" for task in question.tasks)])
     return _INSTRUCTIONS[question]
 
 
@@ -204,7 +215,7 @@ def _page_layout(page: ParsedDoc, budget: int | None, with_links: bool = True) -
     return head, links, max(32, left)
 
 
-_LINKS = 20  # link lines a prompt shows at most
+_LINKS = 12  # link lines a prompt shows at most
 
 
 def _short(url: str, base: str) -> str:

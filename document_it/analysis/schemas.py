@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
 
 from ..models import PAGE_TASKS, Task
 from .context import ANSWER_TOKENS
@@ -150,19 +150,34 @@ def part_value(task: Task, answer: BaseModel) -> Any:
     return answer.summary if task is Task.SUMMARY else answer.items  # type: ignore[attr-defined]
 
 
-def _listed(item: type[BaseModel], task: Task, what: str) -> tuple[Any, Any]:
-    most = MAX_ITEMS[task]
-    return list[item], Field(max_length=most, description=f"At most {most} {what}.")  # type: ignore[valid-type]
+def _plain_fields(schema: dict[str, Any]) -> None:
+    """json_schema_extra: a model's fields shown bare, no title or description each (fewer prompt tokens in every
+    request; the prompt's instructions say what each part holds)."""
+    for field in (schema.get("properties") or {}).values():
+        field.pop("title", None)
+        field.pop("description", None)
 
 
-_PART_TYPES: dict[Task, Any] = {
-    Task.SUMMARY: (str, Field(description=Summary.model_fields["summary"].description)),
-    Task.KEY_CONCEPTS: _listed(KeyConcept, Task.KEY_CONCEPTS, "key concepts"),
-    Task.IMPLEMENTATION_DETAILS: _listed(ImplementationDetail, Task.IMPLEMENTATION_DETAILS,
-                                         "pieces of implementation advice"),
-    Task.CODE_PATTERNS: _listed(CodePattern, Task.CODE_PATTERNS, "code patterns; none when the page has no code"),
-    Task.RELATED_TOPICS: _listed(RelatedTopic, Task.RELATED_TOPICS, "related topics"),
+def _bare(model: type[BaseModel]) -> type[BaseModel]:
+    """`model` as a combined answer shows it: the same fields and bounds, bare (values validate as `model`)."""
+    return type(model.__name__, (model,), {"__module__": __name__, "__doc__": None,
+                                           "model_config": ConfigDict(json_schema_extra=_plain_fields)})
+
+
+_BARE = {task: _bare(model) for task, model in ((Task.KEY_CONCEPTS, KeyConcept),
+                                                 (Task.IMPLEMENTATION_DETAILS, ImplementationDetail),
+                                                 (Task.CODE_PATTERNS, CodePattern),
+                                                 (Task.RELATED_TOPICS, RelatedTopic))}
+# each part: the type the answer gives it, and the type and bounds the model is shown
+_PART_VALUES: dict[Task, Any] = {
+    Task.SUMMARY: str,
+    **{task: Annotated[list[model], Field(max_length=MAX_ITEMS[task])]  # type: ignore[valid-type]
+       for task, model in ((Task.KEY_CONCEPTS, KeyConcept), (Task.IMPLEMENTATION_DETAILS, ImplementationDetail),
+                           (Task.CODE_PATTERNS, CodePattern), (Task.RELATED_TOPICS, RelatedTopic))},
 }
+_PART_SHOWN: dict[Task, Any] = {Task.SUMMARY: (str, ...),
+                                **{task: (list[bare], Field(max_length=MAX_ITEMS[task]))  # type: ignore[valid-type]
+                                   for task, bare in _BARE.items()}}
 
 
 @functools.cache
@@ -172,8 +187,9 @@ def _combined(tasks: tuple[Task, ...]) -> type[BaseModel]:
     (None) so that only it is asked again, and the answer fails only when no part at all is valid."""
     # the tool's name is the schema's title: both models are called PageAnswer
     strict = create_model("PageAnswer", __doc__=_ANSWER_DOC,  # type: ignore[call-overload]
-                          **{task.value: _PART_TYPES[task] for task in tasks})
-    adapters = {task: TypeAdapter(strict.model_fields[task.value].annotation) for task in tasks}
+                          __config__=ConfigDict(json_schema_extra=_plain_fields),
+                          **{task.value: _PART_SHOWN[task] for task in tasks})
+    adapters = {task: TypeAdapter(_PART_VALUES[task]) for task in tasks}  # values of the real types
 
     class Lenient(BaseModel):
         @model_validator(mode="before")
@@ -202,7 +218,7 @@ def _combined(tasks: tuple[Task, ...]) -> type[BaseModel]:
         def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> Any:
             return handler(strict.__pydantic_core_schema__)  # the model is shown every part, all required
 
-    fields: dict[str, Any] = {task.value: (Optional[_PART_TYPES[task][0]], None) for task in tasks}
+    fields: dict[str, Any] = {task.value: (Optional[_PART_VALUES[task]], None) for task in tasks}
     return create_model("PageAnswer", __base__=Lenient, __module__=__name__, __doc__=_ANSWER_DOC, **fields)
 
 

@@ -33,6 +33,7 @@ class TokenBucket:
         self._level = self.capacity
         self._stamp = time.monotonic()
         self._lock = asyncio.Lock()
+        self.waiting = 0  # callers in acquire()
 
     def _refill(self) -> None:
         now = time.monotonic()
@@ -47,10 +48,19 @@ class TokenBucket:
 
     async def acquire(self, amount: float = 1.0) -> None:
         """Wait until `amount` units are available, then take them (callers are served in order)."""
-        async with self._lock:
-            while (wait := self.delay_for(amount)) > 0:
-                await asyncio.sleep(wait)
-            self._level -= amount
+        self.waiting += 1
+        try:
+            async with self._lock:
+                while (wait := self.delay_for(amount)) > 0:
+                    await asyncio.sleep(wait)
+                self._level -= amount
+        finally:
+            self.waiting -= 1
+
+    def room(self) -> int:
+        """Whole units that could be taken now without waiting, less those callers already wait for."""
+        self._refill()
+        return max(0, int(self._level) - self.waiting)
 
     def adjust(self, delta: float) -> None:
         """Take (`delta` > 0) or give back (`delta` < 0) units once the real cost is known."""
@@ -232,6 +242,15 @@ class RateLimiter:
         await self.window.on_success()
         if self.tokens and used_tokens is not None:
             self.tokens.adjust(used_tokens - est_tokens)
+
+    def request_pace(self) -> tuple[int, float] | None:
+        """Requests that could leave now without waiting for the request bucket, and the seconds between two
+        requests it lets go (None: no request limit); a request sent beyond the room would only hold a slot
+        while it waits its turn."""
+        if self.requests is None:
+            return None
+        room = 0 if self.pause.until > time.monotonic() else self.requests.room()
+        return room, 1.0 / self.requests.rate
 
     def on_throttle(self, sent_at: float, retry_after: float | None) -> None:
         """A 429: pause everyone for the server's time and cut the window once per round trip."""
