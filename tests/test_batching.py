@@ -137,3 +137,21 @@ async def test_one_malformed_item_does_not_cost_the_others_their_answers():
         singles = [r["messages"][-1]["content"] for r in llm.requests[1:]]
     assert sorted(v.overview for v in values) == ["one again", "two"]
     assert all("<item" not in text for text in singles)  # both retried on their own, once each
+
+
+async def test_under_a_request_limit_waiting_prompts_share_the_requests_it_lets_go():
+    # 12 prompts at once, 20 free slots, but 120 requests a minute: sent alone they would wait up to 6 s for the
+    # limit, so requests leave only as the limit lets them, each carrying several prompts
+    topics = [TopicInput(f"T{i}", ((f"Page {i}", f"About thing {i}", ("alpha",)),)) for i in range(12)]
+    with SimServer(latency_ms=5, ms_per_token=0, rpm=120) as sim:
+        values, summary = await _ask_all(_settings(sim.base_url, rpm=120, max_concurrency=20), topics, backlog=False)
+        stats = sim.stats()
+    assert all(value.overview for value in values)
+    assert stats["requests"] < len(topics) // 2 and summary["batching"]["items_per_batch_max"] >= 3
+    assert stats["rate_limited"] == 0  # never more than the limit allows
+
+
+async def test_without_a_request_limit_free_slots_still_take_prompts_alone():
+    with SimServer(latency_ms=5, ms_per_token=0) as sim:
+        _, summary = await _ask_all(_settings(sim.base_url, max_concurrency=20), TOPICS, backlog=False)
+        assert sim.stats()["requests"] == len(TOPICS) and summary["batching"]["batches"] == 0

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 AUTO_MAX_ITEMS = 8
 POLL_S = 0.03  # how often a backlog looks for a slot freed by requests the batcher did not send
 RATE_BOUND_S = 1.0  # prompts that would wait this long for the request limit, sent one at a time, make it bind
+ANSWER_S = 1.0  # one answer's time before any was measured
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Batcher:
         self.largest = 0
         self.singles = 0
         self.queue_wait_s = 0.0  # prompt-seconds spent waiting here for a slot
+        self.answer_s = ANSWER_S  # how long one prompt sent alone takes to answer (a moving average)
 
     async def submit(self, task: Question, context: Context, messages: list[tuple[str, str]], tokens: int) -> BaseModel:
         """Queue one prompt and wait for its answer."""
@@ -149,12 +151,16 @@ class Batcher:
         # the request limit binds when the prompts waiting would take a while to leave one request at a time
         rate_bound = pace is not None and (waiting - pace[0]) * pace[1] >= RATE_BOUND_S
         if rate_bound:
-            # the request limit binds, not the slots: requests are what is scarce, so each carries all it can,
-            # and a request is not spent on a few prompts while more arrive within one request's interval
-            free, share = min(free, pace[0]), self.max_items
+            # the request limit binds, not the slots: requests are what is scarce. Sending the waiting prompts
+            # k at a time takes waiting / k intervals of the limit, and a batch's answers come one after
+            # another (its prompts wait k/2 answers' time on average): k = √(2 × waiting × interval / one
+            # answer's time) balances the two. A request is not spent on fewer prompts while more may arrive
+            # within one interval of the limit.
+            free = min(free, pace[0])
+            share = max(1, min(self.max_items, math.ceil(math.sqrt(2 * waiting * pace[1] / self.answer_s))))
         while free > 0 and waiting > 0:
             task = max(self._queues, key=lambda t: len(self._queues[t]))
-            if rate_bound and self._lingers(task, pace[1]):
+            if rate_bound and self._lingers(task, pace[1], share):
                 break
             batch = self._take(task, share)
             self._launch(task, batch)
@@ -164,12 +170,12 @@ class Batcher:
             # slots held by other requests, or the request limit refills: look again shortly
             self._timer = asyncio.get_running_loop().call_later(self.poll_s, self._dispatch)
 
-    def _lingers(self, task: Question, interval: float) -> bool:
-        """True while `task`'s queue is short of a full batch and its oldest prompt has waited less than one
+    def _lingers(self, task: Question, interval: float, wanted: int) -> bool:
+        """True while `task`'s queue is short of the batch wanted and its oldest prompt has waited less than one
         interval of the request limit (what a request spent now on fewer prompts would save at most)."""
         queue = self._queues[task]
         age = asyncio.get_running_loop().time() - queue[0].queued_at
-        return len(queue) < self.max_items and age < interval
+        return len(queue) < wanted and age < interval
 
     def _take(self, task: Question, wanted: int) -> list[BatchItem]:
         """Up to `wanted` items of `task`'s queue, the oldest first, then each later one that still fits the item
@@ -230,10 +236,14 @@ class Batcher:
         await asyncio.gather(*(self._single(item) for item in missing))  # left out or invalid: alone
 
     async def _single(self, item: BatchItem) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             _settle(item, await self._send_one(item))
         except Exception as exc:  # handed to the caller waiting on it
             _settle(item, exc)
+            return
+        self.answer_s += (loop.time() - started - self.answer_s) / 4  # recent single answers weigh most
 
     def stats(self) -> dict[str, Any]:
         return {"batches": self.batches, "items_batched": self.items_batched,

@@ -153,6 +153,9 @@ def part_value(task: Task, answer: BaseModel) -> Any:
 def _plain_fields(schema: dict[str, Any]) -> None:
     """json_schema_extra: a model's fields shown bare, no title or description each (fewer prompt tokens in every
     request; the prompt's instructions say what each part holds)."""
+    if schema.get("title") != "PageAnswer":  # the answer's title names the tool; an item's says nothing
+        schema.pop("title", None)
+    schema.pop("description", None)
     for field in (schema.get("properties") or {}).values():
         field.pop("title", None)
         field.pop("description", None)
