@@ -291,14 +291,14 @@ class ChatProvider:
 
     def work(self, task: Question, messages: Messages, schema: type[BaseModel] | None = None) -> tuple[int, int]:
         """What one request of `messages` asks of the server: its estimated prompt tokens (schema included) and
-        the answer limit, the room for the answers asked and half again, never more than the window leaves (a
-        small model that rambles stops there)."""
+        the answer limit, the room kept for the answers asked, never more than the window leaves (a small model
+        that rambles stops there)."""
         batch = task is not Task.TEXT and schema is not None and schema is not schema_for(task)
         if task is not Task.TEXT:
             schema = schema or schema_for(task)
         prompt = _prompt_tokens(messages) + (_schema_tokens(schema) if schema is not None else 0)
         room = self.window.answer_room(batch_items(messages) if batch else 1, answer_tokens(task))
-        return prompt, min(self.window.max_tokens(prompt), room * 3 // 2)
+        return prompt, min(self.window.max_tokens(prompt), room)
 
     @property
     def self_hosted(self) -> bool:

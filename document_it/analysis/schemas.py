@@ -150,15 +150,21 @@ def part_value(task: Task, answer: BaseModel) -> Any:
     return answer.summary if task is Task.SUMMARY else answer.items  # type: ignore[attr-defined]
 
 
+# the longest string each field is shown to take, in characters (answers are validated without these bounds)
+_LONGEST = {"summary": 600, "name": 60, "title": 80, "example": 300}
+
+
 def _plain_fields(schema: dict[str, Any]) -> None:
     """json_schema_extra: a model's fields shown bare, no title or description each (fewer prompt tokens in every
     request; the prompt's instructions say what each part holds)."""
     if schema.get("title") != "PageAnswer":  # the answer's title names the tool; an item's says nothing
         schema.pop("title", None)
     schema.pop("description", None)
-    for field in (schema.get("properties") or {}).values():
+    for name, field in (schema.get("properties") or {}).items():
         field.pop("title", None)
         field.pop("description", None)
+        if field.get("type") == "string":  # a grammar-bound small model stops there instead of rambling on
+            field["maxLength"] = _LONGEST.get(name, 160)
 
 
 def _bare(model: type[BaseModel]) -> type[BaseModel]:
