@@ -92,6 +92,7 @@ def test_a_self_hosted_attempt_gets_the_time_its_answer_needs_on_a_slow_server()
     long = limit.for_work(3000, 2200)  # a page and a five-part answer at CPU speed
     assert long == pytest.approx(3000 * timeouts.SLOW_PREFILL_S + 2200 * timeouts.SLOW_DECODE_S) and long > 60
     assert limit.for_work(10**6, 10**6) == limit.ceiling
+    assert limit.for_work(3000, 2200, turn=2) == pytest.approx(2 * long)  # served after one ahead of it
 
 
 async def test_a_hung_server_times_out_and_is_retried(no_work_floor):

@@ -367,7 +367,11 @@ class Gateway:
                 # the whole attempt is timed here, so a server that drips bytes slowly still ends
                 limit = self.attempt_limit.seconds
                 if provider.self_hosted:  # a long answer from a small local model gets the time it needs
-                    limit = self.attempt_limit.for_work(*provider.work(task, messages, schema))
+                    window = self.limiter.window
+                    # a server that serves one request at a time answers ours in turn: the clock of each runs
+                    # while those ahead of it are served
+                    turn = window.in_flight if window.probing or window.watch.settled else 1
+                    limit = self.attempt_limit.for_work(*provider.work(task, messages, schema), turn)
                 attempt = await asyncio.wait_for(provider.send(task, messages, schema), limit)
             except asyncio.TimeoutError:
                 self.limiter.on_timeout(sent_at)

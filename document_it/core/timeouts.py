@@ -29,11 +29,12 @@ class AttemptLimit:
         """True once the limit has stretched as far as it goes: a timeout then means the server is down."""
         return self.seconds >= self.ceiling
 
-    def for_work(self, prompt_tokens: int, answer_tokens: int) -> float:
+    def for_work(self, prompt_tokens: int, answer_tokens: int, turn: int = 1) -> float:
         """The limit for an attempt on a self-hosted server that reads `prompt_tokens` and may write
-        `answer_tokens`: at least what a slow CPU server needs for that much, so a long answer is not cut off
-        (and its server time wasted) by a limit meant for short ones; within the ceiling."""
-        need = prompt_tokens * SLOW_PREFILL_S + answer_tokens * SLOW_DECODE_S
+        `answer_tokens`, served `turn`-th by a server that answers one request at a time: at least what a slow
+        CPU server needs for that much (times the turn), so a long answer is not cut off, its server time
+        wasted and its retry queued behind it, by a limit meant for short ones; within the ceiling."""
+        need = (prompt_tokens * SLOW_PREFILL_S + answer_tokens * SLOW_DECODE_S) * max(1, turn)
         return min(self.ceiling, max(self.seconds, need))
 
     def on_timeout(self, limit: float, alone: bool) -> None:
