@@ -73,8 +73,9 @@ class TopicSynthesis(BaseModel):
 
 
 class ChunkNotes(BaseModel):
+    # maxLength: a grammar-bound small model closes its notes before the answer limit cuts them (not checked)
     notes: str = Field(description="Compact notes on this part of the page: its facts, APIs, options, advice "
-                                   "and code, at most 120 words.")
+                                   "and code, at most 120 words.", json_schema_extra={"maxLength": 900})
 
 
 class PageAnalysis(BaseModel):
@@ -106,7 +107,7 @@ PART_ANSWER_TOKENS = {
     Task.CODE_PATTERNS: 400,
     Task.RELATED_TOPICS: 260,
 }
-NOTE_ANSWER_TOKENS = 320  # a chunk note: at most 120 words
+NOTE_ANSWER_TOKENS = 400  # a chunk note: at most 120 words (900 characters), with room to close its JSON
 
 
 @dataclass(frozen=True)
