@@ -152,7 +152,7 @@ def part_value(task: Task, answer: BaseModel) -> Any:
 
 
 # the longest string each field is shown to take, in characters (answers are validated without these bounds)
-_LONGEST = {"summary": 600, "name": 60, "title": 80, "example": 300}
+_LONGEST = {"summary": 480, "name": 50, "title": 70, "example": 240}
 
 
 def _plain_fields(schema: dict[str, Any]) -> None:
@@ -165,7 +165,7 @@ def _plain_fields(schema: dict[str, Any]) -> None:
         field.pop("title", None)
         field.pop("description", None)
         if field.get("type") == "string":  # a grammar-bound small model stops there instead of rambling on
-            field["maxLength"] = _LONGEST.get(name, 160)
+            field["maxLength"] = _LONGEST.get(name, 140)
 
 
 def _bare(model: type[BaseModel]) -> type[BaseModel]:
