@@ -34,6 +34,8 @@ from typing import Any, Iterator
 
 from _harness import ROOT, finish, print_table
 
+from document_it.testing.serving import wait_until_serving
+
 DEFAULT_DOCS = Path("/usr/share/doc/python3.11/html")
 ENV_PYTHON, ENV_MODEL = "DOCUMENT_IT_LLAMA_PYTHON", "DOCUMENT_IT_LLAMA_MODEL"
 N_CTX = 4096
@@ -70,16 +72,9 @@ def llama_server(log: Path, start_timeout_s: float = 180) -> Iterator[str]:
         server = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + start_timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/models", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-                    raise SystemExit(f"bench_real_server: the llama.cpp server did not start: {' | '.join(tail)}")
-                time.sleep(0.5)
+        if not wait_until_serving(f"{base}/models", server, start_timeout_s):
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise SystemExit(f"bench_real_server: the llama.cpp server did not start: {' | '.join(tail)}")
         yield base
     finally:
         server.terminate()  # only the process started here, by its handle

@@ -24,15 +24,10 @@ from document_it.parse import parse
 from document_it.testing.llm_sim import SimServer
 from document_it.tokens import estimate_tokens
 
+from _answers import ADVICE, CONCEPT, FULL, PATTERN, TOPIC
 from _corpus import write_corpus
 from _fake_llm import ScriptedLLM, completion
 
-CONCEPT = {"name": "Backoff", "description": "Waits longer after each failure.", "importance": 7}
-ADVICE = {"title": "Cap the delay", "description": "Keep retries under a minute."}
-PATTERN = {"name": "retry", "description": "Retry a job.", "example": "job.retry(delay=5)"}
-TOPIC = {"name": "Scheduling", "relationship": "Retries are scheduled jobs."}
-FULL = {"summary": "How Ferry retries failed jobs.", "key_concepts": [CONCEPT],
-        "implementation_details": [ADVICE], "code_patterns": [PATTERN], "related_topics": [TOPIC]}
 # one reply every single-task schema takes (Summary, and KeyConcepts..RelatedTopics' items, extra keys ignored):
 # parts asked alone go out in parallel, so the order they reach a scripted server in is not known
 ALONE = {"summary": "Asked alone.", "items": [{**CONCEPT, **ADVICE, **PATTERN, **TOPIC}]}

@@ -16,12 +16,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from document_it.testing.serving import wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON_DOCS = Path("/usr/share/doc/python3.11/html")
@@ -41,15 +41,8 @@ def llama() -> Iterator[str]:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/models", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("the llama.cpp server did not start")
-                time.sleep(0.5)
+        if not wait_until_serving(f"{base}/models", server, 120):
+            pytest.fail("the llama.cpp server did not start")
         yield base
     finally:
         server.terminate()

@@ -18,14 +18,9 @@ from document_it.fetch import fetch
 from document_it.models import PAGE_TASKS, DocRef, Task
 from document_it.parse import parse
 
+from _answers import ADVICE, CONCEPT, FULL, PATTERN, TOPIC
 from _corpus import write_corpus
 
-CONCEPT = {"name": "Backoff", "description": "Waits longer after each failure.", "importance": 7}
-ADVICE = {"title": "Cap the delay", "description": "Keep retries under a minute."}
-PATTERN = {"name": "retry", "description": "Retry a job.", "example": "job.retry(delay=5)"}
-TOPIC = {"name": "Scheduling", "relationship": "Retries are scheduled jobs."}
-FULL = {"summary": "How Ferry retries failed jobs.", "key_concepts": [CONCEPT],
-        "implementation_details": [ADVICE], "code_patterns": [PATTERN], "related_topics": [TOPIC]}
 
 
 @pytest.fixture
