@@ -155,6 +155,13 @@ class Stages:
         except ProcessExpired as exc:
             raise ParseError(f"the parse worker stopped (exit code {exc.exitcode}) while parsing this page; "
                              f"it may have needed more memory than the machine or --parse-memory-mb allows") from None
+        except (ParseError, WorkerLost):
+            raise
+        except Exception as exc:
+            if self.cluster is None or not _raised_by_dask(exc):
+                raise
+            # distributed's executor can fail with its own errors when the cluster loses its workers mid-task
+            raise WorkerLost(f"the Dask cluster lost this page's parse ({type(exc).__name__}: {exc})") from None
 
     def _parsed(self) -> None:
         if self.observer is not None:
@@ -173,6 +180,16 @@ class Stages:
         if where is Where.INLINE:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+
+def _raised_by_dask(exc: BaseException) -> bool:
+    """True when `exc` was raised inside Dask's own code (not by the parse it ran)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if "/distributed/" in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 async def _from_start(seconds: float, fn: Callable[..., T], *args: Any) -> T:
