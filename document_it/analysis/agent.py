@@ -135,21 +135,9 @@ _COLLAPSE_ROUNDS = 3
 def pieces_for_window(chunks: Sequence[Chunk], room: int) -> list[str]:
     """The page's text in pieces of at most `room` estimated tokens: neighbouring chunks joined while they fit,
     a chunk larger than `room` cut in pieces of that size."""
-    pieces: list[str] = []
-    current: list[str] = []
-    used = 0
-    for chunk in chunks:
-        parts = [chunk.text] if chunk.tokens <= room else [c.text for c in chunk_text(chunk.text, room)]
-        for text in parts:
-            tokens = estimate_tokens(text) + 1
-            if current and used + tokens > room:
-                pieces.append("\n".join(current))
-                current, used = [], 0
-            current.append(text)
-            used += tokens
-    if current:
-        pieces.append("\n".join(current))
-    return pieces
+    texts = [text for chunk in chunks
+             for text in ([chunk.text] if chunk.tokens <= room else [c.text for c in chunk_text(chunk.text, room)])]
+    return ["\n".join(group) for group in _groups(texts, room)]
 
 
 async def read_in_chunks(gateway: Gateway, sub_model: str | None, page: ParsedDoc,
@@ -208,7 +196,7 @@ def _with_notes(page: ParsedDoc, notes: list[str]) -> ParsedDoc:
 
 
 def _groups(notes: list[str], room: int) -> list[list[str]]:
-    """Neighbouring notes in groups of at most `room` tokens (a note larger than that is a group alone)."""
+    """Neighbouring notes (or texts) in groups of at most `room` tokens (one larger than that is a group alone)."""
     groups: list[list[str]] = []
     used = 0
     for note in notes:
