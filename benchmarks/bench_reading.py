@@ -15,7 +15,8 @@ pages, each under the topic the sample gave it); then the RPM pair at the larges
 limit requests a minute are hosted APIs, with large windows): --rpm-pages pages, --tasks
 summary,key_concepts, simulator and pipeline at --rpm, batching at default vs --batch-size 1. --strategies
 adds --task-strategy combined|separate rows when main.py has that flag, and the pair on a run of 3 pages
-(every request of it has a slot at once: where separate requests can pay). Every timed run is taken under `flock /tmp/bench.lock`.
+(every request of it has a slot at once: where separate requests can pay). Every timed run is taken under
+`flock /tmp/bench.lock`.
 
 A page's own text tokens: sum(chunk.tokens) of document_it.parse over the page (the estimate the pipeline
 uses), or run.json's work.text_tokens when the run reports it. A page fits a window W when its text
@@ -140,7 +141,8 @@ def _plan(windows: list[int], args: argparse.Namespace, strategies: bool, fit_ro
                 if strategies:
                     plan += [Row(name, pages, window, tasks, ("--task-strategy", s)) for s in ("combined", "separate")]
     if strategies:  # a run of a few pages: every request of it has a slot at once, where separate requests pay
-        plan += [Row("tiny (3 pages)", "mixed", max(windows), "", ("--task-strategy", s)) for s in ("combined", "separate")]
+        plan += [Row("tiny (3 pages)", "mixed", max(windows), "", ("--task-strategy", s))
+                 for s in ("combined", "separate")]
     # the servers that limit requests a minute are hosted APIs, whose windows are large: the largest row window
     rpm = ("--rpm", f"{args.rpm:g}")
     plan.append(Row("rpm batched", "mixed", max(windows), RPM_TASKS, rpm, rpm))

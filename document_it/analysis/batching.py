@@ -9,7 +9,8 @@ request carrying at most --batch-size items and --batch-max-tokens prompt tokens
 model's context window holds with room for every answer. A window shrunk by 429s, or slots held while
 requests wait for the RPM/TPM buckets, count as busy, so batches grow exactly when the server or its limits
 are the bottleneck; while the request limit (RPM) is what binds, a request leaves only when the limit lets
-it, carrying as many waiting prompts as fit, since requests are then the scarce thing. Items the reply leaves out are asked again on their own; a batch
+it, carrying as many waiting prompts as fit, since requests are then the scarce thing. Items the reply leaves
+out are asked again on their own; a batch
 that fails as a whole is split in halves, down to single items that take the ordinary path.
 """
 

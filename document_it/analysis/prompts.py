@@ -14,9 +14,9 @@ from pydantic import BaseModel, create_model
 
 from ..models import PAGE_TASKS, Chunk, ParsedDoc, Task
 from ..tokens import CHARS_PER_TOKEN, estimate_tokens
-from .schemas import (MAX_ITEMS, ChunkNotes, CodePattern, CodePatterns, ImplementationDetail, ImplementationDetails, KeyConcept,
-                      KeyConcepts, PageAnalysis, PageQuestion, Question, RelatedTopic, RelatedTopics, Summary,
-                      TopicSynthesis, schema_for)
+from .schemas import (MAX_ITEMS, ChunkNotes, CodePattern, CodePatterns, ImplementationDetail, ImplementationDetails,
+                      KeyConcept, KeyConcepts, PageAnalysis, PageQuestion, Question, RelatedTopic, RelatedTopics,
+                      Summary, TopicSynthesis, schema_for)
 
 __all__ = [
     "PROMPT_VERSION",
@@ -103,7 +103,8 @@ _PARTS = {
     Task.KEY_CONCEPTS: f"up to {MAX_ITEMS[Task.KEY_CONCEPTS]} concepts it introduces or relies on; importance 1-10",
     Task.IMPLEMENTATION_DETAILS: f"up to {MAX_ITEMS[Task.IMPLEMENTATION_DETAILS]} steps, settings, rules or warnings "
                                  "to follow; imperative titles",
-    Task.CODE_PATTERNS: f"up to {MAX_ITEMS[Task.CODE_PATTERNS]} code patterns it shows, short examples; none if no code",
+    Task.CODE_PATTERNS: f"up to {MAX_ITEMS[Task.CODE_PATTERNS]} code patterns it shows, short examples; "
+                        "none if no code",
     Task.RELATED_TOPICS: f"up to {MAX_ITEMS[Task.RELATED_TOPICS]} related topics from its links and references",
 }
 

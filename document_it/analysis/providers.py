@@ -33,6 +33,8 @@ from .negotiate import STORE_NAME, MethodChoice, refuses_method
 from .prompts import (ChunkInput, Context, Question, Task, batch_items, material_budget, page_fits, render,
                       render_batch, schema_for, with_schema)
 from .schemas import answer_tokens
+from .replies import (body_text, cause_of, error_message, first_line, is_malformed, reply_json, status_kind, text_of,
+                      usage_of, wants_completion_tokens)
 from .tolerant import tolerant_parse
 
 __all__ = ["Reply", "Attempt", "Provider", "ChatProvider", "ExtractiveProvider", "make_provider", "Messages",
@@ -233,7 +235,7 @@ class ChatProvider:
             try:
                 if task is Task.TEXT:
                     raw = await self._plain(self._limit_size(max_tokens)).ainvoke(messages)
-                    out = {"raw": raw, "parsed": _text_of(raw)}
+                    out = {"raw": raw, "parsed": text_of(raw)}
                 else:
                     assert schema is not None
                     sent_messages = with_schema(messages, schema) if method is StructuredMethod.JSON_MODE else messages
@@ -244,43 +246,43 @@ class ChatProvider:
                 raise
         except (ValidationError, json.JSONDecodeError, OutputParserException, openai.LengthFinishReasonError,
                 openai.ContentFilterFinishReasonError) as exc:
-            if _is_malformed(exc) and self.choice.refused(method, "the reply was not JSON"):
+            if is_malformed(exc) and self.choice.refused(method, "the reply was not JSON"):
                 return await self.send(task, messages, schema)
             # the SDK validated and raised before we saw usage: count the prompt we sent
             sent = estimate_tokens("".join(text for _, text in messages))
-            return Attempt(None, self._clean(exc), _is_malformed(exc), sent, 0)
+            return Attempt(None, self._clean(exc), is_malformed(exc), sent, 0)
         except openai.APIStatusError as exc:
-            if self._limit_field == "max_tokens" and _wants_completion_tokens(exc.status_code, _message(exc)):
+            if self._limit_field == "max_tokens" and wants_completion_tokens(exc.status_code, error_message(exc)):
                 self._limit_field, self._sized = "max_completion_tokens", {}  # a newer API behind the base URL
                 self._runnables = {}
                 return await self.send(task, messages, schema)
-            if is_context_error(exc.status_code, _body_text(exc)):
+            if is_context_error(exc.status_code, body_text(exc)):
                 sent = max_tokens if self._limit_field else 0
                 raise self._too_long(exc, prompt, sent, batch, answer_tokens(task)) from None
-            if task is not Task.TEXT and refuses_method(exc.status_code, _message(exc)):
-                if self.choice.refused(method, f"HTTP {exc.status_code}: {self._clean(_message(exc))}"):
+            if task is not Task.TEXT and refuses_method(exc.status_code, error_message(exc)):
+                if self.choice.refused(method, f"HTTP {exc.status_code}: {self._clean(error_message(exc))}"):
                     return await self.send(task, messages, schema)
                 raise self._refusal(exc, method) from None
             raise self._status_error(exc) from None
         except openai.APITimeoutError:
             raise LLMTransientError(f"LLM request to {self.host} timed out", timed_out=True) from None
         except openai.APIConnectionError as exc:
-            raise LLMTransientError(f"connection to the LLM at {self.host} failed: {_cause(exc)}",
+            raise LLMTransientError(f"connection to the LLM at {self.host} failed: {cause_of(exc)}",
                                     kind="no connection") from None
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:  # unreadable replies
             raise LLMTransientError(f"unreadable reply from {self.host} ({outbound.described()}): "
                                     f"{type(exc).__name__}: {self._clean(exc)}", kind="not JSON") from None
         raw = out["raw"]
         headers = dict((getattr(raw, "response_metadata", None) or {}).get("headers") or {})
-        tokens_in, tokens_out = _usage(raw)
+        tokens_in, tokens_out = usage_of(raw)
         parsed = out["parsed"]
         if parsed is None and schema is not None:
             # "Summary" for "summary", fences, prose, a number out of range, a list item missing a field: a
             # grammar (llama.cpp's, for tools or json_schema) keeps the shape but not every rule
-            parsed = tolerant_parse(schema, _reply_json(raw))
+            parsed = tolerant_parse(schema, reply_json(raw))
         if parsed is None:
             error = out.get("parsing_error")
-            malformed = error is None or _is_malformed(error)
+            malformed = error is None or is_malformed(error)
             if malformed and self.choice.refused(method, "the reply held no structured output"):
                 return await self.send(task, messages, schema)
             problem = self._clean(error) if error else "the reply held no structured output"
@@ -315,7 +317,7 @@ class ChatProvider:
     def _refusal(self, exc: openai.APIStatusError, method: StructuredMethod) -> LLMUnusableError:
         """The server does not take `method` and there is no other to try: no request of the run can succeed,
         so the run stops (exit 2) rather than fail every page alike."""
-        reason = f"HTTP {exc.status_code}: {self._clean(_message(exc))}"
+        reason = f"HTTP {exc.status_code}: {self._clean(error_message(exc))}"
         if self.choice.forced:
             return LLMUnusableError(f"{self.host} does not take --structured-output {method.value} ({reason}); "
                             "--structured-output auto finds a method it supports")
@@ -325,15 +327,15 @@ class ChatProvider:
                   each: int) -> LLMContextError:
         """The window learns from a context-length refusal; `resend` when the same prompt now fits as it is
         (only its answer limit was too large)."""
-        shrunk = self.window.learn(_body_text(exc), prompt, max_tokens)
+        shrunk = self.window.learn(body_text(exc), prompt, max_tokens)
         error = LLMContextError(f"{self.host} refused the request as longer than the model's context "
-                                f"(HTTP {exc.status_code}: {self._clean(_message(exc))})", shrunk=shrunk,
+                                f"(HTTP {exc.status_code}: {self._clean(error_message(exc))})", shrunk=shrunk,
                                 resend=shrunk and not batch and self.window.fits(prompt, 1, each))
         return error
 
     def _status_error(self, exc: openai.APIStatusError) -> LLMError:
         status = exc.status_code
-        message = redact(_message(exc), self._secrets)
+        message = redact(error_message(exc), self._secrets)
         headers = dict(exc.response.headers) if exc.response is not None else {}
         if status == 401:
             return LLMAuthError(f"API key rejected by {self.host} (HTTP 401): {message}")
@@ -344,11 +346,11 @@ class ChatProvider:
             never = headers.get("x-should-retry", "").lower() == "false"
             if not never:
                 return LLMTransientError(text, status=status, retry_after=retry_after_seconds(headers),
-                                         rate_limited=status == 429, headers=headers, kind=_status_kind(status))
-        return LLMError(text, kind=_status_kind(status))
+                                         rate_limited=status == 429, headers=headers, kind=status_kind(status))
+        return LLMError(text, kind=status_kind(status))
 
     def _clean(self, error: object) -> str:
-        return _first_line(redact(str(error), self._secrets))
+        return first_line(redact(str(error), self._secrets))
 
 
 def _tls_context(base_url: str | None) -> ssl.SSLContext:
@@ -366,17 +368,6 @@ def _server_key(base_url: str, model: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path} {model}"
 
 
-def _status_kind(status: int) -> str:
-    """How alike two error statuses are: 4xx codes each say something of their own, 5xx all say 'server error'."""
-    return "HTTP 5xx" if status >= 500 else f"HTTP {status}"
-
-
-def _wants_completion_tokens(status: int, message: str) -> bool:
-    """True for "max_tokens is not supported with this model; use max_completion_tokens instead"."""
-    return status == 400 and "max_completion_tokens" in message and "max_tokens" in message.replace(
-        "max_completion_tokens", "")
-
-
 @functools.cache
 def _schema_tokens(schema: type[BaseModel]) -> int:
     """What the schema adds to a request, spelled out as json mode spells it (tools and grammars cost alike)."""
@@ -385,85 +376,6 @@ def _schema_tokens(schema: type[BaseModel]) -> int:
 
 def _prompt_tokens(messages: Messages) -> int:
     return estimate_tokens("".join(text for _, text in messages)) + 4 * len(messages)
-
-
-def _body_text(exc: openai.APIStatusError) -> str:
-    """The whole error reply as text (llama-server puts n_ctx and n_prompt_tokens beside the message)."""
-    try:
-        return json.dumps(exc.body) if exc.body is not None else str(exc.message)
-    except (TypeError, ValueError):
-        return str(exc.message)
-
-
-def _is_malformed(error: object) -> bool:
-    """True when the reply was not JSON at all (cut short or garbled), as opposed to JSON of the wrong shape."""
-    if isinstance(error, ValidationError):
-        return all(e.get("type") == "json_invalid" for e in error.errors())
-    if isinstance(error, (json.JSONDecodeError, openai.LengthFinishReasonError)):
-        return True
-    text = str(error).lower()
-    return isinstance(error, OutputParserException) and ("json" in text and "invalid" in text
-                                                          or "could not parse" in text)
-
-
-def _usage(raw: Any) -> tuple[int, int]:
-    usage = getattr(raw, "usage_metadata", None) or {}
-    if usage:
-        return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-    return 0, estimate_tokens(str(getattr(raw, "content", "") or ""))
-
-
-def _text_of(message: Any) -> str:
-    """The text of a chat reply (content may be a string or a list of parts)."""
-    content = getattr(message, "content", "")
-    if isinstance(content, list):
-        return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
-    return str(content or "")
-
-
-def _reply_json(message: Any) -> str:
-    """The JSON a structured reply carries: its first tool call's arguments, else its text."""
-    for call in getattr(message, "tool_calls", None) or []:
-        if isinstance(call, dict) and isinstance(call.get("args"), dict):
-            return json.dumps(call["args"])
-    return _text_of(message)
-
-
-def _first_line(text: str) -> str:
-    """An error's text on one line (a server's multi-line validation error keeps its detail), cut at 300."""
-    return " ".join(text.split())[:300]
-
-
-def _cause(exc: BaseException) -> str:
-    """What went wrong under the SDK's connection error: the reason the system gave ("connection refused"),
-    the reason itself when a reply was cut at the size cap (analysis/capped.py), else the innermost type."""
-    link: BaseException | None = exc.__cause__ or exc.__context__
-    if link is None:
-        return "no response"
-    innermost = link
-    while link is not None:  # the cap's own error, or the system's, may sit deep in the chain
-        reason = " ".join(str(link).split())
-        if "larger than" in reason and "not read further" in reason:
-            return f"{type(link).__name__}: {reason[:160]}"
-        if isinstance(link, OSError) and link.errno:
-            return os.strerror(link.errno).lower()
-        innermost = link
-        link = link.__cause__ or link.__context__
-    return type(innermost).__name__
-
-
-def _message(exc: openai.APIStatusError) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body) if isinstance(body, dict) else {}
-    message = error.get("message") if isinstance(error, dict) else None
-    if not message and isinstance(body.get("detail"), str):  # FastAPI's servers: {"detail": "Not Found"}
-        message = body["detail"]
-    if not message and not isinstance(exc.body, dict):  # an HTML error page, plain text: its gist
-        try:
-            message = gist(exc.response.text, 200)
-        except Exception:  # noqa: BLE001 - a body that cannot be read says nothing more
-            message = None
-    return str(message or exc.message or "no message")[:300]
 
 
 def make_provider(settings: Settings, run_cpu: CpuRunner | None = None) -> ChatProvider | ExtractiveProvider:
