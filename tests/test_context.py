@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from document_it.analysis.context import DEFAULT_CONTEXT_TOKENS, SMALL_SERVER_CONTEXT, ContextWindow, is_context_error
+from document_it.analysis.context import DEFAULT_CONTEXT_TOKENS, ContextWindow, is_context_error
 from document_it.analysis.endpoint import announced_context, check_endpoint
 from document_it.analysis.agent import pieces_for_window, task_groups
 from document_it.analysis.prompts import PAGE_TASKS, PageQuestion, Task, TopicInput, page_fits, render
@@ -232,13 +232,3 @@ def test_a_hidden_window_is_learned_from_refusals_and_no_page_fails(tmp_path, lo
     # the long page is read in pieces (every part of it for the window learned: tests/test_agent.py)
     assert summary["llm"]["by_task"]["chunk_notes"] >= 3
     assert all(_results(tmp_path)[name]["analysis"]["summary"] for name in ("reference.html", "medium.html"))
-
-
-def test_a_window_nobody_announced_is_held_small_once_the_server_turns_out_to_have_one_slot():
-    window = ContextWindow()
-    window.assume_small()
-    assert window.tokens == SMALL_SERVER_CONTEXT and not window.known  # a refusal can still teach a smaller one
-    announced = ContextWindow(32768)
-    announced.assume_small()
-    assert announced.tokens == 32768
-

@@ -22,16 +22,13 @@ from ..core.state_file import read_state, write_state
 from ..errors import LLMError
 
 __all__ = ["STORE_NAME", "ContextWindow", "LLMContextError", "DEFAULT_CONTEXT_TOKENS", "ANSWER_TOKENS",
-           "is_context_error", "MIN_CONTEXT_TOKENS", "SMALL_SERVER_CONTEXT"]
+           "is_context_error", "MIN_CONTEXT_TOKENS"]
 
 STORE_NAME = "context_window.json"  # in the state dir: what refusals taught, per server and model
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT_TOKENS = 8192  # when neither --context-tokens nor the server says
-# ... and for a server that serves one request at a time: the servers people run at home (llama-cpp-python,
-# Ollama, LM Studio) start at 2,048-4,096 tokens unless told otherwise, and a refusal teaches only downwards
-SMALL_SERVER_CONTEXT = 4096
 MIN_CONTEXT_TOKENS = 1024  # below this a prompt holds little more than its instructions and schema
 ANSWER_TOKENS = 1024  # room for one answer (every task asks for a bounded answer: at most 8 items)
 BATCH_ANSWER_TOKENS = 512  # room per item of a batch (a reply cut short is split in halves and asked again)
@@ -81,15 +78,6 @@ class ContextWindow:
         self.scale = float(learned_scale) if valid else START_SCALE
         self.learned = 0  # refusals that shrank the budget
         self.refusals = 0
-
-    def assume_small(self) -> None:
-        """The server turned out to serve one request at a time: unless its window is known (given, announced or
-        learned), believe SMALL_SERVER_CONTEXT rather than the default, so pages are cut before a refusal."""
-        if self.known or self.tokens <= SMALL_SERVER_CONTEXT:
-            return
-        self.tokens = SMALL_SERVER_CONTEXT
-        log.warning("the LLM server announces no context window and serves one request at a time: assuming %s "
-                    "tokens (--context-tokens sets it)", f"{SMALL_SERVER_CONTEXT:,}")
 
     def answer_room(self, answers: int = 1, each: int = ANSWER_TOKENS) -> int:
         """The output tokens reserved for `answers` answers of about `each` tokens (a batch reserves half as

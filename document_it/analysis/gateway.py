@@ -398,8 +398,6 @@ class Gateway:
         if provider.choice.current is method:
             await self.limiter.window.on_latency(time.monotonic() - sent_at, attempt.tokens_in, attempt.tokens_out,
                                                  sent_at)
-            if self.limiter.window.queues:  # one slot: a server run at home, its window small unless told
-                provider.window.assume_small()
         await self.limiter.on_success(estimate, attempt.tokens_in + attempt.tokens_out)
         return attempt
 

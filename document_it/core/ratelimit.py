@@ -96,11 +96,6 @@ class AdaptiveWindow:
         return self.start is not None and self.start.verdict is None
 
     @property
-    def queues(self) -> bool:
-        """True while the server is held to serve one request at a time (settled by the probe or by latency)."""
-        return self.watch.settled is not None
-
-    @property
     def limit(self) -> int:
         return max(self.floor, int(self.size))
 
