@@ -12,7 +12,6 @@ from document_it.analysis.endpoint import announced_context, check_endpoint
 from document_it.analysis.agent import pieces_for_window, task_groups
 from document_it.analysis.prompts import PAGE_TASKS, PageQuestion, Task, TopicInput, page_fits, render
 from document_it.analysis.providers import ChatProvider
-from document_it.analysis.schemas import brief_for
 from document_it.config import LLMKind, Mode, Settings
 from document_it.fetch import fetch
 from document_it.models import Chunk, DocRef, Link, ParsedDoc
@@ -175,8 +174,7 @@ def _notes_expected(site, window: int) -> int:
     room, notes = provider.material_room(Task.CHUNK_NOTES), 0
     for path in sorted(site.pages_dir.iterdir()):
         page = parse(fetch(DocRef(path.as_uri(), path.stem, "Guides")), chunk_tokens=Settings().chunk_tokens)
-        if task_groups(PAGE_TASKS, lambda question: provider.fits_whole(question, page),
-                       brief_for(PAGE_TASKS, window)) is None:
+        if task_groups(PAGE_TASKS, lambda question: provider.fits_whole(question, page)) is None:
             notes += len(pieces_for_window(page.chunks, room))
     return notes
 

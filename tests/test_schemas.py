@@ -12,9 +12,8 @@ from pydantic import ValidationError
 from document_it.analysis import extractive
 from document_it.analysis.prompts import batch_schema
 from document_it.analysis.providers import ExtractiveProvider
-from document_it.analysis.prompts import instructions
 from document_it.analysis.schemas import (PART_ANSWER_TOKENS, CodePatterns, KeyConcepts, PageAnalysis, PageQuestion,
-                                          Summary, answer_tokens, brief_for, part_value, schema_for)
+                                          Summary, answer_tokens, part_value, schema_for)
 from document_it.fetch import fetch
 from document_it.models import PAGE_TASKS, DocRef, Task
 from document_it.parse import parse
@@ -51,24 +50,6 @@ def test_a_question_of_fewer_tasks_shows_and_keeps_only_those_parts():
     assert answer.model_dump() == {"summary": FULL["summary"], "code_patterns": [PATTERN]}
     assert answer_tokens(question) == PART_ANSWER_TOKENS[Task.SUMMARY] + PART_ANSWER_TOKENS[Task.CODE_PATTERNS]
     assert answer_tokens(PageQuestion()) > answer_tokens(question)
-
-
-def test_a_brief_question_shows_shorter_lists_and_strings_and_still_takes_a_full_answer():
-    brief, full = PageQuestion(PAGE_TASKS, brief=True), PageQuestion(PAGE_TASKS)
-    shown = convert_to_openai_tool(schema_for(brief))["function"]["parameters"]["properties"]
-    assert {name: shown[name]["maxItems"] for name in FULL if name != "summary"} == \
-        {"key_concepts": 3, "implementation_details": 3, "code_patterns": 2, "related_topics": 3}
-    assert shown["summary"]["maxLength"] < convert_to_openai_tool(schema_for(full))["function"]["parameters"][
-        "properties"]["summary"]["maxLength"]
-    assert "up to 3 concepts" in instructions(brief) and "up to 6 concepts" in instructions(full)
-    assert answer_tokens(brief) * 2 < answer_tokens(full)
-    assert schema_for(brief).model_validate(FULL).model_dump() == FULL  # answers are validated leniently
-
-
-@pytest.mark.parametrize("tasks, window, brief", [(PAGE_TASKS, 4096, True), (PAGE_TASKS, 8192, False),
-                                                  ((Task.KEY_CONCEPTS,), 4096, False), (PAGE_TASKS, None, False)])
-def test_answers_are_brief_only_where_a_full_one_would_crowd_the_window(tasks, window, brief):
-    assert brief_for(tasks, window) is brief
 
 
 def test_a_full_answer_validates_with_every_part():

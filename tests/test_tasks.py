@@ -199,16 +199,3 @@ def test_an_unknown_name_from_the_real_command_exits_2_with_one_line(tmp_path):
     assert done.stderr == ("document-it: error: --tasks: 'nope' is not a page analysis (choose from summary, "
                            "key_concepts, implementation_details, code_patterns, related_topics)\n")
     assert not (tmp_path / "output").exists()  # refused before any work
-
-
-@pytest.mark.parametrize("window, most_patterns", [("4096", 2), ("32768", 3)])
-def test_a_small_window_asks_brief_answers_and_a_large_one_full_ones(tmp_path, site, sim, window, most_patterns):
-    # a full answer of all five analyses would take over a quarter of a 4,096-token window: the page is asked
-    # for shorter lists (the simulator fills three items where the schema allows them)
-    assert main(["--source", site.url("llms.txt"), "--output-dir", str(tmp_path / "out"), "--state-dir",
-                 str(tmp_path / "state"), "--llm", "openai", "--llm-base-url", sim.base_url, "--quiet",
-                 "--no-cache", "--context-tokens", window]) == 0
-    results = _results(tmp_path, "out")
-    assert set(results) == _page_urls(site)
-    assert max(len(r["analysis"]["code_patterns"]) for r in results.values()) == most_patterns
-    assert all(r["analysis"]["summary"] for r in results.values())

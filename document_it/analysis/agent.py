@@ -63,25 +63,18 @@ async def _asked(gateway: Gateway, question: Question, state: PageState, reread:
     raise AssertionError("unreachable")
 
 
-def task_groups(tasks: Sequence[Task], fits: Callable[[PageQuestion], bool],
-                brief: bool = False) -> list[PageQuestion] | None:
+def task_groups(tasks: Sequence[Task], fits: Callable[[PageQuestion], bool]) -> list[PageQuestion] | None:
     """The fewest groups of neighbouring `tasks` whose questions each read the whole page (one group, so one
     request, unless the window is small); None when even a task alone cannot read it whole."""
     groups: list[tuple[Task, ...]] = []
     for task in tasks:
-        if groups and fits(PageQuestion((*groups[-1], task), brief)):
+        if groups and fits(PageQuestion((*groups[-1], task))):
             groups[-1] = (*groups[-1], task)
-        elif fits(PageQuestion((task,), brief)):
+        elif fits(PageQuestion((task,))):
             groups.append((task,))
         else:
             return None
-    return [PageQuestion(group, brief) for group in groups]
-
-
-def _groups_for(gateway: Gateway, tasks: tuple[Task, ...], page: ParsedDoc) -> list[PageQuestion] | None:
-    """task_groups of `page` for `tasks`, as brief as the window asks."""
-    return task_groups(tasks, lambda question: gateway.page_fits(page, (question,)),
-                       gateway.page_question(tasks).brief)
+    return [PageQuestion(group) for group in groups]
 
 
 def _analyse(gateway: Gateway, tasks: tuple[Task, ...], reread: Reread):
@@ -100,7 +93,7 @@ def _analyse(gateway: Gateway, tasks: tuple[Task, ...], reread: Reread):
         """Every asked analysis of the page in one request (in a small window, one per group of analyses that
         leaves room for the whole page); the valid parts are kept."""
         page = state["page"]
-        groups = _groups_for(gateway, tasks, page) or [gateway.page_question(tasks)]
+        groups = task_groups(tasks, lambda question: gateway.page_fits(page, (question,))) or [PageQuestion(tasks)]
         outcomes = await asyncio.gather(*(ask(question, state) for question in groups), return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -217,17 +210,16 @@ def _groups(notes: list[str], room: int) -> list[list[str]]:
     return groups
 
 
-def _fits(gateway: Gateway, tasks: tuple[Task, ...], combined: bool) -> Callable[[ParsedDoc], bool]:
-    """Whether a page is read whole: by every task's question, or (combined) by one request, or by a few groups
-    of the page's analyses when reading it again costs less than a note on it would (a short page in a small
-    window)."""
+def _fits(gateway: Gateway, questions: Sequence[Question]) -> Callable[[ParsedDoc], bool]:
+    """Whether a page is read whole: by every question, or (combined) by one request, or by a few groups of the
+    page's analyses when reading it again costs less than a note on it would (a short page in a small window)."""
     def fits(page: ParsedDoc) -> bool:
         if not gateway.provider.is_llm:
             return True
-        if combined:
-            groups = _groups_for(gateway, tasks, page)
+        if isinstance(questions[0], PageQuestion):
+            groups = task_groups(questions[0].tasks, lambda question: gateway.page_fits(page, (question,)))
             return groups is not None and (len(groups) - 1) * page.text_tokens <= REREAD_TOKENS
-        return gateway.page_fits(page, tasks)
+        return gateway.page_fits(page, questions)
 
     return fits
 
@@ -263,10 +255,12 @@ class PageAgent:
         self.sub_model = sub_model
         self.tasks = page_tasks(gateway.settings.tasks if tasks is None else tasks)
         self.strategy = strategy or gateway.settings.task_strategy
-        self.combined = self.strategy is not TaskStrategy.SEPARATE
-        combined = self.combined
+        combined = self.strategy is not TaskStrategy.SEPARATE
+        self.questions: tuple[Question, ...] = (PageQuestion(self.tasks),) if combined else self.tasks
+        # notes are merged (collapse) until each analysis alone can read them whole
+        self._note_fit: tuple[Question, ...] = tuple(PageQuestion((t,)) for t in self.tasks) if combined else self.tasks
         self._reads: dict[tuple[Any, ...], asyncio.Task[ParsedDoc]] = {}
-        fits = _fits(gateway, self.tasks, combined)
+        fits = _fits(gateway, self.questions)
         graph = StateGraph(PageState)
         graph.add_node("digest", _digest(fits, self._reread))
         graph.add_node("merge", _merge)
@@ -291,10 +285,8 @@ class PageAgent:
         """`page` read chunk by chunk, once per page and window size however many branches ask."""
         key = (page.url, *self.gateway.window_state())
         if key not in self._reads:
-            # notes are merged (collapse) until each analysis alone can read them whole
-            note_fit: tuple[Question, ...] = (tuple(self.gateway.page_question((task,)) for task in self.tasks)
-                                              if self.combined else self.tasks)
-            self._reads[key] = asyncio.ensure_future(read_in_chunks(self.gateway, self.sub_model, page, note_fit))
+            self._reads[key] = asyncio.ensure_future(read_in_chunks(self.gateway, self.sub_model, page,
+                                                                    self._note_fit))
         return await asyncio.shield(self._reads[key])
 
     def memo_key(self, page: ParsedDoc) -> str | None:

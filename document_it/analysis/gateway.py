@@ -28,7 +28,6 @@ from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem
 from .capped import gist
 from .context import LLMContextError
 from .prompts import PROMPT_VERSION, Context, PageQuestion, Question, Task, TopicInput, batch_schema, schema_for
-from .schemas import brief_for
 from .providers import ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider
 
 __all__ = ["Gateway", "Completion", "RetryPolicy", "EXPECTED_OUTPUT_TOKENS", "build_gateway", "LLMUnavailable"]
@@ -115,11 +114,6 @@ class Gateway:
         if not isinstance(self.provider, ChatProvider):
             return True
         return all(self.provider.fits_whole(question, page) for question in questions)
-
-    def page_question(self, tasks: tuple[Task, ...]) -> PageQuestion:
-        """The combined question of a page asking `tasks`, brief when a full answer would crowd the window."""
-        window = self.provider.window.tokens if isinstance(self.provider, ChatProvider) else None
-        return PageQuestion(tasks, brief_for(tasks, window))
 
     def piece_room(self) -> int:
         """The estimated tokens of page text one chunk-note prompt may read (the piece a long page is cut in)."""

@@ -16,7 +16,7 @@ from ..models import PAGE_TASKS, Chunk, ParsedDoc, Task
 from ..tokens import CHARS_PER_TOKEN, estimate_tokens
 from .schemas import (MAX_ITEMS, ChunkNotes, CodePattern, CodePatterns, ImplementationDetail, ImplementationDetails,
                       KeyConcept, KeyConcepts, PageAnalysis, PageQuestion, Question, RelatedTopic, RelatedTopics,
-                      Summary, TopicSynthesis, items_for, schema_for)
+                      Summary, TopicSynthesis, schema_for)
 
 __all__ = [
     "PROMPT_VERSION",
@@ -97,27 +97,22 @@ _INSTRUCTIONS = {
                       "APIs, options, advice and code it contains. Plain sentences, no preamble.",
 }
 _COMBINED = "Analyse this documentation page; one short sentence per description. Fields:"
-# a page question's parts, each in a line (the schema shown beside it is bare: these lines say what goes where);
-# {n}: the longest list the part may give
+# a page question's parts, each in a line (the schema shown beside it is bare: these lines say what goes where)
 _PARTS = {
-    Task.SUMMARY: "{n} sentences: what the page explains, for whom",
-    Task.KEY_CONCEPTS: "up to {n} concepts it introduces or relies on; importance 1-10",
-    Task.IMPLEMENTATION_DETAILS: "up to {n} steps, settings, rules or warnings to follow; imperative titles",
-    Task.CODE_PATTERNS: "up to {n} code patterns it shows, short examples; none if no code",
-    Task.RELATED_TOPICS: "up to {n} related topics from its links and references",
+    Task.SUMMARY: "3-5 sentences: what the page explains, for whom",
+    Task.KEY_CONCEPTS: f"up to {MAX_ITEMS[Task.KEY_CONCEPTS]} concepts it introduces or relies on; importance 1-10",
+    Task.IMPLEMENTATION_DETAILS: f"up to {MAX_ITEMS[Task.IMPLEMENTATION_DETAILS]} steps, settings, rules or warnings "
+                                 "to follow; imperative titles",
+    Task.CODE_PATTERNS: f"up to {MAX_ITEMS[Task.CODE_PATTERNS]} code patterns it shows, short examples; "
+                        "none if no code",
+    Task.RELATED_TOPICS: f"up to {MAX_ITEMS[Task.RELATED_TOPICS]} related topics from its links and references",
 }
 
 
 def instructions(question: Question) -> str:
     """What `question` asks, as the prompt says it: a page question lists each part under its field's name."""
     if isinstance(question, PageQuestion):
-        def limit(task: Task) -> str:
-            if task is Task.SUMMARY:
-                return "2-3" if question.brief else "3-5"
-            return str(items_for(task, question.brief))
-
-        return "\n".join([_COMBINED, *(f"- {task.value}: {_PARTS[task].format(n=limit(task))}"
-                                       for task in question.tasks)])
+        return "\n".join([_COMBINED, *(f"- {task.value}: {_PARTS[task]}" for task in question.tasks)])
     return _INSTRUCTIONS[question]
 
 

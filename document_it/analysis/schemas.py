@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
 
@@ -17,20 +17,12 @@ __all__ = [
     "Summary", "KeyConcept", "KeyConcepts", "ImplementationDetail", "ImplementationDetails", "CodePattern",
     "CodePatterns", "RelatedTopic", "RelatedTopics", "TopicSynthesis", "ChunkNotes", "PageAnalysis",
     "PageQuestion", "Question", "schema_for", "part_value", "answer_tokens", "PART_ANSWER_TOKENS", "MAX_ITEMS",
-    "BRIEF_ITEMS", "items_for", "brief_for",
 ]
 
 
 # the longest list each analysis may give: enough for a page, short enough that a small local model's answer
 # (decoded token by token, all parts in one reply) stays quick
 MAX_ITEMS = {Task.KEY_CONCEPTS: 6, Task.IMPLEMENTATION_DETAILS: 6, Task.CODE_PATTERNS: 4, Task.RELATED_TOPICS: 6}
-# a brief answer's lists (a small window: see brief_for)
-BRIEF_ITEMS = {Task.KEY_CONCEPTS: 3, Task.IMPLEMENTATION_DETAILS: 3, Task.CODE_PATTERNS: 2, Task.RELATED_TOPICS: 3}
-
-
-def items_for(task: Task, brief: bool = False) -> int:
-    """The longest list `task`'s part of a page answer may give."""
-    return (BRIEF_ITEMS if brief else MAX_ITEMS)[task]
 
 
 class Summary(BaseModel):
@@ -115,25 +107,15 @@ PART_ANSWER_TOKENS = {
     Task.CODE_PATTERNS: 400,
     Task.RELATED_TOPICS: 260,
 }
-# ... and in a brief answer (shorter lists and strings)
-BRIEF_PART_TOKENS = {
-    Task.SUMMARY: 100,
-    Task.KEY_CONCEPTS: 150,
-    Task.IMPLEMENTATION_DETAILS: 150,
-    Task.CODE_PATTERNS: 180,
-    Task.RELATED_TOPICS: 110,
-}
 NOTE_ANSWER_TOKENS = 400  # a chunk note: at most 120 words (900 characters), with room to close its JSON
 
 
 @dataclass(frozen=True)
 class PageQuestion:
     """All the analyses one page asks, in one request: the answer has a part per task (a combined schema).
-    Hashable, so the batcher queues pages asking the same set together and the memo keys them apart.
-    `brief`: shorter lists and strings, for a window a full answer would crowd (brief_for)."""
+    Hashable, so the batcher queues pages asking the same set together and the memo keys them apart."""
 
     tasks: tuple[Task, ...] = PAGE_TASKS
-    brief: bool = False
 
     def __post_init__(self) -> None:
         if not self.tasks or any(task not in PART_ANSWER_TOKENS for task in self.tasks):
@@ -148,26 +130,17 @@ class PageQuestion:
 Question = Union[Task, PageQuestion]
 
 
-def brief_for(tasks: tuple[Task, ...], window_tokens: int | None) -> bool:
-    """True when a full answer to `tasks` would take more than a quarter of a window of `window_tokens`: its
-    room would crowd the page out (read in chunks, each note another request), and a small model on such a
-    server decodes every one of its tokens slowly. A brief answer halves the lists and shortens the strings."""
-    full = sum(PART_ANSWER_TOKENS[task] for task in tasks)
-    return window_tokens is not None and full * 4 > window_tokens
-
-
 def schema_for(question: Question) -> type[BaseModel]:
     """The pydantic model the answer to `question` must validate against."""
     if isinstance(question, PageQuestion):
-        return _combined(question.tasks, question.brief)
+        return _combined(question.tasks)
     return _SCHEMAS[question]
 
 
 def answer_tokens(question: Question) -> int:
     """The output tokens an answer to `question` is expected to need (the window keeps that much room)."""
     if isinstance(question, PageQuestion):
-        parts = BRIEF_PART_TOKENS if question.brief else PART_ANSWER_TOKENS
-        return sum(parts[task] for task in question.tasks)
+        return sum(PART_ANSWER_TOKENS[task] for task in question.tasks)
     if question is Task.CHUNK_NOTES:
         return NOTE_ANSWER_TOKENS
     return ANSWER_TOKENS
@@ -178,62 +151,54 @@ def part_value(task: Task, answer: BaseModel) -> Any:
     return answer.summary if task is Task.SUMMARY else answer.items  # type: ignore[attr-defined]
 
 
-# the longest string each field is shown to take, in characters (answers are validated without these bounds);
-# other strings: "*"
-_LONGEST = {"summary": 480, "name": 50, "title": 70, "example": 240, "*": 140}
-_BRIEF_LONGEST = {"summary": 320, "name": 40, "title": 60, "example": 160, "*": 100}
+# the longest string each field is shown to take, in characters (answers are validated without these bounds)
+_LONGEST = {"summary": 480, "name": 50, "title": 70, "example": 240}
 
 
-def _plain_fields(longest: dict[str, int]) -> Callable[[dict[str, Any]], None]:
+def _plain_fields(schema: dict[str, Any]) -> None:
     """json_schema_extra: a model's fields shown bare, no title or description each (fewer prompt tokens in every
-    request; the prompt's instructions say what each part holds), strings bounded by `longest`."""
-    def shown(schema: dict[str, Any]) -> None:
-        if schema.get("title") != "PageAnswer":  # the answer's title names the tool; an item's says nothing
-            schema.pop("title", None)
-        schema.pop("description", None)
-        for name, field in (schema.get("properties") or {}).items():
-            field.pop("title", None)
-            field.pop("description", None)
-            if field.get("type") == "string":  # a grammar-bound small model stops there instead of rambling on
-                field["maxLength"] = longest.get(name, longest["*"])
-
-    return shown
+    request; the prompt's instructions say what each part holds)."""
+    if schema.get("title") != "PageAnswer":  # the answer's title names the tool; an item's says nothing
+        schema.pop("title", None)
+    schema.pop("description", None)
+    for name, field in (schema.get("properties") or {}).items():
+        field.pop("title", None)
+        field.pop("description", None)
+        if field.get("type") == "string":  # a grammar-bound small model stops there instead of rambling on
+            field["maxLength"] = _LONGEST.get(name, 140)
 
 
-def _bare(model: type[BaseModel], longest: dict[str, int]) -> type[BaseModel]:
+def _bare(model: type[BaseModel]) -> type[BaseModel]:
     """`model` as a combined answer shows it: the same fields and bounds, bare (values validate as `model`)."""
     return type(model.__name__, (model,), {"__module__": __name__, "__doc__": None,
-                                           "model_config": ConfigDict(json_schema_extra=_plain_fields(longest))})
+                                           "model_config": ConfigDict(json_schema_extra=_plain_fields)})
 
 
-_ITEM_MODELS = {Task.KEY_CONCEPTS: KeyConcept, Task.IMPLEMENTATION_DETAILS: ImplementationDetail,
-                Task.CODE_PATTERNS: CodePattern, Task.RELATED_TOPICS: RelatedTopic}
-# each part: the type the answer gives it (validated leniently, so a brief answer's shorter lists pass) ...
+_BARE = {task: _bare(model) for task, model in ((Task.KEY_CONCEPTS, KeyConcept),
+                                                 (Task.IMPLEMENTATION_DETAILS, ImplementationDetail),
+                                                 (Task.CODE_PATTERNS, CodePattern),
+                                                 (Task.RELATED_TOPICS, RelatedTopic))}
+# each part: the type the answer gives it, and the type and bounds the model is shown
 _PART_VALUES: dict[Task, Any] = {
     Task.SUMMARY: str,
     **{task: Annotated[list[model], Field(max_length=MAX_ITEMS[task])]  # type: ignore[valid-type]
-       for task, model in _ITEM_MODELS.items()},
+       for task, model in ((Task.KEY_CONCEPTS, KeyConcept), (Task.IMPLEMENTATION_DETAILS, ImplementationDetail),
+                           (Task.CODE_PATTERNS, CodePattern), (Task.RELATED_TOPICS, RelatedTopic))},
 }
-
-
-def _part_shown(task: Task, brief: bool) -> Any:
-    """... and the type and bounds the model is shown."""
-    if task is Task.SUMMARY:
-        return (str, ...)
-    bare = _bare(_ITEM_MODELS[task], _BRIEF_LONGEST if brief else _LONGEST)
-    return (list[bare], Field(max_length=items_for(task, brief)))  # type: ignore[valid-type]
+_PART_SHOWN: dict[Task, Any] = {Task.SUMMARY: (str, ...),
+                                **{task: (list[bare], Field(max_length=MAX_ITEMS[task]))  # type: ignore[valid-type]
+                                   for task, bare in _BARE.items()}}
 
 
 @functools.cache
-def _combined(tasks: tuple[Task, ...], brief: bool = False) -> type[BaseModel]:
+def _combined(tasks: tuple[Task, ...]) -> type[BaseModel]:
     """The combined answer for `tasks`. Its JSON schema (what the model is shown) requires every part; its
     validation is lenient: each part is fitted and validated on its own, a bad or missing part is dropped
     (None) so that only it is asked again, and the answer fails only when no part at all is valid."""
     # the tool's name is the schema's title: both models are called PageAnswer
     strict = create_model("PageAnswer", __doc__=_ANSWER_DOC,  # type: ignore[call-overload]
-                          __config__=ConfigDict(json_schema_extra=_plain_fields(
-                              _BRIEF_LONGEST if brief else _LONGEST)),
-                          **{task.value: _part_shown(task, brief) for task in tasks})
+                          __config__=ConfigDict(json_schema_extra=_plain_fields),
+                          **{task.value: _PART_SHOWN[task] for task in tasks})
     adapters = {task: TypeAdapter(_PART_VALUES[task]) for task in tasks}  # values of the real types
 
     class Lenient(BaseModel):
