@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from document_it.cli import main
@@ -67,6 +68,10 @@ def test_pages_gone_from_the_site_are_marked_removed(tmp_path):
         (root / page_path(2, 6)).unlink()  # still linked from its section index: now a 404
         index = root / "docs" / "part-3" / "index.html"
         index.write_text(index.read_text().replace('<li><a href="page-007.html">Page 7</a></li>', ""))  # unlinked
+        # an edit made in the same second as the first night's fetch keeps its Last-Modified: the server would
+        # answer 304 and the index would keep its old links; a real edit comes later
+        later = index.stat().st_mtime + 5
+        os.utime(index, (later, later))
 
         second = _night(tmp_path, site, sim, "night2")
     gone = {site.url(page_path(2, 6)), site.url(page_path(3, 7))}
