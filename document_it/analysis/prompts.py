@@ -96,16 +96,15 @@ _INSTRUCTIONS = {
     Task.CHUNK_NOTES: "Write compact notes (at most 120 words) on this part of a documentation page: the facts, "
                       "APIs, options, advice and code it contains. Plain sentences, no preamble.",
 }
-_COMBINED = "Analyse this documentation page; one short sentence per description. Fields:"
-# a page question's parts, each in a line (the schema shown beside it is bare: these lines say what goes where)
+_COMBINED = "Analyse this documentation page, one short sentence per description:"
+# a page question's parts, each in a line (the schema shown beside it is bare, with its lists' bounds: these lines
+# say what goes where)
 _PARTS = {
-    Task.SUMMARY: "3-5 sentences: what the page explains, for whom",
-    Task.KEY_CONCEPTS: f"up to {MAX_ITEMS[Task.KEY_CONCEPTS]} concepts it introduces or relies on; importance 1-10",
-    Task.IMPLEMENTATION_DETAILS: f"up to {MAX_ITEMS[Task.IMPLEMENTATION_DETAILS]} steps, settings, rules or warnings "
-                                 "to follow; imperative titles",
-    Task.CODE_PATTERNS: f"up to {MAX_ITEMS[Task.CODE_PATTERNS]} code patterns it shows, short examples; "
-                        "none if no code",
-    Task.RELATED_TOPICS: f"up to {MAX_ITEMS[Task.RELATED_TOPICS]} related topics from its links and references",
+    Task.SUMMARY: "3-5 sentences, what it explains and for whom",
+    Task.KEY_CONCEPTS: "concepts it introduces or relies on, importance 1-10",
+    Task.IMPLEMENTATION_DETAILS: "steps, settings, rules or warnings to follow; imperative titles",
+    Task.CODE_PATTERNS: "code patterns it shows, short examples; empty if no code",
+    Task.RELATED_TOPICS: "related topics, from its links and references",
 }
 
 
@@ -205,7 +204,8 @@ def _page_layout(page: ParsedDoc, budget: int | None, with_links: bool = True) -
     links take at most a fifth, the text the rest."""
     head = f"Page: {page.title}\nURL: {page.url}\nSection: {page.topic or '(none)'}\n\n"
     shown = page.links[:_LINKS] if with_links else ()
-    links = [f"- {link.text or link.url} <{_short(link.url, page.url)}>" for link in shown]
+    # a related topic is a name and a relationship: the link's text says it (its address only when it has none)
+    links = list(dict.fromkeys(f"- {' '.join(link.text.split()) or _short(link.url, page.url)}" for link in shown))
     if budget is None:
         return head, links, 1 << 30
     links = _within(links, budget // 5)
@@ -213,7 +213,8 @@ def _page_layout(page: ParsedDoc, budget: int | None, with_links: bool = True) -
     return head, links, max(32, left)
 
 
-_LINKS = 8  # link lines a prompt shows at most
+_LINKS = 6  # link lines a prompt shows at most (as many as related topics an answer gives)
+_TOPIC_CONCEPTS = 3  # a page's main concepts a topic synthesis reads
 
 
 def _short(url: str, base: str) -> str:
@@ -246,9 +247,9 @@ def _topic_material(topic: TopicInput, budget: int | None) -> str:
     point where even titles do not fit the rest are counted."""
     lines = []
     for title, summary, concepts in topic.pages:  # summary and concepts are empty when not asked
-        gist = " ".join(_SENTENCE_END.split(summary.strip())[:2])  # a page's first two sentences tell its topic
+        gist = _SENTENCE_END.split(summary.strip())[0]  # a page's first sentence tells its part in the topic
         lines.append(f"- {title}" + (f": {gist}" if gist else "")
-                     + (f" (concepts: {', '.join(concepts)})" if concepts else ""))
+                     + (f" (concepts: {', '.join(concepts[:_TOPIC_CONCEPTS])})" if concepts else ""))
     head = f"Topic: {topic.topic}"
     if budget is None or estimate_tokens("\n".join(lines)) <= budget - 8:
         return "\n".join([head, *lines])
