@@ -34,9 +34,6 @@ ANSWER_TOKENS = 1024  # room for one answer (every task asks for a bounded answe
 BATCH_ANSWER_TOKENS = 512  # room per item of a batch (a reply cut short is split in halves and asked again)
 START_SCALE = 1.2
 MAX_SCALE = 4.0  # no tokenizer counts more than a token a character
-MIN_SCALE = 0.75  # an estimate may count high (a schema's $defs, sent inlined), not by more than this
-USAGE_MARGIN = 1.05  # over the largest ratio replies showed: the next page's text may count a little higher
-USAGE_MIN_PROMPT = 200  # estimated tokens below which a prompt is mostly chat template: its ratio says little
 
 _EXCEEDED = re.compile(r"context[ _](length|window|size)|maximum context|too many tokens|prompt is too long|"
                        r"input is too long|exceeds? the (available )?context|reduce the length|n_ctx", re.I)
@@ -81,22 +78,6 @@ class ContextWindow:
         self.scale = float(learned_scale) if valid else START_SCALE
         self.learned = 0  # refusals that shrank the budget
         self.refusals = 0
-        self._taught = self.scale if valid else 0.0  # the ratio a refusal taught (now or remembered): a floor
-        self._seen = 0.0  # the largest ratio of counted to estimated prompt tokens that a reply showed
-
-    def observe(self, prompt_estimate: int, prompt_tokens: int) -> None:
-        """A reply's usage: the server counted `prompt_tokens` for a prompt estimated at `prompt_estimate`. The
-        scale follows the largest ratio replies show, with a margin (never under what a refusal taught), so an
-        estimate that counts high no longer cuts pages that fit, and one that counts low is caught before a
-        refusal. Moves of under 5 % are ignored: work sized for the window is redone when it changes."""
-        if prompt_estimate < USAGE_MIN_PROMPT or prompt_tokens <= 0:
-            return
-        self._seen = max(self._seen, prompt_tokens / prompt_estimate)
-        scale = min(MAX_SCALE, max(MIN_SCALE, self._taught, self._seen * USAGE_MARGIN))
-        if abs(scale - self.scale) > 0.05 * self.scale:
-            log.info("LLM replies count %.2f tokens per estimated token: prompts are now sized for %.2f",
-                     self._seen, scale)
-            self.scale = scale
 
     def answer_room(self, answers: int = 1, each: int = ANSWER_TOKENS) -> int:
         """The output tokens reserved for `answers` answers of about `each` tokens (a batch reserves half as
@@ -134,7 +115,6 @@ class ContextWindow:
                 self.scale = min(MAX_SCALE, max(self.scale, real / prompt_estimate * 1.05))
             if (self.tokens, self.scale) == before:
                 self.scale = min(MAX_SCALE, self.scale * 4 / 3)  # the reply said nothing we can use
-            self._taught = self.scale
             self.learned += 1
             self._remember()
             log.warning("the LLM refused a request as longer than its context: now %s tokens, %.2f tokens per "

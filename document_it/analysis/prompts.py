@@ -97,14 +97,16 @@ _INSTRUCTIONS = {
                       "APIs, options, advice and code it contains. Plain sentences, no preamble.",
 }
 _COMBINED = "Analyse this documentation page, one short sentence per description:"
-# a page question's parts, each in a line (the schema shown beside it is bare, with its lists' bounds: these lines
-# say what goes where)
+# a page question's parts, each in a line (the schema shown beside it is bare: these lines say what goes where,
+# and how many: a small model told "up to 6" stops sooner than one only held to the schema's maxItems)
 _PARTS = {
     Task.SUMMARY: "3-5 sentences, what it explains and for whom",
-    Task.KEY_CONCEPTS: "concepts it introduces or relies on, importance 1-10",
-    Task.IMPLEMENTATION_DETAILS: "steps, settings, rules or warnings to follow; imperative titles",
-    Task.CODE_PATTERNS: "code patterns it shows, short examples; empty if no code",
-    Task.RELATED_TOPICS: "related topics, from its links and references",
+    Task.KEY_CONCEPTS: f"up to {MAX_ITEMS[Task.KEY_CONCEPTS]} concepts it introduces or relies on, importance 1-10",
+    Task.IMPLEMENTATION_DETAILS: f"up to {MAX_ITEMS[Task.IMPLEMENTATION_DETAILS]} steps, settings, rules or warnings "
+                                 "to follow; imperative titles",
+    Task.CODE_PATTERNS: f"up to {MAX_ITEMS[Task.CODE_PATTERNS]} code patterns it shows, short examples; empty if "
+                        "no code",
+    Task.RELATED_TOPICS: f"up to {MAX_ITEMS[Task.RELATED_TOPICS]} related topics, from its links and references",
 }
 
 

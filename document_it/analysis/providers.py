@@ -275,7 +275,6 @@ class ChatProvider:
         raw = out["raw"]
         headers = dict((getattr(raw, "response_metadata", None) or {}).get("headers") or {})
         tokens_in, tokens_out = usage_of(raw)
-        self.window.observe(prompt, tokens_in)
         parsed = out["parsed"]
         if parsed is None and schema is not None:
             # "Summary" for "summary", fences, prose, a number out of range, a list item missing a field: a

@@ -151,10 +151,10 @@ def part_value(task: Task, answer: BaseModel) -> Any:
     return answer.summary if task is Task.SUMMARY else answer.items  # type: ignore[attr-defined]
 
 
-# the longest string the free-text fields are shown to take, in characters (answers are validated without these
-# bounds): a grammar-bound small model stops there instead of rambling on; the one-line fields (names, titles,
-# descriptions) go unbounded, as every bound is prompt tokens in every request
-_LONGEST = {"summary": 480, "example": 240}
+# the longest string each field is shown to take, in characters (answers are validated without these bounds):
+# a grammar-bound small model stops there instead of rambling on. Every field needs one: without them on the
+# one-line fields, SmolLM2 on llama.cpp wrote answers up to the answer limit (1,535 tokens)
+_LONGEST = {"summary": 480, "name": 50, "title": 70, "example": 240, "*": 140}
 
 
 def _plain_fields(schema: dict[str, Any]) -> None:
@@ -166,8 +166,8 @@ def _plain_fields(schema: dict[str, Any]) -> None:
     for name, field in (schema.get("properties") or {}).items():
         field.pop("title", None)
         field.pop("description", None)
-        if field.get("type") == "string" and name in _LONGEST:
-            field["maxLength"] = _LONGEST[name]
+        if field.get("type") == "string":
+            field["maxLength"] = _LONGEST.get(name, _LONGEST["*"])
 
 
 def _bare(model: type[BaseModel]) -> type[BaseModel]:
