@@ -205,7 +205,8 @@ def test_an_announced_small_window_is_never_exceeded_and_the_long_page_is_read_i
     # combined requests per page (a 2,048-token window holds the answers of a few analyses at a time), over its
     # notes when it is too long; notes merged ("text") only while they do not fit; every note asked (a prompt),
     # some of them batched into one request
-    assert by_task["topic_synthesis"] == 3
+    # three topic syntheses: a request each, or fewer when they wait together and are batched
+    assert by_task["topic_synthesis"] == 3 if batch_size == 1 else 1 <= by_task["topic_synthesis"] <= 3
     if batch_size == 1:
         assert len(PAGES) + 2 <= by_task["page"] < len(PAGE_TASKS) * (len(PAGES) + 2)
     assert summary["llm"]["prompts"] >= notes + by_task.get("text", 0) + len(PAGES) + 2 + 3
