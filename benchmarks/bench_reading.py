@@ -2,6 +2,7 @@
 
     python benchmarks/bench_reading.py [--docs DIR] [--pages 60] [--strategies] [--checkout DIR]
     python benchmarks/bench_reading.py --quick      # 8 sample pages, low latency: a smoke run
+    python benchmarks/bench_reading.py --only "default · fit" --only rpm   # some rows only
 
 The pages (default: the Python 3.11 docs in /usr/share/doc/python3.11/html, else the bundled sample) are
 served over loopback HTTP; the pipeline samples them with its own --limit N. The LLM simulator runs in
@@ -88,6 +89,9 @@ def main() -> int:
     p.add_argument("--strategies", action="store_true", help="add --task-strategy combined|separate rows")
     p.add_argument("--skip-fit", action="store_true", help="no 'fit' rows")
     p.add_argument("--quick", action="store_true", help="8 sample pages, 50 ms latency: a smoke run")
+    p.add_argument("--only", action="append", default=[], metavar="TEXT",
+                   help="run only the rows whose label ('default · fit · 8192', 'rpm batched · mixed · 32768') "
+                        "holds TEXT; repeat for several (e.g. --only 'default · fit' --only rpm)")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench_reading.json")
     args = p.parse_args()
     if args.quick:
@@ -110,6 +114,9 @@ def main() -> int:
         fit_urls = [ref.url for ref in fit_refs]
         fit_source = _index(fit_refs, Path(tmp, "fit-llms.txt"))
         plan = _plan(windows, args, strategy_flag and args.strategies, bool(fit_urls) and not args.skip_fit)
+        if args.only:
+            plan = [row for row in plan if any(text in f"{row.scenario} · {row.pages} · {row.window}"
+                                               for text in args.only)]
         for row in plan:
             src, limit = (str(fit_source), None) if row.pages == "fit" else (source, _pages_of(row, args))
             result = _timed(row, src, limit, base_sim, args, texts)
