@@ -239,7 +239,9 @@ async def _answer_from_memo(refs: list[DocRef], stages: Stages, gateway: Gateway
 
 
 class _TopicSynthesis:
-    """Starts a topic's synthesis as soon as its last page is done, so it overlaps the other pages."""
+    """Starts a topic's synthesis as soon as its last page is done, so it overlaps the other pages. Under a
+    request limit (--rpm, or one the server announced) every synthesis waits for the last page instead: then
+    they leave together and share requests, which are what the limit makes scarce."""
 
     def __init__(self, gateway: Gateway, refs: list[DocRef]) -> None:
         self._gateway = gateway
@@ -247,24 +249,31 @@ class _TopicSynthesis:
         for ref in refs:
             self._left[ref.topic] = self._left.get(ref.topic, 0) + 1
         self._done: dict[str, list[DocResult]] = {}
+        self._ready: list[str] = []  # topics whose pages are all done, synthesis not started
         self._tasks: list[asyncio.Task[dict[str, Any]]] = []
 
     def page_done(self, result: DocResult) -> None:
         self._done.setdefault(result.topic, []).append(result)
         self._left[result.topic] -= 1
         if self._left[result.topic] == 0:
-            inputs = topic_inputs(self._done[result.topic])
-            if inputs:
-                from .analysis.agent import synthesize_topics
+            self._ready.append(result.topic)
+        if self._gateway.limiter.request_pace() is None or not any(self._left.values()):
+            self._start()
 
-                self._tasks.append(asyncio.get_running_loop().create_task(
-                    synthesize_topics(self._gateway, inputs)))
+    def _start(self) -> None:
+        from .analysis.agent import synthesize_topics
+
+        inputs = [found for topic in self._ready for found in topic_inputs(self._done[topic])]
+        self._ready.clear()
+        if inputs:
+            self._tasks.append(asyncio.get_running_loop().create_task(synthesize_topics(self._gateway, inputs)))
 
     def cancel(self) -> None:
         for task in self._tasks:
             task.cancel()
 
     async def results(self) -> dict[str, Any]:
+        self._start()  # topics still held (a page never reported)
         merged: dict[str, Any] = {}
         for part in await asyncio.gather(*self._tasks):
             merged.update(part)

@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from pydantic import BaseModel
 
 from ..errors import LLMError, LLMFatalError
+from ..core.queueing import PROBE_WIDTH
 from .prompts import Context, Question
 
 __all__ = ["Batcher", "BatchItem", "AUTO_MAX_ITEMS", "POLL_S", "combined_stats"]
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 AUTO_MAX_ITEMS = 8
 POLL_S = 0.03  # how often a backlog looks for a slot freed by requests the batcher did not send
-RATE_BOUND_S = 1.0  # prompts that would wait this long for the request limit, sent one at a time, make it bind
+RATE_BOUND_S = 0.5  # prompts that would wait this long for the request limit, sent one at a time, make it bind
 ANSWER_S = 1.0  # one answer's time before any was measured
 
 
@@ -96,6 +97,9 @@ class Batcher:
         self.singles = 0
         self.queue_wait_s = 0.0  # prompt-seconds spent waiting here for a slot
         self.answer_s = ANSWER_S  # how long one prompt sent alone takes to answer (a moving average)
+        self.item_s: float | None = None  # what one more item adds to a batch's time (a moving average)
+        self._draining = 0  # the batch size a rate-bound backlog drains at, until it is gone
+        self._probe_sent = 0  # prompts sent while the window's start probe was on
 
     async def submit(self, task: Question, context: Context, messages: list[tuple[str, str]], tokens: int) -> BaseModel:
         """Queue one prompt and wait for its answer."""
@@ -146,27 +150,39 @@ class Batcher:
             self._timer = None
         free, waiting = self._free(), self.waiting
         share = math.ceil(waiting / max(1, self._window.limit))  # the busy slots will take their part soon
-        if getattr(self._window, "probing", False):
-            share = 1  # the window's start probe times single prompts
+        probing = getattr(self._window, "probing", False)  # the window's start probe times single prompts
         pace = self._request_pace()
         # the request limit binds when the prompts waiting would take a while to leave one request at a time
-        rate_bound = pace is not None and (waiting - pace[0]) * pace[1] >= RATE_BOUND_S
+        rate_bound = not probing and pace is not None and (waiting - pace[0]) * pace[1] >= RATE_BOUND_S
+        if probing:
+            share = 1
         if rate_bound:
             # the request limit binds, not the slots: requests are what is scarce. Sending the waiting prompts
             # k at a time takes waiting / k intervals of the limit, and a batch's answers come one after
             # another (its prompts wait k/2 answers' time on average): k = √(2 × waiting × interval / one
             # answer's time) balances the two. A request is not spent on fewer prompts while more may arrive
             # within one interval of the limit.
+            # One answer's time here is what one more item adds to a batch (its decode, measured on batches),
+            # not a single request's whole time. The backlog drains at the size chosen for it (its later
+            # requests do not shrink as it empties, since its prompts have waited already), spread evenly
+            # over the requests that size takes.
             free = min(free, pace[0])
-            share = max(1, min(self.max_items, math.ceil(math.sqrt(2 * waiting * pace[1] / self.answer_s))))
+            wanted = math.ceil(math.sqrt(2 * waiting * pace[1] / self.item_time()))
+            self._draining = max(1, min(self.max_items, max(wanted, self._draining)))
+            share = math.ceil(waiting / math.ceil(waiting / self._draining))
+        if probing and pace is not None and self._outstanding and self._probe_sent >= PROBE_WIDTH:
+            free = 0  # under a request limit the probe's own replies end it: no request spent on one prompt meanwhile
         while free > 0 and waiting > 0:
             task = max(self._queues, key=lambda t: len(self._queues[t]))
             if rate_bound and self._lingers(task, pace[1], share):
                 break
             batch = self._take(task, share)
+            self._probe_sent += probing
             self._launch(task, batch)
             waiting -= len(batch)
             free -= 1
+        if not self.waiting:
+            self._draining = 0
         if waiting and (self._outstanding == 0 or pace is not None):
             # slots held by other requests, or the request limit refills: look again shortly
             self._timer = asyncio.get_running_loop().call_later(self.poll_s, self._dispatch)
@@ -216,6 +232,7 @@ class Batcher:
             self.singles += 1
             await self._single(items[0])
             return
+        started = asyncio.get_running_loop().time()
         try:
             answers = await self._send_batch(task, items)
         except LLMFatalError as exc:  # the run is stopping: no halves
@@ -227,6 +244,7 @@ class Batcher:
             half = len(items) // 2
             await asyncio.gather(self._run(task, items[:half]), self._run(task, items[half:]))
             return
+        self._timed_batch(asyncio.get_running_loop().time() - started, len(items))
         self.batches += 1
         self.items_batched += len(items)
         self.largest = max(self.largest, len(items))
@@ -235,6 +253,16 @@ class Batcher:
             if item.id in answers and not item.future.done():
                 item.future.set_result(answers[item.id])
         await asyncio.gather(*(self._single(item) for item in missing))  # left out or invalid: alone
+
+    def item_time(self) -> float:
+        """What one more item adds to a batch's time: measured on batches (a reply's fixed cost paid once), one
+        prompt's whole answer time until then."""
+        return self.answer_s if self.item_s is None else min(self.answer_s, self.item_s)
+
+    def _timed_batch(self, seconds: float, items: int) -> None:
+        """Take a batch's time into `item_s`: beyond one answer's time, spread over the other items."""
+        extra = min(self.answer_s, max(self.answer_s / 20, (seconds - self.answer_s) / (items - 1)))
+        self.item_s = extra if self.item_s is None else self.item_s + (extra - self.item_s) / 4
 
     async def _single(self, item: BatchItem) -> None:
         loop = asyncio.get_running_loop()

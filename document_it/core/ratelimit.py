@@ -22,22 +22,23 @@ class TokenBucket:
     """Refilled continuously at `per_minute / 60` units a second; holds at most `capacity` units.
 
     A capacity of one request means strictly even spacing (no burst, so no burst-then-429).
-    A request larger than the capacity waits for a full bucket and leaves it in debt.
+    A request larger than the capacity waits for a full bucket and leaves it in debt. `start` (at least the
+    capacity) is what the bucket holds at first: a surplus above the capacity is spent, never refilled.
     """
 
-    def __init__(self, per_minute: float, capacity: float | None = None) -> None:
+    def __init__(self, per_minute: float, capacity: float | None = None, start: float | None = None) -> None:
         if per_minute <= 0:
             raise ValueError("per_minute must be positive")
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, capacity if capacity is not None else 1.0)
-        self._level = self.capacity
+        self._level = max(self.capacity, start or 0.0)
         self._stamp = time.monotonic()
         self._lock = asyncio.Lock()
         self.waiting = 0  # callers in acquire()
 
     def _refill(self) -> None:
         now = time.monotonic()
-        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
+        self._level = min(max(self.capacity, self._level), self._level + (now - self._stamp) * self.rate)
         self._stamp = now
 
     def delay_for(self, amount: float) -> float:
@@ -215,7 +216,10 @@ class RateLimiter:
                  timeout_s: float = 60.0) -> None:
         self.window = AdaptiveWindow(cap, probe=probe, timeout_s=timeout_s)
         self.pause = SharedPause()
-        self.requests = TokenBucket(rpm) if rpm > 0 else None
+        # the start probe's requests leave together (evenly spaced, a pair that does not overlap tells nothing
+        # and the probe's narrow window would hold for several replies): one second's worth of the limit, at most
+        burst = min(float(PROBE_WIDTH), rpm / 60.0) if self.window.probing else None
+        self.requests = TokenBucket(rpm, start=burst) if rpm > 0 else None
         self.tokens = TokenBucket(tpm, capacity=max(1.0, tpm / 60.0)) if tpm > 0 else None
         self.learned_rpm: float | None = None
         # a cap shared with other processes (a Dask cluster's semaphore), taken once the buckets let it go
