@@ -67,7 +67,18 @@ class RelatedTopics(BaseModel):
     items: list[RelatedTopic] = Field(max_length=MAX_ITEMS[Task.RELATED_TOPICS])
 
 
+def _synthesis_shown(schema: dict[str, Any]) -> None:
+    """json_schema_extra of a topic synthesis: bare, and bounded as the model is shown it (a paragraph, a few
+    short themes; answers are validated without these bounds)."""
+    _plain_fields(schema)
+    themes = schema["properties"]["key_themes"]
+    themes["maxItems"] = 6
+    themes["items"]["maxLength"] = 80
+
+
 class TopicSynthesis(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_synthesis_shown)
+
     overview: str = Field(description="A paragraph tying the topic's pages together.")
     key_themes: list[str] = Field(description="The recurring ideas across the pages.")
 
@@ -154,13 +165,13 @@ def part_value(task: Task, answer: BaseModel) -> Any:
 # the longest string each field is shown to take, in characters (answers are validated without these bounds):
 # a grammar-bound small model stops there instead of rambling on. Every field needs one: without them on the
 # one-line fields, SmolLM2 on llama.cpp wrote answers up to the answer limit (1,535 tokens)
-_LONGEST = {"summary": 480, "name": 50, "title": 70, "example": 240, "*": 140}
+_LONGEST = {"summary": 480, "overview": 600, "name": 50, "title": 70, "example": 240, "*": 140}
 
 
 def _plain_fields(schema: dict[str, Any]) -> None:
     """json_schema_extra: a model's fields shown bare, no title or description each (fewer prompt tokens in every
     request; the prompt's instructions say what each part holds)."""
-    if schema.get("title") != "PageAnswer":  # the answer's title names the tool; an item's says nothing
+    if schema.get("title") not in ("PageAnswer", "TopicSynthesis"):  # it names the tool; an item's says nothing
         schema.pop("title", None)
     schema.pop("description", None)
     for name, field in (schema.get("properties") or {}).items():
@@ -228,10 +239,28 @@ def _combined(tasks: tuple[Task, ...]) -> type[BaseModel]:
 
         @classmethod
         def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> Any:
-            return handler(strict.__pydantic_core_schema__)  # the model is shown every part, all required
+            return _inline(strict.model_json_schema())  # the model is shown every part, all required
 
     fields: dict[str, Any] = {task.value: (Optional[_PART_VALUES[task]], None) for task in tasks}
     return create_model("PageAnswer", __base__=Lenient, __module__=__name__, __doc__=_ANSWER_DOC, **fields)
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with each "$ref" replaced by the definition it names, and no "$defs" (each is used once: the
+    references and names only cost prompt tokens in every request)."""
+    definitions = schema.get("$defs", {})
+
+    def resolved(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/") and len(node) == 1:
+                return resolved(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolved(value) for key, value in node.items() if key != "$defs"}
+        if isinstance(node, list):
+            return [resolved(value) for value in node]
+        return node
+
+    return resolved(schema)
 
 
 _ANSWER_DOC = "Every asked analysis of the documentation page, a field per analysis."
