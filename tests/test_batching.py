@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+from types import SimpleNamespace
 
+import pytest
+from pydantic import BaseModel
+
+from document_it.analysis.batching import Batcher, BatchItem
 from document_it.analysis.gateway import build_gateway
 from document_it.analysis.prompts import Task, TopicInput
 from document_it.config import LLMKind, Settings, StructuredMethod
+from document_it.core.queueing import PROBE_WIDTH
 from document_it.testing.llm_sim import SimServer
 
 from _fake_llm import ScriptedLLM, completion
@@ -155,3 +162,103 @@ async def test_without_a_request_limit_free_slots_still_take_prompts_alone():
     with SimServer(latency_ms=5, ms_per_token=0) as sim:
         _, summary = await _ask_all(_settings(sim.base_url, max_concurrency=20), TOPICS, backlog=False)
         assert sim.stats()["requests"] == len(TOPICS) and summary["batching"]["batches"] == 0
+
+
+# --------------------------------------------------------------------------- the Batcher's own policy, on fakes
+
+class _Answer(BaseModel):
+    id: str
+
+
+class _Fakes:
+    """send_one / send_batch that record what was sent and answer only once the test lets them."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[str]] = []  # each request's item ids, in the order sent
+        self.release = asyncio.Event()
+        self.singles: list[asyncio.Future[None]] = []
+
+    async def send_one(self, item: BatchItem) -> _Answer:
+        self.sent.append([item.id])
+        done = asyncio.get_running_loop().create_future()
+        self.singles.append(done)
+        await done
+        return _Answer(id=item.id)
+
+    async def send_batch(self, task, items: list[BatchItem]) -> dict[str, _Answer]:
+        self.sent.append([item.id for item in items])
+        await self.release.wait()
+        return {item.id: _Answer(id=item.id) for item in items}
+
+
+async def _turns(n: int = 50) -> None:
+    """Let the loop run `n` rounds: with poll_s=0 each one is another dispatch."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def _submit(batcher: Batcher, count: int) -> list[asyncio.Task]:
+    return [asyncio.ensure_future(batcher.submit(Task.TOPIC_SYNTHESIS, TOPICS[0], [], 10)) for _ in range(count)]
+
+
+async def test_under_a_request_limit_the_probe_pair_goes_alone_and_nothing_more_until_both_reply():
+    fakes, pace = _Fakes(), [(2, 0.5)]
+    window = SimpleNamespace(limit=PROBE_WIDTH, in_flight=0, probing=True)
+    batcher = Batcher(fakes.send_batch, fakes.send_one, max_items=8, max_tokens=10_000, window=window, poll_s=0,
+                      request_pace=lambda: pace[0])
+    jobs = _submit(batcher, 6)
+    await _turns()
+    assert fakes.sent == [["i1"], ["i2"]]  # the pair, alone each
+    fakes.singles[0].set_result(None)
+    await _turns()
+    assert len(fakes.sent) == 2  # a slot is free, but the probe's last reply is not in yet
+    window.probing, pace[0] = False, (1, 0.5)  # the second reply gives the verdict
+    fakes.singles[1].set_result(None)
+    await _turns()
+    assert batcher.waiting == 0 and all(len(ids) > 1 for ids in fakes.sent[2:])  # the backlog, in batches
+    fakes.release.set()
+    assert sorted(answer.id for answer in await asyncio.gather(*jobs)) == sorted(f"i{n}" for n in range(1, 7))
+
+
+@pytest.mark.parametrize(("waiting", "item_s"), [(12, None), (17, 0.1), (20, 0.1), (9, 0.3)])
+async def test_a_rate_bound_backlog_drains_at_one_batch_size_spread_evenly(waiting: int, item_s: float | None):
+    fakes, interval = _Fakes(), 0.5
+    batcher = Batcher(fakes.send_batch, fakes.send_one, max_items=8, max_tokens=10_000,
+                      window=SimpleNamespace(limit=20, in_flight=0), poll_s=0, request_pace=lambda: (1, interval))
+    batcher.item_s = item_s
+    k = min(8, math.ceil(math.sqrt(2 * waiting * interval / batcher.item_time())))  # chosen for the whole backlog
+    jobs = _submit(batcher, waiting)
+    await _turns()
+    sizes = [len(ids) for ids in fakes.sent]
+    assert batcher.waiting == 0 and sum(sizes) == waiting
+    assert len(sizes) == math.ceil(waiting / k) and max(sizes) - min(sizes) <= 1, sizes
+    fakes.release.set()
+    await asyncio.gather(*jobs)
+    assert batcher.batches == len(sizes) and batcher.item_s is not None  # each batch's time was taken in
+
+
+def _bare_batcher() -> Batcher:
+    fakes = _Fakes()
+    return Batcher(fakes.send_batch, fakes.send_one, max_items=8, max_tokens=10_000)
+
+
+def test_item_time_is_one_answer_until_a_batch_is_timed_then_what_one_more_item_adds():
+    batcher = _bare_batcher()
+    assert batcher.item_s is None and batcher.item_time() == batcher.answer_s == 1.0
+    batcher._timed_batch(2.0, 5)  # one answer's time, and 1 s more over four more items
+    assert batcher.item_s == pytest.approx(0.25) and batcher.item_time() == pytest.approx(0.25)
+    batcher._timed_batch(1.0 + 4 * 0.65, 5)  # a moving average: a quarter of the way to the new measure
+    assert batcher.item_s == pytest.approx(0.35)
+    batcher.answer_s = 0.2  # never more than a whole single answer
+    assert batcher.item_time() == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(("seconds", "items", "expected"), [
+    (0.5, 4, 0.05),  # faster than one answer: at least a twentieth of one
+    (10.0, 3, 1.0),  # at most one whole answer per item
+    (1.6, 4, 0.2),
+])
+def test_a_first_timed_batch_is_clamped_between_a_twentieth_and_one_answer(seconds, items, expected):
+    batcher = _bare_batcher()
+    batcher._timed_batch(seconds, items)
+    assert batcher.item_s == pytest.approx(expected)

@@ -232,3 +232,14 @@ def test_a_start_probe_in_doubt_says_queueing():
     parallel = StartProbe()  # the same pair from a server that did serve them side by side
     parallel.observe(0.0, 1.6, 287, 25)
     assert parallel.observe(0.0, 1.7, 426, 116) == PARALLEL_VERDICT
+
+
+def test_a_pair_of_quick_replies_that_did_not_overlap_ends_the_probe():
+    # replies this quick could wait behind the whole window and still not time out: nothing to guard against
+    quick = StartProbe(fast_s=3.0)
+    assert quick.observe(0.0, 0.4, 500, 100) is None
+    assert quick.observe(0.5, 0.4, 500, 100) == "none"
+    # slow replies one after the other tell nothing yet: the probe waits for a pair that was out together
+    slow = StartProbe(fast_s=3.0)
+    assert slow.observe(0.0, 5.0, 500, 100) is None
+    assert slow.observe(10.0, 5.0, 500, 100) is None and slow.verdict is None

@@ -125,7 +125,9 @@ class QueueWatch:
 class StartProbe:
     """The first PROBE_WIDTH requests, sent together: did the server serve them side by side, or in turn?"""
 
-    def __init__(self) -> None:
+    def __init__(self, fast_s: float = 0.0) -> None:
+        """`fast_s`: a reply this quick could wait behind the whole window and still not time out."""
+        self.fast_s = fast_s
         self._replies: list[tuple[float, float, float]] = []  # (sent at, seconds, work)
         self.verdict: str | None = None  # "parallel" or "queueing" once two replies are in
         self.first_s = 0.0  # the seconds of the reply that came back first (its own service, no wait)
@@ -144,7 +146,10 @@ class StartProbe:
         overlap = min(first[1], first[0] + first[1] - second[0])
         if overlap < 0.5 * first[1]:  # one after the other: this pair tells nothing, wait for the next
             self._replies = [second]
-            if self._seen >= PROBE_REPLIES:  # requests come one at a time: there is no queue to find
+            # requests come one at a time (no queue to find), or replies so quick that a queue of the whole
+            # window would not time out (nothing to guard against; requests spaced by a request limit do not
+            # overlap, and the probe's narrow window would only hold them back)
+            if self._seen >= PROBE_REPLIES or first[1] < self.fast_s:
                 self.verdict = NONE_VERDICT
             return self.verdict
         self.first_s = first[1]

@@ -22,8 +22,9 @@ class TokenBucket:
     """Refilled continuously at `per_minute / 60` units a second; holds at most `capacity` units.
 
     A capacity of one request means strictly even spacing (no burst, so no burst-then-429).
-    A request larger than the capacity waits for a full bucket and leaves it in debt. `start` (at least the
-    capacity) is what the bucket holds at first: a surplus above the capacity is spent, never refilled.
+    A request larger than the capacity waits for a full bucket and leaves it in debt. `start` above the
+    capacity lets that many units go at first: the surplus is taken ahead of the refill, once, so the units
+    after it wait for the refill to pay it back (a pair at once, then the third two intervals later).
     """
 
     def __init__(self, per_minute: float, capacity: float | None = None, start: float | None = None) -> None:
@@ -31,20 +32,21 @@ class TokenBucket:
             raise ValueError("per_minute must be positive")
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, capacity if capacity is not None else 1.0)
-        self._level = max(self.capacity, start or 0.0)
+        self._level = self.capacity
+        self._credit = max(0.0, (start or 0.0) - self.capacity)  # units that may be taken ahead of the refill
         self._stamp = time.monotonic()
         self._lock = asyncio.Lock()
         self.waiting = 0  # callers in acquire()
 
     def _refill(self) -> None:
         now = time.monotonic()
-        self._level = min(max(self.capacity, self._level), self._level + (now - self._stamp) * self.rate)
+        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
         self._stamp = now
 
     def delay_for(self, amount: float) -> float:
         """Seconds until `amount` (capped at capacity) could be taken; 0 when it can be now."""
         self._refill()
-        need = min(amount, self.capacity) - self._level
+        need = min(amount, self.capacity) - self._level - self._credit
         return 0.0 if need <= 0 else need / self.rate
 
     async def acquire(self, amount: float = 1.0) -> None:
@@ -55,13 +57,15 @@ class TokenBucket:
                 while (wait := self.delay_for(amount)) > 0:
                     await asyncio.sleep(wait)
                 self._level -= amount
+                if self._level < 0 < self._credit:  # taken ahead of the refill: the credit is spent
+                    self._credit = max(0.0, self._credit + self._level)
         finally:
             self.waiting -= 1
 
     def room(self) -> int:
         """Whole units that could be taken now without waiting, less those callers already wait for."""
         self._refill()
-        return max(0, int(self._level) - self.waiting)
+        return max(0, int(self._level + self._credit) - self.waiting)
 
     def adjust(self, delta: float) -> None:
         """Take (`delta` > 0) or give back (`delta` < 0) units once the real cost is known."""
@@ -81,7 +85,7 @@ class AdaptiveWindow:
         self.cap = cap
         self.timeout_s = timeout_s  # a request's time limit: a queue is kept well inside it
         self.floor = max(1, min(floor, cap))
-        self.start = StartProbe() if probe and cap > PROBE_WIDTH else None
+        self.start = StartProbe(fast_s=timeout_s / cap) if probe and cap > PROBE_WIDTH else None
         self.size = float(PROBE_WIDTH if self.start else cap)
         self.in_flight = 0
         self.cuts = 0

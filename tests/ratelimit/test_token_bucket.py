@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from _clock import FakeAsyncio, FakeClock
 
-from document_it.core.ratelimit import TokenBucket
+from document_it.core.ratelimit import RateLimiter, TokenBucket
 
 
 # --------------------------------------------------------------------------- TokenBucket
@@ -134,3 +134,61 @@ async def test_token_bucket_set_rate_keeps_refill_earned_at_old_rate(clock: Fake
     bucket.set_rate(60)  # 1/s from now on
     assert bucket.delay_for(5) == 0.0
     assert bucket.delay_for(6) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- a start above capacity
+
+async def test_token_bucket_start_surplus_is_taken_ahead_of_the_refill(fake_sleep: FakeAsyncio,
+                                                                       clock: FakeClock) -> None:
+    bucket = TokenBucket(60, start=2)  # capacity 1, 1 unit/s, two may go at first
+    assert bucket.room() == 2
+    clock.advance(30)  # time does not add to the surplus
+    assert bucket.room() == 2
+    await bucket.acquire()
+    await bucket.acquire()
+    # the second was taken ahead of the refill: the next waits for the refill to pay it back (two seconds)
+    assert bucket.room() == 0 and bucket.delay_for(1) == pytest.approx(2.0)
+    clock.advance(1.5)
+    assert bucket.delay_for(1) == pytest.approx(0.5)
+    clock.advance(10)
+    assert bucket.room() == 1  # back to strictly even spacing: the surplus is spent once
+
+
+async def test_token_bucket_start_pair_leaves_together_then_evenly(fake_sleep: FakeAsyncio, clock: FakeClock) -> None:
+    bucket = TokenBucket(600, start=2)  # 10/s, capacity 1
+    start = clock.now
+    stamps = []
+    for _ in range(4):
+        await bucket.acquire()
+        stamps.append(clock.now - start)
+    # no second of the limit ever holds more than its share: the pair is paid back before the third goes
+    assert stamps == pytest.approx([0.0, 0.0, 0.2, 0.3], abs=1e-6)
+
+
+def test_token_bucket_start_below_capacity_starts_full(clock: FakeClock) -> None:
+    bucket = TokenBucket(600, capacity=5, start=2)
+    assert bucket.room() == 5 and bucket.delay_for(5) == 0.0
+
+
+@pytest.mark.parametrize(("cap", "rpm", "probe", "room", "interval"), [
+    (4, 120, True, 2, 0.5),   # the probe's pair: one second's worth of 120 a minute
+    (4, 600, True, 2, 0.1),   # one second's worth is 10, but the probe sends two at most
+    (4, 30, True, 1, 2.0),    # half a request a second: no pair, the capacity of one
+    (4, 120, False, 1, 0.5),  # no probe: strictly even spacing from the start
+    (2, 120, True, 1, 0.5),   # a window of two has no start probe
+])
+def test_rate_limiter_request_room_at_start(clock: FakeClock, cap: int, rpm: float, probe: bool, room: int,
+                                            interval: float) -> None:
+    limiter = RateLimiter(cap, rpm=rpm, probe=probe)
+    assert limiter.request_pace() == (room, pytest.approx(interval))
+    clock.advance(60)
+    assert limiter.request_pace()[0] == room  # an idle minute keeps the start room but adds none
+
+
+async def test_rate_limiter_probe_pair_is_not_refilled(fake_sleep: FakeAsyncio, clock: FakeClock) -> None:
+    limiter = RateLimiter(4, rpm=120, probe=True)
+    await limiter.requests.acquire()
+    await limiter.requests.acquire()
+    assert limiter.request_pace()[0] == 0
+    clock.advance(60)
+    assert limiter.request_pace()[0] == 1
