@@ -165,7 +165,7 @@ def part_value(task: Task, answer: BaseModel) -> Any:
 # the longest string each field is shown to take, in characters (answers are validated without these bounds):
 # a grammar-bound small model stops there instead of rambling on. Every field needs one: without them on the
 # one-line fields, SmolLM2 on llama.cpp wrote answers up to the answer limit (1,535 tokens)
-_LONGEST = {"summary": 480, "overview": 600, "name": 50, "title": 70, "example": 240, "*": 140}
+_LONGEST = {"summary": 400, "overview": 600, "name": 40, "title": 60, "example": 180, "*": 110}
 
 
 def _plain_fields(schema: dict[str, Any]) -> None:
