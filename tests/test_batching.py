@@ -237,6 +237,27 @@ async def test_a_rate_bound_backlog_drains_at_one_batch_size_spread_evenly(waiti
     assert batcher.batches == len(sizes) and batcher.item_s is not None  # each batch's time was taken in
 
 
+@pytest.mark.parametrize("settled", [None, 1])
+async def test_on_a_server_found_to_queue_prompts_go_alone(settled: int | None):
+    # one slot, six prompts waiting: a parallel server's backlog is batched; a queueing server decodes a batch's
+    # answers one after another anyway, so each prompt goes alone as the slot frees
+    fakes = _Fakes()
+    window = SimpleNamespace(limit=1, in_flight=0, watch=SimpleNamespace(settled=settled))
+    batcher = Batcher(fakes.send_batch, fakes.send_one, max_items=8, max_tokens=10_000, window=window, poll_s=0)
+    jobs = _submit(batcher, 6)
+    await _turns()
+    fakes.release.set()
+    for _ in range(6):
+        for single in fakes.singles:
+            if not single.done():
+                single.set_result(None)
+        await _turns()
+    await asyncio.gather(*jobs)
+    sizes = [len(ids) for ids in fakes.sent]
+    assert sum(sizes) == 6
+    assert sizes == [1] * 6 if settled else max(sizes) > 1, sizes
+
+
 def _bare_batcher() -> Batcher:
     fakes = _Fakes()
     return Batcher(fakes.send_batch, fakes.send_one, max_items=8, max_tokens=10_000)

@@ -8,10 +8,11 @@ whenever a slot frees, the prompts waiting are spread over the whole window (lar
 request carrying at most --batch-size items and --batch-max-tokens prompt tokens, and no more than the
 model's context window holds with room for every answer. A window shrunk by 429s, or slots held while
 requests wait for the RPM/TPM buckets, count as busy, so batches grow exactly when the server or its limits
-are the bottleneck; while the request limit (RPM) is what binds, a request leaves only when the limit lets
-it, carrying as many waiting prompts as fit, since requests are then the scarce thing. Items the reply leaves
-out are asked again on their own; a batch
-that fails as a whole is split in halves, down to single items that take the ordinary path.
+are the bottleneck. Not on a server found to queue (one slot, or a few): it decodes a batch's answers one
+after another, as it would separate requests, so prompts go alone there. While the request limit (RPM) is
+what binds, a request leaves only when the limit lets it, carrying as many waiting prompts as fit, since
+requests are then the scarce thing. Items the reply leaves out are asked again on their own; a batch that
+fails as a whole is split in halves, down to single items that take the ordinary path.
 """
 
 from __future__ import annotations
@@ -154,7 +155,11 @@ class Batcher:
         pace = self._request_pace()
         # the request limit binds when the prompts waiting would take a while to leave one request at a time
         rate_bound = not probing and pace is not None and (waiting - pace[0]) * pace[1] >= RATE_BOUND_S
-        if probing:
+        watch = getattr(self._window, "watch", None)
+        if probing or (watch is not None and watch.settled is not None and not rate_bound):
+            # a server found to queue (one slot, or a few) decodes a batch's answers one after another, as it
+            # would separate requests: a batch saves it nothing, and a small model's batched answer that fails
+            # as a whole costs every item's prompt again
             share = 1
         if rate_bound:
             # the request limit binds, not the slots: requests are what is scarce. Sending the waiting prompts
