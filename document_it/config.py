@@ -20,6 +20,7 @@ __all__ = [
     "LLMKind",
     "StructuredMethod",
     "TaskStrategy",
+    "Answers",
     "Fallback",
     "Settings",
     "SAMPLE_SOURCE",
@@ -70,6 +71,14 @@ class TaskStrategy(str, enum.Enum):
     SEPARATE = "separate"  # one request per page and task
 
 
+class Answers(str, enum.Enum):
+    """How long a page's answers are asked to be (--answers)."""
+
+    AUTO = "auto"  # full, brief on a server that writes slowly (see analysis/gateway.py, BRIEF_TOKEN_S)
+    FULL = "full"  # up to 6 items a list, a sentence each
+    BRIEF = "brief"  # up to 3 items a list (2 code patterns), shorter strings
+
+
 class Fallback(str, enum.Enum):
     """What answers when the LLM stays down."""
 
@@ -100,6 +109,7 @@ class Settings:
     extract_fields: tuple[str, ...] = ()  # named fields read from every page (--extract-fields)
     tasks: tuple[Task, ...] = PAGE_TASKS  # the analyses asked of every page (--tasks)
     task_strategy: TaskStrategy = TaskStrategy.AUTO  # all of them in one request, or one request each
+    answers: Answers = Answers.AUTO  # full, or brief (fewer items, shorter strings)
     structured_output: StructuredMethod = StructuredMethod.AUTO
     context_tokens: int | None = None  # the model's context window; None: from the server, else 8192
     request_timeout: float = 60.0

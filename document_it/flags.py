@@ -8,7 +8,7 @@ import re
 from typing import Callable, Mapping, NoReturn, Sequence
 
 from . import __version__
-from .config import Fallback, LLMKind, Mode, StructuredMethod, TaskStrategy
+from .config import Answers, Fallback, LLMKind, Mode, StructuredMethod, TaskStrategy
 from .logs import LOG_FORMATS
 from .models import PAGE_TASKS
 from .settings_from_flags import env_name
@@ -100,7 +100,7 @@ def _what_to_read(p: argparse.ArgumentParser, d: _Default) -> None:
 
 
 def _the_llm(p: argparse.ArgumentParser, d: _Default) -> None:
-    g = p.add_argument_group("the LLM")
+    g = llm = p.add_argument_group("the LLM")
     g.add_argument("--llm", choices=[k.value for k in LLMKind], default=d("llm", "auto"),
                    help="auto: openai with OPENAI_API_KEY or a base URL, else the offline extractive analyser; "
                         "simulate: the built-in simulator")
@@ -111,6 +111,7 @@ def _the_llm(p: argparse.ArgumentParser, d: _Default) -> None:
                         "--llm-base-url lists if it has none of that name")
     g.add_argument("--sub-model", metavar="NAME", default=d("sub-model", None),
                    help="model for per-chunk notes on long pages; default: --model")
+    g = p.add_argument_group("what each page is asked")
     g.add_argument("--tasks", metavar="NAMES", default=d("tasks", None),
                    help=f"comma-separated analyses asked of every page, from: "
                         f"{', '.join(task.value for task in PAGE_TASKS)}; default: all")
@@ -119,8 +120,12 @@ def _the_llm(p: argparse.ArgumentParser, d: _Default) -> None:
                    help="combined: one request per page returns every analysis (the page is read once); "
                         "separate: one request per page and analysis; auto (default): combined, except where "
                         "separate requests pay")
+    g.add_argument("--answers", metavar="LENGTH", choices=[a.value for a in Answers], default=d("answers", "auto"),
+                   help="full: lists of up to 6 items; brief: up to 3, shorter strings; auto: brief once replies "
+                        "show a server writing under about 33 tokens a second (a small model on CPU)")
     g.add_argument("--extract-fields", metavar="NAMES", default=d("extract-fields", None),
                    help="comma-separated fields read from every page, e.g. 'name,version,license' (needs an LLM)")
+    g = llm
     g.add_argument("--structured-output", metavar="METHOD", choices=[m.value for m in StructuredMethod],
                    default=d("structured-output", "auto"),
                    help="how JSON is asked for: json_schema, function_calling, json_mode, or auto: the first "

@@ -17,7 +17,7 @@ from typing import Any
 
 from .analysis.agent import synthesize_topics
 from .analysis.gateway import Gateway, build_gateway
-from .config import LLMKind, Mode, Settings, StructuredMethod, TaskStrategy, page_tasks
+from .config import Answers, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy, page_tasks
 from .core.bounded import BoundedPool
 from .core.dispatcher import PLANS
 from .core.job_queue import JobQueue, JobState, RunInfo
@@ -81,10 +81,10 @@ def run_queued(settings: Settings, index: LlmsIndex | None, chosen: Settings | N
 
 # what --resume restores unless given again: where results go, what analyses the pages, how to fetch
 _RESUMED = ("output_dir", "allow_private", "llm", "llm_base_url", "model", "sub_model", "structured_output", "mode",
-            "per_host", "delay", "extract_fields", "tasks", "task_strategy")
+            "per_host", "delay", "extract_fields", "tasks", "task_strategy", "answers")
 _FROM_OPTION: dict[str, Any] = {"output_dir": Path, "llm": LLMKind, "structured_output": StructuredMethod,
                                 "extract_fields": tuple, "tasks": page_tasks,
-                                "mode": Mode, "task_strategy": TaskStrategy}
+                                "mode": Mode, "task_strategy": TaskStrategy, "answers": Answers}
 
 
 def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None,

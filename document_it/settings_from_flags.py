@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from .config import (SAMPLE_SOURCE, Fallback, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy, page_tasks,
+from .config import (SAMPLE_SOURCE, Answers, Fallback, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy, page_tasks,
                      resolve_llm)
 from .errors import ConfigError
 from .models import PAGE_TASKS
@@ -54,7 +54,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         extract_fields=tuple(f.strip() for f in (args.extract_fields or "").split(",") if f.strip()),
         tasks=PAGE_TASKS if args.tasks is None else page_tasks(args.tasks.split(",")),
         structured_output=_choice(args, "structured_output", StructuredMethod),
-        task_strategy=_choice(args, "task_strategy", TaskStrategy),
+        task_strategy=_choice(args, "task_strategy", TaskStrategy), answers=_choice(args, "answers", Answers),
         fallback=_choice(args, "fallback", Fallback), quiet=switch(args.quiet, env, "quiet"),
         no_cache=switch(args.no_cache, env, "no-cache"), refresh=switch(args.refresh, env, "refresh"),
         read_timeout=fetch_timeout, max_page_bytes=int(page_mb * 1024 * 1024),

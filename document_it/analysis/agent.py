@@ -63,7 +63,8 @@ async def _asked(gateway: Gateway, question: Question, state: PageState, reread:
     raise AssertionError("unreachable")
 
 
-def task_groups(tasks: Sequence[Task], fits: Callable[[PageQuestion], bool]) -> list[PageQuestion] | None:
+def task_groups(tasks: Sequence[Task], fits: Callable[[PageQuestion], bool],
+                brief: bool = False) -> list[PageQuestion] | None:
     """The fewest groups of neighbouring `tasks` whose questions each read the whole page (one group, so one
     request, unless the window is small); None when even a task alone cannot read it whole."""
     groups: list[tuple[Task, ...]] = []
@@ -74,7 +75,7 @@ def task_groups(tasks: Sequence[Task], fits: Callable[[PageQuestion], bool]) -> 
             groups.append((task,))
         else:
             return None
-    return [PageQuestion(group) for group in groups]
+    return [PageQuestion(group, brief) for group in groups]
 
 
 def _analyse(gateway: Gateway, tasks: tuple[Task, ...], reread: Reread):
@@ -92,8 +93,9 @@ def _analyse(gateway: Gateway, tasks: tuple[Task, ...], reread: Reread):
     async def analyse(state: PageState) -> dict[str, Any]:
         """Every asked analysis of the page in one request (in a small window, one per group of analyses that
         leaves room for the whole page); the valid parts are kept."""
-        page = state["page"]
-        groups = task_groups(tasks, lambda question: gateway.page_fits(page, (question,))) or [PageQuestion(tasks)]
+        page, brief = state["page"], gateway.brief_answers
+        groups = (task_groups(tasks, lambda question: gateway.page_fits(page, (question,)), brief)
+                  or [PageQuestion(tasks, brief)])
         outcomes = await asyncio.gather(*(ask(question, state) for question in groups), return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):

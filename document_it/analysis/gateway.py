@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from ..config import Fallback, Mode, Settings
+from ..config import Answers, Fallback, Mode, Settings
 from ..core.breaker import CircuitBreaker, CircuitOpen
 from ..core.cache import Memo, memo_key
 from ..core.first_contact import FirstContact
@@ -35,6 +35,10 @@ __all__ = ["Gateway", "Completion", "RetryPolicy", "EXPECTED_OUTPUT_TOKENS", "bu
 log = logging.getLogger(__name__)
 
 EXPECTED_OUTPUT_TOKENS = 400  # what a reply is assumed to cost before its usage is known
+# --answers auto: brief answers once the quickest reply took longer than this a token it wrote (under about 33
+# tokens a second: a small model on CPU, where a full answer of five analyses takes half a minute or more)
+BRIEF_TOKEN_S = 0.03
+SPEED_MIN_TOKENS = 64  # a reply shorter than this is mostly its fixed cost: it says little about speed
 
 
 class Gateway:
@@ -73,6 +77,7 @@ class Gateway:
         self._key_base = (provider.name, settings.model, PROMPT_VERSION, settings.structured_output.value)
         self.prompts = 0
         self.fallbacks = 0
+        self.token_s: float | None = None  # the quickest reply's seconds per token it wrote (sent to received)
         self.fell_back: dict[str, list[str]] = {}  # page URL (or topic) -> tasks the offline analyser answered
         self.max_in_flight = 0
         self._in_flight = 0
@@ -107,6 +112,14 @@ class Gateway:
     @property
     def all_prompts(self) -> int:
         return self.prompts + sum(twin.prompts for twin in self._siblings.values())
+
+    @property
+    def brief_answers(self) -> bool:
+        """Whether a page's answers are asked brief: --answers, or on auto once a reply showed a slow writer."""
+        answers = self._settings.answers
+        if answers is Answers.AUTO:
+            return self.token_s is not None and self.token_s > BRIEF_TOKEN_S
+        return answers is Answers.BRIEF
 
     # -- the context window -------------------------------------------------------------------
     def page_fits(self, page: ParsedDoc, questions: Sequence[Question]) -> bool:
@@ -389,6 +402,9 @@ class Gateway:
                 self._in_flight -= 1
                 record.on_wire += time.monotonic() - sent_at
         self.limiter.learn_limit(announced_rpm(attempt.headers))
+        if attempt.tokens_out >= SPEED_MIN_TOKENS:
+            took = (time.monotonic() - sent_at) / attempt.tokens_out
+            self.token_s = took if self.token_s is None else min(self.token_s, took)
         if provider.choice.current is method:
             await self.limiter.window.on_latency(time.monotonic() - sent_at, attempt.tokens_in, attempt.tokens_out,
                                                  sent_at)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, create_model
 
 from ..models import PAGE_TASKS, Chunk, ParsedDoc, Task
 from ..tokens import CHARS_PER_TOKEN, estimate_tokens
-from .schemas import (MAX_ITEMS, ChunkNotes, CodePattern, CodePatterns, ImplementationDetail, ImplementationDetails,
+from .schemas import (BRIEF_ITEMS, MAX_ITEMS, ChunkNotes, CodePattern, CodePatterns, ImplementationDetail, ImplementationDetails,
                       KeyConcept, KeyConcepts, PageAnalysis, PageQuestion, Question, RelatedTopic, RelatedTopics,
                       Summary, TopicSynthesis, schema_for)
 
@@ -99,21 +99,25 @@ _INSTRUCTIONS = {
 _COMBINED = "Analyse this documentation page, one short sentence per description:"
 # a page question's parts, each in a line (the schema shown beside it is bare: these lines say what goes where,
 # and how many: a small model told "up to 6" stops sooner than one only held to the schema's maxItems)
-_PARTS = {
-    Task.SUMMARY: "3-5 sentences, what it explains and for whom",
-    Task.KEY_CONCEPTS: f"up to {MAX_ITEMS[Task.KEY_CONCEPTS]} concepts it introduces or relies on, importance 1-10",
-    Task.IMPLEMENTATION_DETAILS: f"up to {MAX_ITEMS[Task.IMPLEMENTATION_DETAILS]} steps, settings, rules or warnings "
-                                 "to follow; imperative titles",
-    Task.CODE_PATTERNS: f"up to {MAX_ITEMS[Task.CODE_PATTERNS]} code patterns it shows, short examples; empty if "
-                        "no code",
-    Task.RELATED_TOPICS: f"up to {MAX_ITEMS[Task.RELATED_TOPICS]} related topics, from its links and references",
-}
+def _parts(items: dict[Task, int], sentences: str) -> dict[Task, str]:
+    return {
+        Task.SUMMARY: f"{sentences} sentences, what it explains and for whom",
+        Task.KEY_CONCEPTS: f"up to {items[Task.KEY_CONCEPTS]} concepts it introduces or relies on, importance 1-10",
+        Task.IMPLEMENTATION_DETAILS: f"up to {items[Task.IMPLEMENTATION_DETAILS]} steps, settings, rules or warnings "
+                                     "to follow; imperative titles",
+        Task.CODE_PATTERNS: f"up to {items[Task.CODE_PATTERNS]} code patterns it shows, short examples; empty if "
+                            "no code",
+        Task.RELATED_TOPICS: f"up to {items[Task.RELATED_TOPICS]} related topics, from its links and references",
+    }
+
+
+_PARTS = {False: _parts(MAX_ITEMS, "3-5"), True: _parts(BRIEF_ITEMS, "2-3")}
 
 
 def instructions(question: Question) -> str:
     """What `question` asks, as the prompt says it: a page question lists each part under its field's name."""
     if isinstance(question, PageQuestion):
-        return "\n".join([_COMBINED, *(f"- {task.value}: {_PARTS[task]}" for task in question.tasks)])
+        return "\n".join([_COMBINED, *(f"- {task.value}: {_PARTS[question.brief][task]}" for task in question.tasks)])
     return _INSTRUCTIONS[question]
 
 

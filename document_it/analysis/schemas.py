@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Callable, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
 
@@ -17,12 +17,15 @@ __all__ = [
     "Summary", "KeyConcept", "KeyConcepts", "ImplementationDetail", "ImplementationDetails", "CodePattern",
     "CodePatterns", "RelatedTopic", "RelatedTopics", "TopicSynthesis", "ChunkNotes", "PageAnalysis",
     "PageQuestion", "Question", "schema_for", "part_value", "answer_tokens", "PART_ANSWER_TOKENS", "MAX_ITEMS",
+    "BRIEF_ITEMS",
 ]
 
 
 # the longest list each analysis may give: enough for a page, short enough that a small local model's answer
 # (decoded token by token, all parts in one reply) stays quick
 MAX_ITEMS = {Task.KEY_CONCEPTS: 6, Task.IMPLEMENTATION_DETAILS: 6, Task.CODE_PATTERNS: 4, Task.RELATED_TOPICS: 6}
+# a brief answer (a server that writes slowly, --answers): about half the items and shorter strings
+BRIEF_ITEMS = {Task.KEY_CONCEPTS: 3, Task.IMPLEMENTATION_DETAILS: 3, Task.CODE_PATTERNS: 2, Task.RELATED_TOPICS: 3}
 
 
 class Summary(BaseModel):
@@ -127,6 +130,7 @@ class PageQuestion:
     Hashable, so the batcher queues pages asking the same set together and the memo keys them apart."""
 
     tasks: tuple[Task, ...] = PAGE_TASKS
+    brief: bool = False  # fewer items and shorter strings in the schema shown (validated as a full answer)
 
     def __post_init__(self) -> None:
         if not self.tasks or any(task not in PART_ANSWER_TOKENS for task in self.tasks):
@@ -144,7 +148,7 @@ Question = Union[Task, PageQuestion]
 def schema_for(question: Question) -> type[BaseModel]:
     """The pydantic model the answer to `question` must validate against."""
     if isinstance(question, PageQuestion):
-        return _combined(question.tasks)
+        return _combined(question.tasks, question.brief)
     return _SCHEMAS[question]
 
 
@@ -166,31 +170,37 @@ def part_value(task: Task, answer: BaseModel) -> Any:
 # a grammar-bound small model stops there instead of rambling on. Every field needs one: without them on the
 # one-line fields, SmolLM2 on llama.cpp wrote answers up to the answer limit (1,535 tokens)
 _LONGEST = {"summary": 400, "overview": 600, "name": 40, "title": 60, "example": 180, "*": 110}
+_BRIEF_LONGEST = {"summary": 240, "name": 30, "title": 40, "example": 120, "*": 80}
 
 
-def _plain_fields(schema: dict[str, Any]) -> None:
+def _shown_bare(longest: dict[str, int]) -> Callable[[dict[str, Any]], None]:
     """json_schema_extra: a model's fields shown bare, no title or description each (fewer prompt tokens in every
-    request; the prompt's instructions say what each part holds)."""
-    if schema.get("title") not in ("PageAnswer", "TopicSynthesis"):  # it names the tool; an item's says nothing
-        schema.pop("title", None)
-    schema.pop("description", None)
-    for name, field in (schema.get("properties") or {}).items():
-        field.pop("title", None)
-        field.pop("description", None)
-        if field.get("type") == "string":
-            field["maxLength"] = _LONGEST.get(name, _LONGEST["*"])
+    request; the prompt's instructions say what each part holds), each string bounded by `longest`."""
+    def shown(schema: dict[str, Any]) -> None:
+        if schema.get("title") not in ("PageAnswer", "TopicSynthesis"):  # it names the tool; an item's says nothing
+            schema.pop("title", None)
+        schema.pop("description", None)
+        for name, field in (schema.get("properties") or {}).items():
+            field.pop("title", None)
+            field.pop("description", None)
+            if field.get("type") == "string":
+                field["maxLength"] = longest.get(name, longest["*"])
+
+    return shown
 
 
-def _bare(model: type[BaseModel]) -> type[BaseModel]:
-    """`model` as a combined answer shows it: the same fields and bounds, bare (values validate as `model`)."""
+_plain_fields = _shown_bare(_LONGEST)
+
+
+def _bare(model: type[BaseModel], longest: dict[str, int]) -> type[BaseModel]:
+    """`model` as a combined answer shows it: the same fields, bare, strings bounded by `longest` (values
+    validate as `model`)."""
     return type(model.__name__, (model,), {"__module__": __name__, "__doc__": None,
-                                           "model_config": ConfigDict(json_schema_extra=_plain_fields)})
+                                           "model_config": ConfigDict(json_schema_extra=_shown_bare(longest))})
 
 
-_BARE = {task: _bare(model) for task, model in ((Task.KEY_CONCEPTS, KeyConcept),
-                                                 (Task.IMPLEMENTATION_DETAILS, ImplementationDetail),
-                                                 (Task.CODE_PATTERNS, CodePattern),
-                                                 (Task.RELATED_TOPICS, RelatedTopic))}
+_ITEM_MODELS = ((Task.KEY_CONCEPTS, KeyConcept), (Task.IMPLEMENTATION_DETAILS, ImplementationDetail),
+                (Task.CODE_PATTERNS, CodePattern), (Task.RELATED_TOPICS, RelatedTopic))
 # each part: the type the answer gives it, and the type and bounds the model is shown
 _PART_VALUES: dict[Task, Any] = {
     Task.SUMMARY: str,
@@ -198,20 +208,22 @@ _PART_VALUES: dict[Task, Any] = {
        for task, model in ((Task.KEY_CONCEPTS, KeyConcept), (Task.IMPLEMENTATION_DETAILS, ImplementationDetail),
                            (Task.CODE_PATTERNS, CodePattern), (Task.RELATED_TOPICS, RelatedTopic))},
 }
-_PART_SHOWN: dict[Task, Any] = {Task.SUMMARY: (str, ...),
-                                **{task: (list[bare], Field(max_length=MAX_ITEMS[task]))  # type: ignore[valid-type]
-                                   for task, bare in _BARE.items()}}
+_PART_SHOWN: dict[bool, dict[Task, Any]] = {
+    brief: {Task.SUMMARY: (str, ...),
+            **{task: (list[_bare(model, longest)], Field(max_length=items[task]))  # type: ignore[misc]
+               for task, model in _ITEM_MODELS}}
+    for brief, longest, items in ((False, _LONGEST, MAX_ITEMS), (True, _BRIEF_LONGEST, BRIEF_ITEMS))}
 
 
 @functools.cache
-def _combined(tasks: tuple[Task, ...]) -> type[BaseModel]:
+def _combined(tasks: tuple[Task, ...], brief: bool = False) -> type[BaseModel]:
     """The combined answer for `tasks`. Its JSON schema (what the model is shown) requires every part; its
     validation is lenient: each part is fitted and validated on its own, a bad or missing part is dropped
     (None) so that only it is asked again, and the answer fails only when no part at all is valid."""
     # the tool's name is the schema's title: both models are called PageAnswer
     strict = create_model("PageAnswer", __doc__=_ANSWER_DOC,  # type: ignore[call-overload]
-                          __config__=ConfigDict(json_schema_extra=_plain_fields),
-                          **{task.value: _PART_SHOWN[task] for task in tasks})
+                          __config__=ConfigDict(json_schema_extra=_shown_bare(_BRIEF_LONGEST if brief else _LONGEST)),
+                          **{task.value: _PART_SHOWN[brief][task] for task in tasks})
     adapters = {task: TypeAdapter(_PART_VALUES[task]) for task in tasks}  # values of the real types
 
     class Lenient(BaseModel):
