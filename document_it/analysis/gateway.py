@@ -7,7 +7,7 @@ import functools
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from pydantic import BaseModel, ValidationError
@@ -192,7 +192,7 @@ class Gateway:
             try:
                 if self.batcher is not None and attempt == 0:
                     return await self.batcher.submit(task, context, messages, _tokens(messages))
-                return await self._ask_one(task, messages)
+                return await self._ask_one(*self._as_sent(task, context, messages))
             except LLMContextError as exc:
                 if attempt == 2 or not exc.shrunk or not self.provider.fits_whole(task, context):
                     raise
@@ -237,6 +237,7 @@ class Gateway:
     async def _send_batch(self, task: Question, items: list[BatchItem]) -> dict[str, BaseModel]:
         """One request for several prompts of `task`; the answers by item id."""
         assert isinstance(self.provider, ChatProvider)
+        task = self._as_sent(task, None, [])[0]
         messages = self.provider.batch_messages(task, [(item.id, item.context) for item in items])
         reply = await self._ask_one(task, messages, batch_schema(task))
         self.tokens_saved += sum(item.tokens for item in items) - _tokens(messages)
@@ -248,7 +249,16 @@ class Gateway:
         return answers
 
     async def _send_item(self, item: BatchItem) -> BaseModel:
-        return await self._ask_one(item.task, item.messages)
+        return await self._ask_one(*self._as_sent(item.task, item.context, item.messages))
+
+    def _as_sent(self, task: Question, context: Context | None, messages: Messages) -> tuple[Question, Messages]:
+        """The question and prompt as they leave now: a page's question turns brief when the server has shown
+        itself a slow writer since the prompt was made (--answers auto; prompts wait for a one-slot server)."""
+        if not isinstance(task, PageQuestion) or task.brief or not self.brief_answers:
+            return task, messages
+        brief = replace(task, brief=True)
+        assert isinstance(self.provider, ChatProvider)
+        return brief, (self.provider.messages(brief, context) if context is not None else messages)
 
     def page_key(self, text: str, *extra: str) -> str | None:
         """The memo key of a whole page's analysis: pages with the same normalised text share one."""

@@ -14,9 +14,9 @@ from pydantic import BaseModel, create_model
 
 from ..models import PAGE_TASKS, Chunk, ParsedDoc, Task
 from ..tokens import CHARS_PER_TOKEN, estimate_tokens
-from .schemas import (BRIEF_ITEMS, MAX_ITEMS, ChunkNotes, CodePattern, CodePatterns, ImplementationDetail, ImplementationDetails,
-                      KeyConcept, KeyConcepts, PageAnalysis, PageQuestion, Question, RelatedTopic, RelatedTopics,
-                      Summary, TopicSynthesis, schema_for)
+from .schemas import (BRIEF_ITEMS, MAX_ITEMS, ChunkNotes, CodePattern, CodePatterns, ImplementationDetail,
+                      ImplementationDetails, KeyConcept, KeyConcepts, PageAnalysis, PageQuestion, Question,
+                      RelatedTopic, RelatedTopics, Summary, TopicSynthesis, schema_for)
 
 __all__ = [
     "PROMPT_VERSION",

@@ -170,7 +170,7 @@ def part_value(task: Task, answer: BaseModel) -> Any:
 # a grammar-bound small model stops there instead of rambling on. Every field needs one: without them on the
 # one-line fields, SmolLM2 on llama.cpp wrote answers up to the answer limit (1,535 tokens)
 _LONGEST = {"summary": 400, "overview": 600, "name": 40, "title": 60, "example": 180, "*": 110}
-_BRIEF_LONGEST = {"summary": 240, "name": 30, "title": 40, "example": 120, "*": 80}
+_BRIEF_LONGEST = {"summary": 220, "name": 30, "title": 40, "example": 100, "*": 70}
 
 
 def _shown_bare(longest: dict[str, int]) -> Callable[[dict[str, Any]], None]:
