@@ -130,7 +130,7 @@ class PageQuestion:
     Hashable, so the batcher queues pages asking the same set together and the memo keys them apart."""
 
     tasks: tuple[Task, ...] = PAGE_TASKS
-    brief: bool = False  # fewer items and shorter strings in the schema shown (validated as a full answer)
+    brief: bool = False  # fewer items and shorter strings in the schema shown (longer strings are kept)
 
     def __post_init__(self) -> None:
         if not self.tasks or any(task not in PART_ANSWER_TOKENS for task in self.tasks):
