@@ -118,11 +118,10 @@ def _the_llm(p: argparse.ArgumentParser, d: _Default) -> None:
     g.add_argument("--task-strategy", metavar="HOW", choices=[s.value for s in TaskStrategy],
                    default=d("task-strategy", "auto"),
                    help="combined: one request per page returns every analysis (the page is read once); "
-                        "separate: one request per page and analysis; auto (default): combined, except where "
-                        "separate requests pay")
+                        "separate: one per page and analysis; auto: combined, except where separate ones pay")
     g.add_argument("--answers", metavar="LENGTH", choices=[a.value for a in Answers], default=d("answers", "auto"),
-                   help="full: lists of up to 6 items; brief: up to 3, shorter strings; auto: brief once replies "
-                        "show a server writing under about 33 tokens a second (a small model on CPU)")
+                   help="full: lists of up to 6 items; brief: up to 3, shorter strings; auto: brief once a "
+                        "server writes under 33 tokens/s")
     g.add_argument("--extract-fields", metavar="NAMES", default=d("extract-fields", None),
                    help="comma-separated fields read from every page, e.g. 'name,version,license' (needs an LLM)")
     g = llm
@@ -147,7 +146,7 @@ def _limits(p: argparse.ArgumentParser, d: _Default) -> None:
     g.add_argument("--rpm", type=float, metavar="N", default=d("rpm", 0),
                    help="requests per minute to pace at (0: none, or what the server announces)")
     g.add_argument("--tpm", type=float, metavar="N", default=d("tpm", 0),
-                   help="tokens per minute to pace at (0: none)")
+                   help="tokens per minute, 0: none")
     g.add_argument("--retries", type=int, metavar="N", default=d("retries", 3),
                    help="retries on 429, 408, 409, 5xx, timeouts, dropped connections, bad replies")
     g.add_argument("--max-wait", type=float, metavar="SECONDS", default=d("max-wait", 300.0),
@@ -188,7 +187,7 @@ def _parallelism(p: argparse.ArgumentParser, d: _Default) -> None:
     g.add_argument("--analysis-workers", type=int, metavar="N", default=d("analysis-workers", os.cpu_count() or 2),
                    help="worker processes for parsing and process-mode analysis")
     g.add_argument("--max-concurrency", type=int, metavar="N", default=d("max-concurrency", 20),
-                   help="most LLM requests in flight at once")
+                   help="most LLM requests in flight")
 
 
 def _downloads(p: argparse.ArgumentParser, d: _Default) -> None:
