@@ -243,3 +243,17 @@ def test_a_pair_of_quick_replies_that_did_not_overlap_ends_the_probe():
     slow = StartProbe(fast_s=3.0)
     assert slow.observe(0.0, 5.0, 500, 100) is None
     assert slow.observe(10.0, 5.0, 500, 100) is None and slow.verdict is None
+
+
+def test_the_start_probe_judges_the_first_pair_even_when_it_meets_the_json_schema_refusals(tmp_path):
+    # llama-cpp-python's way: json_schema answers 500, so the first pair is sent again as function calls; its
+    # replies still tell a one-slot server (later pairs have waited behind each other and tell nothing sure)
+    write_docsite(tmp_path / "site", 4)
+    with SimServer(latency_ms=1500, ms_per_token=0, serial=True, no_json_schema=True, max_seconds=300) as sim:
+        summary = run(Settings(source=str(tmp_path / "site"), output_dir=tmp_path / "out", quiet=True,
+                               state_dir=tmp_path / "state", llm=LLMKind.OPENAI, llm_base_url=sim.base_url,
+                               no_cache=True, request_timeout=10, tasks=("summary", "key_concepts")))
+        assert sim.stats()["max_in_flight"] <= 2
+    window = summary["llm"]["window"]
+    assert window["start_probe"] == "queueing" and window["settled"] in (1, 2), window
+    assert summary["documents"]["failed"] == 0 and summary["llm"]["retries"] == 0

@@ -415,7 +415,10 @@ class Gateway:
         if attempt.tokens_out >= SPEED_MIN_TOKENS:
             took = (time.monotonic() - sent_at) / attempt.tokens_out
             self.token_s = took if self.token_s is None else min(self.token_s, took)
-        if provider.choice.current is method:
+        # a reply sent again in another structured-output method (the server refused the first) has the refusal's
+        # round trip in its time: the watch skips it, but the start probe needs the first pair, which is what
+        # meets the refusals, and a refusal's quick round trip only errs towards "queueing"
+        if provider.choice.current is method or self.limiter.window.probing:
             await self.limiter.window.on_latency(time.monotonic() - sent_at, attempt.tokens_in, attempt.tokens_out,
                                                  sent_at)
         await self.limiter.on_success(estimate, attempt.tokens_in + attempt.tokens_out)
