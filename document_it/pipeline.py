@@ -257,7 +257,7 @@ class _TopicSynthesis:
         self._left[result.topic] -= 1
         if self._left[result.topic] == 0:
             self._ready.append(result.topic)
-        if self._gateway.limiter.request_pace() is None or not any(self._left.values()):
+        if self._ready and (self._gateway.limiter.request_pace() is None or not any(self._left.values())):
             self._start()
 
     def _start(self) -> None:

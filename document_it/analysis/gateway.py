@@ -237,7 +237,7 @@ class Gateway:
     async def _send_batch(self, task: Question, items: list[BatchItem]) -> dict[str, BaseModel]:
         """One request for several prompts of `task`; the answers by item id."""
         assert isinstance(self.provider, ChatProvider)
-        task = self._as_sent(task, None, [])[0]
+        task = self._question_now(task)
         messages = self.provider.batch_messages(task, [(item.id, item.context) for item in items])
         reply = await self._ask_one(task, messages, batch_schema(task))
         self.tokens_saved += sum(item.tokens for item in items) - _tokens(messages)
@@ -251,14 +251,20 @@ class Gateway:
     async def _send_item(self, item: BatchItem) -> BaseModel:
         return await self._ask_one(*self._as_sent(item.task, item.context, item.messages))
 
-    def _as_sent(self, task: Question, context: Context | None, messages: Messages) -> tuple[Question, Messages]:
-        """The question and prompt as they leave now: a page's question turns brief when the server has shown
-        itself a slow writer since the prompt was made (--answers auto; prompts wait for a one-slot server)."""
+    def _question_now(self, task: Question) -> Question:
+        """`task` as it leaves now: a page's question turns brief when the server has shown itself a slow writer
+        since the prompt was made (--answers auto; prompts wait for a one-slot server)."""
         if not isinstance(task, PageQuestion) or task.brief or not self.brief_answers:
+            return task
+        return replace(task, brief=True)
+
+    def _as_sent(self, task: Question, context: Context, messages: Messages) -> tuple[Question, Messages]:
+        """The question and prompt as they leave now (_question_now; the prompt made again if it changed)."""
+        now = self._question_now(task)
+        if now is task:
             return task, messages
-        brief = replace(task, brief=True)
         assert isinstance(self.provider, ChatProvider)
-        return brief, (self.provider.messages(brief, context) if context is not None else messages)
+        return now, self.provider.messages(now, context)
 
     def page_key(self, text: str, *extra: str) -> str | None:
         """The memo key of a whole page's analysis: pages with the same normalised text share one."""

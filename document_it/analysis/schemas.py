@@ -205,8 +205,7 @@ _ITEM_MODELS = ((Task.KEY_CONCEPTS, KeyConcept), (Task.IMPLEMENTATION_DETAILS, I
 _PART_VALUES: dict[Task, Any] = {
     Task.SUMMARY: str,
     **{task: Annotated[list[model], Field(max_length=MAX_ITEMS[task])]  # type: ignore[valid-type]
-       for task, model in ((Task.KEY_CONCEPTS, KeyConcept), (Task.IMPLEMENTATION_DETAILS, ImplementationDetail),
-                           (Task.CODE_PATTERNS, CodePattern), (Task.RELATED_TOPICS, RelatedTopic))},
+       for task, model in _ITEM_MODELS},
 }
 _PART_SHOWN: dict[bool, dict[Task, Any]] = {
     brief: {Task.SUMMARY: (str, ...),
