@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from .config import Settings
 from .fetch import USER_AGENT, FetchLimits, fetch_text
-from .models import DocRef
+from .models import ROOT_TOPIC, DocRef
 from .politeness import Robots
 from .scope import Scope, clean_url, is_page_link, url_key
 from .sources import read_sitemap
@@ -98,4 +98,4 @@ class Crawl:
         path = urlsplit(url).path
         rest = path[len(self.scope.prefix):] if path.startswith(self.scope.prefix) else path.lstrip("/")
         folder, slash, _ = rest.partition("/")
-        return folder if slash and folder else "(root)"
+        return folder if slash and folder else ROOT_TOPIC

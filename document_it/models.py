@@ -18,6 +18,7 @@ __all__ = [
     "DocResult",
     "Task",
     "PAGE_TASKS",
+    "ROOT_TOPIC",
 ]
 
 
@@ -35,6 +36,8 @@ class Task(str, enum.Enum):
     CHUNK_NOTES = "chunk_notes"  # notes on one piece of a page too long for the model's window
     TEXT = "text"  # a free-form prompt answered in plain text (the public patterns API)
 
+
+ROOT_TOPIC = "(root)"  # the topic of a page at the top of its site (no section)
 
 PAGE_TASKS = (Task.SUMMARY, Task.KEY_CONCEPTS, Task.IMPLEMENTATION_DETAILS, Task.CODE_PATTERNS,
               Task.RELATED_TOPICS)

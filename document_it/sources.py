@@ -15,7 +15,7 @@ from defusedxml import ElementTree as SafeXML
 from .encoding import choose_encoding, decode
 from .errors import SourceError
 from .fetch import INDEX_TYPES, FetchLimits, fetch
-from .models import DocRef
+from .models import ROOT_TOPIC, DocRef
 from .redact import printable
 from .sampling import sample
 
@@ -62,7 +62,7 @@ def discover(source: str, limits: FetchLimits = FetchLimits(), limit: int | None
     if scheme in ("http", "https"):
         data, final = _read_url(source, limits)
         if _is_html(data):  # a page, not an index: crawl its site from here
-            return LlmsIndex(urlparse(final).netloc, "", [DocRef(url=final, topic="(root)")], crawl_from=final)
+            return LlmsIndex(urlparse(final).netloc, "", [DocRef(url=final, topic=ROOT_TOPIC)], crawl_from=final)
         found = _from_bytes(data, final, limits, depth=0)
     elif scheme == "file":
         found = _from_bytes(*_read_url(source, limits), limits, depth=0)
@@ -91,7 +91,7 @@ def _from_folder(folder: Path) -> list[DocRef]:
     refs = []
     for file in files:
         rel = file.relative_to(root)
-        topic = str(rel.parent) if str(rel.parent) != "." else "(root)"
+        topic = str(rel.parent) if str(rel.parent) != "." else ROOT_TOPIC
         refs.append(DocRef(url=file.as_uri(), title="", topic=topic))
     return refs
 
@@ -207,7 +207,7 @@ def parse_llms_txt(text: str, base_url: str) -> LlmsIndex:
                 continue
             groups = match.groupdict()
             refs.append(DocRef(url=urldefrag(url)[0], title=(groups.get("title") or "").strip(),
-                               topic=section or title or "(root)", note=(groups.get("note") or "").strip()))
+                               topic=section or title or ROOT_TOPIC, note=(groups.get("note") or "").strip()))
         elif "](" in stripped:
             log.warning("llms.txt line %d does not read as a link, skipped: %s", number, stripped[:100])
     return LlmsIndex(title, summary, refs, sectioned=bool(section))
@@ -301,7 +301,7 @@ def _inside(path: Path, folder: Path) -> bool:
 def topic_for_url(url: str) -> str:
     """A page's topic when the index names none: the first folder of its path."""
     parts = _folders(url)
-    return parts[0] if parts else "(root)"
+    return parts[0] if parts else ROOT_TOPIC
 
 
 def _folders(url: str) -> tuple[str, ...]:
@@ -318,7 +318,7 @@ def _topics_by_prefix(refs: list[DocRef]) -> list[DocRef]:
     common = 0
     while all(len(f) > common for f in folders) and len({f[common] for f in folders}) == 1:
         common += 1
-    return [DocRef(ref.url, ref.title, f[common] if len(f) > common else "(root)", ref.note)
+    return [DocRef(ref.url, ref.title, f[common] if len(f) > common else ROOT_TOPIC, ref.note)
             for ref, f in zip(refs, folders)]
 
 

@@ -324,8 +324,9 @@ async def test_a_long_page_is_read_in_pieces_for_the_window_by_the_sub_model_the
     page = _long_page(tmp_path)
     with SimServer(latency_ms=5, ms_per_token=0) as sim:
         async with _gateway(sim.base_url, context_tokens=2048) as gateway:
-            analysis = await PageAgent(gateway, sub_model="small-model").analyze(page)
+            # cut before any reply, as the window then believes (replies' usage may widen it later)
             pieces = pieces_for_window(page.chunks, gateway.sibling("small-model").piece_room())
+            analysis = await PageAgent(gateway, sub_model="small-model").analyze(page)
         stats = sim.stats()
     assert isinstance(analysis, PageAnalysis) and analysis.summary and analysis.key_concepts
     by_task = _by_task(gateway)
@@ -345,8 +346,8 @@ async def test_a_larger_window_reads_a_long_page_in_fewer_pieces(tmp_path):
     for window in (2048, 8192):
         with SimServer(latency_ms=5, ms_per_token=0) as sim:
             async with _gateway(sim.base_url, context_tokens=window) as gateway:
+                pieces = pieces_for_window(page.chunks, gateway.piece_room())  # cut before any reply
                 await PageAgent(gateway).analyze(page)
-                pieces = pieces_for_window(page.chunks, gateway.piece_room())
         counts[window] = _by_task(gateway)["chunk_notes"]
         assert counts[window] == len(pieces)
     assert counts[8192] < counts[2048] < len(page.chunks)

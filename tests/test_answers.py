@@ -58,9 +58,9 @@ def test_a_brief_answer_is_validated_leniently_its_lists_cut_to_the_brief_bounds
 
 def test_brief_instructions_ask_for_fewer_items_and_sentences():
     brief, full = instructions(PageQuestion(brief=True)), instructions(PageQuestion())
-    assert "up to 3 concepts" in brief and "up to 2 code patterns" in brief and "2-3 sentences" in brief
+    assert "up to 3 concepts" in brief and "up to 2 patterns" in brief and "2-3 sentences" in brief
     assert "up to 6" not in brief and "3-5 sentences" not in brief
-    assert "up to 6 concepts" in full and "up to 4 code patterns" in full and "3-5 sentences" in full
+    assert "up to 6 concepts" in full and "up to 4 patterns" in full and "3-5 sentences" in full
 
 
 @pytest.mark.parametrize("argv, env, expected", [

@@ -69,13 +69,25 @@ def task_groups(tasks: Sequence[Task], fits: Callable[[PageQuestion], bool],
     request, unless the window is small); None when even a task alone cannot read it whole."""
     groups: list[tuple[Task, ...]] = []
     for task in tasks:
-        if groups and fits(PageQuestion((*groups[-1], task))):
+        if groups and fits(PageQuestion((*groups[-1], task), brief)):
             groups[-1] = (*groups[-1], task)
-        elif fits(PageQuestion((task,))):
+        elif fits(PageQuestion((task,), brief)):
             groups.append((task,))
         else:
             return None
     return [PageQuestion(group, brief) for group in groups]
+
+
+def page_reading(tasks: Sequence[Task], fits: Callable[[PageQuestion], bool],
+                 brief: bool = False) -> list[PageQuestion] | None:
+    """The questions that read the page whole: every task in one, with full answers (unless `brief`), else with
+    brief ones, whose smaller answer room leaves the page more (better than answers from notes on its pieces);
+    else the fewest groups; None when the page must be read in pieces."""
+    for answers in ((True,) if brief else (False, True)):
+        groups = task_groups(tasks, fits, answers)
+        if groups is not None and len(groups) == 1:
+            return groups
+    return task_groups(tasks, fits, brief)
 
 
 def _analyse(gateway: Gateway, tasks: tuple[Task, ...], reread: Reread):
@@ -94,7 +106,7 @@ def _analyse(gateway: Gateway, tasks: tuple[Task, ...], reread: Reread):
         """Every asked analysis of the page in one request (in a small window, one per group of analyses that
         leaves room for the whole page); the valid parts are kept."""
         page, brief = state["page"], gateway.brief_answers
-        groups = (task_groups(tasks, lambda question: gateway.page_fits(page, (question,)), brief)
+        groups = (page_reading(tasks, lambda question: gateway.page_fits(page, (question,)), brief)
                   or [PageQuestion(tasks, brief)])
         outcomes = await asyncio.gather(*(ask(question, state) for question in groups), return_exceptions=True)
         for outcome in outcomes:
@@ -212,25 +224,38 @@ def _groups(notes: list[str], room: int) -> list[list[str]]:
     return groups
 
 
-def _fits(gateway: Gateway, questions: Sequence[Question]) -> Callable[[ParsedDoc], bool]:
+Fits = Callable[..., bool]  # (page, scale=None) -> whether the page is read whole
+
+
+def _fits(gateway: Gateway, questions: Sequence[Question]) -> Fits:
     """Whether a page is read whole: by every question, or (combined) by one request, or by a few groups of the
-    page's analyses when reading it again costs less than a note on it would (a short page in a small window)."""
-    def fits(page: ParsedDoc) -> bool:
+    page's analyses when reading it again costs less than a note on it would (a short page in a small window);
+    at `scale` tokens per estimated token when given."""
+    def fits(page: ParsedDoc, scale: float | None = None) -> bool:
         if not gateway.provider.is_llm:
             return True
         if isinstance(questions[0], PageQuestion):
-            groups = task_groups(questions[0].tasks, lambda question: gateway.page_fits(page, (question,)))
+            groups = page_reading(questions[0].tasks, lambda question: gateway.page_fits(page, (question,), scale))
             return groups is not None and (len(groups) - 1) * page.text_tokens <= REREAD_TOKENS
-        return gateway.page_fits(page, questions)
+        return gateway.page_fits(page, questions, scale)
 
     return fits
 
 
-def _digest(fits: Callable[[ParsedDoc], bool], reread: Reread):
+def _digest(gateway: Gateway, fits: Fits, reread: Reread):
     async def digest(state: PageState) -> dict[str, Any]:
-        """Replace a page too long for one prompt by notes on its pieces (no-op for pages that fit)."""
+        """Replace a page too long for one prompt by notes on its pieces (no-op for pages that fit). A page that
+        would fit were the server to count fewer tokens than estimated waits for the first reply, whose usage
+        says how it counts, before it is cut."""
         page = state["page"]
-        return {} if fits(page) else {"page": await reread(page)}
+        if fits(page):
+            return {}
+        lowest = gateway.may_fit_later()
+        if lowest is not None and fits(page, lowest):
+            await gateway.first_reply()
+            if fits(page):
+                return {}
+        return {"page": await reread(page)}
 
     return digest
 
@@ -264,7 +289,7 @@ class PageAgent:
         self._reads: dict[tuple[Any, ...], asyncio.Task[ParsedDoc]] = {}
         fits = _fits(gateway, self.questions)
         graph = StateGraph(PageState)
-        graph.add_node("digest", _digest(fits, self._reread))
+        graph.add_node("digest", _digest(gateway, fits, self._reread))
         graph.add_node("merge", _merge)
         if combined:
             graph.add_node("analyse", _analyse(gateway, self.tasks, self._reread))

@@ -3,7 +3,8 @@ a "context length exceeded" refusal teaches about it.
 
 Token counts here are estimates (about four characters a token, no tokenizer files), so the prompt side is
 weighed by `scale`, the server's tokens per estimated token: 1.2 at first (code and non-English text take
-more tokens than prose), raised when a refusal says how many tokens the prompt really had. A refusal that
+more tokens than prose), lowered when replies count fewer (their usage: `observe`), raised when a refusal says
+how many tokens the prompt really had. A refusal that
 names the server's window (vLLM, llama-cpp-python and OpenAI all say "maximum context length is N") sets
 it; one that says nothing raises the scale by a third. Either way the budgets shrink and the request is
 built again to fit; only a request built under the old belief teaches anything, so twenty refusals of one
@@ -34,6 +35,9 @@ ANSWER_TOKENS = 1024  # room for one answer (every task asks for a bounded answe
 BATCH_ANSWER_TOKENS = 512  # room per item of a batch (a reply cut short is split in halves and asked again)
 START_SCALE = 1.2
 MAX_SCALE = 4.0  # no tokenizer counts more than a token a character
+MIN_SCALE = 0.75  # the lowest scale replies' usage may teach (tokenizers with large vocabularies, on prose)
+USAGE_MARGIN = 1.05  # over the largest ratio replies showed: the next page's text may count a little higher
+USAGE_MIN_PROMPT = 200  # estimated tokens below which a prompt says too little about the tokenizer
 
 _EXCEEDED = re.compile(r"context[ _](length|window|size)|maximum context|too many tokens|prompt is too long|"
                        r"input is too long|exceeds? the (available )?context|reduce the length|n_ctx", re.I)
@@ -78,6 +82,26 @@ class ContextWindow:
         self.scale = float(learned_scale) if valid else START_SCALE
         self.learned = 0  # refusals that shrank the budget
         self.refusals = 0
+        self.counted = False  # a reply's usage has said how the server counts our prompts
+        # the scale is a refusal's lesson (now or remembered): usage never lowers it
+        self._taught = valid and self.scale > START_SCALE
+        self._seen = 0.0  # the largest ratio of counted to estimated prompt tokens a reply showed
+
+    def observe(self, prompt_estimate: int, prompt_tokens: int) -> None:
+        """A reply's usage: the server counted `prompt_tokens` for a prompt estimated at `prompt_estimate`. Until
+        a refusal teaches otherwise, the scale follows the largest ratio replies showed, with a margin, never
+        above where it started: an estimate that counts high no longer cuts pages that fit, and one that counts
+        low is left to the refusals. Moves under 5 % are ignored (work sized for the window is redone when it
+        changes)."""
+        if prompt_estimate < USAGE_MIN_PROMPT or prompt_tokens <= 0 or self._taught:
+            return
+        self.counted = True
+        self._seen = max(self._seen, prompt_tokens / prompt_estimate)
+        scale = min(START_SCALE, max(MIN_SCALE, self._seen * USAGE_MARGIN))
+        if abs(scale - self.scale) > 0.05 * self.scale:
+            log.info("the LLM counts %.2f tokens per estimated token: prompts are now sized for %.2f",
+                     self._seen, scale)
+            self.scale = scale
 
     def answer_room(self, answers: int = 1, each: int = ANSWER_TOKENS) -> int:
         """The output tokens reserved for `answers` answers of about `each` tokens (a batch reserves half as
@@ -86,9 +110,14 @@ class ContextWindow:
             return min(each, max(256, self.tokens * 3 // 8))
         return max(BATCH_ANSWER_TOKENS, each // 2) * answers
 
-    def prompt_room(self, answers: int = 1, each: int = ANSWER_TOKENS) -> int:
-        """The estimated prompt tokens that fit beside the answer room of `answers` answers."""
-        return max(0, math.floor((self.tokens - self.answer_room(answers, each)) / self.scale))
+    def prompt_room(self, answers: int = 1, each: int = ANSWER_TOKENS, scale: float | None = None) -> int:
+        """The estimated prompt tokens that fit beside the answer room of `answers` answers (at `scale` when
+        given: what would fit were the server to count that way)."""
+        return max(0, math.floor((self.tokens - self.answer_room(answers, each)) / (scale or self.scale)))
+
+    def may_grow(self) -> bool:
+        """True while a reply's usage could still lower the scale, so more would fit than now."""
+        return not self.counted and not self._taught and self.scale > MIN_SCALE
 
     def fits(self, prompt_estimate: int, answers: int = 1, each: int = ANSWER_TOKENS) -> bool:
         """True when a prompt of `prompt_estimate` estimated tokens fits with room for `answers` answers."""
@@ -116,6 +145,7 @@ class ContextWindow:
             if (self.tokens, self.scale) == before:
                 self.scale = min(MAX_SCALE, self.scale * 4 / 3)  # the reply said nothing we can use
             self.learned += 1
+            self._taught = self._taught or self.scale > before[1]
             self._remember()
             log.warning("the LLM refused a request as longer than its context: now %s tokens, %.2f tokens per "
                         "estimated token", f"{self.tokens:,}", self.scale)

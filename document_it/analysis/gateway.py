@@ -26,7 +26,7 @@ from ..tokens import estimate_tokens
 from . import figures
 from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem
 from .capped import gist
-from .context import LLMContextError
+from .context import MIN_SCALE, LLMContextError
 from .prompts import PROMPT_VERSION, Context, PageQuestion, Question, Task, TopicInput, batch_schema, schema_for
 from .providers import ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider
 
@@ -81,6 +81,9 @@ class Gateway:
         self.fell_back: dict[str, list[str]] = {}  # page URL (or topic) -> tasks the offline analyser answered
         self.max_in_flight = 0
         self._in_flight = 0
+        self._asking = 0  # prompts on their way to the server (batched, queued or sent): a reply will come
+        self._replied = False  # an attempt has ended: its usage (if any) taught the window how prompts count
+        self._change = asyncio.Condition()
 
     async def __aenter__(self) -> "Gateway":
         return self
@@ -122,11 +125,29 @@ class Gateway:
         return answers is Answers.BRIEF
 
     # -- the context window -------------------------------------------------------------------
-    def page_fits(self, page: ParsedDoc, questions: Sequence[Question]) -> bool:
-        """True when each of `questions` can read the whole of `page` in one prompt of the model's window."""
+    def page_fits(self, page: ParsedDoc, questions: Sequence[Question], scale: float | None = None) -> bool:
+        """True when each of `questions` can read the whole of `page` in one prompt of the model's window (at
+        `scale` tokens per estimated token when given)."""
         if not isinstance(self.provider, ChatProvider):
             return True
-        return all(self.provider.fits_whole(question, page) for question in questions)
+        return all(self.provider.fits_whole(question, page, scale) for question in questions)
+
+    def may_fit_later(self) -> float | None:
+        """The lowest scale the window could still learn before the first reply, when it could (else None): a
+        page that fits only at that scale waits for `first_reply` before it is cut in pieces."""
+        if not isinstance(self.provider, ChatProvider) or not self.provider.window.may_grow():
+            return None
+        return MIN_SCALE
+
+    async def first_reply(self) -> None:
+        """Wait until the first attempt has ended (its usage says how the server counts prompts), unless no
+        prompt is under way (nothing would end the wait)."""
+        async with self._change:
+            await self._change.wait_for(lambda: self._replied or self._asking == 0)
+
+    async def _changed(self) -> None:
+        async with self._change:
+            self._change.notify_all()
 
     def piece_room(self) -> int:
         """The estimated tokens of page text one chunk-note prompt may read (the piece a long page is cut in)."""
@@ -187,6 +208,15 @@ class Gateway:
         """The answer to `messages` (batched when the batcher is on); a prompt the server refuses as longer
         than its context is built again within what the window learned, unless that would cut a page's text:
         such a page's LLMContextError goes up to the agent, which reads it chunk by chunk instead."""
+        assert isinstance(self.provider, ChatProvider)
+        self._asking += 1
+        try:
+            return await self._fitted_asked(task, context, messages)
+        finally:
+            self._asking -= 1
+            await self._changed()
+
+    async def _fitted_asked(self, task: Question, context: Context, messages: Messages) -> BaseModel:
         assert isinstance(self.provider, ChatProvider)
         for attempt in range(3):
             try:
@@ -417,6 +447,9 @@ class Gateway:
             finally:
                 self._in_flight -= 1
                 record.on_wire += time.monotonic() - sent_at
+                if not self._replied:
+                    self._replied = True
+                    await self._changed()
         self.limiter.learn_limit(announced_rpm(attempt.headers))
         if attempt.tokens_out >= SPEED_MIN_TOKENS:
             took = (time.monotonic() - sent_at) / attempt.tokens_out

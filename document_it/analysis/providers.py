@@ -150,21 +150,22 @@ class ChatProvider:
         (json mode adds the schema when it sends)."""
         return render(question, context, self._room(question), _schema_tokens(schema_for(question)))
 
-    def fits_whole(self, question: Question, context: Context) -> bool:
-        """True when `context` goes into one `question` prompt uncut (a topic is always cut to fit)."""
+    def fits_whole(self, question: Question, context: Context, scale: float | None = None) -> bool:
+        """True when `context` goes into one `question` prompt uncut (a topic is always cut to fit); at `scale`
+        when given (what would fit were the server to count that way)."""
         if isinstance(context, ChunkInput):
             return estimate_tokens(context.text) <= self.material_room(question)
         if not isinstance(context, ParsedDoc):
             return True
-        return page_fits(context, question, self._room(question), _schema_tokens(schema_for(question)))
+        return page_fits(context, question, self._room(question, scale), _schema_tokens(schema_for(question)))
 
     def material_room(self, question: Question) -> int:
         """The estimated tokens of material (page text, a chunk) one prompt of `question` may carry."""
         return (material_budget(question, self._room(question), _schema_tokens(schema_for(question))) or 0) - 24
 
-    def _room(self, question: Question) -> int:
+    def _room(self, question: Question, scale: float | None = None) -> int:
         """The estimated prompt tokens one request of `question` may take."""
-        return self.window.prompt_room(1, answer_tokens(question))
+        return self.window.prompt_room(1, answer_tokens(question), scale)
 
     @staticmethod
     def repair(messages: Messages, problem: str) -> Messages:
@@ -275,6 +276,7 @@ class ChatProvider:
         raw = out["raw"]
         headers = dict((getattr(raw, "response_metadata", None) or {}).get("headers") or {})
         tokens_in, tokens_out = usage_of(raw)
+        self.window.observe(prompt, tokens_in)
         parsed = out["parsed"]
         if parsed is None and schema is not None:
             # "Summary" for "summary", fences, prose, a number out of range, a list item missing a field: a
@@ -370,8 +372,9 @@ def _server_key(base_url: str, model: str) -> str:
 
 @functools.cache
 def _schema_tokens(schema: type[BaseModel]) -> int:
-    """What the schema adds to a request, spelled out as json mode spells it (tools and grammars cost alike)."""
-    return estimate_tokens(json.dumps(schema.model_json_schema(), separators=(",", ":"))) + 40
+    """What the schema adds to a request, spelled out as chat templates spell a tool or a response format (with
+    spaces; json mode spells it tighter) and with what the request wraps it in (its name, strict mode)."""
+    return estimate_tokens(json.dumps(schema.model_json_schema())) + 40
 
 
 def _prompt_tokens(messages: Messages) -> int:

@@ -17,7 +17,7 @@ __all__ = [
     "Summary", "KeyConcept", "KeyConcepts", "ImplementationDetail", "ImplementationDetails", "CodePattern",
     "CodePatterns", "RelatedTopic", "RelatedTopics", "TopicSynthesis", "ChunkNotes", "PageAnalysis",
     "PageQuestion", "Question", "schema_for", "part_value", "answer_tokens", "PART_ANSWER_TOKENS", "MAX_ITEMS",
-    "BRIEF_ITEMS",
+    "BRIEF_ITEMS", "Inlined",
 ]
 
 
@@ -121,6 +121,14 @@ PART_ANSWER_TOKENS = {
     Task.CODE_PATTERNS: 400,
     Task.RELATED_TOPICS: 260,
 }
+# and in a brief answer (BRIEF_ITEMS, _BRIEF_LONGEST): about a fifth over the longest the bounds allow
+BRIEF_PART_ANSWER_TOKENS = {
+    Task.SUMMARY: 70,
+    Task.KEY_CONCEPTS: 140,
+    Task.IMPLEMENTATION_DETAILS: 130,
+    Task.CODE_PATTERNS: 150,
+    Task.RELATED_TOPICS: 120,
+}
 NOTE_ANSWER_TOKENS = 400  # a chunk note: at most 120 words (900 characters), with room to close its JSON
 
 
@@ -155,7 +163,8 @@ def schema_for(question: Question) -> type[BaseModel]:
 def answer_tokens(question: Question) -> int:
     """The output tokens an answer to `question` is expected to need (the window keeps that much room)."""
     if isinstance(question, PageQuestion):
-        return sum(PART_ANSWER_TOKENS[task] for task in question.tasks)
+        parts = BRIEF_PART_ANSWER_TOKENS if question.brief else PART_ANSWER_TOKENS
+        return sum(parts[task] for task in question.tasks)
     if question is Task.CHUNK_NOTES:
         return NOTE_ANSWER_TOKENS
     return ANSWER_TOKENS
@@ -185,6 +194,9 @@ def _shown_bare(longest: dict[str, int]) -> Callable[[dict[str, Any]], None]:
             field.pop("description", None)
             if field.get("type") == "string":
                 field["maxLength"] = longest.get(name, longest["*"])
+            if field.get("type") == "integer":  # the prompt says the range (importance 1-10); answers are clamped
+                field.pop("minimum", None)
+                field.pop("maximum", None)
 
     return shown
 
@@ -272,6 +284,25 @@ def _inline(schema: dict[str, Any]) -> dict[str, Any]:
         return node
 
     return resolved(schema)
+
+
+def _untitled(node: Any, top: bool = True) -> Any:
+    """`node` without the titles pydantic gives every model and field below the top (names that say nothing to
+    the model and cost prompt tokens; the top one names the tool)."""
+    if isinstance(node, dict):
+        return {key: _untitled(value, False) for key, value in node.items() if top or key != "title"
+                or not isinstance(value, str)}
+    if isinstance(node, list):
+        return [_untitled(value, False) for value in node]
+    return node
+
+
+class Inlined(BaseModel):
+    """A base for the models whose schema goes to the model (a batch's): definitions inline, no inner titles."""
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return _untitled(_inline(super().model_json_schema(*args, **kwargs)))
 
 
 _ANSWER_DOC = "Every asked analysis of the documentation page, a field per analysis."

@@ -14,7 +14,7 @@ from document_it.testing._sim_faults import ApiError
 __all__ = ["build_message", "content_text", "last_user_text", "plain_answer", "prompt_text", "answer"]
 
 # document-it's batched prompt: instructions, this note, then <item id="…"> blocks (see analysis/prompts.py)
-_BATCH_MARK = "\n\nAnswer each of the items below on its own"
+_BATCH_MARK = "\n\nAnswer each item below alone"
 _ITEM_RE = re.compile(r'\n\n<item id="([^"]*)">\n(.*?)\n</item>', re.DOTALL)
 
 
