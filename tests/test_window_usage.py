@@ -27,9 +27,10 @@ def test_usage_lowers_the_scale_with_a_margin_and_never_raises_it():
     window = ContextWindow(8192)
     assert window.scale == START_SCALE and window.may_grow()
     window.observe(150, 100)  # too small a prompt to say how the server counts
-    assert window.scale == START_SCALE and window.may_grow()
+    assert window.scale == START_SCALE and window.may_grow() and window.summary()["counted"] is None
     window.observe(2000, 1800)
     assert abs(window.scale - 0.9 * 1.05) < 1e-9 and not window.may_grow()
+    assert window.summary()["counted"] == 0.9  # run.json: the ratio replies showed
     window.observe(2000, 1900)  # the largest ratio seen decides: 0.95 * 1.05, a move of over 5 %
     assert abs(window.scale - 0.95 * 1.05) < 1e-9
     window.observe(2000, 1920)  # under 5 %: work sized for the window is not redone for so little

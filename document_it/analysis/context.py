@@ -164,7 +164,8 @@ class ContextWindow:
     def summary(self) -> dict[str, object]:
         """The `context` block of run.json's llm figures."""
         return {"tokens": self.tokens, "scale": round(self.scale, 3), "prompt_room": self.prompt_room(),
-                "refusals": self.refusals, "learned": self.learned}
+                "refusals": self.refusals, "learned": self.learned,
+                "counted": round(self._seen, 3) if self.counted else None}  # replies' tokens per estimated one
 
 
 def _number(patterns: tuple[re.Pattern[str], ...], text: str) -> int | None:

@@ -101,8 +101,9 @@ def _verdict(window: Any) -> str | None:
 
 
 def _context(windows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several processes' context windows as one: the smallest window and prompt room, the largest scale,
-    refusals and learnings summed."""
+    """Several processes' context windows as one: the smallest window and prompt room, the largest scale and
+    counted ratio, refusals and learnings summed."""
     return {"tokens": min(w["tokens"] for w in windows), "scale": max(w["scale"] for w in windows),
             "prompt_room": min(w["prompt_room"] for w in windows),
-            "refusals": sum(w["refusals"] for w in windows), "learned": sum(w["learned"] for w in windows)}
+            "refusals": sum(w["refusals"] for w in windows), "learned": sum(w["learned"] for w in windows),
+            "counted": max((w["counted"] for w in windows if w.get("counted")), default=None)}
