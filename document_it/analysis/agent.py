@@ -87,7 +87,7 @@ def page_reading(tasks: Sequence[Task], fits: Callable[[PageQuestion], bool],
         groups = task_groups(tasks, fits, answers)
         if groups is not None and len(groups) == 1:
             return groups
-    return task_groups(tasks, fits, brief)
+    return task_groups(tasks, fits, brief) or (None if brief else task_groups(tasks, fits, True))
 
 
 def _analyse(gateway: Gateway, tasks: tuple[Task, ...], reread: Reread):
@@ -132,6 +132,15 @@ def _reask(tasks: Sequence[Task]):
 def _one_task(gateway: Gateway, reread: Reread, task: Task | None = None):
     async def node(state: PageState) -> dict[str, Any]:
         asked = task or state["task"]
+        if task is None and not gateway.page_fits(state["page"], (asked,)):
+            # asked again after a combined answer that read the page whole with brief answers: a task alone
+            # keeps room for a full answer, which would cut the page, so it is asked brief as well
+            question = PageQuestion((asked,), brief=True)
+            answer, _ = await _asked(gateway, question, state, reread)
+            value = getattr(answer, asked.value)
+            if value is None:
+                raise LLMError(f"no valid {asked.value} for {state['source'].url}")
+            return {"parts": {asked.value: value}}
         answer, _ = await _asked(gateway, asked, state, reread)
         return {"parts": {asked.value: part_value(asked, answer)}}
 
@@ -245,14 +254,14 @@ def _fits(gateway: Gateway, questions: Sequence[Question]) -> Fits:
 def _digest(gateway: Gateway, fits: Fits, reread: Reread):
     async def digest(state: PageState) -> dict[str, Any]:
         """Replace a page too long for one prompt by notes on its pieces (no-op for pages that fit). A page that
-        would fit were the server to count fewer tokens than estimated waits for the first reply, whose usage
-        says how it counts, before it is cut."""
+        would fit were the server to count fewer tokens than estimated waits, while other prompts are under way,
+        for a reply whose usage says how it counts, before it is cut."""
         page = state["page"]
         if fits(page):
             return {}
         lowest = gateway.may_fit_later()
         if lowest is not None and fits(page, lowest):
-            await gateway.first_reply()
+            await gateway.usage_counted()
             if fits(page):
                 return {}
         return {"page": await reread(page)}

@@ -38,6 +38,10 @@ MAX_SCALE = 4.0  # no tokenizer counts more than a token a character
 MIN_SCALE = 0.75  # the lowest scale replies' usage may teach (tokenizers with large vocabularies, on prose)
 USAGE_MARGIN = 1.05  # over the largest ratio replies showed: the next page's text may count a little higher
 USAGE_MIN_PROMPT = 200  # estimated tokens below which a prompt says too little about the tokenizer
+# a reply teaches the scale only when the part of its prompt a server may leave uncounted (the schema: a
+# json_schema response format is a grammar to most servers, tools are in the prompt) is at most a tenth of it,
+# so a server that leaves it out shows a ratio at most 10 % low
+USAGE_SHARE = 9
 
 _EXCEEDED = re.compile(r"context[ _](length|window|size)|maximum context|too many tokens|prompt is too long|"
                        r"input is too long|exceeds? the (available )?context|reduce the length|n_ctx", re.I)
@@ -78,27 +82,36 @@ class ContextWindow:
         if tokens is None and isinstance(learned_tokens, int) and learned_tokens >= MIN_CONTEXT_TOKENS:
             tokens, self.known = learned_tokens, True
         self.tokens = max(MIN_CONTEXT_TOKENS, int(tokens or DEFAULT_CONTEXT_TOKENS))
-        valid = isinstance(learned_scale, (int, float)) and START_SCALE <= learned_scale <= MAX_SCALE
+        # the scale is a refusal's lesson (now or remembered): usage never lowers it
+        self._taught = remembered.get("taught") is True or (isinstance(learned_scale, (int, float))
+                                                             and learned_scale > START_SCALE)
+        low = MIN_SCALE if self._taught else START_SCALE
+        valid = isinstance(learned_scale, (int, float)) and low <= learned_scale <= MAX_SCALE
         self.scale = float(learned_scale) if valid else START_SCALE
+        self._taught = self._taught and valid
         self.learned = 0  # refusals that shrank the budget
         self.refusals = 0
         self.counted = False  # a reply's usage has said how the server counts our prompts
-        # the scale is a refusal's lesson (now or remembered): usage never lowers it
-        self._taught = valid and self.scale > START_SCALE
         self._seen = 0.0  # the largest ratio of counted to estimated prompt tokens a reply showed
 
-    def observe(self, prompt_estimate: int, prompt_tokens: int) -> None:
-        """A reply's usage: the server counted `prompt_tokens` for a prompt estimated at `prompt_estimate`. Until
-        a refusal teaches otherwise, the scale follows the largest ratio replies showed, with a margin, never
-        above where it started: an estimate that counts high no longer cuts pages that fit, and one that counts
-        low is left to the refusals. Moves under 5 % are ignored (work sized for the window is redone when it
-        changes)."""
-        if prompt_estimate < USAGE_MIN_PROMPT or prompt_tokens <= 0 or self._taught:
+    def observe(self, prompt_estimate: int, prompt_tokens: int, uncertain: int = 0) -> None:
+        """A reply's usage: the server counted `prompt_tokens` for a prompt estimated at `prompt_estimate`, of
+        which `uncertain` (the schema) a server may or may not count. Until a refusal teaches otherwise, the
+        scale follows the largest ratio replies showed, with a margin, never above where it started: an
+        estimate that counts high no longer cuts pages that fit, and one that counts low is left to the
+        refusals. A prompt mostly uncertain says little; a ratio under what any tokenizer gives (a server that
+        truncates, or leaves cached tokens out) is ignored; a fall of under 5 % is ignored too (work sized for
+        the window is redone when it changes), a rise never."""
+        if (prompt_estimate < USAGE_MIN_PROMPT or prompt_tokens <= 0 or self._taught
+                or prompt_estimate - uncertain < USAGE_SHARE * uncertain):
+            return
+        ratio = prompt_tokens / prompt_estimate
+        if ratio * USAGE_MARGIN < MIN_SCALE:
             return
         self.counted = True
-        self._seen = max(self._seen, prompt_tokens / prompt_estimate)
-        scale = min(START_SCALE, max(MIN_SCALE, self._seen * USAGE_MARGIN))
-        if abs(scale - self.scale) > 0.05 * self.scale:
+        self._seen = max(self._seen, ratio)
+        scale = min(START_SCALE, self._seen * USAGE_MARGIN)
+        if scale > self.scale or scale < 0.95 * self.scale:
             log.info("the LLM counts %.2f tokens per estimated token: prompts are now sized for %.2f",
                      self._seen, scale)
             self.scale = scale
@@ -157,7 +170,8 @@ class ContextWindow:
             return
         try:
             write_state(self._store, {**read_state(self._store),
-                                      self._server: {"tokens": self.tokens, "scale": round(self.scale, 3)}})
+                                      self._server: {"tokens": self.tokens, "scale": round(self.scale, 3),
+                                                     "taught": self._taught}})
         except OSError as exc:  # remembering is an optimisation; the run goes on
             log.info("could not remember the context window: %s", exc)
 

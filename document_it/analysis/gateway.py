@@ -39,6 +39,9 @@ EXPECTED_OUTPUT_TOKENS = 400  # what a reply is assumed to cost before its usage
 # tokens a second: a small model on CPU, where a full answer of five analyses takes half a minute or more)
 BRIEF_TOKEN_S = 0.03
 SPEED_MIN_TOKENS = 64  # a reply shorter than this is mostly its fixed cost: it says little about speed
+# a page that fits only if the server counts fewer tokens than estimated waits at most this many replies for
+# one whose usage tells (a prompt mostly schema does not)
+USAGE_REPLIES = 8
 
 
 class Gateway:
@@ -82,7 +85,7 @@ class Gateway:
         self.max_in_flight = 0
         self._in_flight = 0
         self._asking = 0  # prompts on their way to the server (batched, queued or sent): a reply will come
-        self._replied = False  # an attempt has ended: its usage (if any) taught the window how prompts count
+        self._replies = 0  # attempts ended (while the window may still learn from their usage)
         self._change = asyncio.Condition()
 
     async def __aenter__(self) -> "Gateway":
@@ -133,17 +136,20 @@ class Gateway:
         return all(self.provider.fits_whole(question, page, scale) for question in questions)
 
     def may_fit_later(self) -> float | None:
-        """The lowest scale the window could still learn before the first reply, when it could (else None): a
-        page that fits only at that scale waits for `first_reply` before it is cut in pieces."""
+        """The lowest scale the window could still learn from replies' usage, while it could (else None): a
+        page that fits only at that scale waits (`usage_counted`) before it is cut in pieces."""
         if not isinstance(self.provider, ChatProvider) or not self.provider.window.may_grow():
             return None
         return MIN_SCALE
 
-    async def first_reply(self) -> None:
-        """Wait until the first attempt has ended (its usage says how the server counts prompts), unless no
-        prompt is under way (nothing would end the wait)."""
+    async def usage_counted(self) -> None:
+        """Wait until a reply's usage has said how the server counts prompts, or USAGE_REPLIES replies have
+        not, or no prompt is under way (nothing would end the wait)."""
+        assert isinstance(self.provider, ChatProvider)
+        window = self.provider.window
         async with self._change:
-            await self._change.wait_for(lambda: self._replied or self._asking == 0)
+            await self._change.wait_for(lambda: not window.may_grow() or self._replies >= USAGE_REPLIES
+                                        or self._asking == 0)
 
     async def _changed(self) -> None:
         async with self._change:
@@ -447,8 +453,8 @@ class Gateway:
             finally:
                 self._in_flight -= 1
                 record.on_wire += time.monotonic() - sent_at
-                if not self._replied:
-                    self._replied = True
+                self._replies += 1
+                if self._replies <= USAGE_REPLIES:
                     await self._changed()
         self.limiter.learn_limit(announced_rpm(attempt.headers))
         if attempt.tokens_out >= SPEED_MIN_TOKENS:

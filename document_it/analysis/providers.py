@@ -276,7 +276,9 @@ class ChatProvider:
         raw = out["raw"]
         headers = dict((getattr(raw, "response_metadata", None) or {}).get("headers") or {})
         tokens_in, tokens_out = usage_of(raw)
-        self.window.observe(prompt, tokens_in)
+        # the schema is in the messages in json mode; a tool or a response format a server may not count
+        uncertain = _schema_tokens(schema) if schema is not None and method is not StructuredMethod.JSON_MODE else 0
+        self.window.observe(prompt, tokens_in, uncertain)
         parsed = out["parsed"]
         if parsed is None and schema is not None:
             # "Summary" for "summary", fences, prose, a number out of range, a list item missing a field: a
