@@ -26,10 +26,9 @@ if TYPE_CHECKING:  # the LLM stack (LangChain, LangGraph) is imported only once 
     from .analysis.agent import PageAgent
     from .analysis.gateway import Gateway
     from .analysis.prompts import TopicInput
-    from .core.cache import Memo
     from .core.resources import ResourceSampler
 
-__all__ = ["run", "analyze_refs", "analyze_document", "parse_step", "analyze_page", "failed_result", "open_memo",
+__all__ = ["run", "analyze_refs", "analyze_document", "parse_step", "analyze_page", "failed_result",
            "topic_inputs", "summarize_run", "plain_synthesis"]
 
 log = logging.getLogger(__name__)
@@ -153,6 +152,7 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch
                        shutdown: Shutdown, pool: BoundedPool | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     from .analysis.agent import synthesize_topics
     from .analysis.gateway import build_gateway
+    from .core.cache import open_memo
     from .core.remote_llm import finish_agent, page_agent
 
     from .analysis.strategy import resolve_strategy
@@ -278,15 +278,6 @@ class _TopicSynthesis:
         for part in await asyncio.gather(*self._tasks):
             merged.update(part)
         return merged
-
-
-def open_memo(settings: Settings) -> Memo:
-    """The shared cache in --state-dir, or none with --no-cache."""
-    from .core.cache import Memo
-
-    if settings.no_cache:
-        return Memo(None)
-    return Memo(settings.cache_dir, size_limit=int(settings.cache_size_mb * 1024 * 1024), refresh=settings.refresh)
 
 
 async def analyze_refs(refs: list[DocRef], agent: PageAgent, stages: Stages, settings: Settings,

@@ -86,7 +86,7 @@ class GatewayClient:
 
     async def _gateway(self, model: str) -> Gateway:
         if model not in self._gateways:
-            from ..pipeline import open_memo
+            from ..core.cache import open_memo
 
             settings = self.settings.with_(model=model)
             self._gateways[model] = build_gateway(settings, memo=open_memo(settings))

@@ -12,11 +12,14 @@ import json
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import diskcache
 
-__all__ = ["Memo", "memo_key", "DEFAULT_SIZE_LIMIT"]
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["Memo", "memo_key", "open_memo", "DEFAULT_SIZE_LIMIT"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,14 @@ def memo_key(*parts: Any) -> str:
     """A stable hash of JSON-able parts (the same parts give the same key in every process)."""
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def open_memo(settings: "Settings") -> "Memo":
+    """The run's shared cache in --state-dir (the same directory every worker process reads), or none with
+    --no-cache."""
+    if settings.no_cache:
+        return Memo(None)
+    return Memo(settings.cache_dir, size_limit=int(settings.cache_size_mb * 1024 * 1024), refresh=settings.refresh)
 
 
 class Memo:

@@ -28,7 +28,8 @@ def run_shard(settings: Settings, refs: list[DocRef], results: Any, stop: Any) -
 async def _shard(settings: Settings, refs: list[DocRef], results: Any, stop: Any) -> dict[str, Any]:
     from ..analysis.agent import PageAgent
     from ..analysis.gateway import build_gateway
-    from ..pipeline import analyze_refs, open_memo
+    from ..pipeline import analyze_refs
+    from .cache import open_memo
 
     plan = PLANS[Mode.ASYNC]  # already in its own process: threads for I/O, the loop for the LLM
     memo = open_memo(settings)  # the same cache directory every worker and the parent read
@@ -107,8 +108,8 @@ def run_queue_shard(settings: Settings, spec: Any, results: Any, stop: Any) -> d
 async def _queue_shard(settings: Settings, spec: Any, results: Any, stop: Any) -> dict[str, Any]:
     from ..analysis.agent import PageAgent
     from ..analysis.gateway import build_gateway
-    from ..pipeline import open_memo
     from ..jobwork import open_worker
+    from .cache import open_memo
     from .job_queue import JobQueue
 
     plan = PLANS[Mode.ASYNC]
