@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             private_dir(settings.state_dir)
         except OSError as exc:
             raise ConfigError(f"cannot use --state-dir {settings.state_dir}: {exc.strerror or exc}") from None
-        from .pipeline import run  # heavy imports only once the flags are known to be good
+        from .run.pipeline import run  # heavy imports only once the flags are known to be good
 
         summary = run(settings)
     except OutputError as exc:  # e.g. the disk filled up or the output folder vanished mid-run

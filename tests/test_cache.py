@@ -12,7 +12,7 @@ import pytest
 
 from document_it.config import LLMKind, Mode, Settings
 from document_it.core.cache import Memo, memo_key
-from document_it.pipeline import run
+from document_it.run.pipeline import run
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
 

@@ -17,7 +17,7 @@ from document_it.config import LLMKind, Mode, Settings
 from document_it.fetch import fetch
 from document_it.models import Chunk, DocRef, Link, ParsedDoc
 from document_it.parse import parse
-from document_it.pipeline import run
+from document_it.run.pipeline import run
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
 from document_it.tokens import estimate_tokens

@@ -18,7 +18,7 @@ from distributed import Client, LocalCluster
 from document_it.config import LLMKind, Mode, Settings
 from document_it.core.dispatcher import PLANS
 from document_it.errors import ConfigError
-from document_it.pipeline import run
+from document_it.run.pipeline import run
 from document_it.testing.docsite import write_docsite
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer

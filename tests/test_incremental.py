@@ -8,7 +8,7 @@ from pathlib import Path
 
 from document_it.cli import main
 from document_it.core.page_memory import PageRecord
-from document_it.incremental import Change, render_changes, what_changed
+from document_it.run.incremental import Change, render_changes, what_changed
 from document_it.models import ParsedDoc
 from document_it.testing.docsite import page_path, touch_page, write_docsite
 from document_it.testing.llm_sim import SimServer

@@ -14,13 +14,13 @@ from typing import Any, Iterator
 import pytest
 from rich.console import Console
 
-from document_it import queued
+from document_it.run import queued
 from document_it.analysis.gateway import build_gateway
 from document_it.cli import main
 from document_it.config import LLMKind, Mode, Settings, TaskStrategy
 from document_it.core.progress import RunProgress
 from document_it.models import DocResult, DocStatus
-from document_it.pipeline import run
+from document_it.run.pipeline import run
 from document_it.testing.docsite import write_docsite
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer

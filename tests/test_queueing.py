@@ -8,7 +8,7 @@ import pytest
 from document_it.config import LLMKind, Settings
 from document_it.core.queueing import PARALLEL_VERDICT, QUEUEING_VERDICT, QueueWatch, StartProbe
 from document_it.core.ratelimit import AdaptiveWindow
-from document_it.pipeline import run
+from document_it.run.pipeline import run
 from document_it.testing.docsite import write_docsite
 from document_it.testing.llm_sim import SimServer
 

@@ -10,7 +10,7 @@ import pytest
 from document_it.analysis.negotiate import STORE_NAME
 from document_it.config import LLMKind, Mode, Settings, StructuredMethod
 from document_it.errors import LLMUnusableError
-from document_it.pipeline import run
+from document_it.run.pipeline import run
 from document_it.testing.llm_sim import SimServer
 
 from _corpus import PAGES

@@ -9,7 +9,7 @@ import pytest
 
 from document_it.analysis import agent
 from document_it.models import DocRef, DocResult, DocStatus
-from document_it.pipeline import _TopicSynthesis
+from document_it.run.pipeline import _TopicSynthesis
 
 REFS = [DocRef("https://x.test/a1", "A1", "A"), DocRef("https://x.test/a2", "A2", "A"),
         DocRef("https://x.test/b1", "B1", "B")]

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from document_it.config import LLMKind, Mode, Settings
-from document_it.pipeline import run
+from document_it.run.pipeline import run
 
 _MB = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[2]

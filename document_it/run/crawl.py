@@ -7,12 +7,12 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
-from .config import Settings
-from .fetch import USER_AGENT, FetchLimits, fetch_text
-from .models import ROOT_TOPIC, DocRef
-from .politeness import Robots
-from .scope import Scope, clean_url, is_page_link, url_key
-from .sources import read_sitemap
+from ..config import Settings
+from ..fetch import USER_AGENT, FetchLimits, fetch_text
+from ..models import ROOT_TOPIC, DocRef
+from ..politeness import Robots
+from ..scope import Scope, clean_url, is_page_link, url_key
+from ..sources import read_sitemap
 
 __all__ = ["CrawlSpec", "Crawl", "NewJob"]
 

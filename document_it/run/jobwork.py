@@ -12,17 +12,17 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
-from .analysis.agent import PageAgent
-from .config import Settings
-from .core.dispatcher import Stages
-from .core.job_queue import Job, JobQueue, JobState
-from .core.page_memory import PageRecord
+from ..analysis.agent import PageAgent
+from ..config import Settings
+from ..core.dispatcher import Stages
+from ..core.job_queue import Job, JobQueue, JobState
+from ..core.page_memory import PageRecord
 from .crawl import Crawl, CrawlSpec
-from .fetch import FetchLimits
+from ..fetch import FetchLimits
 from .incremental import Change, content_hash, page_record, what_changed
-from .models import PAGE_TASKS, DocResult, DocStatus, Fetched
+from ..models import PAGE_TASKS, DocResult, DocStatus, Fetched
 from .pipeline import analyze_page, failed_result, parse_step
-from .scope import url_key
+from ..scope import url_key
 
 __all__ = ["RunSpec", "JobWorker", "open_worker", "worker_name"]
 

@@ -11,9 +11,9 @@ from typing import Any, Callable
 
 from ..config import Mode, Settings
 from ..models import DocRef, DocResult, DocStatus
-from .bounded import ignore_interrupts, spawn_context
-from .dispatcher import PLANS, Stages
-from .shutdown import Shutdown
+from ..core.bounded import ignore_interrupts, spawn_context
+from ..core.dispatcher import PLANS, Stages
+from ..core.shutdown import Shutdown
 
 __all__ = ["run_process_mode", "run_shard", "run_queue_workers", "run_queue_shard", "worker_share", "budget_share", "worker_count"]
 
@@ -28,8 +28,8 @@ def run_shard(settings: Settings, refs: list[DocRef], results: Any, stop: Any) -
 async def _shard(settings: Settings, refs: list[DocRef], results: Any, stop: Any) -> dict[str, Any]:
     from ..analysis.agent import PageAgent
     from ..analysis.gateway import build_gateway
-    from ..pipeline import analyze_refs
-    from .cache import open_memo
+    from .pipeline import analyze_refs
+    from ..core.cache import open_memo
 
     plan = PLANS[Mode.ASYNC]  # already in its own process: threads for I/O, the loop for the LLM
     memo = open_memo(settings)  # the same cache directory every worker and the parent read
@@ -108,9 +108,9 @@ def run_queue_shard(settings: Settings, spec: Any, results: Any, stop: Any) -> d
 async def _queue_shard(settings: Settings, spec: Any, results: Any, stop: Any) -> dict[str, Any]:
     from ..analysis.agent import PageAgent
     from ..analysis.gateway import build_gateway
-    from ..jobwork import open_worker
-    from .cache import open_memo
-    from .job_queue import JobQueue
+    from .jobwork import open_worker
+    from ..core.cache import open_memo
+    from ..core.job_queue import JobQueue
 
     plan = PLANS[Mode.ASYNC]
     memo = open_memo(settings)

@@ -25,9 +25,9 @@ from ..analysis.prompts import PageAnalysis
 from ..config import Settings
 from ..errors import DocumentItError, WorkerLost
 from ..models import ParsedDoc
-from .cache import Memo
-from .cluster import Cluster, ClusterLease, InputLost
-from .state_file import read_state, write_state
+from ..core.cache import Memo
+from ..core.cluster import Cluster, ClusterLease, InputLost
+from ..core.state_file import read_state, write_state
 
 __all__ = ["RemoteRun", "RemoteAgent", "page_agent", "finish_agent", "analyze_on_worker", "close_on_worker"]
 
@@ -49,7 +49,7 @@ class RemoteAgent:
     """Looks like a PageAgent to the pipeline; analyses on the cluster what the driver's cache lacks."""
 
     def __init__(self, gateway: Gateway, cluster: Cluster, settings: Settings) -> None:
-        from .workers import budget_share
+        from .processes import budget_share
 
         self.gateway = gateway  # the driver's: cache, budgets, fallbacks, topic syntheses
         self.local = PageAgent(gateway, settings.sub_model)

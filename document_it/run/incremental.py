@@ -7,9 +7,9 @@ import hashlib
 import time
 from typing import Any
 
-from .core.page_memory import PageRecord
-from .models import Fetched, ParsedDoc
-from .report import link_target, one_line
+from ..core.page_memory import PageRecord
+from ..models import Fetched, ParsedDoc
+from ..report import link_target, one_line
 
 __all__ = ["Change", "content_hash", "page_record", "what_changed", "changes_block", "render_changes"]
 

@@ -9,24 +9,24 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from . import __version__
-from .analysis.endpoint import check_endpoint
-from .config import LLMKind, Mode, Settings
-from .core.bounded import BoundedPool
-from .core.dispatcher import PLANS, Stages, Where, start_parse_pool
-from .core.shutdown import Shutdown
-from .errors import DocumentItError, Interrupted, LLMFatalError, OutputError, ParseError, WorkerLost
-from .fetch import FetchLimits
-from .models import DocRef, DocResult, DocStatus, Fetched, ParsedDoc
-from .report import ResultStream, write_outputs
-from .sources import discover
-from .work import work_block
+from .. import __version__
+from ..analysis.endpoint import check_endpoint
+from ..config import LLMKind, Mode, Settings
+from ..core.bounded import BoundedPool
+from ..core.dispatcher import PLANS, Stages, Where, start_parse_pool
+from ..core.shutdown import Shutdown
+from ..errors import DocumentItError, Interrupted, LLMFatalError, OutputError, ParseError, WorkerLost
+from ..fetch import FetchLimits
+from ..models import DocRef, DocResult, DocStatus, Fetched, ParsedDoc
+from ..report import ResultStream, write_outputs
+from ..sources import discover
+from ..work import work_block
 
 if TYPE_CHECKING:  # the LLM stack (LangChain, LangGraph) is imported only once a run has its pages
-    from .analysis.agent import PageAgent
-    from .analysis.gateway import Gateway
-    from .analysis.prompts import TopicInput
-    from .core.resources import ResourceSampler
+    from ..analysis.agent import PageAgent
+    from ..analysis.gateway import Gateway
+    from ..analysis.prompts import TopicInput
+    from ..core.resources import ResourceSampler
 
 __all__ = ["run", "analyze_refs", "analyze_document", "parse_step", "analyze_page", "failed_result",
            "topic_inputs", "summarize_run", "plain_synthesis"]
@@ -46,7 +46,7 @@ def run(settings: Settings) -> dict[str, Any]:
                                                     own=(settings.output_dir, settings.state_dir))
     with _early_parse_pool(settings) as pool:  # its workers boot on the other cores during the imports
         with _imports_without_gc():
-            from .core.resources import ResourceSampler
+            from ..core.resources import ResourceSampler
             from .queued import run_queued, wants_queue  # and with it the LLM stack: LangChain, LangGraph, openai
 
         queued = wants_queue(settings, index)
@@ -94,7 +94,7 @@ def _llm_endpoint(settings: Settings) -> Iterator[Settings]:
     if settings.llm is not LLMKind.SIMULATE or settings.llm_base_url:
         yield settings
         return
-    from .testing.llm_sim import SimServer
+    from ..testing.llm_sim import SimServer
 
     with SimServer(latency_ms=settings.sim_latency_ms, model=settings.model, max_seconds=24 * 3600) as sim:
         log.info("simulator listening on %s", sim.base_url)
@@ -103,7 +103,7 @@ def _llm_endpoint(settings: Settings) -> Iterator[Settings]:
 
 async def _run(settings: Settings, refs: list[DocRef], title: str, resources: ResourceSampler,
                pool: BoundedPool | None = None) -> dict[str, Any]:
-    from .core.progress import RunProgress
+    from ..core.progress import RunProgress
 
     results: list[DocResult] = []
     gateways: list[Gateway] = []
@@ -150,17 +150,17 @@ async def _run(settings: Settings, refs: list[DocRef], title: str, resources: Re
 
 async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch: Callable[[Gateway, Stages], None],
                        shutdown: Shutdown, pool: BoundedPool | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    from .analysis.agent import synthesize_topics
-    from .analysis.gateway import build_gateway
-    from .core.cache import open_memo
-    from .core.remote_llm import finish_agent, page_agent
+    from ..analysis.agent import synthesize_topics
+    from ..analysis.gateway import build_gateway
+    from ..core.cache import open_memo
+    from .remote import finish_agent, page_agent
 
-    from .analysis.strategy import resolve_strategy
+    from ..analysis.strategy import resolve_strategy
 
     settings = settings.with_(task_strategy=resolve_strategy(settings, len(refs)))  # auto: decided per run
     plan = PLANS[settings.mode]
     if settings.mode is Mode.PROCESS:
-        from .core.workers import run_process_mode
+        from .processes import run_process_mode
 
         results: list[DocResult] = []
 
@@ -209,7 +209,7 @@ async def _analyze_all(settings: Settings, refs: list[DocRef], emit: Emit, watch
 async def _answer_from_memo(refs: list[DocRef], stages: Stages, gateway: Gateway, settings: Settings,
                             emit: Emit) -> list[DocRef]:
     """Emit the pages whose whole analysis is cached; return the others, in order."""
-    from .analysis.agent import PageAgent
+    from ..analysis.agent import PageAgent
 
     async def one(ref: DocRef) -> DocRef | None:
         fetched = await stages.fetch(ref)
@@ -261,7 +261,7 @@ class _TopicSynthesis:
             self._start()
 
     def _start(self) -> None:
-        from .analysis.agent import synthesize_topics
+        from ..analysis.agent import synthesize_topics
 
         inputs = [found for topic in self._ready for found in topic_inputs(self._done[topic])]
         self._ready.clear()
@@ -356,7 +356,7 @@ async def analyze_page(ref: DocRef, page: ParsedDoc, agent: PageAgent, settings:
         timings["analyze"] = _lap(clock)
     fields = None
     if settings.extract_fields:
-        from .analysis.fields import extract_fields
+        from ..analysis.fields import extract_fields
 
         clock = time.perf_counter()
         fields = await extract_fields(page, agent.gateway, settings.extract_fields, settings.model)
@@ -385,7 +385,7 @@ def _lap(start: float) -> float:
 
 
 def topic_inputs(results: list[DocResult]) -> list[TopicInput]:
-    from .analysis.prompts import TopicInput
+    from ..analysis.prompts import TopicInput
 
     topics: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {}
     for result in sorted(results, key=lambda r: r.url):
@@ -406,7 +406,7 @@ def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, A
                   this_run: list[DocResult] | None = None) -> dict[str, Any]:
     """run.json's content. `this_run`: the results this invocation made (default: all of `results`; a resumed
     queued run's `results` also holds the pages finished before)."""
-    from .analysis.extractive import LABEL as EXTRACTIVE_LABEL
+    from ..analysis.extractive import LABEL as EXTRACTIVE_LABEL
 
     completed = sum(r.status is DocStatus.COMPLETED for r in results)
     stages = {name: round(sum(r.timings.get(name, 0.0) for r in results), 3)

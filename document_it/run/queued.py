@@ -15,28 +15,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .analysis.agent import synthesize_topics
-from .analysis.gateway import Gateway, build_gateway
-from .config import Answers, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy, page_tasks
-from .core.bounded import BoundedPool
-from .core.dispatcher import PLANS
-from .core.job_queue import JobQueue, JobState, RunInfo
-from .core.progress import RunProgress
-from .core.remote_llm import finish_agent, page_agent
-from .core.resources import ResourceSampler
-from .core.runlock import RunLock
-from .core.shutdown import Shutdown
+from ..analysis.agent import synthesize_topics
+from ..analysis.gateway import Gateway, build_gateway
+from ..config import Answers, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy, page_tasks
+from ..core.bounded import BoundedPool
+from ..core.dispatcher import PLANS
+from ..core.job_queue import JobQueue, JobState, RunInfo
+from ..core.progress import RunProgress
+from .remote import finish_agent, page_agent
+from ..core.resources import ResourceSampler
+from ..core.runlock import RunLock
+from ..core.shutdown import Shutdown
 from .crawl import Crawl, CrawlSpec, NewJob
-from .errors import ConfigError, Interrupted, OutputError, SourceError
-from .fetch import USER_AGENT, FetchLimits
+from ..errors import ConfigError, Interrupted, OutputError, SourceError
+from ..fetch import USER_AGENT, FetchLimits
 from .incremental import changes_block, render_changes
 from .jobwork import RunSpec, open_worker
-from .models import DocResult
-from .core.cache import open_memo
+from ..models import DocResult
+from ..core.cache import open_memo
 from .pipeline import plain_synthesis, summarize_run, topic_inputs
-from .report import ResultStream, atomic_write_text, write_outputs
-from .scope import url_key
-from .sources import LlmsIndex
+from ..report import ResultStream, atomic_write_text, write_outputs
+from ..scope import url_key
+from ..sources import LlmsIndex
 
 __all__ = ["run_queued", "resumed_settings", "wants_queue", "RETRY_FAILED"]
 
@@ -207,7 +207,7 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
     """Drain the queue here (or over worker processes in process mode), then synthesise the topics."""
     memo = open_memo(settings)
     if settings.mode is Mode.PROCESS:
-        from .core.workers import run_queue_workers
+        from .processes import run_queue_workers
 
         async with build_gateway(settings, memo=memo) as gateway:
             exports, counters = await run_queue_workers(settings, spec, emit, shutdown)
