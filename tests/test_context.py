@@ -11,7 +11,7 @@ from document_it.analysis.context import (DEFAULT_CONTEXT_TOKENS, MIN_SCALE, STA
                                           is_context_error)
 from document_it.analysis.endpoint import announced_context, check_endpoint
 from document_it.analysis.agent import page_reading, pieces_for_window
-from document_it.analysis.prompts import PAGE_TASKS, PageQuestion, Task, TopicInput, page_fits, render
+from document_it.analysis.prompts import PAGE_TASKS, Task, TopicInput, page_fits, render
 from document_it.analysis.providers import ChatProvider
 from document_it.config import LLMKind, Mode, Settings
 from document_it.fetch import fetch

@@ -1,5 +1,6 @@
-"""The package's layers point one way: core/ imports nothing from analysis/ or the orchestration (run/), and
-analysis/ nothing from the orchestration (imports under `if TYPE_CHECKING:` do not count)."""
+"""The package's layers point one way: core/ imports nothing from analysis/ or the orchestration (run/),
+analysis/ nothing from the orchestration, and no module imports itself through others (imports under
+`if TYPE_CHECKING:` do not count; imports inside functions do)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,35 @@ def _crossings(layer: str, forbidden: set[str]) -> list[str]:
                   for name in _imports(path) if _layer(name) in forbidden)
 
 
+def _circles() -> list[list[str]]:
+    """Import circles among the package's modules, as the modules each goes through: empty exactly when there
+    is none (a depth-first walk reports one for every import back to a module still on its trail)."""
+    modules = {_module(path): path for path in PACKAGE.rglob("*.py")}
+    graph = {name: sorted(target for target in _imports(path) if target in modules and target != name)
+             for name, path in modules.items()}
+    found: set[tuple[str, ...]] = set()
+
+    def walk(name: str, trail: list[str]) -> None:
+        for target in graph[name]:
+            if target in trail:
+                circle = trail[trail.index(target):]
+                start = circle.index(min(circle))
+                found.add(tuple(circle[start:] + circle[:start]))
+            elif target not in done:
+                walk(target, [*trail, target])
+        done.add(name)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        if name not in done:
+            walk(name, [name])
+    return [list(circle) for circle in sorted(found)]
+
+
+def test_no_module_imports_itself_through_others():
+    assert _circles() == []
+
+
 def test_core_imports_neither_the_analysis_nor_the_orchestration():
     assert _crossings("core", {"analysis", "run"}) == []
 
@@ -67,3 +97,7 @@ def test_the_check_sees_imports_inside_functions_and_skips_type_checking_blocks(
     monkeypatch.setattr(__import__(__name__), "PACKAGE", package)
     assert _crossings("core", {"analysis", "run"}) == ["document_it.core.lazy imports document_it.run",
                                                        "document_it.core.lazy imports document_it.run.pipeline"]
+    assert _circles() == []
+    (package / "core" / "a.py").write_text("def f():\n    from . import b\n", encoding="utf-8")
+    (package / "core" / "b.py").write_text("from .a import f\n", encoding="utf-8")
+    assert _circles() == [["document_it.core.a", "document_it.core.b"]]

@@ -12,7 +12,8 @@ from document_it.analysis.gateway import Gateway
 from document_it.analysis.providers import ExtractiveProvider
 from document_it.config import LLMKind, Mode, Settings, TaskStrategy
 from document_it.core.dispatcher import PLANS, Stages
-from document_it.run.pipeline import analyze_refs, run
+from document_it.run.pipeline import run
+from document_it.run.steps import analyze_refs
 from document_it.fetch import FetchLimits
 from document_it.sources import discover
 from document_it.testing.llm_sim import SimServer

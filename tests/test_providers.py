@@ -128,3 +128,13 @@ async def test_a_refused_connection_says_so_not_the_sdks_exception_name():
     finally:
         await provider.aclose()
     assert str(caught.value).endswith("failed: connection refused") and caught.value.kind == "no connection"
+
+
+async def test_a_reply_without_usage_is_taken_and_its_tokens_estimated():
+    # some OpenAI-compatible servers send no `usage` at all: the answer stands, its tokens are estimated
+    status, body = completion(json.dumps({"summary": "How retries work, in three sentences."}))
+    del body["usage"]
+    with ScriptedLLM([(status, body)]) as llm:
+        value, summary = await _ask(llm.base_url)
+    assert value.summary.startswith("How retries work")
+    assert summary["attempts"] == 1 and summary["tokens_in"] == 0 and summary["tokens_out"] > 0

@@ -6,7 +6,6 @@ import functools
 import json
 import logging
 import math
-import os
 import ssl
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
@@ -26,7 +25,7 @@ from ..models import ParsedDoc
 from ..redact import redact
 from ..tokens import estimate_tokens
 from . import extractive
-from .capped import CappedTransport, gist, watch_outbound
+from .capped import CappedTransport, watch_outbound
 from .context import STORE_NAME as WINDOW_STORE
 from .context import ContextWindow, LLMContextError, is_context_error
 from .negotiate import STORE_NAME, MethodChoice, refuses_method

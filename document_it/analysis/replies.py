@@ -10,6 +10,7 @@ import openai
 from langchain_core.exceptions import OutputParserException
 from pydantic import ValidationError
 
+from ..tokens import estimate_tokens
 from .capped import gist
 
 __all__ = ["status_kind", "wants_completion_tokens", "body_text", "is_malformed", "usage_of", "text_of", "reply_json",

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager, nullcontext
 from email.utils import parsedate_to_datetime
 from typing import Any, AsyncContextManager, AsyncIterator, Callable, Mapping
 
-from .queueing import FLAT, PARALLEL_VERDICT, PROBE_WIDTH, QUEUEING_VERDICT, SAMPLES, QueueWatch, StartProbe
+from .queueing import FLAT, PROBE_WIDTH, QUEUEING_VERDICT, SAMPLES, QueueWatch, StartProbe
 
 _log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from .crawl import Crawl, CrawlSpec
 from ..fetch import FetchLimits
 from .incremental import Change, content_hash, page_record, what_changed
 from ..models import PAGE_TASKS, DocResult, DocStatus, Fetched
-from .pipeline import analyze_page, failed_result, parse_step
+from .steps import analyze_page, failed_result, parse_step
 from ..scope import url_key
 
 __all__ = ["RunSpec", "JobWorker", "open_worker", "worker_name"]

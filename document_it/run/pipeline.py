@@ -9,31 +9,26 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from .. import __version__
 from ..analysis.endpoint import check_endpoint
 from ..config import LLMKind, Mode, Settings
 from ..core.bounded import BoundedPool
 from ..core.dispatcher import PLANS, Stages, Where, start_parse_pool
 from ..core.shutdown import Shutdown
-from ..errors import DocumentItError, Interrupted, LLMFatalError, OutputError, ParseError, WorkerLost
+from ..errors import Interrupted, OutputError, ParseError
 from ..fetch import FetchLimits
-from ..models import DocRef, DocResult, DocStatus, Fetched, ParsedDoc
+from ..models import DocRef, DocResult, DocStatus
 from ..report import ResultStream, write_outputs
 from ..sources import discover
-from ..work import work_block
+from .steps import Emit, analyze_refs
+from .summary import plain_synthesis, summarize_run, topic_inputs
 
 if TYPE_CHECKING:  # the LLM stack (LangChain, LangGraph) is imported only once a run has its pages
-    from ..analysis.agent import PageAgent
     from ..analysis.gateway import Gateway
-    from ..analysis.prompts import TopicInput
     from ..core.resources import ResourceSampler
 
-__all__ = ["run", "analyze_refs", "analyze_document", "parse_step", "analyze_page", "failed_result",
-           "topic_inputs", "summarize_run", "plain_synthesis"]
+__all__ = ["run"]
 
 log = logging.getLogger(__name__)
-
-Emit = Callable[[DocResult], None]
 
 
 def run(settings: Settings) -> dict[str, Any]:
@@ -278,173 +273,3 @@ class _TopicSynthesis:
         for part in await asyncio.gather(*self._tasks):
             merged.update(part)
         return merged
-
-
-async def analyze_refs(refs: list[DocRef], agent: PageAgent, stages: Stages, settings: Settings,
-                       emit: Emit, in_flight: int, stop: asyncio.Event | Any | None = None) -> None:
-    """Analyse every ref with at most `in_flight` documents under way; emit each result as it lands.
-
-    Once `stop` is set (an asyncio or multiprocessing Event) no new page starts."""
-    pending = iter(refs)
-
-    async def worker() -> None:
-        for ref in pending:  # one shared iterator: each ref is taken by exactly one worker
-            if stop is not None and stop.is_set():
-                return
-            spent = agent.gateway.budget_reason()
-            if spent:  # pages already under way finish; no new one starts
-                emit(_not_started(ref, settings, spent))
-                continue
-            emit(await analyze_document(ref, stages, agent, settings))
-
-    tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(in_flight, len(refs))))]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-async def analyze_document(ref: DocRef, stages: Stages, agent: PageAgent, settings: Settings) -> DocResult:
-    """Fetch, parse and analyse one page; any failure is recorded on its result (a fatal LLM error stops the run)."""
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    fetched = await stages.fetch(ref)
-    timings["fetch"] = _lap(clock)
-    if not fetched.ok:
-        return failed_result(ref, settings, "fetch", fetched.error or "unknown error", timings=timings)
-    page = await parse_step(fetched, stages, settings, timings)
-    if isinstance(page, DocResult):
-        return page
-    return await analyze_page(ref, page, agent, settings, timings)
-
-
-async def parse_step(fetched: Fetched, stages: Stages, settings: Settings,
-                     timings: dict[str, float]) -> ParsedDoc | DocResult:
-    """The parsed page, or the failed result saying why it could not be parsed."""
-    clock = time.perf_counter()
-    try:
-        return await stages.parse(fetched)
-    except (ParseError, WorkerLost) as exc:
-        return failed_result(fetched.ref, settings, "parse", str(exc), timings=timings)
-    except Exception as exc:  # a bug or an unexpected library error on one page: record it, keep the run going
-        log.exception("unexpected error parsing %s", fetched.ref.url)
-        return failed_result(fetched.ref, settings, "parse", f"unexpected {type(exc).__name__}: {exc}",
-                             timings=timings)
-    finally:
-        timings["parse"] = _lap(clock)
-
-
-async def analyze_page(ref: DocRef, page: ParsedDoc, agent: PageAgent, settings: Settings,
-                       timings: dict[str, float]) -> DocResult:
-    """Run the agent over one parsed page; failures land on the result (a fatal LLM error stops the run)."""
-    clock = time.perf_counter()
-    try:
-        stored = agent.remembered(page)  # looked up here, so the result can say it made no request
-        analysis = stored if stored is not None else await agent.analyze(page)
-    except LLMFatalError:
-        raise
-    except DocumentItError as exc:
-        return failed_result(ref, settings, "analyze", str(exc), page.title, timings, page.text_tokens)
-    except Exception as exc:  # a bug or an unexpected library error: record it, keep the run going
-        log.exception("unexpected error analysing %s", ref.url)
-        return failed_result(ref, settings, "analyze", f"unexpected {type(exc).__name__}: {exc}", page.title, timings,
-                             page.text_tokens)
-    finally:
-        timings["analyze"] = _lap(clock)
-    fields = None
-    if settings.extract_fields:
-        from ..analysis.fields import extract_fields
-
-        clock = time.perf_counter()
-        fields = await extract_fields(page, agent.gateway, settings.extract_fields, settings.model)
-        timings["fields"] = _lap(clock)
-    return DocResult(url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED,
-                     provider=settings.provider_name, model=settings.model_name,
-                     analysis=analysis.model_dump(), timings=timings, tasks=[task.value for task in agent.tasks],
-                     fallback_tasks=agent.gateway.fell_back.get(page.url, []), fields=fields,
-                     text_tokens=page.text_tokens, reused=stored is not None)
-
-
-def failed_result(ref: DocRef, settings: Settings, stage: str, reason: str, title: str = "",
-                  timings: dict[str, float] | None = None, text_tokens: int = 0) -> DocResult:
-    """A page that did not make it, and at which stage (`text_tokens`: its text's, once parsed)."""
-    return DocResult(url=ref.url, title=title or ref.title, topic=ref.topic, status=DocStatus.FAILED,
-                     error=f"{stage}: {reason}", provider=settings.provider_name,
-                     model=settings.model_name, timings=timings or {}, text_tokens=text_tokens)
-
-
-def _not_started(ref: DocRef, settings: Settings, reason: str) -> DocResult:
-    return failed_result(ref, settings, "not analysed", reason)
-
-
-def _lap(start: float) -> float:
-    return round(time.perf_counter() - start, 4)
-
-
-def topic_inputs(results: list[DocResult]) -> list[TopicInput]:
-    from ..analysis.prompts import TopicInput
-
-    topics: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {}
-    for result in sorted(results, key=lambda r: r.url):
-        if result.status is DocStatus.COMPLETED and result.analysis:
-            concepts = tuple(c["name"] for c in result.analysis["key_concepts"][:5])
-            topics.setdefault(result.topic or "(no topic)", []).append(
-                (result.title, result.analysis["summary"], concepts))
-    return [TopicInput(topic, tuple(pages)) for topic, pages in topics.items()]
-
-
-def plain_synthesis(synthesis: dict[str, Any]) -> dict[str, Any]:
-    return {topic: value if isinstance(value, str) else value.model_dump() for topic, value in synthesis.items()}
-
-
-def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, Any], wall: float,
-                  status: str = "completed", total: int | None = None,
-                  resources: ResourceSampler | None = None, cluster: Any = None,
-                  this_run: list[DocResult] | None = None) -> dict[str, Any]:
-    """run.json's content. `this_run`: the results this invocation made (default: all of `results`; a resumed
-    queued run's `results` also holds the pages finished before)."""
-    from ..analysis.extractive import LABEL as EXTRACTIVE_LABEL
-
-    completed = sum(r.status is DocStatus.COMPLETED for r in results)
-    stages = {name: round(sum(r.timings.get(name, 0.0) for r in results), 3)
-              for name in ("fetch", "parse", "analyze")}
-    # inside analyze, summed over LLM requests: waiting for a slot (batcher queue, window, limits), on the wire
-    stages["queue_wait"] = round(llm.get("slot_wait_s", 0.0) + (llm.get("batching") or {}).get("queue_wait_s", 0.0), 3)
-    stages["llm_wait"] = round(llm.get("on_wire_s", 0.0), 3)
-    return {
-        "version": __version__,
-        "status": status,
-        "mode": settings.mode.value,
-        "source": settings.source,
-        "provider": settings.provider_name,
-        "provider_label": EXTRACTIVE_LABEL if settings.llm is LLMKind.EXTRACTIVE else settings.provider_name,
-        "model": settings.model_name,
-        "wall_seconds": round(wall, 3),
-        "documents": {"total": len(results), "completed": completed, "failed": len(results) - completed,
-                      "not_reached": (total or len(results)) - len(results)},
-        "failed_urls": sorted(r.url for r in results if r.status is DocStatus.FAILED),
-        "failures": {r.url: r.error or "unknown error" for r in sorted(results, key=lambda r: r.url)
-                     if r.status is DocStatus.FAILED},
-        "llm": llm,
-        "work": work_block(results if this_run is None else this_run, llm, settings.llm is not LLMKind.EXTRACTIVE),
-        "stages": stages,
-        "resources": resources.summary() if resources is not None else None,
-        "cluster": cluster.summary(stages) if cluster is not None else None,
-        "settings": {
-            "max_workers": settings.max_workers,
-            "analysis_workers": settings.analysis_workers,
-            "max_concurrency": settings.max_concurrency,
-            "batch_size": settings.batch_size,
-            "structured_output": settings.structured_output.value,
-            "rpm": settings.rpm, "tpm": settings.tpm, "retries": settings.retries,
-            "max_wait": settings.max_wait, "fallback": settings.fallback.value,
-            "max_cost": settings.max_cost, "max_tokens": settings.max_tokens,
-            "sub_model": settings.sub_model, "chunk_tokens": settings.chunk_tokens,
-            "extract_fields": list(settings.extract_fields),
-            "tasks": [task.value for task in settings.tasks],
-            "task_strategy": settings.task_strategy.value,
-        },
-    }

@@ -28,7 +28,7 @@ def run_shard(settings: Settings, refs: list[DocRef], results: Any, stop: Any) -
 async def _shard(settings: Settings, refs: list[DocRef], results: Any, stop: Any) -> dict[str, Any]:
     from ..analysis.agent import PageAgent
     from ..analysis.gateway import build_gateway
-    from .pipeline import analyze_refs
+    from .steps import analyze_refs
     from ..core.cache import open_memo
 
     plan = PLANS[Mode.ASYNC]  # already in its own process: threads for I/O, the loop for the LLM

@@ -33,7 +33,7 @@ from .incremental import changes_block, render_changes
 from .jobwork import RunSpec, open_worker
 from ..models import DocResult
 from ..core.cache import open_memo
-from .pipeline import plain_synthesis, summarize_run, topic_inputs
+from .summary import plain_synthesis, summarize_run, topic_inputs
 from ..report import ResultStream, atomic_write_text, write_outputs
 from ..scope import url_key
 from ..sources import LlmsIndex

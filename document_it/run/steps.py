@@ -1,0 +1,127 @@
+"""One page's steps: fetch, parse, analyse, each failure recorded on the page's result (a fatal LLM error
+stops the run); and the plain run's loop over a list of pages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..config import Settings
+from ..core.dispatcher import Stages
+from ..errors import DocumentItError, LLMFatalError, ParseError, WorkerLost
+from ..models import DocRef, DocResult, DocStatus, Fetched, ParsedDoc
+
+if TYPE_CHECKING:
+    from ..analysis.agent import PageAgent
+
+__all__ = ["analyze_refs", "analyze_document", "parse_step", "analyze_page", "failed_result", "Emit"]
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[DocResult], None]
+
+
+async def analyze_refs(refs: list[DocRef], agent: PageAgent, stages: Stages, settings: Settings,
+                       emit: Emit, in_flight: int, stop: asyncio.Event | Any | None = None) -> None:
+    """Analyse every ref with at most `in_flight` documents under way; emit each result as it lands.
+
+    Once `stop` is set (an asyncio or multiprocessing Event) no new page starts."""
+    pending = iter(refs)
+
+    async def worker() -> None:
+        for ref in pending:  # one shared iterator: each ref is taken by exactly one worker
+            if stop is not None and stop.is_set():
+                return
+            spent = agent.gateway.budget_reason()
+            if spent:  # pages already under way finish; no new one starts
+                emit(_not_started(ref, settings, spent))
+                continue
+            emit(await analyze_document(ref, stages, agent, settings))
+
+    tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(in_flight, len(refs))))]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def analyze_document(ref: DocRef, stages: Stages, agent: PageAgent, settings: Settings) -> DocResult:
+    """Fetch, parse and analyse one page; any failure is recorded on its result (a fatal LLM error stops the run)."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    fetched = await stages.fetch(ref)
+    timings["fetch"] = _lap(clock)
+    if not fetched.ok:
+        return failed_result(ref, settings, "fetch", fetched.error or "unknown error", timings=timings)
+    page = await parse_step(fetched, stages, settings, timings)
+    if isinstance(page, DocResult):
+        return page
+    return await analyze_page(ref, page, agent, settings, timings)
+
+
+async def parse_step(fetched: Fetched, stages: Stages, settings: Settings,
+                     timings: dict[str, float]) -> ParsedDoc | DocResult:
+    """The parsed page, or the failed result saying why it could not be parsed."""
+    clock = time.perf_counter()
+    try:
+        return await stages.parse(fetched)
+    except (ParseError, WorkerLost) as exc:
+        return failed_result(fetched.ref, settings, "parse", str(exc), timings=timings)
+    except Exception as exc:  # a bug or an unexpected library error on one page: record it, keep the run going
+        log.exception("unexpected error parsing %s", fetched.ref.url)
+        return failed_result(fetched.ref, settings, "parse", f"unexpected {type(exc).__name__}: {exc}",
+                             timings=timings)
+    finally:
+        timings["parse"] = _lap(clock)
+
+
+async def analyze_page(ref: DocRef, page: ParsedDoc, agent: PageAgent, settings: Settings,
+                       timings: dict[str, float]) -> DocResult:
+    """Run the agent over one parsed page; failures land on the result (a fatal LLM error stops the run)."""
+    clock = time.perf_counter()
+    try:
+        stored = agent.remembered(page)  # looked up here, so the result can say it made no request
+        analysis = stored if stored is not None else await agent.analyze(page)
+    except LLMFatalError:
+        raise
+    except DocumentItError as exc:
+        return failed_result(ref, settings, "analyze", str(exc), page.title, timings, page.text_tokens)
+    except Exception as exc:  # a bug or an unexpected library error: record it, keep the run going
+        log.exception("unexpected error analysing %s", ref.url)
+        return failed_result(ref, settings, "analyze", f"unexpected {type(exc).__name__}: {exc}", page.title, timings,
+                             page.text_tokens)
+    finally:
+        timings["analyze"] = _lap(clock)
+    fields = None
+    if settings.extract_fields:
+        from ..analysis.fields import extract_fields
+
+        clock = time.perf_counter()
+        fields = await extract_fields(page, agent.gateway, settings.extract_fields, settings.model)
+        timings["fields"] = _lap(clock)
+    return DocResult(url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED,
+                     provider=settings.provider_name, model=settings.model_name,
+                     analysis=analysis.model_dump(), timings=timings, tasks=[task.value for task in agent.tasks],
+                     fallback_tasks=agent.gateway.fell_back.get(page.url, []), fields=fields,
+                     text_tokens=page.text_tokens, reused=stored is not None)
+
+
+def failed_result(ref: DocRef, settings: Settings, stage: str, reason: str, title: str = "",
+                  timings: dict[str, float] | None = None, text_tokens: int = 0) -> DocResult:
+    """A page that did not make it, and at which stage (`text_tokens`: its text's, once parsed)."""
+    return DocResult(url=ref.url, title=title or ref.title, topic=ref.topic, status=DocStatus.FAILED,
+                     error=f"{stage}: {reason}", provider=settings.provider_name,
+                     model=settings.model_name, timings=timings or {}, text_tokens=text_tokens)
+
+
+def _not_started(ref: DocRef, settings: Settings, reason: str) -> DocResult:
+    return failed_result(ref, settings, "not analysed", reason)
+
+
+def _lap(start: float) -> float:
+    return round(time.perf_counter() - start, 4)
