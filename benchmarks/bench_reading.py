@@ -129,6 +129,8 @@ def main() -> int:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     # the commit names what was measured; a checkout's own path would name only this machine
     config["checkout"] = "." if args.checkout == ROOT.resolve() else "another checkout (see commit)"
+    written, root = args.json.resolve(), ROOT.resolve()  # named within the checkout: a machine's path says nothing
+    config["json"] = str(written.relative_to(root)) if written.is_relative_to(root) else written.name
     config.update(cores=os.cpu_count(), task_strategy_flag=strategy_flag, commit=_commit(args.checkout),
                   fit_rule=f"text_tokens + {args.overhead} <= window")
     out = {"config": config, "pages": page_table, "fit_pages": fit_urls, "rows": rows, "targets": targets}

@@ -11,7 +11,7 @@ from document_it.analysis.context import (DEFAULT_CONTEXT_TOKENS, MIN_SCALE, STA
                                           is_context_error)
 from document_it.analysis.endpoint import announced_context, check_endpoint
 from document_it.analysis.agent import page_reading, pieces_for_window
-from document_it.analysis.prompts import PAGE_TASKS, Task, TopicInput, page_fits, render
+from document_it.analysis.prompts import PAGE_TASKS, PageQuestion, Task, TopicInput, page_fits, render
 from document_it.analysis.providers import ChatProvider
 from document_it.config import LLMKind, Mode, Settings
 from document_it.fetch import fetch
@@ -235,3 +235,14 @@ def test_a_hidden_window_is_learned_from_refusals_and_no_page_fails(tmp_path, lo
     # the long page is read in pieces (every part of it for the window learned: tests/test_agent.py)
     assert summary["llm"]["by_task"]["chunk_notes"] >= 3
     assert all(_results(tmp_path)[name]["analysis"]["summary"] for name in ("reference.html", "medium.html"))
+
+
+def test_the_page_line_is_left_out_only_when_the_text_shown_opens_with_the_title():
+    text = "Retries\nA request that fails is sent again after a pause."
+    page = ParsedDoc(url="https://docs.example.test/retries", title="Retries", topic="Guides", text=text,
+                     chunks=(Chunk(0, text, 14),))
+    question = PageQuestion(PAGE_TASKS)
+    assert "Page: Retries" not in render(question, page)[-1][1]  # the text says it first
+    notes = ParsedDoc(url=page.url, title=page.title, topic=page.topic, text=text,  # read in pieces: notes shown
+                      chunks=(Chunk(0, "[part 1 of 2] Failed requests are sent again.", 12),))
+    assert "Page: Retries" in render(question, notes)[-1][1]

@@ -83,11 +83,13 @@ def page_reading(tasks: Sequence[Task], fits: Callable[[PageQuestion], bool],
     """The questions that read the page whole: every task in one, with full answers (unless `brief`), else with
     brief ones, whose smaller answer room leaves the page more (better than answers from notes on its pieces);
     else the fewest groups; None when the page must be read in pieces."""
+    found = []
     for answers in ((True,) if brief else (False, True)):
         groups = task_groups(tasks, fits, answers)
         if groups is not None and len(groups) == 1:
             return groups
-    return task_groups(tasks, fits, brief) or (None if brief else task_groups(tasks, fits, True))
+        found.append(groups)
+    return next((groups for groups in found if groups is not None), None)
 
 
 def _analyse(gateway: Gateway, tasks: tuple[Task, ...], reread: Reread):
@@ -134,13 +136,10 @@ def _one_task(gateway: Gateway, reread: Reread, task: Task | None = None):
         asked = task or state["task"]
         if task is None and not gateway.page_fits(state["page"], (asked,)):
             # asked again after a combined answer that read the page whole with brief answers: a task alone
-            # keeps room for a full answer, which would cut the page, so it is asked brief as well
-            question = PageQuestion((asked,), brief=True)
-            answer, _ = await _asked(gateway, question, state, reread)
-            value = getattr(answer, asked.value)
-            if value is None:
-                raise LLMError(f"no valid {asked.value} for {state['source'].url}")
-            return {"parts": {asked.value: value}}
+            # keeps room for a full answer, which would cut the page, so it is asked brief as well (a combined
+            # answer of one part has that part valid, or fails)
+            answer, _ = await _asked(gateway, PageQuestion((asked,), brief=True), state, reread)
+            return {"parts": {asked.value: getattr(answer, asked.value)}}
         answer, _ = await _asked(gateway, asked, state, reread)
         return {"parts": {asked.value: part_value(asked, answer)}}
 

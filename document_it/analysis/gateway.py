@@ -208,7 +208,6 @@ class Gateway(Attempts):
         """The answer to `messages` (batched when the batcher is on); a prompt the server refuses as longer
         than its context is built again within what the window learned, unless that would cut a page's text:
         such a page's LLMContextError goes up to the agent, which reads it chunk by chunk instead."""
-        assert isinstance(self.provider, ChatProvider)
         self._asking += 1
         try:
             return await self._fitted_asked(task, context, messages)

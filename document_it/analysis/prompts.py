@@ -207,8 +207,9 @@ def page_fits(page: ParsedDoc, question: Question, room: int | None, extra: int 
 def _page_layout(page: ParsedDoc, budget: int | None, with_links: bool = True) -> tuple[str, list[str], int]:
     """The page's header, its link lines (when asked) and the tokens left for its text within `budget`; the
     links take at most a fifth, the text the rest."""
-    # the title once (the text often opens with it), the section when the page has one
-    title = "" if page.text.startswith(page.title) else f"Page: {page.title}\n"
+    # the title once (the text shown, its first chunk, often opens with it), the section when the page has one
+    shown_first = page.chunks[0].text if page.chunks else ""
+    title = "" if shown_first.startswith(page.title) else f"Page: {page.title}\n"
     section = f"Section: {page.topic}\n" if page.topic and page.topic != ROOT_TOPIC else ""
     head = f"{title}URL: {page.url}\n{section}\n"
     shown = page.links[:_LINKS] if with_links else ()
