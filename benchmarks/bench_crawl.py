@@ -48,7 +48,7 @@ from document_it.testing.docsite import write_docsite
 from document_it.testing.site import SiteServer
 
 # Spawned children (the pool's parse workers, the site server) import this file again as __mp_main__, so the
-# package is imported only inside functions the parent runs: document_it.run.queued and .jobwork pull in the
+# package is imported only inside functions the parent runs: document_it.run.driver and .loop pull in the
 # analysis agent (langgraph, ~4 s of CPU per process), which main.py's children never load either (cli is lazy).
 
 try:
@@ -167,7 +167,7 @@ def _settings(args: argparse.Namespace, mode: str, start: str, state: Path) -> A
 async def _drain(settings: Any, queue: Any, spec: Any, in_flight: int, warm: bool,
                  server_pid: int | None, timeout: float) -> dict[str, Any]:
     from document_it.core.dispatcher import PLANS, Where
-    from document_it.run.jobwork import open_worker
+    from document_it.run.loop import open_worker
 
     results: list[Any] = []
     plan = PLANS[settings.mode]
@@ -196,7 +196,7 @@ def crawl_once(args: argparse.Namespace, mode: str, base_url: str, warm: bool, s
     from document_it.core.job_queue import JobQueue, JobState
     from document_it.run.crawl import Crawl, CrawlSpec
     from document_it.fetch import FetchLimits
-    from document_it.run.jobwork import RunSpec
+    from document_it.run.loop import RunSpec
     from document_it.models import DocStatus
 
     expected = len(expected_paths)

@@ -145,7 +145,7 @@ def main() -> int:
         tmp = Path(name)
         floors = [("floor: python -c pass", [python, "-c", "pass"]),
                   ("floor: import document_it.cli", [python, "-c", "import document_it.cli"]),
-                  ("floor: import the LLM stack", [python, "-c", "import document_it.run.queued"])]
+                  ("floor: import the LLM stack", [python, "-c", "import document_it.run.driver"])]
         for case, cmd in floors:
             rows.append(_row(case, " ".join(cmd[1:]), None, lambda cmd=cmd: _timed(cmd, 0), args.repeat))
         for case, flags, expect in _quick_cases(tmp):

@@ -145,7 +145,7 @@ class Settings:
     delay: float = 0.0
     host_share: int = 1  # worker processes sharing each host's politeness (set for process mode's workers)
     # job queue, resume and nightly runs
-    enable_queue: bool | None = None  # None: on for crawls, --resume and --incremental
+    enable_queue: bool | None = None  # True: a queued run; False: a temporary job database
     resume: bool = False
     incremental: bool = False
     grace_s: float = 5.0

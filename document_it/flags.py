@@ -230,9 +230,11 @@ def _job_queue(p: argparse.ArgumentParser, d: _Default) -> None:
                              "run resumes, a nightly run re-analyses only what changed (docs/nightly.md)")
     queue = g.add_mutually_exclusive_group()
     queue.add_argument("--enable-queue", dest="enable_queue", action="store_const", const=True, default=None,
-                       help="use the job queue (on by default for crawls, --resume and --incremental)")
+                       help="run as a queued run: when a budget runs out, pages not started stay pending for --resume "
+                            "(crawls and --incremental always are)")
     queue.add_argument("--no-queue", dest="enable_queue", action="store_const", const=False,
-                       help="never use the job queue")
+                       help="keep the run's jobs in a temporary database, not --state-dir/jobs.sqlite (the run "
+                            "cannot be resumed; not for crawls)")
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue the last unfinished run in --state-dir, with its source and options")
     g.add_argument("--incremental", action="store_true", default=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from document_it.analysis.gateway import Gateway
 from document_it.analysis.providers import ExtractiveProvider
 from document_it.config import LLMKind, Mode, Settings, TaskStrategy
 from document_it.core.dispatcher import PLANS, Stages
+from document_it.core.job_queue import JobQueue
+from document_it.run.loop import JobWorker, RunSpec
 from document_it.run.pipeline import run
-from document_it.run.steps import analyze_refs
+from document_it.scope import url_key
 from document_it.fetch import FetchLimits
 from document_it.sources import discover
 from document_it.testing.llm_sim import SimServer
@@ -134,6 +137,18 @@ def test_sync_mode_sends_one_request_at_a_time(tmp_path, site, sim):
     assert sim.stats()["max_in_flight"] == 1
 
 
+@pytest.mark.parametrize("mode", [Mode.HYBRID, Mode.PROCESS])
+def test_one_shot_runs_keep_their_jobs_in_the_state_dir_and_no_queue_in_a_temporary_database(tmp_path, site, mode):
+    kept = run(_settings(tmp_path, site, None, mode, output_dir=tmp_path / "kept"))
+    assert kept["queue"]["jobs"]["done"] == len(PAGES) and kept["queue"]["jobs"]["failed"] == 1
+    assert "pages_parsed" not in kept["stages"]  # a one-shot run parses every page it fetches
+    temporary = run(_settings(tmp_path / "other", site, None, mode, output_dir=tmp_path / "temporary",
+                              enable_queue=False))
+    assert "queue" not in temporary and temporary["documents"] == kept["documents"]
+    assert (tmp_path / "state" / "jobs.sqlite").exists() and not (tmp_path / "other" / "state" / "jobs.sqlite").exists()
+    assert _comparable(tmp_path / "temporary") == _comparable(tmp_path / "kept")
+
+
 def test_extractive_default_is_labelled_everywhere(tmp_path, site):
     summary = run(_settings(tmp_path, site, None, Mode.HYBRID))
     out = tmp_path / "hybrid"
@@ -164,13 +179,17 @@ async def test_documents_in_flight_are_bounded(tmp_path, site):
     settings = _settings(tmp_path, site, None, Mode.ASYNC)
     refs = discover(settings.source, FetchLimits.from_settings(settings)).refs
     done = []
-    with _CountingStages(settings, PLANS[Mode.ASYNC]) as stages:
+    with JobQueue(tmp_path / "jobs.sqlite") as queue, _CountingStages(settings, PLANS[Mode.ASYNC]) as stages:
+        info = queue.start_run(settings.source, {})
+        queue.add(info.id, [(url_key(ref.url), ref, 0) for ref in refs])
+
         def emit(result):
             stages.open -= 1
             done.append(result)
 
         async with Gateway(ExtractiveProvider(stages.run_cpu), settings, 5) as gateway:
-            await analyze_refs(refs, PageAgent(gateway), stages, settings, emit, in_flight=2)
+            worker = JobWorker(RunSpec(info.id, settings.source), settings, queue, stages, PageAgent(gateway), None)
+            await worker.drain(emit, in_flight=2, stop=asyncio.Event())
     assert len(done) == len(refs) and {r.url for r in done} == {r.url for r in refs}
     assert stages.peak == 2
 

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import pytest
 from rich.console import Console
 
-from document_it.run import queued
+from document_it.run import driver
 from document_it.analysis.gateway import build_gateway
 from document_it.cli import main
 from document_it.config import LLMKind, Mode, Settings, TaskStrategy
@@ -220,7 +220,7 @@ def _crawl(docsite: SiteServer, tmp_path: Path, *flags: str) -> list[dict]:
 
 
 def test_a_crawl_grows_its_total_before_the_first_page_finishes(docsite, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(queued, "RunProgress", _EveryEvent)
+    monkeypatch.setattr(driver, "RunProgress", _EveryEvent)
     with caplog.at_level(logging.INFO, logger="document_it.progress"):
         rows = _crawl(docsite, tmp_path)
     lines = _progress_lines(caplog)
@@ -235,7 +235,7 @@ def test_a_crawl_grows_its_total_before_the_first_page_finishes(docsite, tmp_pat
 
 
 def test_a_crawl_on_a_terminal_never_shows_more_done_than_discovered(docsite, tmp_path, monkeypatch):
-    monkeypatch.setattr(queued, "RunProgress", _OnATerminal)
+    monkeypatch.setattr(driver, "RunProgress", _OnATerminal)
     _OnATerminal.screen = io.StringIO()
     # slow enough to be drawn often, and as a real server, slower for longer replies: batched page answers are
     # far longer than a synthesis, and a reply time that ignored length would read as a queue and cut the window

@@ -1,4 +1,5 @@
-"""Crash-resume and stopping: kill -9 mid-crawl then --resume, graceful SIGTERM, the state-dir lock."""
+"""Crash-resume and stopping: kill -9 mid-run (a crawl or a one-shot run) then --resume, graceful SIGTERM,
+the state-dir lock."""
 
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ PAGES = 60
 SITE_PAGES = PAGES + 4 + 1  # content pages, four section indexes, the home page
 
 
-def _start(tmp_path: Path, site: SiteServer, sim: SimServer, *extra: str) -> subprocess.Popen:
+def _start(tmp_path: Path, site: SiteServer, sim: SimServer, *extra: str, source: str = "docs/index.html"
+           ) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "main.py"), "--quiet", "--source", site.url("docs/index.html"),
+        [sys.executable, str(ROOT / "main.py"), "--quiet", "--source", site.url(source),
          "--output-dir", str(tmp_path / "out"), "--state-dir", str(tmp_path / "state"), "--llm", "openai",
          "--llm-base-url", sim.base_url, "--max-concurrency", "4", "--batch-size", "1", *extra],
         cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DOCUMENT_IT_ALLOW_PRIVATE": "1"},
@@ -74,14 +76,23 @@ def _done_before(tmp_path: Path) -> set[str]:
         return {result["url"] for result in queue.results(run.id)}
 
 
+def _write_index(site: SiteServer, root: Path, paths: list[str]) -> str:
+    """An llms.txt listing every page: a one-shot run over a known list of pages, not a crawl."""
+    (root / "llms.txt").write_text("# Skiff manual\n\n## Pages\n\n"
+                                   + "".join(f"- [{path}]({site.url(path)})\n" for path in paths))
+    return "llms.txt"
+
+
+@pytest.mark.parametrize("source", ["crawl", "one-shot"])
 @pytest.mark.parametrize("mode", ["hybrid", "process"])
-def test_kill_9_mid_crawl_then_resume_analyses_each_page_once(tmp_path, monkeypatch, mode):
+def test_kill_9_mid_run_then_resume_analyses_each_page_once(tmp_path, monkeypatch, mode, source):
     monkeypatch.setenv("DOCUMENT_IT_ALLOW_PRIVATE", "1")
-    write_docsite(tmp_path / "site", PAGES)
+    written = write_docsite(tmp_path / "site", PAGES)
     results = tmp_path / "out" / "results.jsonl"
     with SiteServer(tmp_path / "site", max_seconds=240) as site, \
             SimServer(latency_ms=120, ms_per_token=0, max_seconds=240) as sim:
-        proc = _start(tmp_path, site, sim, "--parallelism-mode", mode, "--analysis-workers", "2")
+        start = "docs/index.html" if source == "crawl" else _write_index(site, tmp_path / "site", written)
+        proc = _start(tmp_path, site, sim, "--parallelism-mode", mode, "--analysis-workers", "2", source=start)
         try:
             _wait_for_lines(results, SITE_PAGES // 2, proc)
         finally:

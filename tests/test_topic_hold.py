@@ -1,4 +1,4 @@
-"""pipeline._TopicSynthesis: a topic's synthesis starts once its last page is done, or, under a request limit,
+"""run/topics.TopicSynthesis: a topic's synthesis starts once its last page is done, or, under a request limit,
 once every page is done, all topics together."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from document_it.analysis import agent
 from document_it.models import DocRef, DocResult, DocStatus
-from document_it.run.pipeline import _TopicSynthesis
+from document_it.run.topics import TopicSynthesis
 
 REFS = [DocRef("https://x.test/a1", "A1", "A"), DocRef("https://x.test/a2", "A2", "A"),
         DocRef("https://x.test/b1", "B1", "B")]
@@ -31,6 +31,13 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return made
 
 
+def _topics(pace: tuple[int, float] | None, refs: list[DocRef]) -> TopicSynthesis:
+    left: dict[str, int] = {}
+    for ref in refs:
+        left[ref.topic] = left.get(ref.topic, 0) + 1
+    return TopicSynthesis(_gateway(pace), left)
+
+
 def _gateway(pace: tuple[int, float] | None) -> SimpleNamespace:
     return SimpleNamespace(limiter=SimpleNamespace(request_pace=lambda: pace))
 
@@ -42,7 +49,7 @@ def _done(ref: DocRef, status: DocStatus = DocStatus.COMPLETED) -> DocResult:
 
 
 async def test_without_a_request_limit_each_topic_starts_with_its_last_page(calls):
-    topics = _TopicSynthesis(_gateway(None), REFS)
+    topics = _topics(None, REFS)
     topics.page_done(_done(REFS[0]))
     assert calls == []  # A has a page left
     topics.page_done(_done(REFS[2]))
@@ -54,7 +61,7 @@ async def test_without_a_request_limit_each_topic_starts_with_its_last_page(call
 
 
 async def test_under_a_request_limit_all_topics_wait_for_the_last_page_and_start_together(calls):
-    topics = _TopicSynthesis(_gateway((1, 0.5)), REFS)
+    topics = _topics((1, 0.5), REFS)
     topics.page_done(_done(REFS[2]))  # B is complete, but pages of A are still out
     topics.page_done(_done(REFS[0]))
     assert calls == []
@@ -65,7 +72,7 @@ async def test_under_a_request_limit_all_topics_wait_for_the_last_page_and_start
 
 
 async def test_results_starts_the_topics_still_held(calls):
-    topics = _TopicSynthesis(_gateway((0, 2.0)), REFS)
+    topics = _topics((0, 2.0), REFS)
     topics.page_done(_done(REFS[2]))
     topics.page_done(_done(REFS[0]))  # A's second page is never reported
     assert calls == []
@@ -75,7 +82,7 @@ async def test_results_starts_the_topics_still_held(calls):
 
 async def test_a_topic_whose_pages_all_failed_costs_no_synthesis(calls):
     refs = [*REFS, DocRef("https://x.test/c1", "C1", "C")]
-    topics = _TopicSynthesis(_gateway((1, 0.5)), refs)
+    topics = _topics((1, 0.5), refs)
     for ref in refs:
         topics.page_done(_done(ref, DocStatus.FAILED if ref.topic == "C" else DocStatus.COMPLETED))
     assert [sorted(call) for call in calls] == [["A", "B"]]

@@ -326,6 +326,11 @@ class JobQueue(PageMemory):
         return bool(self._read("SELECT 1 FROM jobs WHERE run_id = ? AND state IN ('pending', 'in_progress') "
                                "LIMIT 1", run_id))
 
+    def open_by_topic(self, run_id: int) -> dict[str, int]:
+        """How many pending or in-progress jobs each topic of the run has."""
+        return dict(self._read("SELECT topic, COUNT(*) FROM jobs WHERE run_id = ? AND state IN "
+                               "('pending', 'in_progress') GROUP BY topic", run_id))
+
     def results(self, run_id: int) -> list[dict]:
         """The result dicts of the run's done and failed jobs, sorted by url."""
         rows = self._read("SELECT result FROM jobs WHERE run_id = ? AND state IN ('done', 'failed') "

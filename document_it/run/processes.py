@@ -1,4 +1,5 @@
-"""`process` mode: the pages are shared out to worker processes, each running the async pipeline."""
+"""`process` mode: N worker processes run the same loop (run/loop.py) on the same job queue, each with its
+share of the limits; the parent carries their results to the run's outputs."""
 
 from __future__ import annotations
 
@@ -10,39 +11,19 @@ from multiprocessing.managers import SyncManager
 from typing import Any, Callable
 
 from ..config import Mode, Settings
-from ..models import DocRef, DocResult, DocStatus
+from ..models import DocResult
 from ..core.bounded import ignore_interrupts, spawn_context
-from ..core.dispatcher import PLANS, Stages
+from ..core.dispatcher import PLANS
 from ..core.shutdown import Shutdown
 
-__all__ = ["run_process_mode", "run_shard", "run_queue_workers", "run_queue_shard", "worker_share", "budget_share", "worker_count"]
+__all__ = ["run_queue_workers", "run_queue_shard", "worker_share", "budget_share", "worker_count"]
 
 _POLL_S = 0.2
 
 
-def run_shard(settings: Settings, refs: list[DocRef], results: Any, stop: Any) -> dict[str, Any]:
-    """In a worker process: analyse `refs`, putting each result on the shared queue; return LLM figures."""
-    return asyncio.run(_shard(settings, refs, results, stop))
-
-
-async def _shard(settings: Settings, refs: list[DocRef], results: Any, stop: Any) -> dict[str, Any]:
-    from ..analysis.agent import PageAgent
-    from ..analysis.gateway import build_gateway
-    from .steps import analyze_refs
-    from ..core.cache import open_memo
-
-    plan = PLANS[Mode.ASYNC]  # already in its own process: threads for I/O, the loop for the LLM
-    memo = open_memo(settings)  # the same cache directory every worker and the parent read
-    with Stages(settings, plan, memo) as stages:
-        async with build_gateway(settings, stages.run_cpu, memo=memo) as gateway:
-            await analyze_refs(refs, PageAgent(gateway, settings.sub_model), stages, settings,
-                               lambda r: results.put(r.to_dict()), plan.docs_in_flight(settings), stop)
-    return gateway.export()
-
-
-def worker_count(settings: Settings, pages: int) -> int:
-    """Never more workers than pages, nor than LLM slots (each worker needs at least one)."""
-    return max(1, min(settings.analysis_workers, pages, settings.max_concurrency))
+def worker_count(settings: Settings, pages: int | None) -> int:
+    """Never more workers than pages (when known up front), nor than LLM slots (each worker needs one)."""
+    return max(1, min(settings.analysis_workers, settings.max_concurrency, pages or settings.analysis_workers))
 
 
 def worker_share(settings: Settings, workers: int) -> Settings:
@@ -61,45 +42,6 @@ def budget_share(settings: Settings, workers: int) -> Settings:
         max_tokens=None if settings.max_tokens is None else settings.max_tokens // workers)
 
 
-async def run_process_mode(settings: Settings, refs: list[DocRef], emit: Callable[[DocResult], None],
-                           shutdown: Shutdown) -> list[dict[str, Any]]:
-    """Analyse `refs` over `--analysis-workers` processes, sharing the cap, rates and budgets between them."""
-    workers = worker_count(settings, len(refs))
-    share = worker_share(settings, workers)
-    shards = [refs[i::workers] for i in range(workers)]
-    loop = asyncio.get_running_loop()
-    context = spawn_context()
-    seen: set[str] = set()
-    with _manager(context) as manager, ProcessPoolExecutor(workers, mp_context=context,
-                                                           initializer=ignore_interrupts) as pool:
-        results, stop = manager.Queue(), manager.Event()
-        futures = [loop.run_in_executor(pool, run_shard, share, shard, results, stop) for shard in shards if shard]
-        try:
-            while len(seen) < len(refs):
-                if shutdown.stopped and not stop.is_set():
-                    stop.set()  # the workers finish what they hold and take nothing new
-                try:
-                    item = await asyncio.to_thread(results.get, True, _POLL_S)
-                except queue.Empty:
-                    _raise_fatal(futures)
-                    if all(f.done() for f in futures) and results.empty():
-                        break
-                    continue
-                result = DocResult.from_dict(item)
-                seen.add(result.url)
-                emit(result)
-        except BaseException:
-            _stop_workers(pool)  # interrupted, or a worker's error stops the run: don't wait for the others
-            raise
-        exports = await _outputs(futures)  # the pages a dead worker held are reported below
-    for ref in refs:
-        if ref.url not in seen and not shutdown.stopped:
-            emit(DocResult(url=ref.url, title=ref.title, topic=ref.topic, status=DocStatus.FAILED,
-                           error="analyze: the worker process handling this page died",
-                           provider=share.provider_name, model=share.model_name))
-    return exports
-
-
 def run_queue_shard(settings: Settings, spec: Any, results: Any, stop: Any) -> dict[str, Any]:
     """In a worker process: take pages from the run's job queue until none is left; return figures."""
     return asyncio.run(_queue_shard(settings, spec, results, stop))
@@ -108,23 +50,24 @@ def run_queue_shard(settings: Settings, spec: Any, results: Any, stop: Any) -> d
 async def _queue_shard(settings: Settings, spec: Any, results: Any, stop: Any) -> dict[str, Any]:
     from ..analysis.agent import PageAgent
     from ..analysis.gateway import build_gateway
-    from .jobwork import open_worker
+    from .loop import open_worker
     from ..core.cache import open_memo
     from ..core.job_queue import JobQueue
 
     plan = PLANS[Mode.ASYNC]
     memo = open_memo(settings)
-    with JobQueue(settings.jobs_path) as queue, open_worker(settings, spec, queue, plan, memo) as (worker, stages):
+    with JobQueue(spec.database or settings.jobs_path) as queue, open_worker(settings, spec, queue, plan, memo) as (worker, stages):
         async with build_gateway(settings, stages.run_cpu, memo=memo) as gateway:
             worker.agent = PageAgent(gateway, settings.sub_model)
             await worker.drain(lambda r: results.put(r.to_dict()), plan.docs_in_flight(settings), stop)
     return {"gateway": gateway.export(), "counters": worker.counters.as_dict()}
 
 
-async def run_queue_workers(settings: Settings, spec: Any, emit: Callable[[DocResult], None],
-                            shutdown: Shutdown) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Drain a queued run over `--analysis-workers` processes that all claim from the same job queue."""
-    workers = max(1, min(settings.analysis_workers, settings.max_concurrency))
+async def run_queue_workers(settings: Settings, spec: Any, emit: Callable[[DocResult], None], shutdown: Shutdown,
+                            pages: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Drain a run over `--analysis-workers` processes that all claim from the same job queue (`pages`: how
+    many are waiting, when the run knows)."""
+    workers = worker_count(settings, pages)
     share = worker_share(settings, workers)
     loop = asyncio.get_running_loop()
     context = spawn_context()

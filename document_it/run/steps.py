@@ -1,12 +1,11 @@
-"""One page's steps: fetch, parse, analyse, each failure recorded on the page's result (a fatal LLM error
-stops the run); and the plain run's loop over a list of pages."""
+"""One page's steps after its download: parse and analyse, each failure recorded on the page's result (a
+fatal LLM error stops the run)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..core.dispatcher import Stages
@@ -16,52 +15,9 @@ from ..models import DocRef, DocResult, DocStatus, Fetched, ParsedDoc
 if TYPE_CHECKING:
     from ..analysis.agent import PageAgent
 
-__all__ = ["analyze_refs", "analyze_document", "parse_step", "analyze_page", "failed_result", "Emit"]
+__all__ = ["parse_step", "analyze_page", "failed_result"]
 
 log = logging.getLogger(__name__)
-
-Emit = Callable[[DocResult], None]
-
-
-async def analyze_refs(refs: list[DocRef], agent: PageAgent, stages: Stages, settings: Settings,
-                       emit: Emit, in_flight: int, stop: asyncio.Event | Any | None = None) -> None:
-    """Analyse every ref with at most `in_flight` documents under way; emit each result as it lands.
-
-    Once `stop` is set (an asyncio or multiprocessing Event) no new page starts."""
-    pending = iter(refs)
-
-    async def worker() -> None:
-        for ref in pending:  # one shared iterator: each ref is taken by exactly one worker
-            if stop is not None and stop.is_set():
-                return
-            spent = agent.gateway.budget_reason()
-            if spent:  # pages already under way finish; no new one starts
-                emit(_not_started(ref, settings, spent))
-                continue
-            emit(await analyze_document(ref, stages, agent, settings))
-
-    tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(in_flight, len(refs))))]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-async def analyze_document(ref: DocRef, stages: Stages, agent: PageAgent, settings: Settings) -> DocResult:
-    """Fetch, parse and analyse one page; any failure is recorded on its result (a fatal LLM error stops the run)."""
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    fetched = await stages.fetch(ref)
-    timings["fetch"] = _lap(clock)
-    if not fetched.ok:
-        return failed_result(ref, settings, "fetch", fetched.error or "unknown error", timings=timings)
-    page = await parse_step(fetched, stages, settings, timings)
-    if isinstance(page, DocResult):
-        return page
-    return await analyze_page(ref, page, agent, settings, timings)
 
 
 async def parse_step(fetched: Fetched, stages: Stages, settings: Settings,
@@ -117,10 +73,6 @@ def failed_result(ref: DocRef, settings: Settings, stage: str, reason: str, titl
     return DocResult(url=ref.url, title=title or ref.title, topic=ref.topic, status=DocStatus.FAILED,
                      error=f"{stage}: {reason}", provider=settings.provider_name,
                      model=settings.model_name, timings=timings or {}, text_tokens=text_tokens)
-
-
-def _not_started(ref: DocRef, settings: Settings, reason: str) -> DocResult:
-    return failed_result(ref, settings, "not analysed", reason)
 
 
 def _lap(start: float) -> float:

@@ -1,22 +1,24 @@
-"""Runs kept in the job queue: crawls, crash-resume and nightly incremental runs.
+"""Every run drives the one loop (run/loop.py) over a job queue: one-shot runs, crawls, crash-resume and
+nightly incremental runs alike.
 
-The queue (--state-dir/jobs.sqlite) is the run's memory: every page is a job, every finished page's result
-is stored with it, and results.jsonl, report.md and run.json are written from it."""
+The queue (--state-dir/jobs.sqlite; a temporary one with --no-queue) is the run's memory: every page is a
+job, every finished page's result is stored with it, and results.jsonl, report.md and run.json are written
+from it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import enum
-import hashlib
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from ..analysis.agent import synthesize_topics
 from ..analysis.gateway import Gateway, build_gateway
+from ..analysis.strategy import resolve_strategy
 from ..config import Answers, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy, page_tasks
 from ..core.bounded import BoundedPool
 from ..core.dispatcher import PLANS
@@ -30,29 +32,30 @@ from .crawl import Crawl, CrawlSpec, NewJob
 from ..errors import ConfigError, Interrupted, OutputError, SourceError
 from ..fetch import USER_AGENT, FetchLimits
 from .incremental import changes_block, render_changes
-from .jobwork import RunSpec, open_worker
+from .loop import RunSpec, open_worker
 from ..models import DocResult
 from ..core.cache import open_memo
-from .summary import plain_synthesis, summarize_run, topic_inputs
+from .summary import summarize_run, topic_inputs
+from .topics import TopicSynthesis, remembering
 from ..report import ResultStream, atomic_write_text, write_outputs
 from ..scope import url_key
 from ..sources import LlmsIndex
 
-__all__ = ["run_queued", "resumed_settings", "wants_queue", "RETRY_FAILED"]
+__all__ = ["run_queued", "resumed_settings", "is_oneshot", "RETRY_FAILED"]
 
 log = logging.getLogger(__name__)
 
 RETRY_FAILED = 3  # --resume retries a failed page until it has been tried this many times
 
 
-def wants_queue(settings: Settings, index: LlmsIndex | None) -> bool:
-    """The queue is on for --resume, --incremental and crawls unless --no-queue; --enable-queue forces it."""
+def is_oneshot(settings: Settings, index: LlmsIndex | None) -> bool:
+    """A new run over a known list of pages, neither --incremental nor --enable-queue: when a budget runs out
+    its remaining pages are recorded as not analysed (a crawl, a nightly run or --enable-queue leaves them
+    pending for --resume). A crawl needs the state dir's queue: --no-queue with one is an error."""
     crawl = index is not None and index.crawl_from is not None
-    if settings.enable_queue is False:
-        if crawl:
-            raise ConfigError("crawling a site needs the job queue: drop --no-queue")
-        return False
-    return bool(settings.enable_queue or settings.resume or settings.incremental or crawl)
+    if settings.enable_queue is False and crawl:
+        raise ConfigError("crawling a site needs the job queue: drop --no-queue")
+    return not (settings.enable_queue or settings.resume or settings.incremental or crawl)
 
 
 def resumed_settings(settings: Settings) -> Settings:
@@ -71,13 +74,28 @@ def resumed_settings(settings: Settings) -> Settings:
 
 def run_queued(settings: Settings, index: LlmsIndex | None, chosen: Settings | None = None,
                resources: ResourceSampler | None = None, pool: BoundedPool | None = None) -> dict[str, Any]:
-    """Start (from `index`) or resume the queued run in --state-dir; returns run.json's content.
+    """Start (from `index`) or resume the run in --state-dir; returns run.json's content.
 
     `chosen` is what the user asked for (before e.g. a simulator was started for the run): what --resume
     restores."""
-    with RunLock(settings.state_dir), JobQueue(settings.jobs_path) as queue:
-        spec, settings, title, resumed = _open_run(queue, settings, index, chosen or settings)
+    oneshot = is_oneshot(settings, index)
+    with _job_database(settings) as database, JobQueue(database) as queue:
+        spec, settings, title, resumed = _open_run(queue, settings, index, chosen or settings, oneshot, database)
         return asyncio.run(_run(settings, spec, queue, title, resumed, resources, pool))
+
+
+@contextlib.contextmanager
+def _job_database(settings: Settings) -> Iterator[Path]:
+    """The state dir's jobs.sqlite, locked for this run (a killed run can be resumed); with --no-queue a
+    temporary database: in memory, or a file the worker processes of process mode share, removed after."""
+    if settings.enable_queue is not False:
+        with RunLock(settings.state_dir):
+            yield settings.jobs_path
+    elif settings.mode is not Mode.PROCESS:
+        yield Path(":memory:")
+    else:
+        with tempfile.TemporaryDirectory(prefix="document-it-jobs-") as folder:
+            yield Path(folder) / "jobs.sqlite"
 
 
 # what --resume restores unless given again: where results go, what analyses the pages, how to fetch
@@ -88,8 +106,8 @@ _FROM_OPTION: dict[str, Any] = {"output_dir": Path, "llm": LLMKind, "structured_
                                 "mode": Mode, "task_strategy": TaskStrategy, "answers": Answers}
 
 
-def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None,
-              chosen: Settings) -> tuple[RunSpec, Settings, str, bool]:
+def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None, chosen: Settings, oneshot: bool,
+              database: Path) -> tuple[RunSpec, Settings, str, bool]:
     if settings.resume:
         info = queue.unfinished_run()
         if info is None:
@@ -97,7 +115,8 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None,
         queue.finish_run(info.id, "running")
         held, retried = queue.release(info.id), queue.retry_failed(info.id, RETRY_FAILED)
         log.info("resuming run %d: %d pages were under way, %d failed pages will be retried", info.id, held, retried)
-        return _spec(info), settings, info.options.get("title", ""), True
+        spec = _spec(info, database)
+        return spec, _resolved(settings, queue, spec), info.options.get("title", ""), True
     assert index is not None
     crawl = CrawlSpec.from_settings(settings, index.crawl_from) if index.crawl_from else None
     if crawl is not None and settings.limit:
@@ -110,14 +129,21 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None,
         queue.finish_run(stale.id, "aborted")
     stored = {name: getattr(chosen, name) for name in _RESUMED}
     options = {"incremental": settings.incremental, "title": index.title, "limited": bool(settings.limit),
-               "crawl": crawl.to_options() if crawl else None,
+               "crawl": crawl.to_options() if crawl else None, "oneshot": oneshot,
                "settings": {k: _option(v) for k, v in stored.items()}}
     info = queue.start_run(settings.source, options)
     if crawl is not None:
         queue.add(info.id, seeds, crawl.max_pages)
     else:
         queue.add(info.id, [(url_key(ref.url), ref, 0) for ref in index.refs])
-    return _spec(info), settings, index.title, False
+    spec = _spec(info, database)
+    return spec, _resolved(settings, queue, spec), index.title, False
+
+
+def _resolved(settings: Settings, queue: JobQueue, spec: RunSpec) -> Settings:
+    """--task-strategy auto decided for this run, from the pages it has to do (a crawl's are not known)."""
+    pages = None if spec.crawl is not None else _open_jobs(queue, spec)
+    return settings.with_(task_strategy=resolve_strategy(settings, pages))
 
 
 def _option(value: Any) -> Any:
@@ -137,10 +163,10 @@ def _seeds(spec: CrawlSpec, settings: Settings) -> list[NewJob]:
     return crawl.seeds()
 
 
-def _spec(info: RunInfo) -> RunSpec:
+def _spec(info: RunInfo, database: Path) -> RunSpec:
     crawl = info.options.get("crawl")
     return RunSpec(info.id, info.source, bool(info.options.get("incremental")),
-                   CrawlSpec.from_options(crawl) if crawl else None)
+                   CrawlSpec.from_options(crawl) if crawl else None, bool(info.options.get("oneshot")), database)
 
 
 async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool,
@@ -187,7 +213,7 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
                 summary = _finish(settings, spec, queue, title, resumed, status, llm, synthesis, counters,
                                   time.perf_counter() - started, resources, made)
     if shutdown.signum is not None:
-        raise Interrupted(shutdown.signum, resumable=True)
+        raise Interrupted(shutdown.signum, resumable=spec.database == settings.jobs_path)
     return summary
 
 
@@ -204,50 +230,58 @@ def _open_jobs(queue: JobQueue, spec: RunSpec) -> int:
 
 async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any, progress: RunProgress,
                    shutdown: Shutdown, pool: BoundedPool | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Drain the queue here (or over worker processes in process mode), then synthesise the topics."""
+    """Drain the queue here (or over worker processes in process mode), with the topic syntheses."""
     memo = open_memo(settings)
     if settings.mode is Mode.PROCESS:
         from .processes import run_queue_workers
 
         async with build_gateway(settings, memo=memo) as gateway:
-            exports, counters = await run_queue_workers(settings, spec, emit, shutdown)
+            pages = None if spec.crawl is not None else await asyncio.to_thread(_open_jobs, queue, spec)
+            exports, counters = await run_queue_workers(settings, spec, emit, shutdown, pages)
             for exported in exports:
                 gateway.absorb(exported)
-            synthesis = {} if shutdown.stopped else await _synthesize(gateway, queue, spec)
+            # the workers held the whole cap while they ran, so the syntheses wait for them
+            synthesis = {} if shutdown.stopped else await _rest(gateway, queue, spec, {})
         return gateway.summary(), synthesis, counters
     plan = PLANS[settings.mode]
     with open_worker(settings, spec, queue, plan, memo, pool) as (worker, stages):
         async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
             progress.watch(gateway, stages)
+            topics = await _topics(gateway, queue, spec)
+
+            def keep(result: DocResult) -> None:
+                emit(result)
+                topics.page_done(result)
+
             worker.on_discovered = lambda: progress.discovered(_pages(queue, spec))
             worker.agent = agent = page_agent(gateway, settings, stages)
             try:
-                await worker.drain(emit, plan.docs_in_flight(settings), shutdown.stopping)
+                await worker.drain(keep, plan.docs_in_flight(settings), shutdown.stopping)
+            except BaseException:
+                topics.cancel()
+                raise
             finally:
                 await finish_agent(agent)
-            synthesis = {} if shutdown.stopped else await _synthesize(gateway, queue, spec)
+            if shutdown.stopped:
+                topics.cancel()
+                synthesis = {}
+            else:
+                synthesis = await _rest(gateway, queue, spec, await topics.results())
     return gateway.summary(), synthesis, {**worker.counters.as_dict(), "cluster": stages.cluster}
 
 
-async def _synthesize(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> dict[str, Any]:
-    """One synthesis per topic; in nightly runs a topic whose pages did not change keeps its last one."""
+async def _topics(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> TopicSynthesis:
+    """Syntheses that start with their topic's last page; a crawl's topics grow as it goes, so they wait."""
+    left = {} if spec.crawl is not None else await asyncio.to_thread(queue.open_by_topic, spec.run_id)
+    done = [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id)] if left else []
+    return TopicSynthesis(gateway, left, remembering(gateway, queue, spec), done)
+
+
+async def _rest(gateway: Gateway, queue: JobQueue, spec: RunSpec, made: dict[str, Any]) -> dict[str, Any]:
+    """`made` and a synthesis for every other topic of the run's results."""
     results = [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id)]
-    kept: dict[str, Any] = {}
-    todo = []
-    for topic in topic_inputs(results):
-        fingerprint = hashlib.sha256(json.dumps([topic.topic, topic.pages]).encode()).hexdigest()
-        stored = queue.topic_synthesis(spec.source, topic.topic) if spec.incremental else None
-        if stored is not None and stored[0] == fingerprint:
-            kept[topic.topic] = stored[1]
-        else:
-            todo.append((topic, fingerprint))
-    fresh = plain_synthesis(await synthesize_topics(gateway, [topic for topic, _ in todo]))
-    for topic, fingerprint in todo:
-        if isinstance(fresh.get(topic.topic), dict):
-            queue.save_topic_synthesis(spec.source, topic.topic, fingerprint, fresh[topic.topic])
-    if spec.incremental:
-        log.info("topic syntheses: %d redone, %d unchanged", len(todo), len(kept))
-    return {**kept, **fresh}
+    todo = [topic for topic in topic_inputs(results) if topic.topic not in made]
+    return {**made, **(await remembering(gateway, queue, spec)(todo) if todo else {})}
 
 
 def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool, status: str,
@@ -263,9 +297,11 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
                             total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS],
                             this_run=made or [])
     summary["output_dir"] = str(settings.output_dir)
-    summary["queue"] = {"run_id": spec.run_id, "resumed": resumed,
-                        "jobs": {state.value: n for state, n in counts.items()}}
-    summary["stages"]["pages_parsed"] = counters.get("parsed", 0)
+    if spec.database == settings.jobs_path:  # --no-queue's temporary database is gone after the run
+        summary["queue"] = {"run_id": spec.run_id, "resumed": resumed,
+                            "jobs": {state.value: n for state, n in counts.items()}}
+    if not spec.oneshot:  # pages a crawl or a nightly run skipped were not parsed
+        summary["stages"]["pages_parsed"] = counters.get("parsed", 0)
     if spec.crawl is not None:
         summary["crawl"] = {**spec.crawl.to_options(), "pages_found": queue.total(spec.run_id),
                             "robots_disallowed": counters.get("robots_disallowed", 0),

@@ -1,5 +1,6 @@
-"""Working through a queued run: claim a page, fetch it (conditionally), skip it when unchanged, parse it,
-queue its links, analyse it and record the outcome in the job queue, which is the run's memory."""
+"""The run loop, the same for every run and mode: claim a page from the job queue, fetch it (conditionally),
+skip it when unchanged, parse it, queue its links, analyse it, record the outcome in the queue (the run's
+memory) and emit the result."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import socket
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Callable
 
 from ..analysis.agent import PageAgent
@@ -34,12 +36,18 @@ _GONE = (404, 410)
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What every worker of one queued run needs to know (picklable, for worker processes)."""
+    """What every worker of one run needs to know (picklable, for worker processes).
+
+    `oneshot`: a run over a known list of pages, started without --incremental or --enable-queue; when a
+    budget runs out its remaining pages are recorded as not analysed rather than left for --resume.
+    `database`: the job queue's file (the state dir's, or a temporary one with --no-queue)."""
 
     run_id: int
     source: str
     incremental: bool = False
     crawl: CrawlSpec | None = None
+    oneshot: bool = False
+    database: Path | None = None
 
 
 @dataclass
@@ -80,7 +88,7 @@ class JobWorker:
         async def loop() -> None:
             while not stop.is_set():
                 spent = self.agent.gateway.budget_reason() if self.agent else None
-                if spent:  # the rest stays pending: --resume continues with a new budget
+                if spent and not self.spec.oneshot:  # the rest stays pending: --resume continues with a new budget
                     self.counters.budget = spent
                     return
                 job = await asyncio.to_thread(self.queue.claim, self.spec.run_id, self.name)
@@ -91,7 +99,11 @@ class JobWorker:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(wake.wait(), _IDLE_S)
                     continue
-                result = await self.one(job)
+                if spent:  # pages under way finish; the others are recorded as not analysed
+                    result = await self._finish(job, JobState.FAILED,
+                                                failed_result(job.ref, self.settings, "not analysed", spent))
+                else:
+                    result = await self.one(job)
                 wake.set()
                 if result is not None:
                     emit(result)
