@@ -37,7 +37,7 @@ as do OPENAI_API_KEY, OPENAI_BASE_URL and OPENAI_MODEL; flags win.
 exit codes: 0 all pages completed, 3 some pages failed, 2 usage or configuration
 error, 4 a local file could not be written (disk full, read-only folder), 130
 interrupted by Ctrl-C, 143 stopped by SIGTERM (what finished is kept in the
-outputs; with the job queue, --resume continues)."""
+outputs; --resume continues, unless --no-queue)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -230,11 +230,9 @@ def _job_queue(p: argparse.ArgumentParser, d: _Default) -> None:
                              "run resumes, a nightly run re-analyses only what changed (docs/nightly.md)")
     queue = g.add_mutually_exclusive_group()
     queue.add_argument("--enable-queue", dest="enable_queue", action="store_const", const=True, default=None,
-                       help="run as a queued run: when a budget runs out, pages not started stay pending for --resume "
-                            "(crawls and --incremental always are)")
+                       help="a spent budget leaves the rest for --resume")
     queue.add_argument("--no-queue", dest="enable_queue", action="store_const", const=False,
-                       help="keep the run's jobs in a temporary database, not --state-dir/jobs.sqlite (the run "
-                            "cannot be resumed; not for crawls)")
+                       help="jobs in a temporary database: no --resume")
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue the last unfinished run in --state-dir, with its source and options")
     g.add_argument("--incremental", action="store_true", default=None,

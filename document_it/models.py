@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -156,7 +156,8 @@ class DocResult:
     reused: bool = False  # the analysis was not made this run: the cache held it, or an unchanged page kept its last
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The fields as JSON takes them; nested values are shared, not copied (every caller serialises it)."""
+        data = dict(vars(self))
         data["status"] = self.status.value
         return data
 

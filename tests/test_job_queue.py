@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from _clock import FakeClock
-from document_it.core.job_queue import Job, JobQueue, JobState
+from document_it.core.job_queue import Job, JobQueue, JobState, Outcome
 from document_it.core.page_memory import PageRecord
 from document_it.errors import ConfigError
 from document_it.models import DocRef
@@ -60,6 +60,35 @@ def test_claim_is_breadth_first_and_none_when_all_taken(queue):
     order = [queue.claim(run.id, "w1").key for _ in range(6)]
     assert order == ["k1", "k2", "k3", "k10", "k11", "k20"]
     assert queue.claim(run.id, "w2") is None
+
+
+def test_claim_many_takes_expired_leases_first_then_pending_breadth_first(queue, clock):
+    run = queue.start_run("src", {})
+    queue.add(run.id, _items(10, depth=1) + _items(1, 2, 3, depth=0))
+    held = queue.claim(run.id, "dead")  # k1, never renewed
+    clock.advance(61)
+    taken = queue.claim_many(run.id, "w1", 3)
+    assert [job.key for job in taken] == ["k1", "k2", "k3"] and taken[0].attempts == held.attempts + 1
+    assert [job.key for job in queue.claim_many(run.id, "w1", 3)] == ["k10"]
+    assert queue.claim_many(run.id, "w1", 3) == []
+
+
+def test_finish_many_commits_a_group_and_refuses_a_lost_claim(queue, clock):
+    run = queue.start_run("src", {})
+    queue.add(run.id, _items(1, 2, 3))
+    first, second, third = queue.claim_many(run.id, "w1", 3)
+    clock.advance(61)
+    retaken = queue.claim(run.id, "w2")  # the lease on k1 ran out: w2 has it now
+    assert retaken.key == first.key
+    done = queue.finish_many([Outcome(first, JobState.DONE, {"url": "1"}),
+                              Outcome(second, JobState.FAILED, {"url": "2"}),
+                              Outcome(third, JobState.SKIPPED, None, change_note="same page")])
+    assert done == [False, True, True]
+    counts = queue.counts(run.id)
+    assert counts[JobState.IN_PROGRESS] == 1 and counts[JobState.FAILED] == 1 and counts[JobState.SKIPPED] == 1
+    assert queue.results(run.id) == [{"url": "2"}]
+    with pytest.raises(ValueError):
+        queue.finish_many([Outcome(retaken, JobState.PENDING, None)])
 
 
 def test_claim_sets_attempts_and_carries_the_ref(queue):

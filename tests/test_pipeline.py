@@ -186,6 +186,8 @@ async def test_documents_in_flight_are_bounded(tmp_path, site):
         def emit(result):
             stages.open -= 1
             done.append(result)
+            recorded = {r["url"] for r in queue.results(info.id)}
+            assert {r.url for r in done} <= recorded  # a result is emitted only once the queue holds it
 
         async with Gateway(ExtractiveProvider(stages.run_cpu), settings, 5) as gateway:
             worker = JobWorker(RunSpec(info.id, settings.source), settings, queue, stages, PageAgent(gateway), None)

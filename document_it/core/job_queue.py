@@ -16,13 +16,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from ..errors import ConfigError, OutputError
 from ..models import DocRef
 from .page_memory import PageMemory, PageRecord, from_json, to_json, upsert_page
 
-__all__ = ["JobState", "RunStatus", "Job", "RunInfo", "JobQueue", "SCHEMA_VERSION"]
+__all__ = ["JobState", "RunStatus", "Job", "Outcome", "RunInfo", "JobQueue", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 _APPLICATION_ID = 0x44_49_4A_51  # "DIJQ" in the file header: this is a document-it job database
@@ -46,8 +46,8 @@ _RUN_COLUMNS = "id, source, options, status, started, finished"
 _JOB_COLUMNS = "run_id, key, url, title, topic, note, depth, attempts, worker"
 # two queries rather than one with OR, so each walks the (run_id, state, depth, seq) index instead of sorting
 _EXPIRED_JOB = (f"SELECT {_JOB_COLUMNS} FROM jobs WHERE run_id = ? AND state = 'in_progress' AND lease_until < ? "
-                "ORDER BY depth, seq LIMIT 1")
-_PENDING_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE run_id = ? AND state = 'pending' ORDER BY depth, seq LIMIT 1"
+                "ORDER BY depth, seq LIMIT ?")
+_PENDING_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE run_id = ? AND state = 'pending' ORDER BY depth, seq LIMIT ?"
 _TAKE_JOB = ("UPDATE jobs SET state = 'in_progress', attempts = attempts + 1, lease_until = ?, worker = ? "
              "WHERE run_id = ? AND key = ?")
 _FINISH_JOB = ("UPDATE jobs SET state = ?, result = ?, change = ?, change_note = ?, lease_until = NULL "
@@ -88,6 +88,18 @@ class Job:
     depth: int
     attempts: int
     worker: str = ""
+
+
+class Outcome(NamedTuple):
+    """What finish_many() records for one claimed job: its final state, result and change, and its page."""
+
+    job: Job
+    state: JobState
+    result: dict | None
+    change: str = ""
+    change_note: str = ""
+    page: PageRecord | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -274,15 +286,19 @@ class JobQueue(PageMemory):
 
     def claim(self, run_id: int, worker: str) -> Job | None:
         """Take the next job (pending, or leased by a worker that stopped renewing), shallowest first."""
+        jobs = self.claim_many(run_id, worker, 1)
+        return jobs[0] if jobs else None
+
+    def claim_many(self, run_id: int, worker: str, count: int) -> list[Job]:
+        """Take up to `count` next jobs in one transaction, in the order claim() would take them."""
         with self._tx() as db:
             now = self._clock()
-            row = db.execute(_EXPIRED_JOB, (run_id, now)).fetchone() or \
-                db.execute(_PENDING_JOB, (run_id,)).fetchone()
-            if row is None:
-                return None
-            db.execute(_TAKE_JOB, (now + self.lease_s, worker, run_id, row[1]))
-        ref = DocRef(url=row[2], title=row[3], topic=row[4], note=row[5])
-        return Job(row[0], row[1], ref, row[6], row[7] + 1, worker)
+            rows = db.execute(_EXPIRED_JOB, (run_id, now, count)).fetchall()
+            if len(rows) < count:
+                rows += db.execute(_PENDING_JOB, (run_id, count - len(rows))).fetchall()
+            db.executemany(_TAKE_JOB, [(now + self.lease_s, worker, run_id, row[1]) for row in rows])
+        return [Job(row[0], row[1], DocRef(url=row[2], title=row[3], topic=row[4], note=row[5]), row[6], row[7] + 1,
+                    worker) for row in rows]
 
     def renew(self, run_id: int, worker: str) -> None:
         """Extend the leases this worker holds."""
@@ -292,19 +308,25 @@ class JobQueue(PageMemory):
     def finish(self, job: Job, state: JobState, result: dict | None, *, change: str = "", change_note: str = "",
                page: PageRecord | None = None, source: str | None = None) -> bool:
         """Record a claimed job's outcome (and its page); False when the claim was lost to another worker."""
-        state = JobState(state)
-        if state in (JobState.PENDING, JobState.IN_PROGRESS):
-            raise ValueError(f"finish() needs a final state, not {state.value}")
+        return self.finish_many([Outcome(job, state, result, change, change_note, page, source)])[0]
+
+    def finish_many(self, outcomes: list[Outcome]) -> list[bool]:
+        """Record several claimed jobs' outcomes in one transaction; for each, False when its claim was lost."""
+        for outcome in outcomes:
+            if JobState(outcome.state) in (JobState.PENDING, JobState.IN_PROGRESS):
+                raise ValueError(f"finish() needs a final state, not {JobState(outcome.state).value}")
+        done = []
         with self._tx() as db:
-            updated = db.execute(_FINISH_JOB, (state.value, None if result is None else to_json(result), change,
-                                               change_note, job.run_id, job.key, job.worker, job.attempts)).rowcount
-            if not updated:
-                return False
-            if page is not None:
-                if source is None:
-                    source = db.execute("SELECT source FROM runs WHERE id = ?", (job.run_id,)).fetchone()[0]
-                upsert_page(db, source, page)
-        return True
+            for job, state, result, change, change_note, page, source in outcomes:
+                updated = db.execute(_FINISH_JOB, (JobState(state).value, None if result is None else to_json(result),
+                                                   change, change_note, job.run_id, job.key, job.worker,
+                                                   job.attempts)).rowcount
+                done.append(bool(updated))
+                if updated and page is not None:
+                    if source is None:
+                        source = db.execute("SELECT source FROM runs WHERE id = ?", (job.run_id,)).fetchone()[0]
+                    upsert_page(db, source, page)
+        return done
 
     def release(self, run_id: int, worker: str | None = None) -> int:
         """Put in-progress jobs (all, or one worker's) back to pending, undoing their attempt; returns how many."""

@@ -190,7 +190,8 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
             def emit(result: DocResult) -> None:
                 made.append(result)
                 stream.write(result)
-                progress.advance(result, total=_pages(queue, spec))
+                # a crawl's total grows as it finds pages (counted in the queue); other runs know theirs
+                progress.advance(result, total=_pages(queue, spec) if spec.crawl is not None else None)
 
             try:
                 llm, synthesis, counters = await _execute(settings, spec, queue, emit, progress, shutdown, pool)

@@ -56,7 +56,7 @@ async def _queue_shard(settings: Settings, spec: Any, results: Any, stop: Any) -
 
     plan = PLANS[Mode.ASYNC]
     memo = open_memo(settings)
-    with JobQueue(spec.database or settings.jobs_path) as queue, open_worker(settings, spec, queue, plan, memo) as (worker, stages):
+    with JobQueue(spec.database or settings.jobs_path) as queue, open_worker(settings, spec, queue, plan, memo, shared=True) as (worker, stages):
         async with build_gateway(settings, stages.run_cpu, memo=memo) as gateway:
             worker.agent = PageAgent(gateway, settings.sub_model)
             await worker.drain(lambda r: results.put(r.to_dict()), plan.docs_in_flight(settings), stop)

@@ -37,7 +37,7 @@ def summarize_run(settings: Settings, results: list[DocResult], llm: dict[str, A
                   resources: ResourceSampler | None = None, cluster: Any = None,
                   this_run: list[DocResult] | None = None) -> dict[str, Any]:
     """run.json's content. `this_run`: the results this invocation made (default: all of `results`; a resumed
-    queued run's `results` also holds the pages finished before)."""
+    run's `results` also holds the pages finished before)."""
     from ..analysis.extractive import LABEL as EXTRACTIVE_LABEL
 
     completed = sum(r.status is DocStatus.COMPLETED for r in results)
