@@ -8,6 +8,7 @@ from typing import Any
 
 __all__ = [
     "DocRef",
+    "NO_TOPIC",
     "Fetched",
     "Chunk",
     "Link",
@@ -127,6 +128,9 @@ class ParsedDoc:
     def text_tokens(self) -> int:
         """The page's own text in estimated tokens: its chunks' tokens summed (what the parser kept)."""
         return sum(chunk.tokens for chunk in self.chunks)
+
+
+NO_TOPIC = "(no topic)"  # the topic of pages that have none, in syntheses and the report
 
 
 class DocStatus(str, enum.Enum):

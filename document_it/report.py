@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import OutputError
-from .models import DocResult, DocStatus
+from .models import NO_TOPIC, DocResult, DocStatus
 from .redact import printable
 
 __all__ = ["atomic_write_text", "ResultStream", "write_outputs", "render_report", "one_line", "link_target"]
@@ -111,7 +111,7 @@ def render_report(results: list[DocResult], synthesis: dict[str, Any], summary: 
     lines += _figures(summary)
     by_topic: dict[str, list[DocResult]] = {}
     for result in results:
-        by_topic.setdefault(result.topic or "(no topic)", []).append(result)
+        by_topic.setdefault(result.topic or NO_TOPIC, []).append(result)
     lines += ["## Topics", ""]
     for topic, members in by_topic.items():
         lines += _topic_section(topic, members, synthesis.get(topic))

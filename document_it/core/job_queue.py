@@ -353,11 +353,18 @@ class JobQueue(PageMemory):
         return dict(self._read("SELECT topic, COUNT(*) FROM jobs WHERE run_id = ? AND state IN "
                                "('pending', 'in_progress') GROUP BY topic", run_id))
 
-    def results(self, run_id: int) -> list[dict]:
-        """The result dicts of the run's done and failed jobs, sorted by url."""
-        rows = self._read("SELECT result FROM jobs WHERE run_id = ? AND state IN ('done', 'failed') "
-                          "AND result IS NOT NULL ORDER BY url, key", run_id)
-        return [from_json(row[0]) for row in rows]
+    def results(self, run_id: int, topics: Iterable[str] | None = None) -> list[dict]:
+        """The result dicts of the run's done and failed jobs (of `topics` only, if given), sorted by url."""
+        wanted = None if topics is None else set(topics)
+        with self._lock, self._damage():
+            cursor = self._db.execute("SELECT topic, result FROM jobs WHERE run_id = ? AND state IN ('done', 'failed') "
+                                      "AND result IS NOT NULL ORDER BY url, key", (run_id,))
+            return [from_json(result) for topic, result in cursor if wanted is None or topic in wanted]
+
+    def result_topics(self, run_id: int) -> set[str]:
+        """The topics of the run's done and failed jobs that have a result."""
+        return {row[0] for row in self._read("SELECT DISTINCT topic FROM jobs WHERE run_id = ? AND state IN "
+                                             "('done', 'failed') AND result IS NOT NULL", run_id)}
 
     def changes(self, run_id: int) -> list[tuple[str, str, str]]:
         """(url, change, change_note) of the run's jobs that recorded a change, sorted by url."""

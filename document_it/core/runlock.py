@@ -71,7 +71,7 @@ class RunLock:
             pid = _read_pid(fd)
             os.close(fd)
             raise ConfigError(f"another document-it run (pid {'unknown' if pid is None else pid}) is using --state-dir "
-                              f"{self.state_dir}; wait for it to finish or use another --state-dir") from None
+                              f"{self.state_dir}; wait for it to finish, or use another --state-dir or --no-queue") from None
         if (old := _read_pid(fd)) is not None and old != os.getpid() and not _alive(old):
             log.info("taking over the lock left by pid %d (no longer running)", old)
         os.ftruncate(fd, 0)

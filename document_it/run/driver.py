@@ -33,7 +33,7 @@ from ..errors import ConfigError, Interrupted, OutputError, SourceError
 from ..fetch import USER_AGENT, FetchLimits
 from .incremental import changes_block, render_changes
 from .loop import RunSpec, open_worker
-from ..models import DocResult
+from ..models import NO_TOPIC, DocResult
 from ..core.cache import open_memo
 from .summary import summarize_run, topic_inputs
 from .topics import TopicSynthesis, remembering
@@ -41,7 +41,7 @@ from ..report import ResultStream, atomic_write_text, write_outputs
 from ..scope import url_key
 from ..sources import LlmsIndex
 
-__all__ = ["run_queued", "resumed_settings", "is_oneshot", "RETRY_FAILED"]
+__all__ = ["drive", "resumed_settings", "is_oneshot", "RETRY_FAILED"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def resumed_settings(settings: Settings) -> Settings:
     return settings.with_(source=info.source, incremental=bool(info.options.get("incremental")), **kept)
 
 
-def run_queued(settings: Settings, index: LlmsIndex | None, chosen: Settings | None = None,
+def drive(settings: Settings, index: LlmsIndex | None, chosen: Settings | None = None,
                resources: ResourceSampler | None = None, pool: BoundedPool | None = None) -> dict[str, Any]:
     """Start (from `index`) or resume the run in --state-dir; returns run.json's content.
 
@@ -115,8 +115,7 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None, chos
         queue.finish_run(info.id, "running")
         held, retried = queue.release(info.id), queue.retry_failed(info.id, RETRY_FAILED)
         log.info("resuming run %d: %d pages were under way, %d failed pages will be retried", info.id, held, retried)
-        spec = _spec(info, database)
-        return spec, _resolved(settings, queue, spec), info.options.get("title", ""), True
+        return _spec(info, database), _resolved(settings, None), info.options.get("title", ""), True
     assert index is not None
     crawl = CrawlSpec.from_settings(settings, index.crawl_from) if index.crawl_from else None
     if crawl is not None and settings.limit:
@@ -136,13 +135,12 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None, chos
         queue.add(info.id, seeds, crawl.max_pages)
     else:
         queue.add(info.id, [(url_key(ref.url), ref, 0) for ref in index.refs])
-    spec = _spec(info, database)
-    return spec, _resolved(settings, queue, spec), index.title, False
+    return _spec(info, database), _resolved(settings, len(index.refs) if oneshot else None), index.title, False
 
 
-def _resolved(settings: Settings, queue: JobQueue, spec: RunSpec) -> Settings:
-    """--task-strategy auto decided for this run, from the pages it has to do (a crawl's are not known)."""
-    pages = None if spec.crawl is not None else _open_jobs(queue, spec)
+def _resolved(settings: Settings, pages: int | None) -> Settings:
+    """--task-strategy auto decided for this run from its pages; crawls, nightly and resumed runs, whose
+    count is not known up front, are combined."""
     return settings.with_(task_strategy=resolve_strategy(settings, pages))
 
 
@@ -180,7 +178,8 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
     llm: dict[str, Any] = {"prompts": 0}
     synthesis: dict[str, Any] = {}
     counters: dict[str, Any] = {}
-    made: list[DocResult] = []  # this invocation's results (run.json `work`), not those a resumed run had
+    # a resumed run's results (run.json `work`), not those it had before; a new run's are all the queue holds
+    made: list[DocResult] | None = [] if resumed else None
     status = "completed"
     async with Shutdown(settings.grace_s) as shutdown:
         total = _pages(queue, spec)
@@ -188,7 +187,8 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
                          failed=queue.counts(spec.run_id)[JobState.FAILED],
                          growing=spec.crawl is not None) as progress:
             def emit(result: DocResult) -> None:
-                made.append(result)
+                if made is not None:
+                    made.append(result)
                 stream.write(result)
                 # a crawl's total grows as it finds pages (counted in the queue); other runs know theirs
                 progress.advance(result, total=_pages(queue, spec) if spec.crawl is not None else None)
@@ -278,11 +278,14 @@ async def _topics(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> TopicSynt
     return TopicSynthesis(gateway, left, remembering(gateway, queue, spec), done)
 
 
-async def _rest(gateway: Gateway, queue: JobQueue, spec: RunSpec, made: dict[str, Any]) -> dict[str, Any]:
-    """`made` and a synthesis for every other topic of the run's results."""
-    results = [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id)]
-    todo = [topic for topic in topic_inputs(results) if topic.topic not in made]
-    return {**made, **(await remembering(gateway, queue, spec)(todo) if todo else {})}
+async def _rest(gateway: Gateway, queue: JobQueue, spec: RunSpec, early: dict[str, Any]) -> dict[str, Any]:
+    """The syntheses made `early` and one for every other topic of the run's results."""
+    others = {topic for topic in await asyncio.to_thread(queue.result_topics, spec.run_id)
+              if (topic or NO_TOPIC) not in early}
+    if not others:
+        return early
+    results = [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id, others)]
+    return {**early, **await remembering(gateway, queue, spec)(topic_inputs(results))}
 
 
 def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool, status: str,
@@ -296,7 +299,7 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
     counts = queue.counts(spec.run_id)
     summary = summarize_run(settings, results, llm, wall, status, resources=resources, cluster=counters.get("cluster"),
                             total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS],
-                            this_run=made or [])
+                            this_run=made)
     summary["output_dir"] = str(settings.output_dir)
     if spec.database == settings.jobs_path:  # --no-queue's temporary database is gone after the run
         summary["queue"] = {"run_id": spec.run_id, "resumed": resumed,

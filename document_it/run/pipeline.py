@@ -31,14 +31,14 @@ def run(settings: Settings) -> dict[str, Any]:
     with _early_parse_pool(settings) as pool:  # its workers boot on the other cores during the imports
         with _imports_without_gc():
             from ..core.resources import ResourceSampler
-            from .driver import is_oneshot, run_queued  # and with it the LLM stack: LangChain, LangGraph, openai
+            from .driver import drive, is_oneshot  # and with it the LLM stack: LangChain, LangGraph, openai
 
         is_oneshot(settings, index)  # --no-queue with a crawl: an error before any server is asked
         with _llm_endpoint(settings) as live, ResourceSampler() as resources:
             if live.llm is not LLMKind.EXTRACTIVE:
                 live = check_endpoint(live)  # the model the server will use (the first it lists, if none was given)
                 settings = settings.with_(model=live.model)
-            return run_queued(live, index, chosen=settings, resources=resources, pool=pool)
+            return drive(live, index, chosen=settings, resources=resources, pool=pool)
 
 
 @contextlib.contextmanager

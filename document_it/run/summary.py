@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..config import LLMKind, Settings
-from ..models import DocResult, DocStatus
+from ..models import NO_TOPIC, DocResult, DocStatus
 from ..work import work_block
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ def topic_inputs(results: list[DocResult]) -> list[TopicInput]:
     for result in sorted(results, key=lambda r: r.url):
         if result.status is DocStatus.COMPLETED and result.analysis:
             concepts = tuple(c["name"] for c in result.analysis["key_concepts"][:5])
-            topics.setdefault(result.topic or "(no topic)", []).append(
+            topics.setdefault(result.topic or NO_TOPIC, []).append(
                 (result.title, result.analysis["summary"], concepts))
     return [TopicInput(topic, tuple(pages)) for topic, pages in topics.items()]
 

@@ -73,6 +73,7 @@ class TopicSynthesis:
     async def results(self) -> dict[str, Any]:
         """The syntheses of every topic whose pages all came (those held until now start here)."""
         self._start()
+        self._done.clear()  # every synthesis has its inputs: the pages' results are not held any longer
         merged: dict[str, Any] = {}
         for part in await asyncio.gather(*self._tasks):
             merged.update(part)
@@ -81,7 +82,7 @@ class TopicSynthesis:
 
 def remembering(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> Synthesize:
     """Synthesise topics; in nightly runs a topic whose pages are as last time keeps its stored synthesis, and
-    every fresh one is stored for tomorrow."""
+    every fresh one (but a one-shot run's) is stored for the next."""
     async def synthesize(inputs: list[TopicInput]) -> dict[str, Any]:
         from ..analysis import agent
 
@@ -96,7 +97,7 @@ def remembering(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> Synthesize:
                 todo.append((topic, fingerprint))
         fresh = plain_synthesis(await agent.synthesize_topics(gateway, [topic for topic, _ in todo]))
         for topic, fingerprint in todo:
-            if isinstance(fresh.get(topic.topic), dict):
+            if isinstance(fresh.get(topic.topic), dict) and not spec.oneshot:  # one-shot runs leave the memory be
                 queue.save_topic_synthesis(spec.source, topic.topic, fingerprint, fresh[topic.topic])
         if spec.incremental and inputs:
             log.info("topic syntheses: %d redone, %d unchanged", len(todo), len(kept))
