@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.site import SiteServer
 
@@ -51,15 +53,19 @@ def test_forty_pages_through_faults_and_429s(tmp_path):
     assert "rate-limited" in report and "latency p50" in report
 
 
-def test_budget_stops_new_pages_and_exits_3(tmp_path):
+@pytest.mark.parametrize("mode", ["sync", "process"])  # process: each worker has its share of the budget
+def test_budget_stops_new_pages_and_exits_3(tmp_path, mode):
     write_many(tmp_path / "site", 12)
     with SiteServer(tmp_path / "site", max_seconds=120) as site, \
             SimServer(latency_ms=5, ms_per_token=0, max_seconds=120) as sim:
         done = _run(["--source", site.url("llms.txt"), "--llm-base-url", sim.base_url, "--llm", "openai",
-                     "--parallelism-mode", "sync", "--max-tokens", "3000"], tmp_path)
+                     "--parallelism-mode", mode, "--analysis-workers", "2", "--max-concurrency", "2",
+                     "--max-workers", "2", "--max-tokens", "3000"], tmp_path)
     assert done.returncode == 3, done.stderr
     lines = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     skipped = [r for r in lines if r["status"] == "failed"]
     assert skipped and all(r["error"].startswith("not analysed: token budget reached") for r in skipped)
     assert any(r["status"] == "completed" for r in lines)
     assert "failed: " in done.stdout
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["status"] == "completed" and run["documents"]["not_reached"] == 0  # every page is accounted for

@@ -175,3 +175,33 @@ def test_a_stale_lock_from_a_killed_run_is_taken_over(tmp_path):
                      "--output-dir", str(tmp_path / "out")])
     assert code == 0
     assert len(_urls(tmp_path / "out" / "results.jsonl")) == 8 + 4 + 1
+
+
+def _one_shot(tmp_path: Path, site: SiteServer, written: list[str]) -> int:
+    source = site.url(_write_index(site, tmp_path / "site", written))
+    return main(["--source", source, "--quiet", "--state-dir", str(tmp_path / "state"),
+                 "--output-dir", str(tmp_path / "out")])
+
+
+def test_a_one_shot_run_beside_a_run_that_holds_the_state_dir_goes_on_in_a_temporary_database(tmp_path, caplog,
+                                                                                              monkeypatch):
+    monkeypatch.setenv("DOCUMENT_IT_ALLOW_PRIVATE", "1")
+    written = write_docsite(tmp_path / "site", 8)
+    with SiteServer(tmp_path / "site", max_seconds=60) as site, RunLock(tmp_path / "state"):
+        assert _one_shot(tmp_path, site, written) == 0  # a crawl would be refused (above); a one-shot run is not
+    assert "temporary database" in caplog.text
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert "queue" not in run and run["documents"]["completed"] == len(written)
+
+
+def test_a_one_shot_run_leaves_an_unfinished_crawl_resumable(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("DOCUMENT_IT_ALLOW_PRIVATE", "1")
+    written = write_docsite(tmp_path / "site", 8)
+    with JobQueue(tmp_path / "state" / "jobs.sqlite") as queue:  # as a killed crawl leaves it
+        crawl = queue.start_run("https://docs.example/", {"crawl": {"start": "https://docs.example/"}})
+    with SiteServer(tmp_path / "site", max_seconds=60) as site:
+        assert _one_shot(tmp_path, site, written) == 0
+    assert "--resume continues it" in caplog.text
+    with JobQueue(tmp_path / "state" / "jobs.sqlite") as queue:
+        assert queue.unfinished_run() == crawl
+    assert "queue" not in json.loads((tmp_path / "out" / "run.json").read_text())

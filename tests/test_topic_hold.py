@@ -87,3 +87,12 @@ async def test_a_topic_whose_pages_all_failed_costs_no_synthesis(calls):
         topics.page_done(_done(ref, DocStatus.FAILED if ref.topic == "C" else DocStatus.COMPLETED))
     assert [sorted(call) for call in calls] == [["A", "B"]]
     assert set(await topics.results()) == {"A", "B"}
+
+
+async def test_a_page_that_ends_with_no_result_still_lets_its_topic_start(calls):
+    topics = _topics((1, 0.5), REFS)  # under a request limit: all wait for the last page
+    topics.page_done(_done(REFS[0]))
+    topics.page_skipped("A")  # A's second page redirected onto a page the run already had
+    topics.page_done(_done(REFS[2]))
+    assert [sorted(call) for call in calls] == [["A", "B"]]
+    assert set(await topics.results()) == {"A", "B"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from document_it.errors import ConfigError
 
-__all__ = ["RunLock", "holder"]
+__all__ = ["RunLock", "StateDirBusy", "holder"]
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,12 @@ def holder(state_dir: Path) -> int | None:
         os.close(fd)  # also releases the probe
 
 
+class StateDirBusy(ConfigError):
+    """Another run holds the state dir."""
+
+
 class RunLock:
-    """Context manager holding `state_dir` for this process; raises ConfigError when another run holds it."""
+    """Context manager holding `state_dir` for this process; raises StateDirBusy when another run holds it."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
@@ -70,7 +74,7 @@ class RunLock:
         except BlockingIOError:
             pid = _read_pid(fd)
             os.close(fd)
-            raise ConfigError(f"another document-it run (pid {'unknown' if pid is None else pid}) is using --state-dir "
+            raise StateDirBusy(f"another document-it run (pid {'unknown' if pid is None else pid}) is using --state-dir "
                               f"{self.state_dir}; wait for it to finish, or use another --state-dir or --no-queue") from None
         if (old := _read_pid(fd)) is not None and old != os.getpid() and not _alive(old):
             log.info("taking over the lock left by pid %d (no longer running)", old)

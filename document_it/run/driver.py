@@ -26,13 +26,13 @@ from ..core.job_queue import JobQueue, JobState, RunInfo
 from ..core.progress import RunProgress
 from .remote import finish_agent, page_agent
 from ..core.resources import ResourceSampler
-from ..core.runlock import RunLock
+from ..core.runlock import RunLock, StateDirBusy
 from ..core.shutdown import Shutdown
 from .crawl import Crawl, CrawlSpec, NewJob
 from ..errors import ConfigError, Interrupted, OutputError, SourceError
 from ..fetch import USER_AGENT, FetchLimits
 from .incremental import changes_block, render_changes
-from .loop import RunSpec, open_worker
+from .loop import RunSpec, not_analysed, open_worker
 from ..models import NO_TOPIC, DocResult
 from ..core.cache import open_memo
 from .summary import summarize_run, topic_inputs
@@ -79,23 +79,53 @@ def drive(settings: Settings, index: LlmsIndex | None, chosen: Settings | None =
     `chosen` is what the user asked for (before e.g. a simulator was started for the run): what --resume
     restores."""
     oneshot = is_oneshot(settings, index)
-    with _job_database(settings) as database, JobQueue(database) as queue:
+    with _job_database(settings, oneshot) as database, JobQueue(database) as queue:
         spec, settings, title, resumed = _open_run(queue, settings, index, chosen or settings, oneshot, database)
         return asyncio.run(_run(settings, spec, queue, title, resumed, resources, pool))
 
 
 @contextlib.contextmanager
-def _job_database(settings: Settings) -> Iterator[Path]:
-    """The state dir's jobs.sqlite, locked for this run (a killed run can be resumed); with --no-queue a
-    temporary database: in memory, or a file the worker processes of process mode share, removed after."""
-    if settings.enable_queue is not False:
-        with RunLock(settings.state_dir):
+def _job_database(settings: Settings, oneshot: bool) -> Iterator[Path]:
+    """The state dir's jobs.sqlite, locked for this run (a killed run can be resumed); with --no-queue, or for
+    a one-shot run that would get in another run's way, a temporary database."""
+    with contextlib.ExitStack() as stack:
+        if settings.enable_queue is not False and _hold_state_dir(stack, settings, oneshot):
             yield settings.jobs_path
-    elif settings.mode is not Mode.PROCESS:
+        else:
+            yield stack.enter_context(_temporary_database(settings))
+
+
+def _hold_state_dir(stack: contextlib.ExitStack, settings: Settings, oneshot: bool) -> bool:
+    """Lock the state dir for this run. A one-shot run that finds another run holding it, or an unfinished
+    crawl or nightly run in it, goes without (False): that run stays resumable."""
+    lock = RunLock(settings.state_dir)
+    try:
+        lock.__enter__()
+    except StateDirBusy as exc:
+        if not oneshot:
+            raise
+        log.warning("%s; this one-shot run keeps its jobs in a temporary database (it cannot be resumed)", exc)
+        return False
+    if oneshot and settings.jobs_path.exists():
+        with JobQueue(settings.jobs_path) as queue:
+            other = queue.unfinished_run()
+        if other is not None and not other.options.get("oneshot"):
+            lock.__exit__(None, None, None)
+            log.warning("%s holds an unfinished run over %s (--resume continues it); this one-shot run keeps its "
+                        "jobs in a temporary database (it cannot be resumed)", settings.jobs_path, other.source)
+            return False
+    stack.push(lock.__exit__)
+    return True
+
+
+@contextlib.contextmanager
+def _temporary_database(settings: Settings) -> Iterator[Path]:
+    """In memory, or a file the worker processes of process mode share, removed after the run."""
+    if settings.mode is not Mode.PROCESS:
         yield Path(":memory:")
-    else:
-        with tempfile.TemporaryDirectory(prefix="document-it-jobs-") as folder:
-            yield Path(folder) / "jobs.sqlite"
+        return
+    with tempfile.TemporaryDirectory(prefix="document-it-jobs-") as folder:
+        yield Path(folder) / "jobs.sqlite"
 
 
 # what --resume restores unless given again: where results go, what analyses the pages, how to fetch
@@ -195,6 +225,9 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
 
             try:
                 llm, synthesis, counters = await _execute(settings, spec, queue, emit, progress, shutdown, pool)
+                if spec.oneshot and counters.get("budget") and not shutdown.stopped:
+                    for result in not_analysed(queue, spec, settings, counters.pop("budget")):
+                        emit(result)
             except BaseException as exc:
                 status = "interrupted" if shutdown.stopped or isinstance(
                     exc, (KeyboardInterrupt, asyncio.CancelledError)) else f"aborted: {exc}"
@@ -238,7 +271,7 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
 
         async with build_gateway(settings, memo=memo) as gateway:
             pages = None if spec.crawl is not None else await asyncio.to_thread(_open_jobs, queue, spec)
-            exports, counters = await run_queue_workers(settings, spec, emit, shutdown, pages)
+            exports, counters = await run_queue_workers(settings, spec, emit, shutdown, pages) if pages != 0 else ([], {})
             for exported in exports:
                 gateway.absorb(exported)
             # the workers held the whole cap while they ran, so the syntheses wait for them
@@ -255,6 +288,7 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
                 topics.page_done(result)
 
             worker.on_discovered = lambda: progress.discovered(_pages(queue, spec))
+            worker.on_skipped = lambda job: topics.page_skipped(job.ref.topic)
             worker.agent = agent = page_agent(gateway, settings, stages)
             try:
                 await worker.drain(keep, plan.docs_in_flight(settings), shutdown.stopping)

@@ -27,7 +27,7 @@ from ..models import PAGE_TASKS, DocResult, DocStatus, Fetched
 from .steps import analyze_page, failed_result, parse_step
 from ..scope import url_key
 
-__all__ = ["RunSpec", "JobWorker", "open_worker", "worker_name"]
+__all__ = ["RunSpec", "JobWorker", "open_worker", "worker_name", "not_analysed"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ class RunSpec:
     """What every worker of one run needs to know (picklable, for worker processes).
 
     `oneshot`: a run over a known list of pages, started without --incremental or --enable-queue; when a
-    budget runs out its remaining pages are recorded as not analysed rather than left for --resume.
+    budget runs out its remaining pages are recorded as not analysed (not_analysed) rather than left for
+    --resume.
     `database`: the job queue's file (the state dir's, or a temporary one with --no-queue)."""
 
     run_id: int
@@ -84,6 +85,7 @@ class JobWorker:
         self.name = worker_name()
         self.counters = Counters()
         self.on_discovered: Callable[[], None] | None = None  # told when the crawl queued new pages (progress)
+        self.on_skipped: Callable[[Job], None] | None = None  # told of a page that ends with no result
 
     async def drain(self, emit: Callable[[DocResult], None], in_flight: int, stop: Any) -> None:
         """Take pages until none is left (or `stop` is set, or a budget runs out); emit each recorded result."""
@@ -99,7 +101,7 @@ class JobWorker:
         async def loop() -> None:
             while not stop.is_set():
                 spent = self.agent.gateway.budget_reason() if self.agent else None
-                if spent and not self.spec.oneshot:  # the rest stays pending: --resume continues with a new budget
+                if spent:  # pages under way finish; the rest stays pending (a one-shot run records them, at the end)
                     self.counters.budget = spent
                     return
                 job = await take()
@@ -110,14 +112,12 @@ class JobWorker:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(wake.wait(), _IDLE_S)
                     continue
-                if spent:  # pages under way finish; the others are recorded as not analysed
-                    result = await self._finish(job, JobState.FAILED,
-                                                failed_result(job.ref, self.settings, "not analysed", spent))
-                else:
-                    result = await self.one(job)
+                result = await self.one(job)
                 wake.set()
                 if result is not None:
                     emit(result)
+                elif self.on_skipped is not None:
+                    self.on_skipped(job)
 
         renewer = asyncio.create_task(self._renew())
         tasks = [asyncio.create_task(loop()) for _ in range(max(1, in_flight))]
@@ -247,6 +247,15 @@ class JobWorker:
             added = await asyncio.to_thread(self.queue.add, self.spec.run_id, jobs, self.crawl.spec.max_pages)
             if added and self.on_discovered is not None:
                 self.on_discovered()
+
+
+def not_analysed(queue: JobQueue, spec: RunSpec, settings: Settings, reason: str) -> list[DocResult]:
+    """Record every page still pending as failed "not analysed: <reason>" (a one-shot run whose budget ran
+    out, once its workers stopped); returns their results."""
+    jobs = queue.claim_many(spec.run_id, worker_name(), queue.total(spec.run_id))
+    results = [failed_result(job.ref, settings, "not analysed", reason) for job in jobs]
+    done = queue.finish_many([Outcome(job, JobState.FAILED, result.to_dict()) for job, result in zip(jobs, results)])
+    return [result for result, ok in zip(results, done) if ok]
 
 
 class _Recorder:

@@ -23,7 +23,8 @@ _POLL_S = 0.2
 
 def worker_count(settings: Settings, pages: int | None) -> int:
     """Never more workers than pages (when known up front), nor than LLM slots (each worker needs one)."""
-    return max(1, min(settings.analysis_workers, settings.max_concurrency, pages or settings.analysis_workers))
+    known = settings.analysis_workers if pages is None else pages
+    return max(1, min(settings.analysis_workers, settings.max_concurrency, known))
 
 
 def worker_share(settings: Settings, workers: int) -> Settings:

@@ -45,16 +45,23 @@ class TopicSynthesis:
 
     def page_done(self, result: DocResult) -> None:
         self._done.setdefault(result.topic, []).append(result)
-        if result.topic not in self._left:
+        self._settled(result.topic)
+
+    def page_skipped(self, topic: str) -> None:
+        """A page of `topic` that ends with no result (e.g. a redirect onto a page the run already has)."""
+        self._settled(topic)
+
+    def _settled(self, topic: str) -> None:
+        if topic not in self._left:
             return  # a page the run did not count on (a crawl's): its topic waits for the end
-        self._left[result.topic] -= 1
-        if self._left[result.topic] == 0:
-            self._ready.append(result.topic)
+        self._left[topic] -= 1
+        if self._left[topic] == 0:
+            self._ready.append(topic)
         if self._ready and (self._gateway.limiter.request_pace() is None or not any(self._left.values())):
             self._start()
 
     def _start(self) -> None:
-        inputs = [found for topic in self._ready for found in topic_inputs(self._done[topic])]
+        inputs = [found for topic in self._ready for found in topic_inputs(self._done.get(topic, []))]
         self._ready.clear()
         if not inputs:
             return
