@@ -18,14 +18,24 @@ _BATCH_MARK = "\n\nAnswer each item below alone"
 _ITEM_RE = re.compile(r'\n\n<item id="([^"]*)">\n(.*?)\n</item>', re.DOTALL)
 
 
-def answer(schema: dict[str, Any], user: str) -> Any:
-    """A value for `schema`; a batched prompt gets each item answered exactly as if it came alone."""
+def answer(schema: dict[str, Any], user: str, imperfect: float = 0.0) -> Any:
+    """A value for `schema`; a batched prompt gets each item answered exactly as if it came alone, except that
+    a share `imperfect` of batches (decided by the prompt, so a retry of the same batch fares the same) has
+    one item left out or answered with something that is not its schema, as real models sometimes do."""
     result = _batch_result_schema(schema) if _BATCH_MARK in user else None
     if result is None:
         return fill_schema(schema, text=user)
     instruction = user.split(_BATCH_MARK, 1)[0]
-    return {"results": [{"id": item_id, "result": fill_schema(result, text=f"{instruction}\n\n{material}")}
-                        for item_id, material in _ITEM_RE.findall(user)]}
+    items = [{"id": item_id, "result": fill_schema(result, text=f"{instruction}\n\n{material}")}
+             for item_id, material in _ITEM_RE.findall(user)]
+    rng = random.Random(stable_seed(user, "$imperfect"))
+    if len(items) > 1 and rng.random() < imperfect:
+        victim = rng.randrange(len(items))
+        if rng.random() < 0.5:
+            del items[victim]  # left out
+        else:
+            items[victim] = {"id": items[victim]["id"], "result": "(no answer)"}  # malformed: not an object
+    return {"results": items}
 
 
 def _batch_result_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
@@ -116,8 +126,9 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def build_message(body: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
-    """Return (assistant message, finish_reason, generated text) for a validated chat request body."""
+def build_message(body: dict[str, Any], imperfect: float = 0.0) -> tuple[dict[str, Any], str, str]:
+    """Return (assistant message, finish_reason, generated text) for a validated chat request body
+    (`imperfect`: the share of batched answers with one item wrong, see answer())."""
     messages = body["messages"]
     user = last_user_text(messages)
     tools = body.get("tools")
@@ -125,7 +136,7 @@ def build_message(body: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
     fmt = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
     if isinstance(tools, list) and tools and choice != "none":
         function = _pick_tool(tools, choice)
-        args = _dumps(answer(function.get("parameters") or {"type": "object"}, user))
+        args = _dumps(answer(function.get("parameters") or {"type": "object"}, user, imperfect))
         call_id = "call_" + hashlib.sha256(f"{user}\x1f{args}".encode()).hexdigest()[:24]
         call = {"id": call_id, "type": "function", "function": {"name": function.get("name", ""), "arguments": args}}
         return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls", args
@@ -133,10 +144,10 @@ def build_message(body: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
         spec = fmt.get("json_schema") or {}
         if not isinstance(spec.get("schema"), dict):
             raise ApiError(400, "response_format.json_schema.schema must be an object", param="response_format")
-        content = _dumps(answer(spec["schema"], user))
+        content = _dumps(answer(spec["schema"], user, imperfect))
     elif fmt.get("type") == "json_object":
         schema = find_prompt_schema(content_text(m.get("content")) for m in messages)
-        value = answer(schema, user) if schema else {"answer": plain_answer(user)}
+        value = answer(schema, user, imperfect) if schema else {"answer": plain_answer(user)}
         content = _dumps(value)
     else:
         content = plain_answer(user)

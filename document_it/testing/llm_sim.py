@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import re
 import signal
 import socket
@@ -25,8 +24,9 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from document_it.testing._sim_quirks import (FifoSlots, KeyCheck, Quirks, add_quirk_arguments, quirk_kwargs,
-                                             slot_count)
+from document_it.testing._sim_quirks import KeyCheck, Quirks, add_quirk_arguments, quirk_kwargs, slot_count
+from document_it.testing._sim_timing import ServiceModel
+from document_it.testing.sim_profiles import PROFILES, profile_settings
 from document_it.testing._sim_reply import build_message, prompt_text
 from document_it.testing._sim_faults import (FAULT_KINDS, ApiError, Fault, FaultPlan, RateLimiter, Reply,
                                              add_cli_arguments, cli_kwargs, completion_budget, fault_429, parse_body,
@@ -148,7 +148,8 @@ class SimServer:
                  reset: float = 0, seed: int = 0, announce_limits: bool = True, no_json_schema: bool = False,
                  tools_only: bool = False, sloppy_json: bool = False, context_tokens: int = 0, serial: bool = False,
                  require_key: bool = False, no_key: bool = False, model_id: str | None = None,
-                 hidden_context: bool = False, token_ratio: float = 1.0) -> None:
+                 hidden_context: bool = False, token_ratio: float = 1.0, shared_decode: float = 0.0,
+                 imperfect_batches: float = 0.0) -> None:
         self.port = port
         self.latency_ms = float(latency_ms)
         self.ms_per_token = float(ms_per_token)
@@ -168,9 +169,11 @@ class SimServer:
         self._faults = FaultPlan(fail_429=fail_429, fail_500=fail_500, hang=hang, malformed=malformed, reset=reset,
                                  seed=seed)
         self._lock = threading.Lock()
-        self._slots = FifoSlots(self.capacity) if self.capacity > 0 else None
         self._stopped = threading.Event()
-        self._jitter = random.Random()
+        self._timing = ServiceModel(latency_ms=self.latency_ms, ms_per_token=self.ms_per_token,
+                                    prefill_ms_per_token=self.prefill_ms_per_token, jitter_ms=self.jitter_ms,
+                                    capacity=self.capacity, shared_decode=shared_decode, stopped=self._stopped)
+        self.imperfect_batches = float(imperfect_batches)  # share of batched answers with one item left out or malformed
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
@@ -262,6 +265,7 @@ class SimServer:
             self._stats.update(max_in_flight=live["in_flight"], max_serving=live["serving"])
             self._stats["faults"] = {k: 0 for k in FAULT_KINDS}
             self._stats["urls"] = {}
+            self._stats["max_decoding"] = self._timing.max_decoding = self._timing.decoding
 
     def _bump(self, **deltas: float) -> None:
         """Add to counters under the lock."""
@@ -299,7 +303,7 @@ class SimServer:
             body = parse_body(raw)
             prompt_tokens = self._quirks.count(prompt_text(body))
             self._quirks.check(body, prompt_tokens)
-            message, finish, generated = build_message(body)
+            message, finish, generated = build_message(body, self.imperfect_batches)
             message, generated = self._quirks.shape(body, message, generated)
         except ApiError as err:
             self._bump(errors=1)
@@ -321,12 +325,13 @@ class SimServer:
         if fault is not None:
             message, generated = truncate_message(message)
         completion_tokens = estimate_tokens(generated)
-        service = self._service_seconds(completion_tokens, prompt_tokens)
-        queued = self._serve(service)
+        service = self._timing.nominal(prompt_tokens, completion_tokens)
+        queued, served = self._timing.serve(service, completion_tokens, self._serving, self._served)
         self._bump(requests=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                   busy_seconds=service, queued_seconds=queued, ok=0 if fault else 1)
+                   busy_seconds=served, queued_seconds=queued, ok=0 if fault else 1)
         with self._lock:
-            self._stats["last_service_seconds"] = service
+            self._stats["last_service_seconds"] = served
+            self._stats["max_decoding"] = max(self._stats.get("max_decoding", 0), self._timing.max_decoding)
             if fault is not None:
                 self._stats["faults"][fault.kind] += 1
         payload = {
@@ -357,29 +362,20 @@ class SimServer:
             return Reply(drop="close")
         return Reply(drop="reset")
 
-    def _service_seconds(self, completion_tokens: int, prompt_tokens: int = 0) -> float:
-        """Return time-to-first-token + prefill of the prompt + decode time + jitter, in seconds."""
-        with self._lock:
-            jitter = self._jitter.uniform(0, self.jitter_ms) if self.jitter_ms > 0 else 0.0
-        return (self.latency_ms + self.prefill_ms_per_token * prompt_tokens + self.ms_per_token * completion_tokens
-                + jitter) / 1000.0
-
-    def _serve(self, service: float) -> float:
-        """Wait for a capacity slot, then sleep `service` seconds; returns the queue wait."""
-        arrived = time.monotonic()
-        if self._slots is not None and not self._slots.acquire(self._stopped):
-            return time.monotonic() - arrived
-        queued = time.monotonic() - arrived
+    def _serving(self) -> None:
         with self._lock:
             self._stats["serving"] += 1
             self._stats["max_serving"] = max(self._stats["max_serving"], self._stats["serving"])
-        try:
-            self._stopped.wait(service)
-        finally:
-            self._bump(serving=-1)
-            if self._slots is not None:
-                self._slots.release()
-        return queued
+
+    def _served(self) -> None:
+        self._bump(serving=-1)
+
+
+_TIMING = ("latency_ms", "ms_per_token", "prefill_ms_per_token", "capacity", "shared_decode")
+
+
+def _argv(argv: list[str] | None) -> list[str]:
+    return sys.argv[1:] if argv is None else argv
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -388,13 +384,20 @@ def _parser() -> argparse.ArgumentParser:
                                 description="OpenAI-compatible LLM simulator on 127.0.0.1.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = pick a free port)")
+    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                   help="a real server's shape (sim_profiles.py: hosted, local); the timing flags below override it")
     p.add_argument("--latency-ms", type=float, default=400, help="time to first token per request, ms")
     p.add_argument("--ms-per-token", type=float, default=2.0, help="decode time per completion token, ms")
     p.add_argument("--prefill-ms-per-token", type=float, default=0.0,
                    help="prompt processing time per prompt token, ms (a real server pays for every prompt token)")
     p.add_argument("--jitter-ms", type=float, default=0, help="extra uniform random delay in [0, jitter], ms")
     p.add_argument("--capacity", type=int, default=0,
-                   help="max requests served at once, others queue in arrival order (0 = unlimited)")
+                   help="sequence slots: requests served at once, others queue in arrival order (0 = unlimited)")
+    p.add_argument("--shared-decode", type=float, default=0.0,
+                   help="each token takes ms-per-token × (1 + this × (sequences decoding at once − 1)), as under "
+                        "continuous batching (0 = off)")
+    p.add_argument("--imperfect-batches", type=float, default=0.0,
+                   help="share of batched answers (several items) with one item left out or malformed")
     p.add_argument("--model", default="gpt-4o-mini", help="model id listed by /v1/models")
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' on /v1 (None = any or no Authorization header accepted)")
@@ -410,8 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the simulator until the time limit or SIGTERM/SIGINT; returns the exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING), stream=sys.stderr)
-    sim = SimServer(port=args.port, latency_ms=args.latency_ms, ms_per_token=args.ms_per_token,
-                    prefill_ms_per_token=args.prefill_ms_per_token, jitter_ms=args.jitter_ms, capacity=args.capacity,
+    timing = {name: getattr(args, name) for name in _TIMING}
+    if args.profile:  # the profile's figures, except the timing flags given on the command line
+        given = {action.dest for action in _parser()._actions
+                 if any(arg.split("=", 1)[0] in action.option_strings for arg in _argv(argv))}
+        timing = profile_settings(args.profile, **{name: timing[name] for name in _TIMING if name in given})
+    sim = SimServer(port=args.port, jitter_ms=args.jitter_ms, imperfect_batches=args.imperfect_batches, **timing,
                     model=args.model, api_key=args.api_key,
                     max_seconds=args.max_seconds, max_requests=args.max_requests, **cli_kwargs(args),
                     **quirk_kwargs(args))
