@@ -36,6 +36,13 @@ class RunConfig:
     max_concurrency: int
     threads: int
     tasks: str = ""  # --tasks for the pipeline and the naive baseline ("" = all five)
+    slots: int = 0  # the simulator's sequence slots (0 = unlimited)
+
+    def served_at_once(self, mode: str = "") -> int:
+        """How many requests a run of `mode` can have served at once: sync one, the others the cap, never
+        more than the server's slots."""
+        cap = 1 if mode == "sync" else self.max_concurrency
+        return min(cap, self.slots) if self.slots else cap
 
 
 def generated_site(root: Path, pages: int) -> None:
@@ -128,17 +135,21 @@ def lower_bound(rows: list[dict[str, Any]], work: dict[str, float], cfg: RunConf
     """T_lb = max(server busy / concurrency, parse CPU / cores, download / threads).
 
     The LLM part is the least server busy time any of the runs needed (requests × their real service time,
-    per-token decode included), over the concurrency cap: no schedule of those requests finishes sooner."""
+    per-token decode included), over the concurrency cap (or the server's slots, if fewer): no schedule of
+    those requests finishes sooner."""
     cores = os.cpu_count() or 1
-    parts = {"llm": min(r["server_busy_seconds"] for r in rows) / cfg.max_concurrency,
+    parts = {"llm": min(r["server_busy_seconds"] for r in rows) / cfg.served_at_once(),
              "parse": work["parse_cpu_seconds"] / cores, "download": work["download_seconds"] / cfg.threads}
     return {"seconds": round(max(parts.values()), 3), **{k: round(v, 3) for k, v in parts.items()}}
 
 
-def add_ratios(rows: list[dict[str, Any]], bound: float) -> None:
-    """Speedup over the sync row (if any), pages/s and efficiency T_lb / T for each row."""
+def add_ratios(rows: list[dict[str, Any]], bound: float, cfg: RunConfig | None = None) -> None:
+    """Speedup over the sync row (if any), pages/s, efficiency T_lb / T and, given `cfg`, each row's own
+    utilisation: its server busy time / (requests it can have served at once × its wall time)."""
     sync = next((r for r in rows if r["mode"] == "sync"), None)
     for r in rows:
         r["speedup_vs_sync"] = round(sync["wall_seconds"] / r["wall_seconds"], 2) if sync else None
         r["pages_per_second"] = round(r["pages"] / r["wall_seconds"], 2)
         r["efficiency"] = round(bound / r["wall_seconds"], 3)
+        if cfg is not None:
+            r["utilisation"] = round(r["server_busy_seconds"] / (cfg.served_at_once(r["mode"]) * r["wall_seconds"]), 3)

@@ -2,13 +2,16 @@
 
     python benchmarks/bench_modes.py [--pages 200] [--tasks summary,key_concepts,code_patterns] [--repeat 3]
     python benchmarks/bench_modes.py --quick        # a few pages, low latency: well under 3 minutes
+    python benchmarks/bench_modes.py --pages 60 --profile hosted   # a real server's shape (sim_profiles.py)
 
 Pages are served over loopback HTTP (the bundled sample, or --pages N generated ones) and the simulator
 runs in its own process with a per-output-token delay. For each mode (median of --repeat runs) it prints
 wall time, speedup over sync, pages/s, prompts and requests, tokens, the work per page (requests and
 prompt tokens per page, and the pages' own text tokens: run.json's `work` block; for the naive row the
 simulator's /stats over the pages it parsed), the peak RSS summed over every process of the run and its
-mean CPU, and the efficiency T_lb / T against the lower bound
+mean CPU, its own utilisation (its server busy time / (requests it can have served at once: 1 for sync,
+else the cap or the server's slots if fewer) × its wall time)), and the efficiency T_lb / T against the
+lower bound shared by every row
 
     T_lb = max(server busy seconds / concurrency, parse CPU / cores, download time / threads)
 
@@ -33,7 +36,15 @@ from _harness import ROOT, print_table, sample_site, simulator
 from _plots import speedup_bars
 from _runs import MODES, RunConfig, add_ratios, generated_site, lower_bound, measure_work, median_run, run_mode
 
+from document_it.testing.sim_profiles import PROFILES, describe
 from document_it.testing.site import SiteServer
+
+
+def _sim_flags(args: argparse.Namespace) -> list[str]:
+    if args.profile:
+        return ["--profile", args.profile]
+    return ["--latency-ms", str(args.latency_ms), "--ms-per-token", str(args.ms_per_token),
+            "--capacity", str(args.capacity)]
 
 
 def main() -> int:
@@ -42,6 +53,9 @@ def main() -> int:
     p.add_argument("--latency-ms", type=float, default=400, help="simulated time to first token")
     p.add_argument("--ms-per-token", type=float, default=2.0, help="simulated decode time per output token")
     p.add_argument("--capacity", type=int, default=0, help="simulator slots (0 = unlimited)")
+    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                   help="simulate a real server's shape (document_it/testing/sim_profiles.py) instead of the "
+                        "latency, per-token and capacity flags")
     p.add_argument("--max-concurrency", type=int, default=20)
     p.add_argument("--threads", type=int, default=8, help="download threads (--max-workers)")
     p.add_argument("--tasks", default="", help="--tasks for every run, e.g. summary,key_concepts,code_patterns "
@@ -60,13 +74,13 @@ def main() -> int:
         p.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp, \
-            simulator("--latency-ms", str(args.latency_ms), "--ms-per-token", str(args.ms_per_token),
-                      "--capacity", str(args.capacity)) as base_url:
+            simulator(*_sim_flags(args)) as base_url:
         site_cm = sample_site() if not args.pages else SiteServer(Path(tmp), max_seconds=3600)
         if args.pages:
             generated_site(Path(tmp), args.pages)
         with site_cm as site:
-            cfg = RunConfig(site.url("llms.txt"), base_url, args.max_concurrency, args.threads, args.tasks)
+            slots = PROFILES[args.profile]["capacity"] if args.profile else args.capacity
+            cfg = RunConfig(site.url("llms.txt"), base_url, args.max_concurrency, args.threads, args.tasks, slots)
             work = measure_work(cfg.source)
             for mode in modes:
                 repeats = 1 if mode == "sync" else args.repeat  # serial LLM time: it hardly varies, and is long
@@ -74,11 +88,13 @@ def main() -> int:
                 rows.append(median_run(runs))
                 print(f"  {mode}: {rows[-1]['wall_seconds']:.2f}s", flush=True)
     bound = lower_bound(rows, work, cfg)
-    add_ratios(rows, bound["seconds"])
+    add_ratios(rows, bound["seconds"], cfg)
     cores = os.cpu_count() or 1
-    header = (f"{work['pages']} pages · {args.tasks or 'all five tasks'} · latency {args.latency_ms:g} ms + "
-              f"{args.ms_per_token:g} ms/token · cap {args.max_concurrency} · {args.threads} threads · "
-              f"{cores} cores · median of {args.repeat} (sync: 1)")
+    server = describe(args.profile) if args.profile else (
+        f"no profile: latency {args.latency_ms:g} ms + {args.ms_per_token:g} ms/token, "
+        + (f"{args.capacity} slots" if args.capacity else "unlimited slots") + ", no prefill cost")
+    header = (f"{work['pages']} pages · {args.tasks or 'all five tasks'} · {server} · cap {args.max_concurrency} · "
+              f"{args.threads} threads · {cores} cores · median of {args.repeat} (sync: 1)")
     print(f"\n{header}")
     print(f"lower bound T_lb = max(LLM {bound['llm']:.2f} s, parse {bound['parse']:.2f} s, "
           f"download {bound['download']:.2f} s) = {bound['seconds']:.2f} s\n")
@@ -89,7 +105,8 @@ def main() -> int:
                        ("tokens", "tokens", ",d"), ("req/page", "requests_per_page", ".2f"),
                        ("prompt tok/page", "prompt_tokens_per_page", ",.0f"),
                        ("text tok/page", "text_tokens_per_page", ",.0f"), ("peak RSS MB", "peak_rss_mb", ".0f"),
-                       ("CPU %", "mean_cpu_percent", ".0f"), ("efficiency", "efficiency", ".0%")])
+                       ("CPU %", "mean_cpu_percent", ".0f"), ("utilisation", "utilisation", ".0%"),
+                       ("efficiency", "efficiency", ".0%")])
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result = {"config": {**config, "cores": cores}, "work": work, "lower_bound_seconds": bound["seconds"],
               "lower_bound_parts": {k: v for k, v in bound.items() if k != "seconds"}, "results": rows}
