@@ -31,6 +31,17 @@ def test_the_lower_bound_is_the_slowest_resource_and_efficiency_is_relative_to_i
     assert hybrid["speedup_vs_sync"] == 25.0 and hybrid["efficiency"] == 0.75 and hybrid["pages_per_second"] == 6.25
 
 
+def test_each_row_is_measured_against_what_it_could_have_served_at_once():
+    cfg = RunConfig("http://127.0.0.1/llms.txt", "http://127.0.0.1/v1", max_concurrency=20, threads=8)
+    rows = [_row("sync", 400.0, 380.0), _row("hybrid", 16.0, 240.0), _row("naive", 21.0, 399.0)]
+    add_ratios(rows, 12.0, cfg)
+    assert [r["utilisation"] for r in rows] == [0.95, 0.75, 0.95]  # sync serves one at a time; the others 20
+    slots = RunConfig("http://127.0.0.1/llms.txt", "http://127.0.0.1/v1", max_concurrency=20, threads=8, slots=4)
+    assert slots.served_at_once("hybrid") == 4 and slots.served_at_once("sync") == 1
+    work = {"pages": 100, "download_seconds": 0.0, "parse_cpu_seconds": 0.0}
+    assert lower_bound(rows, work, slots)["llm"] == 60.0  # 240 busy seconds over 4 slots, not over the cap of 20
+
+
 def test_without_a_sync_row_there_is_no_speedup_column():
     rows = [_row("async", 10.0, 100.0)]
     add_ratios(rows, 5.0)
