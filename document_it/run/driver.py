@@ -73,7 +73,7 @@ def resumed_settings(settings: Settings) -> Settings:
 
 
 def drive(settings: Settings, index: LlmsIndex | None, chosen: Settings | None = None,
-               resources: ResourceSampler | None = None, pool: BoundedPool | None = None) -> dict[str, Any]:
+          resources: ResourceSampler | None = None, pool: BoundedPool | None = None) -> dict[str, Any]:
     """Start (from `index`) or resume the run in --state-dir; returns run.json's content.
 
     `chosen` is what the user asked for (before e.g. a simulator was started for the run): what --resume

@@ -81,7 +81,7 @@ class JobWorker:
         self.spec, self.settings, self.queue = spec, settings, queue
         self.stages, self.agent, self.crawl = stages, agent, crawl
         self.shared = shared  # other processes use the queue too
-        self._recorder = _Recorder(queue, shared)
+        self._recorder = _Recorder(self._db, queue.finish_many)
         self.name = worker_name()
         self.counters = Counters()
         self.on_discovered: Callable[[], None] | None = None  # told when the crawl queued new pages (progress)
@@ -106,7 +106,7 @@ class JobWorker:
                     return
                 job = await take()
                 if job is None:
-                    if not await asyncio.to_thread(self.queue.active, self.spec.run_id):
+                    if not await self._db(self.queue.active, self.spec.run_id):
                         return
                     wake.clear()
                     with contextlib.suppress(asyncio.TimeoutError):
@@ -129,7 +129,7 @@ class JobWorker:
             await asyncio.gather(*tasks, renewer, return_exceptions=True)
             await self._recorder.written()
             # pages this process held but did not finish go back to the queue for whoever comes next
-            await asyncio.to_thread(self.queue.release, self.spec.run_id, self.name)
+            await self._db(self.queue.release, self.spec.run_id, self.name)
 
     async def _db(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One call on the job queue. In one process its transactions take a fraction of a millisecond, less
@@ -142,7 +142,7 @@ class JobWorker:
     async def _renew(self) -> None:
         while True:
             await asyncio.sleep(self.queue.lease_s / 3)
-            await asyncio.to_thread(self.queue.renew, self.spec.run_id, self.name)
+            await self._db(self.queue.renew, self.spec.run_id, self.name)
 
     async def one(self, job: Job) -> DocResult | None:
         """Process one claimed page; returns its result once recorded (None when skipped or taken over)."""
@@ -154,7 +154,7 @@ class JobWorker:
                 return await self._finish(job, JobState.SKIPPED, None, note=refused)
         previous = None
         if self.spec.incremental:
-            previous = await asyncio.to_thread(self.queue.previous, self.spec.source, job.key)
+            previous = await self._db(self.queue.previous, self.spec.source, job.key)
             previous = previous if previous is not None and previous.result else None
         reusable = previous is not None and self._reusable(previous)
         timings: dict[str, float] = {}
@@ -162,8 +162,8 @@ class JobWorker:
         fetched = await self.stages.fetch(ref, _validators(previous) if reusable else None)
         timings["fetch"] = round(time.perf_counter() - clock, 4)
         if fetched.final_url != ref.url and url_key(fetched.final_url) != job.key:
-            if not await asyncio.to_thread(self.queue.claim_alias, self.spec.run_id, url_key(fetched.final_url),
-                                           fetched.final_url, job.key):  # the redirect lands on a page the run already has
+            if not await self._db(self.queue.claim_alias, self.spec.run_id, url_key(fetched.final_url),
+                                  fetched.final_url, job.key):  # the redirect lands on a page the run already has
                 return await self._finish(job, JobState.SKIPPED, None, note=f"same page as {fetched.final_url}")
         if previous is not None and fetched.status == 304:
             self.counters.not_modified_304 += 1
@@ -225,7 +225,7 @@ class JobWorker:
             await self._add(self.crawl.follow(previous.links, job.depth))
         if previous is not None and fetched.status in _GONE:
             self.counters.gone += 1
-            await asyncio.to_thread(self.queue.mark_removed, self.spec.source, [job.key])
+            await self._db(self.queue.mark_removed, self.spec.source, [job.key])
             return await self._finish(job, JobState.SKIPPED, None, Change.REMOVED, f"gone (HTTP {fetched.status})")
         error = fetched.error or "unknown error"
         if self.crawl is not None and job.depth > 0 and error.startswith("unsupported content type"):
@@ -244,7 +244,7 @@ class JobWorker:
 
     async def _add(self, jobs: list[tuple[str, Any, int]]) -> None:
         if jobs and self.crawl is not None:
-            added = await asyncio.to_thread(self.queue.add, self.spec.run_id, jobs, self.crawl.spec.max_pages)
+            added = await self._db(self.queue.add, self.spec.run_id, jobs, self.crawl.spec.max_pages)
             if added and self.on_discovered is not None:
                 self.on_discovered()
 
@@ -263,8 +263,8 @@ class _Recorder:
     written (or, in one process, within one turn of the event loop) share the next transaction. Each page's
     result is emitted only once its group is committed."""
 
-    def __init__(self, queue: JobQueue, shared: bool) -> None:
-        self._queue, self._shared = queue, shared
+    def __init__(self, db: Callable[..., Any], finish_many: Callable[[list[Outcome]], list[bool]]) -> None:
+        self._db, self._finish_many = db, finish_many  # the worker's way to call the queue, and what records
         self._waiting: list[tuple[Outcome, asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -286,10 +286,7 @@ class _Recorder:
             group, self._waiting = self._waiting, []
             outcomes = [outcome for outcome, _ in group]
             try:
-                if self._shared:
-                    done = await asyncio.to_thread(self._queue.finish_many, outcomes)
-                else:
-                    done = self._queue.finish_many(outcomes)
+                done = await self._db(self._finish_many, outcomes)
             except BaseException as exc:
                 for _, future in group:
                     if not future.done():
