@@ -11,14 +11,14 @@ from document_it.testing._sim_reply import answer
 from document_it.testing.llm_sim import SimServer
 from document_it.testing.sim_profiles import PROFILES, describe, profile_settings
 
-from test_llm_sim import Short, _chat, _fire
+from _sim_client import Short, chat, fire
 
 
 def test_prefill_charges_every_prompt_token() -> None:
     with SimServer(latency_ms=5, ms_per_token=0, prefill_ms_per_token=0.5) as sim:
-        short = _chat(sim, "caching", model=Short).json()["usage"]
+        short = chat(sim, "caching", model=Short).json()["usage"]
         first = sim.stats()["busy_seconds"]
-        long = _chat(sim, "caching " * 400, model=Short).json()["usage"]
+        long = chat(sim, "caching " * 400, model=Short).json()["usage"]
         second = sim.stats()["busy_seconds"] - first
     assert long["prompt_tokens"] > short["prompt_tokens"] + 300
     assert first == pytest.approx((5 + 0.5 * short["prompt_tokens"]) / 1000, abs=1e-5)
@@ -27,7 +27,7 @@ def test_prefill_charges_every_prompt_token() -> None:
 
 def test_requests_beyond_the_slots_queue_and_shared_decode_slows_each_token() -> None:
     with SimServer(latency_ms=1, ms_per_token=2.0, capacity=3, shared_decode=1.0) as sim:
-        assert _fire(sim, 6) == [200] * 6
+        assert fire(sim, 6) == [200] * 6
         stats = sim.stats()
     alone = stats["completion_tokens"] * 2.0 / 1000  # what the six decodes cost one after another, unshared
     assert stats["max_serving"] == 3 and stats["max_decoding"] == 3 and stats["queued_seconds"] > 0
@@ -37,7 +37,7 @@ def test_requests_beyond_the_slots_queue_and_shared_decode_slows_each_token() ->
 
 def test_without_shared_decode_a_request_takes_its_own_time_whatever_runs_beside_it() -> None:
     with SimServer(latency_ms=1, ms_per_token=2.0, capacity=3) as sim:
-        assert _fire(sim, 3) == [200] * 3
+        assert fire(sim, 3) == [200] * 3
         stats = sim.stats()
     assert stats["busy_seconds"] == pytest.approx((3 * 1 + stats["completion_tokens"] * 2.0) / 1000, abs=1e-5)
 
@@ -74,7 +74,7 @@ def test_imperfect_batches_leave_out_or_spoil_one_item_and_perfect_ones_never_do
 def test_the_server_applies_its_share_of_imperfect_batches() -> None:
     body = {"type": "json_schema", "json_schema": {"name": "batch", "schema": _BATCH_SCHEMA}}
     with SimServer(latency_ms=1, ms_per_token=0, imperfect_batches=1.0) as sim:
-        reply = _chat(sim, _batch(4, "served"), response_format=body).json()
+        reply = chat(sim, _batch(4, "served"), response_format=body).json()
     results = json.loads(reply["choices"][0]["message"]["content"])["results"]
     assert sum(isinstance(item["result"], dict) for item in results) == 3
 
@@ -88,5 +88,5 @@ def test_profiles_are_real_servers_shapes_and_flags_override_them() -> None:
     with pytest.raises(ValueError, match="hosted, local"):
         profile_settings("cloud")
     with SimServer(**profile_settings("local", latency_ms=1, ms_per_token=0.01, prefill_ms_per_token=0.01)) as sim:
-        assert _fire(sim, 6) == [200] * 6
+        assert fire(sim, 6) == [200] * 6
         assert sim.stats()["max_serving"] <= PROFILES["local"]["capacity"]

@@ -6,25 +6,24 @@ make it behave like the self-hosted servers people run (llama.cpp server, vLLM, 
 `sloppy_json` (JSON content in a fence after prose, capitalised keys, one optional/list field left out),
 `context_tokens` (400 context_length_exceeded; /v1/models says max_model_len), `serial` (one slot, FIFO queue),
 `require_key` / `no_key` (any bearer token / no check) and `model_id` (the one model served; others get 404).
+What a request costs is _sim_timing's ServiceModel (`--profile hosted|local`: sim_profiles.py); the HTTP side
+is _sim_http.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import signal
-import socket
-import struct
 import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from document_it.testing._sim_quirks import KeyCheck, Quirks, add_quirk_arguments, quirk_kwargs, slot_count
+from document_it.testing._sim_http import FINGERPRINT, SimHTTPServer
 from document_it.testing._sim_timing import ServiceModel
 from document_it.testing.sim_profiles import PROFILES, profile_settings
 from document_it.testing._sim_reply import build_message, prompt_text
@@ -38,102 +37,9 @@ __all__ = ["SimServer", "main"]
 logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-FINGERPRINT = "document-it-sim"
 _PAGE_URL = re.compile(rb"URL: ([^\s\\\"]+)")  # document-it's page prompts name their page this way
 _COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "busy_seconds", "queued_seconds", "errors",
              "attempts", "rate_limited", "ok")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """HTTP handler; `self.server.sim` is the owning SimServer."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "document-it-sim/1.0"
-    disable_nagle_algorithm = True  # headers and body leave at once, as from real servers (no 40 ms ACK stall)
-    timeout = 60
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        """Route the default access log to logging at debug level."""
-        logger.debug("%s - %s", self.address_string(), format % args)
-
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        """Send a JSON reply with Content-Length."""
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _error(self, err: ApiError) -> None:
-        """Send an error reply and count it."""
-        self.server.sim._bump(errors=1)  # type: ignore[attr-defined]
-        self._send(err.status, err.body)
-
-    def _route(self) -> str:
-        """Return the request path without query string or trailing slash."""
-        return self.path.split("?", 1)[0].rstrip("/") or "/"
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        """Serve /v1/models and /stats."""
-        sim: SimServer = self.server.sim  # type: ignore[attr-defined]
-        route = self._route()
-        try:
-            if route == "/stats":
-                return self._send(200, sim.stats())
-            if route in ("/v1/models", "/models"):
-                sim._check_auth(self.headers.get("Authorization"))
-                model = sim._quirks.model_entry({"id": sim.model, "object": "model", "created": 0,
-                                                 "owned_by": FINGERPRINT})
-                return self._send(200, {"object": "list", "data": [model]})
-            raise ApiError(404, f"Unknown path: {route}")
-        except ApiError as err:
-            self._error(err)
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-        """Serve chat completions and /stats/reset."""
-        sim: SimServer = self.server.sim  # type: ignore[attr-defined]
-        length = int(self.headers.get("Content-Length") or 0)  # always drain the body (keep-alive)
-        raw = self.rfile.read(length) if length > 0 else b""
-        route = self._route()
-        try:
-            if route == "/stats/reset":
-                sim.reset_stats()
-                return self._send(200, sim.stats())
-            if route not in ("/v1/chat/completions", "/chat/completions"):
-                raise ApiError(404, f"Unknown path: {route}")
-        except ApiError as err:
-            return self._error(err)
-        sim._enter(raw)
-        try:
-            reply = sim._complete(raw, self.headers.get("Authorization"))
-        finally:
-            sim._bump(in_flight=-1)  # before writing, so a client that has its reply sees consistent stats
-        if reply.drop:
-            return self._drop(abort=reply.drop == "reset")
-        self._send(reply.status, reply.payload, reply.headers)
-
-    def _drop(self, *, abort: bool) -> None:
-        """Close the connection without a reply: a FIN, or (abort) an RST via SO_LINGER 0."""
-        self.close_connection = True
-        if abort:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.rfile.close()  # drop the makefile reference so close() really closes (and resets) the socket
-            self.connection.close()  # the server's later shutdown() of this socket fails quietly
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    """Threading HTTP server with a deep accept backlog."""
-
-    daemon_threads = True
-    request_queue_size = 256
-    sim: SimServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Log handler errors (e.g. a client hanging up) at debug level instead of printing them."""
-        logger.debug("error while serving %s", client_address, exc_info=True)
 
 
 class SimServer:
@@ -174,7 +80,7 @@ class SimServer:
                                     prefill_ms_per_token=self.prefill_ms_per_token, jitter_ms=self.jitter_ms,
                                     capacity=self.capacity, shared_decode=shared_decode, stopped=self._stopped)
         self.imperfect_batches = float(imperfect_batches)  # share of batched answers with one item left out or malformed
-        self._httpd: _HTTPServer | None = None
+        self._httpd: SimHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
         self._admitted = 0
@@ -187,7 +93,7 @@ class SimServer:
         """Bind to 127.0.0.1 and serve in a daemon thread; returns self."""
         if self._httpd is not None:
             return self
-        self._httpd = _HTTPServer((HOST, self.port), _Handler)
+        self._httpd = SimHTTPServer((HOST, self.port))
         self._httpd.sim = self
         self.port = self._httpd.server_address[1]
         self._started_at = time.time()

@@ -1,0 +1,117 @@
+"""The simulator's HTTP side: routes, JSON replies, dropped connections. The server model behind it (what
+a request costs, what it answers) is SimServer in llm_sim.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import struct
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from document_it.testing._sim_faults import ApiError
+
+if TYPE_CHECKING:
+    from document_it.testing.llm_sim import SimServer
+
+__all__ = ["SimHTTPServer", "FINGERPRINT"]
+
+logger = logging.getLogger("document_it.testing.llm_sim")
+
+FINGERPRINT = "document-it-sim"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP handler; `self.server.sim` is the owning SimServer."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "document-it-sim/1.0"
+    disable_nagle_algorithm = True  # headers and body leave at once, as from real servers (no 40 ms ACK stall)
+    timeout = 60
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Route the default access log to logging at debug level."""
+        logger.debug("%s - %s", self.address_string(), format % args)
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        """Send a JSON reply with Content-Length."""
+        data = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, err: ApiError) -> None:
+        """Send an error reply and count it."""
+        self.server.sim._bump(errors=1)  # type: ignore[attr-defined]
+        self._send(err.status, err.body)
+
+    def _route(self) -> str:
+        """Return the request path without query string or trailing slash."""
+        return self.path.split("?", 1)[0].rstrip("/") or "/"
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        """Serve /v1/models and /stats."""
+        sim: SimServer = self.server.sim  # type: ignore[attr-defined]
+        route = self._route()
+        try:
+            if route == "/stats":
+                return self._send(200, sim.stats())
+            if route in ("/v1/models", "/models"):
+                sim._check_auth(self.headers.get("Authorization"))
+                model = sim._quirks.model_entry({"id": sim.model, "object": "model", "created": 0,
+                                                 "owned_by": FINGERPRINT})
+                return self._send(200, {"object": "list", "data": [model]})
+            raise ApiError(404, f"Unknown path: {route}")
+        except ApiError as err:
+            self._error(err)
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        """Serve chat completions and /stats/reset."""
+        sim: SimServer = self.server.sim  # type: ignore[attr-defined]
+        length = int(self.headers.get("Content-Length") or 0)  # always drain the body (keep-alive)
+        raw = self.rfile.read(length) if length > 0 else b""
+        route = self._route()
+        try:
+            if route == "/stats/reset":
+                sim.reset_stats()
+                return self._send(200, sim.stats())
+            if route not in ("/v1/chat/completions", "/chat/completions"):
+                raise ApiError(404, f"Unknown path: {route}")
+        except ApiError as err:
+            return self._error(err)
+        sim._enter(raw)
+        try:
+            reply = sim._complete(raw, self.headers.get("Authorization"))
+        finally:
+            sim._bump(in_flight=-1)  # before writing, so a client that has its reply sees consistent stats
+        if reply.drop:
+            return self._drop(abort=reply.drop == "reset")
+        self._send(reply.status, reply.payload, reply.headers)
+
+    def _drop(self, *, abort: bool) -> None:
+        """Close the connection without a reply: a FIN, or (abort) an RST via SO_LINGER 0."""
+        self.close_connection = True
+        if abort:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.rfile.close()  # drop the makefile reference so close() really closes (and resets) the socket
+            self.connection.close()  # the server's later shutdown() of this socket fails quietly
+
+
+class SimHTTPServer(ThreadingHTTPServer):
+    """Threading HTTP server with a deep accept backlog, serving `sim` (set by SimServer.start)."""
+
+    daemon_threads = True
+    request_queue_size = 256
+    sim: SimServer
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log handler errors (e.g. a client hanging up) at debug level instead of printing them."""
+        logger.debug("error while serving %s", client_address, exc_info=True)
