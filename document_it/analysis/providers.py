@@ -13,8 +13,6 @@ from urllib.parse import urlparse
 
 import httpx2
 import openai
-from langchain_core.exceptions import OutputParserException
-from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
 
 from ..config import PLACEHOLDER_KEY, LLMKind, Settings, StructuredMethod
@@ -32,9 +30,9 @@ from .negotiate import STORE_NAME, MethodChoice, refuses_method
 from .prompts import (ChunkInput, Context, Question, Task, batch_items, material_budget, page_fits, render,
                       render_batch, schema_for, with_schema)
 from .schemas import answer_tokens
-from .replies import (body_text, cause_of, error_message, first_line, is_malformed, reply_json, status_kind, text_of,
-                      usage_of, wants_completion_tokens)
+from .replies import body_text, cause_of, error_message, first_line, is_malformed, status_kind, wants_completion_tokens
 from .tolerant import tolerant_parse
+from .wire import ChatReply, read_reply, request_body
 
 __all__ = ["Reply", "Attempt", "Provider", "ChatProvider", "ExtractiveProvider", "make_provider", "Messages",
            "CpuRunner"]
@@ -96,7 +94,8 @@ class ExtractiveProvider:
 
 
 class ChatProvider:
-    """Any OpenAI-compatible chat model through ChatOpenAI, asked for structured output; one request per send()."""
+    """Any OpenAI-compatible chat model through the openai SDK, asked for structured output; one request per
+    send()."""
 
     is_llm = True
 
@@ -108,41 +107,31 @@ class ChatProvider:
         self.window = ContextWindow(settings.context_tokens, settings.state_dir / WINDOW_STORE, server)
         self._secrets = (settings.api_key,)
         self._settings = settings
-        self._http: httpx2.AsyncClient | None = None  # made on the first request: a fully cached run needs none
-        self._sync_http: httpx2.Client | None = None
-        self._runnables: dict[tuple[type[BaseModel], StructuredMethod, int], Any] = {}
-        self._llm: ChatOpenAI | None = None
-        self._sized: dict[int, ChatOpenAI] = {}
+        self._http: httpx2.AsyncClient | None = None
+        self._sdk: openai.AsyncOpenAI | None = None
         # the answer limit: sent to the servers people run (small windows, small models that ramble); not to
         # OpenAI itself, whose windows are large and whose reasoning models need room beyond the answer
         self._limit_field: str | None = "max_tokens" if settings.llm_base_url else None
 
-    def _chat_model(self) -> ChatOpenAI:
+    def _client(self) -> openai.AsyncOpenAI:
+        """The SDK client this provider sends on, made on the first request (a fully cached run needs none)."""
+        if self._sdk is not None:
+            return self._sdk
         settings = self._settings
-        # our own client, bound to this run's event loop (the SDK's shared default outlives loops)
+        # our own HTTP client, bound to this run's event loop (the SDK's shared default outlives loops)
         # the gateway times each attempt itself, stretching the limit for a server that is slow but alive;
         # the client's own limit is that stretch's ceiling (and a connect limit for a server that is gone)
         timeout = httpx2.Timeout(AttemptLimit(settings.request_timeout).ceiling,
                                 connect=min(10.0, settings.request_timeout))
         limits = httpx2.Limits(max_connections=settings.max_concurrency,
                               max_keepalive_connections=settings.max_concurrency)
-        tls = _tls_context(settings.llm_base_url)
         # replies read up to a cap; redirects not followed (httpx's default), so the key goes nowhere else
         self._http = httpx2.AsyncClient(timeout=timeout, transport=CappedTransport(httpx2.AsyncHTTPTransport(
-            limits=limits, verify=tls)), follow_redirects=False)
-        # ChatOpenAI makes a blocking client too, which this provider never sends on: it shares the TLS context
-        self._sync_http = httpx2.Client(timeout=timeout, verify=tls, follow_redirects=False)
-        return ChatOpenAI(
-            model=settings.model,
-            base_url=settings.llm_base_url,
-            api_key=settings.api_key or PLACEHOLDER_KEY,
-            max_retries=0,
-            timeout=timeout,
-            use_responses_api=False,
-            include_response_headers=True,
-            http_client=self._sync_http,
-            http_async_client=self._http,
-        )
+            limits=limits, verify=_tls_context(settings.llm_base_url))), follow_redirects=False)
+        # retries are the gateway's (max_retries=0): Retry-After and backoff are honoured in one place
+        self._sdk = openai.AsyncOpenAI(api_key=settings.api_key or PLACEHOLDER_KEY, base_url=settings.llm_base_url,
+                                       max_retries=0, timeout=timeout, http_client=self._http)
+        return self._sdk
 
     def messages(self, question: Question, context: Context) -> Messages:
         """The prompt for `question`, within what the context window leaves it beside room for the answer
@@ -176,8 +165,6 @@ class ChatProvider:
         """Close this provider's connections."""
         if self._http is not None:
             await self._http.aclose()
-        if self._sync_http is not None:
-            self._sync_http.close()
 
     def batch_messages(self, question: Question, items: list[tuple[str, Context]]) -> Messages:
         """One prompt for several items of `question`, each cut as it would be alone."""
@@ -194,28 +181,6 @@ class ChatProvider:
             return 0
         return max(16, max_tokens // 128 * 128) if max_tokens >= 128 else max_tokens
 
-    def _plain(self, size: int) -> ChatOpenAI:
-        """The chat model sending the answer limit `size` (from _limit_size; 0: none)."""
-        if self._llm is None:
-            self._llm = self._chat_model()
-        if not size:
-            return self._llm
-        if size not in self._sized:
-            # the servers people run take the classic max_tokens, and some (llama-cpp-python) know no other;
-            # LangChain's max_tokens goes out as max_completion_tokens, which newer APIs want instead
-            limit = ({"extra_body": {"max_tokens": size}} if self._limit_field == "max_tokens"
-                     else {"max_tokens": size})
-            self._sized[size] = self._llm.model_copy(update=limit)  # shares the HTTP clients
-        return self._sized[size]
-
-    def _runnable(self, schema: type[BaseModel], method: StructuredMethod, max_tokens: int) -> Any:
-        size = self._limit_size(max_tokens)
-        llm = self._plain(size)
-        key = (schema, method, size)
-        if key not in self._runnables:
-            self._runnables[key] = llm.with_structured_output(schema, method=method.value, include_raw=True)
-        return self._runnables[key]
-
     async def send(self, task: Question, messages: Messages, schema: type[BaseModel] | None = None) -> Attempt:
         """One request. Raises LLMAuthError, LLMTransientError (worth a retry) or LLMError (not).
 
@@ -230,35 +195,28 @@ class ChatProvider:
             # built before the window learned its size, or too big anyway: cut or split, never sent as it is
             raise LLMContextError(f"the model's context window ({self.window.tokens:,} tokens) cannot hold this "
                                   f"prompt (about {math.ceil(prompt * self.window.scale):,} tokens)", shrunk=True)
+        sent = with_schema(messages, schema) if schema is not None and method is StructuredMethod.JSON_MODE \
+            else messages
+        body = request_body(self._settings.model, sent, schema, method, self._limit_field,
+                            self._limit_size(max_tokens))
         outbound = watch_outbound()
         try:
             try:
-                if task is Task.TEXT:
-                    raw = await self._plain(self._limit_size(max_tokens)).ainvoke(messages)
-                    out = {"raw": raw, "parsed": text_of(raw)}
-                else:
-                    assert schema is not None
-                    sent_messages = with_schema(messages, schema) if method is StructuredMethod.JSON_MODE else messages
-                    out = await self._runnable(schema, method, max_tokens).ainvoke(sent_messages)
+                # the SDK's own request (auth, base URL, errors) with a body built once per schema: its typed
+                # create() and parse() cost more CPU than the request itself (wire.py)
+                response = await self._client().post("/chat/completions", body=body, cast_to=httpx2.Response)
+                reply = read_reply(response.json(), dict(response.headers))
             except Exception as exc:
                 if not outbound.left and not isinstance(exc, (openai.APIStatusError, openai.APITimeoutError)):
                     raise self._our_fault(exc) from None  # nothing reached the server: it cannot be its fault
                 raise
-        except (ValidationError, json.JSONDecodeError, OutputParserException, openai.LengthFinishReasonError,
-                openai.ContentFilterFinishReasonError) as exc:
-            if is_malformed(exc) and self.choice.refused(method, "the reply was not JSON"):
-                return await self.send(task, messages, schema)
-            # the SDK validated and raised before we saw usage: count the prompt we sent
-            sent = estimate_tokens("".join(text for _, text in messages))
-            return Attempt(None, self._clean(exc), is_malformed(exc), sent, 0)
         except openai.APIStatusError as exc:
             if self._limit_field == "max_tokens" and wants_completion_tokens(exc.status_code, error_message(exc)):
-                self._limit_field, self._sized = "max_completion_tokens", {}  # a newer API behind the base URL
-                self._runnables = {}
+                self._limit_field = "max_completion_tokens"  # a newer API behind the base URL
                 return await self.send(task, messages, schema)
             if is_context_error(exc.status_code, body_text(exc)):
-                sent = max_tokens if self._limit_field else 0
-                raise self._too_long(exc, prompt, sent, batch, answer_tokens(task)) from None
+                sent_limit = max_tokens if self._limit_field else 0
+                raise self._too_long(exc, prompt, sent_limit, batch, answer_tokens(task)) from None
             if task is not Task.TEXT and refuses_method(exc.status_code, error_message(exc)):
                 if self.choice.refused(method, f"HTTP {exc.status_code}: {self._clean(error_message(exc))}"):
                     return await self.send(task, messages, schema)
@@ -272,27 +230,18 @@ class ChatProvider:
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:  # unreadable replies
             raise LLMTransientError(f"unreadable reply from {self.host} ({outbound.described()}): "
                                     f"{type(exc).__name__}: {self._clean(exc)}", kind="not JSON") from None
-        raw = out["raw"]
-        headers = dict((getattr(raw, "response_metadata", None) or {}).get("headers") or {})
-        tokens_in, tokens_out = usage_of(raw)
         # the schema is in the messages in json mode; a tool or a response format a server may not count
         uncertain = _schema_tokens(schema) if schema is not None and method is not StructuredMethod.JSON_MODE else 0
-        self.window.observe(prompt, tokens_in, uncertain)
-        parsed = out["parsed"]
-        if parsed is None and schema is not None:
-            # "Summary" for "summary", fences, prose, a number out of range, a list item missing a field: a
-            # grammar (llama.cpp's, for tools or json_schema) keeps the shape but not every rule
-            parsed = tolerant_parse(schema, reply_json(raw))
+        self.window.observe(prompt, reply.tokens_in, uncertain)
+        if schema is None:
+            return Attempt(reply.text, "", False, reply.tokens_in, reply.tokens_out, reply.headers)  # type: ignore[arg-type]
+        parsed, problem, malformed = _validated(schema, reply)
         if parsed is None:
-            error = out.get("parsing_error")
-            malformed = error is None or is_malformed(error)
             if malformed and self.choice.refused(method, "the reply held no structured output"):
                 return await self.send(task, messages, schema)
-            problem = self._clean(error) if error else "the reply held no structured output"
-            return Attempt(None, problem, malformed, tokens_in, tokens_out, headers)
-        if task is not Task.TEXT:
-            self.choice.worked(method)
-        return Attempt(parsed, "", False, tokens_in, tokens_out, headers)
+            return Attempt(None, self._clean(problem), malformed, reply.tokens_in, reply.tokens_out, reply.headers)
+        self.choice.worked(method)
+        return Attempt(parsed, "", False, reply.tokens_in, reply.tokens_out, reply.headers)
 
     def work(self, task: Question, messages: Messages, schema: type[BaseModel] | None = None) -> tuple[int, int]:
         """What one request of `messages` asks of the server: its estimated prompt tokens (schema included) and
@@ -354,6 +303,26 @@ class ChatProvider:
 
     def _clean(self, error: object) -> str:
         return first_line(redact(str(error), self._secrets))
+
+
+def _validated(schema: type[BaseModel], reply: ChatReply) -> tuple[BaseModel | None, str, bool]:
+    """The reply's answer as `schema` (read loosely when it does not validate as it is: tolerant.py), else
+    None with the problem and whether the reply was not JSON at all (cut short, garbled, empty)."""
+    if reply.problem and reply.finish != "length":
+        return None, reply.problem, False
+    try:
+        return schema.model_validate_json(reply.json_text), "", False
+    except ValidationError as exc:
+        # "Summary" for "summary", fences, prose, a number out of range, a list item missing a field: a
+        # grammar (llama.cpp's, for tools or json_schema) keeps the shape but not every rule
+        parsed = tolerant_parse(schema, reply.json_text)
+        if parsed is not None:
+            return parsed, "", False
+        if reply.problem:  # cut at the answer limit: what came is not whole
+            return None, reply.problem, True
+        if not reply.json_text.strip():
+            return None, "the reply held no structured output", True
+        return None, str(exc), is_malformed(exc)
 
 
 def _tls_context(base_url: str | None) -> ssl.SSLContext:

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 import openai
-from langchain_core.exceptions import OutputParserException
 from pydantic import ValidationError
 
-from ..tokens import estimate_tokens
 from .capped import gist
 
-__all__ = ["status_kind", "wants_completion_tokens", "body_text", "is_malformed", "usage_of", "text_of", "reply_json",
-           "first_line", "cause_of", "error_message"]
+__all__ = ["status_kind", "wants_completion_tokens", "body_text", "is_malformed", "first_line", "cause_of",
+           "error_message"]
 
 
 def status_kind(status: int) -> str:
@@ -40,34 +37,7 @@ def is_malformed(error: object) -> bool:
     """True when the reply was not JSON at all (cut short or garbled), as opposed to JSON of the wrong shape."""
     if isinstance(error, ValidationError):
         return all(e.get("type") == "json_invalid" for e in error.errors())
-    if isinstance(error, (json.JSONDecodeError, openai.LengthFinishReasonError)):
-        return True
-    text = str(error).lower()
-    return isinstance(error, OutputParserException) and ("json" in text and "invalid" in text
-                                                          or "could not parse" in text)
-
-
-def usage_of(raw: Any) -> tuple[int, int]:
-    usage = getattr(raw, "usage_metadata", None) or {}
-    if usage:
-        return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-    return 0, estimate_tokens(str(getattr(raw, "content", "") or ""))
-
-
-def text_of(message: Any) -> str:
-    """The text of a chat reply (content may be a string or a list of parts)."""
-    content = getattr(message, "content", "")
-    if isinstance(content, list):
-        return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
-    return str(content or "")
-
-
-def reply_json(message: Any) -> str:
-    """The JSON a structured reply carries: its first tool call's arguments, else its text."""
-    for call in getattr(message, "tool_calls", None) or []:
-        if isinstance(call, dict) and isinstance(call.get("args"), dict):
-            return json.dumps(call["args"])
-    return text_of(message)
+    return isinstance(error, json.JSONDecodeError)
 
 
 def first_line(text: str) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import time
+from collections import deque
 from contextlib import asynccontextmanager, nullcontext
 from email.utils import parsedate_to_datetime
 from typing import Any, AsyncContextManager, AsyncIterator, Callable, Mapping
@@ -93,7 +94,7 @@ class AdaptiveWindow:
         self.watch = QueueWatch()
         self._tentative = False  # settled by the start probe: opened again if replies say it keeps up
         self._queue_cut_at = 0.0
-        self._changed = asyncio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()  # callers waiting for a slot, first come first served
 
     @property
     def probing(self) -> bool:
@@ -105,23 +106,41 @@ class AdaptiveWindow:
         return max(self.floor, int(self.size))
 
     async def acquire(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.in_flight < self.limit)
+        """Take a slot, waiting in line while the window is full. A freed slot is handed to the first in line
+        alone: hundreds of waiters cost nothing while they wait (no herd that wakes on every release)."""
+        if self.in_flight < self.limit and not self._waiters:
             self.in_flight += 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        try:
+            await turn  # the slot is counted as taken when it is handed over (_hand_over)
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                await self.release()  # handed a slot as it was cancelled: give it to the next in line
+            else:
+                self._waiters.remove(turn)
+            raise
 
     async def release(self) -> None:
-        async with self._changed:
-            self.in_flight -= 1
-            self._changed.notify_all()
+        self.in_flight -= 1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give the slots the window has room for to those first in line."""
+        while self._waiters and self.in_flight < self.limit:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                self.in_flight += 1
+                turn.set_result(None)
 
     async def on_success(self) -> None:
         """Additive increase: about +1 after a full window of successes, up to the cap — or up to the window
         settled for a server that queues, and not during a queueing probe."""
         ceiling = self.watch.settled or self.cap
         if self.size < ceiling and not self.probing and (self.watch.keeps_up or self.watch.settled):
-            async with self._changed:
-                self.size = min(float(ceiling), self.size + 1.0 / max(1.0, self.size))
-                self._changed.notify_all()
+            self.size = min(float(ceiling), self.size + 1.0 / max(1.0, self.size))
+            self._hand_over()
 
     async def on_latency(self, seconds: float, tokens_in: int, tokens_out: int, sent_at: float) -> None:
         """One reply's time on the wire: probe, and settle the window, when latency says the server queues."""
@@ -149,10 +168,9 @@ class AdaptiveWindow:
         _log.info("LLM server latency %s: requests in flight %d → %d%s", "grows with the queue"
                   if target < self.limit else "did not fall with fewer requests", self.limit, target,
                   " (settled)" if self.watch.settled else "")
-        async with self._changed:
-            self.size = float(max(self.floor, min(self.cap, target)))
-            self._queue_cut_at = time.monotonic()
-            self._changed.notify_all()
+        self.size = float(max(self.floor, min(self.cap, target)))
+        self._queue_cut_at = time.monotonic()
+        self._hand_over()
 
     async def _after_probe(self, verdict: str, first_s: float) -> None:
         """Open the whole window for a parallel server; settle at two for one that queues (one when a reply
@@ -165,10 +183,9 @@ class AdaptiveWindow:
             self._tentative = True
             size = float(settled)
             _log.warning("the LLM server serves requests one after another: at most %d in flight", settled)
-        async with self._changed:
-            self.size = size
-            self._queue_cut_at = time.monotonic()
-            self._changed.notify_all()
+        self.size = size
+        self._queue_cut_at = time.monotonic()
+        self._hand_over()
 
     async def _reopen_if_it_keeps_up(self, seconds: float, tokens_in: int, tokens_out: int) -> None:
         """After a queueing verdict: SAMPLES replies as fast as the fastest say it was wrong; reopen."""
@@ -178,10 +195,9 @@ class AdaptiveWindow:
         _log.info("LLM replies keep pace at %d in flight: the whole window again", self.limit)
         self._tentative = False
         self.watch.unsettle()
-        async with self._changed:
-            self.size = float(self.cap)
-            self._queue_cut_at = time.monotonic()
-            self._changed.notify_all()
+        self.size = float(self.cap)
+        self._queue_cut_at = time.monotonic()
+        self._hand_over()
 
     def on_throttle(self, since: float, last_cut: float, timed_out: bool = False) -> bool:
         """Multiplicative decrease, at most once per round trip (requests sent before the last cut don't count).
@@ -193,9 +209,11 @@ class AdaptiveWindow:
             if not timed_out:
                 self.size = float(self.cap)
         if since < last_cut:
+            self._hand_over()  # the probe's window may have opened to the cap
             return False
         self.size = max(float(self.floor), self.size / 2.0)
         self.cuts += 1
+        self._hand_over()
         return True
 
 
