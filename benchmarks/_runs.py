@@ -19,6 +19,7 @@ from document_it.fetch import FetchLimits, fetch
 from document_it.parse import parse
 from document_it.sources import discover
 from document_it.testing.docsite import page_path, write_docsite
+from document_it.testing.sim_profiles import PROFILES, describe
 
 # naive: benchmarks/_naive.py, the obvious approach; dask: on a local Dask cluster the run starts itself;
 # dask-llm: dask with --distributed-llm (the LLM requests sent from the workers, one semaphore for the cap)
@@ -43,6 +44,26 @@ class RunConfig:
         more than the server's slots."""
         cap = 1 if mode == "sync" else self.max_concurrency
         return min(cap, self.slots) if self.slots else cap
+
+
+def sim_flags(profile: str | None, latency_ms: float, ms_per_token: float, capacity: int = 0) -> list[str]:
+    """The simulator's flags: a named profile, or the latency, decode time and slots given."""
+    if profile:
+        return ["--profile", profile]
+    return ["--latency-ms", str(latency_ms), "--ms-per-token", str(ms_per_token), "--capacity", str(capacity)]
+
+
+def sim_slots(profile: str | None, capacity: int = 0) -> int:
+    """The simulator's sequence slots (0 = unlimited)."""
+    return PROFILES[profile]["capacity"] if profile else capacity
+
+
+def server_line(profile: str | None, latency_ms: float, ms_per_token: float, capacity: int = 0) -> str:
+    """What a table's header says of the server it was measured against."""
+    if profile:
+        return describe(profile)
+    return (f"no profile: latency {latency_ms:g} ms + {ms_per_token:g} ms/token, "
+            + (f"{capacity} slots" if capacity else "unlimited slots") + ", no prefill cost")
 
 
 def generated_site(root: Path, pages: int) -> None:

@@ -34,17 +34,11 @@ from pathlib import Path
 
 from _harness import ROOT, print_table, sample_site, simulator
 from _plots import speedup_bars
-from _runs import MODES, RunConfig, add_ratios, generated_site, lower_bound, measure_work, median_run, run_mode
+from _runs import (MODES, RunConfig, add_ratios, generated_site, lower_bound, measure_work, median_run, run_mode,
+                   server_line, sim_flags, sim_slots)
 
-from document_it.testing.sim_profiles import PROFILES, describe
+from document_it.testing.sim_profiles import PROFILES
 from document_it.testing.site import SiteServer
-
-
-def _sim_flags(args: argparse.Namespace) -> list[str]:
-    if args.profile:
-        return ["--profile", args.profile]
-    return ["--latency-ms", str(args.latency_ms), "--ms-per-token", str(args.ms_per_token),
-            "--capacity", str(args.capacity)]
 
 
 def main() -> int:
@@ -74,12 +68,12 @@ def main() -> int:
         p.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp, \
-            simulator(*_sim_flags(args)) as base_url:
+            simulator(*sim_flags(args.profile, args.latency_ms, args.ms_per_token, args.capacity)) as base_url:
         site_cm = sample_site() if not args.pages else SiteServer(Path(tmp), max_seconds=3600)
         if args.pages:
             generated_site(Path(tmp), args.pages)
         with site_cm as site:
-            slots = PROFILES[args.profile]["capacity"] if args.profile else args.capacity
+            slots = sim_slots(args.profile, args.capacity)
             cfg = RunConfig(site.url("llms.txt"), base_url, args.max_concurrency, args.threads, args.tasks, slots)
             work = measure_work(cfg.source)
             for mode in modes:
@@ -90,9 +84,7 @@ def main() -> int:
     bound = lower_bound(rows, work, cfg)
     add_ratios(rows, bound["seconds"], cfg)
     cores = os.cpu_count() or 1
-    server = describe(args.profile) if args.profile else (
-        f"no profile: latency {args.latency_ms:g} ms + {args.ms_per_token:g} ms/token, "
-        + (f"{args.capacity} slots" if args.capacity else "unlimited slots") + ", no prefill cost")
+    server = server_line(args.profile, args.latency_ms, args.ms_per_token, args.capacity)
     header = (f"{work['pages']} pages · {args.tasks or 'all five tasks'} · {server} · cap {args.max_concurrency} · "
               f"{args.threads} threads · {cores} cores · median of {args.repeat} (sync: 1)")
     print(f"\n{header}")

@@ -22,14 +22,16 @@ from typing import Any
 
 from _harness import ROOT, print_table, simulator
 from _plots import scaling_curves
-from _runs import MODES, RunConfig, add_ratios, generated_site, lower_bound, measure_work, run_mode
+from _runs import (MODES, RunConfig, add_ratios, generated_site, lower_bound, measure_work, run_mode, server_line,
+                   sim_flags, sim_slots)
 
+from document_it.testing.sim_profiles import PROFILES
 from document_it.testing.site import SiteServer
 
 COLUMNS = [("mode", "mode", ""), ("pages", "pages", "d"), ("cap", "max_concurrency", "d"),
            ("wall s", "wall_seconds", ".2f"), ("pages/s", "pages_per_second", ".2f"),
            ("requests", "llm_requests", "d"), ("T_lb s", "lower_bound_seconds", ".2f"),
-           ("efficiency", "efficiency", ".0%")]
+           ("efficiency", "efficiency", ".0%"), ("utilisation", "utilisation", ".0%")]
 
 
 def _ints(text: str) -> list[int]:
@@ -47,15 +49,16 @@ def _point(modes: list[str], pages: int, cap: int, base_url: str, args: argparse
     with tempfile.TemporaryDirectory() as tmp:
         generated_site(Path(tmp), pages)
         with SiteServer(Path(tmp), max_seconds=3600) as site:
-            cfg = RunConfig(site.url("llms.txt"), base_url, cap, args.threads, args.tasks)
+            cfg = RunConfig(site.url("llms.txt"), base_url, cap, args.threads, args.tasks,
+                            sim_slots(args.profile, args.capacity))
             work = measure_work(cfg.source)
             rows = [run_mode(mode, cfg) for mode in modes]
     bound = lower_bound(rows, work, cfg)
-    add_ratios(rows, bound["seconds"])
+    add_ratios(rows, bound["seconds"], cfg)
     for row in rows:
         row.update(max_concurrency=cap, lower_bound_seconds=bound["seconds"])
         print(f"  {row['mode']:7} {pages:4d} pages  cap {cap:3d}  {row['wall_seconds']:7.2f} s  "
-              f"efficiency {row['efficiency']:.0%}", flush=True)
+              f"efficiency {row['efficiency']:.0%}  utilisation {row['utilisation']:.0%}", flush=True)
     return rows
 
 
@@ -69,6 +72,10 @@ def main() -> int:
     p.add_argument("--cap-modes", default="hybrid,naive", help="modes of the concurrency sweep")
     p.add_argument("--latency-ms", type=float, default=400, help="simulated time to first token")
     p.add_argument("--ms-per-token", type=float, default=2.0, help="simulated decode time per output token")
+    p.add_argument("--capacity", type=int, default=0, help="simulator slots (0 = unlimited)")
+    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                   help="simulate a real server's shape (document_it/testing/sim_profiles.py) instead of the "
+                        "latency, decode time and slots above")
     p.add_argument("--tasks", default="summary,key_concepts,code_patterns", help="--tasks for every run")
     p.add_argument("--threads", type=int, default=8, help="download threads (--max-workers)")
     p.add_argument("--quick", action="store_true", help="10/20/40 pages, caps 1/5/20 on 20 pages, 100 ms latency")
@@ -85,7 +92,7 @@ def main() -> int:
         p.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     by_pages: list[dict[str, Any]] = []
     by_cap: list[dict[str, Any]] = []
-    with simulator("--latency-ms", str(args.latency_ms), "--ms-per-token", str(args.ms_per_token)) as base_url:
+    with simulator(*sim_flags(args.profile, args.latency_ms, args.ms_per_token, args.capacity)) as base_url:
         print(f"size sweep (cap {args.max_concurrency}):")
         for pages in args.pages:
             by_pages += _point(modes, pages, args.max_concurrency, base_url, args)
@@ -93,7 +100,7 @@ def main() -> int:
         for cap in args.caps:
             by_cap += _point(cap_modes, args.cap_pages, cap, base_url, args)
     cores = os.cpu_count() or 1
-    header = (f"{args.tasks} · latency {args.latency_ms:g} ms + {args.ms_per_token:g} ms/token · "
+    header = (f"{args.tasks} · {server_line(args.profile, args.latency_ms, args.ms_per_token, args.capacity)} · "
               f"{args.threads} threads · {cores} cores")
     print(f"\n{header}\n\nby corpus size (cap {args.max_concurrency}):")
     print_table(by_pages, COLUMNS)
