@@ -383,8 +383,8 @@ class _ReadingSim(SimServer):
         super().__init__(**kwargs)
         self.read: list[str] = []
 
-    def _complete(self, raw: bytes, auth: str | None):
-        reply = super()._complete(raw, auth)
+    def _complete(self, raw: bytes, auth: str | None, *stream):
+        reply = super()._complete(raw, auth, *stream)
         if reply.status == 200:
             self.read.append(" ".join(m.get("content") or "" for m in json.loads(raw)["messages"]))
         return reply

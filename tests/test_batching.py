@@ -30,12 +30,21 @@ def _settings(base_url: str, **extra) -> Settings:
                        "retries": 0, **extra})
 
 
-async def _ask_all(settings: Settings, topics=TOPICS, backlog: bool = True, window_slots: int = 1):
+# replies whose time is mostly a fixed round trip (0.4 s, and 0.2 ms a token written): batching pays
+ROUND_TRIP_BOUND = [(0.42, 100), (0.44, 200), (0.43, 150), (0.46, 300)]
+# replies whose time is mostly decode (0.5 s, and 10 ms a token written, as hosted APIs): it does not
+DECODE_BOUND = [(1.5, 100), (2.5, 200), (2.0, 150), (3.5, 300)]
+
+
+async def _ask_all(settings: Settings, topics=TOPICS, backlog: bool = True, window_slots: int = 1,
+                   shape: list[tuple[float, int]] | None = None):
     """Ask a synthesis per topic. With `backlog`, the window is cut to `window_slots` (as 429s would) and
     every slot is held while the prompts are submitted, then all are let go at once, so the batcher sees
     the whole burst waiting for those slots (the state in which it batches); without, the slots are free
     and each prompt should go alone."""
     async with build_gateway(settings) as gateway:
+        for seconds, tokens in shape or ():  # what earlier replies sent alone measured
+            gateway.reply_shape.observe(seconds, tokens)
         window = gateway.limiter.window
         backlog = backlog and gateway.batcher is not None  # --batch-size 1: no batcher, nothing to hold
         if backlog:
@@ -75,11 +84,38 @@ async def test_prompts_go_alone_while_slots_are_free():
     assert summary["batching"]["batches"] == 0 and summary["batching"]["sent_alone"] == 6
 
 
-async def test_a_backlog_is_spread_over_the_whole_window():
+async def test_a_backlog_is_spread_over_the_whole_window_where_requests_cost_mostly_their_round_trip():
     with SimServer(latency_ms=5, ms_per_token=0) as sim:
-        values, summary = await _ask_all(_settings(sim.base_url, max_concurrency=4), window_slots=4)
+        values, summary = await _ask_all(_settings(sim.base_url, max_concurrency=4), window_slots=4,
+                                         shape=ROUND_TRIP_BOUND)
         assert sim.stats()["requests"] == 3  # six waiting prompts over four slots: batches of two
     assert len(values) == 6 and summary["batching"]["items_per_batch_max"] == 2
+
+
+@pytest.mark.parametrize("shape", [DECODE_BOUND, None], ids=["decode-bound", "not measured yet"])
+async def test_a_backlog_on_a_whole_window_goes_alone_where_batching_would_not_pay(shape):
+    # a batch's answers decode one after another: on a server whose replies are mostly decode, six prompts over
+    # four free-to-be slots finish sooner as six requests; before any reply has shown which, they go alone too
+    with SimServer(latency_ms=5, ms_per_token=0) as sim:
+        values, summary = await _ask_all(_settings(sim.base_url, max_concurrency=4), window_slots=4, shape=shape)
+        assert sim.stats()["requests"] == 6
+    assert len(values) == 6 and summary["batching"]["batches"] == 0
+
+
+def test_the_reply_shape_tells_a_fixed_cost_from_decode_time():
+    from document_it.analysis.batching import ReplyShape
+
+    def ratio(points):
+        shape = ReplyShape()
+        for seconds, tokens in points:
+            shape.observe(seconds, tokens)
+        return shape.fixed_per_answer()
+
+    assert ratio(ROUND_TRIP_BOUND) > 5  # 0.4 s fixed against about 0.04 s of decode
+    assert 0.1 < ratio(DECODE_BOUND) < 0.4  # 0.5 s fixed against about 2 s of decode
+    assert ratio(DECODE_BOUND[:3]) is None  # too few replies
+    assert ratio([(1.0, 200), (1.1, 205), (1.0, 210), (1.2, 200)]) is None  # lengths too alike to fit a line
+    assert ratio([(0.5, 100), (0.4, 300), (0.5, 200), (0.45, 250)]) == float("inf")  # time does not grow
 
 
 def _synthesis(overview: str) -> dict:

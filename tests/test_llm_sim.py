@@ -174,10 +174,30 @@ def test_bad_requests(sim: SimServer) -> None:
     assert set(bad_json.json()["error"]) == {"message", "type", "param", "code"}
     assert bad_json.json()["error"]["type"] == "invalid_request_error"
     assert requests.post(url, json={"model": "m", "messages": []}, timeout=5).status_code == 400
-    streamed = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]}
-    stream = requests.post(url, json=streamed, timeout=5)
-    assert stream.status_code == 400 and "streaming is not supported" in stream.json()["error"]["message"]
-    assert sim.stats()["errors"] == 3 and sim.stats()["requests"] == 0
+    assert sim.stats()["errors"] == 2 and sim.stats()["requests"] == 0
+
+
+def test_a_streamed_reply_sends_its_first_event_at_the_first_token_and_the_rest_when_decoded() -> None:
+    # one second of decode after a 50 ms first token: the first event arrives while the request is still being
+    # served, the rest put back together is the same reply a whole one would be, usage last
+    body = {"model": "m", "messages": [{"role": "user", "content": "Summarise: retries back off."}],
+            "stream": True, "stream_options": {"include_usage": True},
+            "response_format": {"type": "json_schema", "json_schema": {"name": "S", "schema": {
+                "type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}}}}
+    with SimServer(latency_ms=50, ms_per_token=1000 / 40) as sim:
+        with requests.post(f"{sim.base_url}/chat/completions", json=body, stream=True, timeout=30) as reply:
+            assert reply.headers["Content-Type"] == "text/event-stream"
+            lines = (line for line in reply.iter_lines(decode_unicode=True) if line)
+            first = json.loads(next(lines).removeprefix("data: "))
+            serving_at_first = sim.stats()["serving"]
+            rest = list(lines)
+    assert first["object"] == "chat.completion.chunk" and first["choices"][0]["delta"]["role"] == "assistant"
+    assert serving_at_first == 1  # still decoding when the first event arrived
+    assert rest[-1] == "data: [DONE]"
+    events = [json.loads(line.removeprefix("data: ")) for line in rest[:-1]]
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+    assert json.loads(text)["summary"]
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] > 0
 
 
 def test_models_and_alias_paths(sim: SimServer) -> None:

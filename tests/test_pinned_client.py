@@ -1,5 +1,6 @@
 """The LLM client as installed from the lock: the versions requirements.txt pins are the ones imported, and the
-real stack (LangChain → openai SDK → httpx2 → our capped transport) sends a request that the simulator
+real stack (the openai SDK → httpx2 → our capped transport; LangChain's ChatOpenAI, whose request bodies the
+provider sends, is pinned for tests/test_wire.py) sends a request that the simulator
 answers and the gateway validates. This is the test that catches a release that breaks the client (openai 3
 moved to httpx2, and an httpx client handed to it made every request fail before it left)."""
 

@@ -257,3 +257,73 @@ def test_the_start_probe_judges_the_first_pair_even_when_it_meets_the_json_schem
     window = summary["llm"]["window"]
     assert window["start_probe"] == "queueing" and window["settled"] in (1, 2), window
     assert summary["documents"]["failed"] == 0 and summary["llm"]["retries"] == 0
+
+
+def test_two_probe_replies_decoding_at_once_say_parallel_at_their_first_tokens():
+    probe = StartProbe()
+    first, second = probe.stream(), probe.stream()
+    first.first()
+    assert probe.verdict is None
+    second.first()
+    assert probe.verdict == PARALLEL_VERDICT and probe.early
+
+
+def test_a_first_token_after_the_other_reply_ended_leaves_the_verdict_to_the_whole_replies():
+    probe = StartProbe()
+    first, second = probe.stream(), probe.stream()
+    first.first()
+    first.end()  # a server that serves in turn starts the second only now
+    second.first()
+    assert probe.verdict is None and not probe.early
+
+
+def _topics(count: int) -> list:
+    from document_it.analysis.prompts import TopicInput
+    return [TopicInput(f"T{i}", ((f"Page {i}", f"About thing {i}", ("alpha",)),)) for i in range(count)]
+
+
+async def _ask_topics(sim_or_url, tmp_path, count: int = 6):
+    import asyncio
+
+    from document_it.analysis.gateway import build_gateway
+    from document_it.analysis.prompts import Task
+    from document_it.config import StructuredMethod
+    base = getattr(sim_or_url, "base_url", sim_or_url)
+    settings = Settings(llm=LLMKind.OPENAI, llm_base_url=base, api_key="sk-test-0123456789", batch_size=1,
+                        structured_output=StructuredMethod.JSON_SCHEMA, state_dir=tmp_path / "state", retries=0)
+    async with build_gateway(settings) as gateway:
+        values = await asyncio.gather(*(gateway.ask(Task.TOPIC_SYNTHESIS, t) for t in _topics(count)))
+    return values, gateway
+
+
+async def test_a_parallel_server_is_known_at_the_probes_first_tokens_and_the_rest_go_while_it_decodes(tmp_path):
+    # replies of about two seconds (50 ms to the first token, then 40 tokens a second): the probe's pair is
+    # streamed, and the other four prompts are sent while the pair is still decoding, not after it ends
+    with SimServer(latency_ms=50, ms_per_token=25, max_seconds=120) as sim:
+        values, gateway = await _ask_topics(sim, tmp_path)
+        stats = sim.stats()
+    start = gateway.limiter.window.start
+    assert start.verdict == PARALLEL_VERDICT and start.early and gateway.provider.streams
+    assert stats["max_serving"] == 6 and stats["requests"] == 6  # all six served at once, each sent once
+    assert all(value.overview and value.key_themes for value in values)  # read whole from the streams
+
+
+async def test_a_one_slot_server_streams_the_probe_but_is_judged_on_its_whole_replies(tmp_path):
+    with SimServer(latency_ms=50, ms_per_token=5, serial=True, max_seconds=120) as sim:
+        values, gateway = await _ask_topics(sim, tmp_path, count=4)
+    start = gateway.limiter.window.start
+    assert start.verdict == QUEUEING_VERDICT and not start.early and all(v.overview for v in values)
+
+
+async def test_a_server_that_refuses_a_stream_is_asked_again_whole_and_never_streamed_to_again(tmp_path):
+    import json
+
+    from _fake_llm import ScriptedLLM, completion
+    ok = completion(json.dumps({"overview": "Fine.", "key_themes": ["a"]}))
+    refusal = (400, {"error": {"message": "Streaming is not supported for this model", "type": "invalid_request"}})
+    with ScriptedLLM([refusal, ok, ok, ok]) as llm:  # ScriptedLLM answers whole (JSON) even when asked to stream
+        values, gateway = await _ask_topics(llm.base_url, tmp_path, count=3)
+        bodies = llm.requests
+    assert [v.overview for v in values] == ["Fine."] * 3 and not gateway.provider.streams
+    # the probe's pair went out streamed together; the refused one was asked again whole, and so was the rest
+    assert len(bodies) == 4 and [bool(body.get("stream")) for body in bodies] == [True, True, False, False]

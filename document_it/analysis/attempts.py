@@ -165,7 +165,13 @@ class Attempts:
                     # while those ahead of it are served
                     turn = window.in_flight if window.probing or window.watch.settled else 1
                     limit = self.attempt_limit.for_work(*provider.work(task, messages, schema), turn)
-                attempt = await asyncio.wait_for(provider.send(task, messages, schema), limit)
+                # a start-probe request is streamed: its first token may settle the probe (core/queueing.py)
+                watch = self.limiter.window.probe_watch() if provider.streams else None
+                try:
+                    attempt = await asyncio.wait_for(provider.send(task, messages, schema, watch), limit)
+                finally:
+                    if watch is not None:
+                        watch.end()
             except asyncio.TimeoutError:
                 self.limiter.on_timeout(sent_at)
                 self.attempt_limit.on_timeout(limit, alone)
@@ -194,5 +200,7 @@ class Attempts:
         if provider.choice.current is method or self.limiter.window.probing:
             await self.limiter.window.on_latency(time.monotonic() - sent_at, attempt.tokens_in, attempt.tokens_out,
                                                  sent_at)
+            if schema is None and attempt.value is not None:  # an answer sent alone: what batching would save
+                self.reply_shape.observe(time.monotonic() - sent_at, attempt.tokens_out)
         await self.limiter.on_success(estimate, attempt.tokens_in + attempt.tokens_out)
         return attempt

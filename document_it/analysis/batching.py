@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -29,7 +30,7 @@ from ..errors import LLMError, LLMFatalError
 from ..core.queueing import PROBE_WIDTH
 from .prompts import Context, Question
 
-__all__ = ["Batcher", "BatchItem", "AUTO_MAX_ITEMS", "POLL_S", "combined_stats"]
+__all__ = ["Batcher", "BatchItem", "ReplyShape", "AUTO_MAX_ITEMS", "POLL_S", "combined_stats"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,35 @@ class BatchItem:
     tokens: int
     future: asyncio.Future[BaseModel] = field(repr=False)
     queued_at: float = 0.0  # loop time of submission
+
+
+class ReplyShape:
+    """A reply's time as a fixed cost (time to first token, the request's round trip) plus a time per token it
+    writes, fitted by least squares over recent answers sent alone. Batching saves the fixed cost once per
+    request it spares but decodes its answers one after another: the ratio of the two says whether it pays."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._points: deque[tuple[int, float]] = deque(maxlen=size)  # (tokens written, seconds)
+
+    def observe(self, seconds: float, tokens_out: int) -> None:
+        if tokens_out > 0:
+            self._points.append((tokens_out, seconds))
+
+    def fixed_per_answer(self) -> float | None:
+        """A reply's fixed cost over one answer's decode time (infinite when time does not grow with the
+        answer); None until at least four answers of lengths far enough apart fit a line."""
+        if len(self._points) < 4:
+            return None
+        xs = [x for x, _ in self._points]
+        mean_x = sum(xs) / len(xs)
+        if max(xs) - min(xs) < 0.2 * mean_x:
+            return None
+        mean_y = sum(y for _, y in self._points) / len(self._points)
+        slope = (sum((x - mean_x) * (y - mean_y) for x, y in self._points)
+                 / sum((x - mean_x) ** 2 for x in xs))
+        if slope <= 0:
+            return math.inf
+        return max(0.0, mean_y - slope * mean_x) / (slope * mean_x)
 
 
 class Window(Protocol):
@@ -77,10 +107,14 @@ class Batcher:
 
     def __init__(self, send_batch: SendBatch, send_one: SendOne, max_items: int, max_tokens: int,
                  window: Window | None = None, poll_s: float = POLL_S, fits: Fits | None = None,
-                 request_pace: Callable[[], tuple[int, float] | None] | None = None) -> None:
+                 request_pace: Callable[[], tuple[int, float] | None] | None = None,
+                 shape: ReplyShape | None = None) -> None:
         self._send_batch, self._send_one = send_batch, send_one
+        self.shape = shape or ReplyShape()
         self._fits: Fits = fits or (lambda task, tokens, answers: True)
         self._window: Window = window or _Unbounded()
+        if hasattr(self._window, "on_open"):  # the start probe's verdict opens the window: send the backlog
+            self._window.on_open = self._schedule  # type: ignore[attr-defined]
         # (requests the rate limit lets leave now, seconds between two), or None without a request limit
         self._request_pace = request_pace or (lambda: None)
         self.max_items = max_items
@@ -161,6 +195,8 @@ class Batcher:
             # would separate requests: a batch saves it nothing, and a small model's batched answer that fails
             # as a whole costs every item's prompt again
             share = 1
+        elif not rate_bound and share > 1:
+            share = min(share, self._paying_size(waiting))
         if rate_bound:
             # the request limit binds, not the slots: requests are what is scarce. Sending the waiting prompts
             # k at a time takes waiting / k intervals of the limit, and a batch's answers come one after
@@ -191,6 +227,24 @@ class Batcher:
         if waiting and (self._outstanding == 0 or pace is not None):
             # slots held by other requests, or the request limit refills: look again shortly
             self._timer = asyncio.get_running_loop().call_later(self.poll_s, self._dispatch)
+
+    def _paying_size(self, waiting: int) -> int:
+        """The largest batch that finishes a backlog of `waiting` prompts sooner on a server that serves the whole
+        window side by side. Batches of k over L slots spare (k − 1) fixed costs a request, about W/L × fixed
+        each slot, and lengthen each request by (k − 1) answers' decode: k pays while k − 1 ≤ W/L × fixed /
+        decode. A server that decodes slowly (hosted APIs: 10 ms a token and more) gains little from fewer
+        requests and loses the window's packing; one whose requests cost mostly a fixed round trip gains.
+        Not measured yet: alone (the first replies measure it). A window cut by the server (429s, timeouts),
+        or of one or two slots: requests are what is scarce, and every prompt waits its turn anyway."""
+        window = self._window
+        if window.limit <= PROBE_WIDTH or window.limit < getattr(window, "cap", window.limit):
+            return self.max_items
+        ratio = self.shape.fixed_per_answer()
+        if ratio is None:
+            return 1
+        if math.isinf(ratio):
+            return self.max_items
+        return max(1, 1 + int(waiting / window.limit * ratio))
 
     def _lingers(self, task: Question, interval: float, wanted: int) -> bool:
         """True while `task`'s queue is short of the batch wanted and its oldest prompt has waited less than one

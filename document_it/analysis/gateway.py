@@ -24,7 +24,7 @@ from ..models import ParsedDoc
 from ..tokens import estimate_tokens
 from . import figures
 from .attempts import EXPECTED_OUTPUT_TOKENS, USAGE_REPLIES, Attempts, LLMUnavailable, message_tokens
-from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem
+from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem, ReplyShape
 from .context import MIN_SCALE, LLMContextError
 from .prompts import PROMPT_VERSION, Context, PageQuestion, Question, Task, TopicInput, batch_schema, schema_for
 from .providers import ChatProvider, CpuRunner, ExtractiveProvider, Messages, make_provider
@@ -65,12 +65,13 @@ class Gateway(Attempts):
         self.absorbed_context: list[dict[str, Any]] = []  # and what their context windows learned
         self.absorbed_windows: list[dict[str, Any]] = []  # and where their concurrency windows ended
         self.batcher: Batcher | None = None
+        self.reply_shape = ReplyShape()  # what a reply's time is made of (answers sent alone): when batching pays
         # sync mode is the one-request-at-a-time baseline; every other mode batches its backlog, even at cap 1
         if isinstance(provider, ChatProvider) and settings.batch_size != 1 and settings.mode is not Mode.SYNC:
             self.batcher = Batcher(self._send_batch, self._send_item, settings.batch_size or AUTO_MAX_ITEMS,
                                    settings.batch_max_tokens or 1 << 30, window=self.limiter.window,
                                    fits=provider.batch_fits,
-                                   request_pace=self.limiter.request_pace)
+                                   request_pace=self.limiter.request_pace, shape=self.reply_shape)
         self._key_base = (provider.name, settings.model, PROMPT_VERSION, settings.structured_output.value)
         self.prompts = 0
         self.fallbacks = 0

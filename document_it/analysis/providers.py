@@ -16,6 +16,7 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from ..config import PLACEHOLDER_KEY, LLMKind, Settings, StructuredMethod
+from ..core.queueing import ProbeStream
 from ..core.ratelimit import retry_after_seconds
 from ..core.timeouts import AttemptLimit
 from ..errors import LLMAuthError, LLMClientError, LLMError, LLMTransientError, LLMUnusableError
@@ -32,7 +33,7 @@ from .prompts import (ChunkInput, Context, Question, Task, batch_items, material
 from .schemas import answer_tokens
 from .replies import body_text, cause_of, error_message, first_line, is_malformed, status_kind, wants_completion_tokens
 from .tolerant import tolerant_parse
-from .wire import ChatReply, read_reply, request_body
+from .wire import Assembled, ChatReply, read_reply, request_body, streamed
 
 __all__ = ["Reply", "Attempt", "Provider", "ChatProvider", "ExtractiveProvider", "make_provider", "Messages",
            "CpuRunner"]
@@ -109,6 +110,7 @@ class ChatProvider:
         self._settings = settings
         self._http: httpx2.AsyncClient | None = None
         self._sdk: openai.AsyncOpenAI | None = None
+        self.streams = True  # the start probe's requests are streamed, until the server refuses a stream
         # the answer limit: sent to the servers people run (small windows, small models that ramble); not to
         # OpenAI itself, whose windows are large and whose reasoning models need room beyond the answer
         self._limit_field: str | None = "max_tokens" if settings.llm_base_url else None
@@ -181,11 +183,14 @@ class ChatProvider:
             return 0
         return max(16, max_tokens // 128 * 128) if max_tokens >= 128 else max_tokens
 
-    async def send(self, task: Question, messages: Messages, schema: type[BaseModel] | None = None) -> Attempt:
+    async def send(self, task: Question, messages: Messages, schema: type[BaseModel] | None = None,
+                   watch: ProbeStream | None = None) -> Attempt:
         """One request. Raises LLMAuthError, LLMTransientError (worth a retry) or LLMError (not).
 
         While the structured-output method is being negotiated (--structured-output auto), a refusal or a
-        reply that is not JSON at all moves on to the next method and asks again at once."""
+        reply that is not JSON at all moves on to the next method and asks again at once. With `watch` (a
+        start-probe request) the reply is streamed and the watch told of its first token; a server that
+        refuses streaming is asked again at once without, and never streamed to again."""
         batch = task is not Task.TEXT and schema is not None and schema is not schema_for(task)
         if task is not Task.TEXT:
             schema = schema or schema_for(task)
@@ -199,18 +204,28 @@ class ChatProvider:
             else messages
         body = request_body(self._settings.model, sent, schema, method, self._limit_field,
                             self._limit_size(max_tokens))
+        streaming = watch is not None and self.streams
         outbound = watch_outbound()
         try:
             try:
                 # the SDK's own request (auth, base URL, errors) with a body built once per schema: its typed
                 # create() and parse() cost more CPU than the request itself (wire.py)
-                response = await self._client().post("/chat/completions", body=body, cast_to=httpx2.Response)
-                reply = read_reply(response.json(), dict(response.headers))
+                if streaming:
+                    assert watch is not None
+                    reply = await self._streamed(body, watch)
+                else:
+                    response = await self._client().post("/chat/completions", body=body, cast_to=httpx2.Response)
+                    reply = read_reply(response.json(), dict(response.headers))
             except Exception as exc:
                 if not outbound.left and not isinstance(exc, (openai.APIStatusError, openai.APITimeoutError)):
                     raise self._our_fault(exc) from None  # nothing reached the server: it cannot be its fault
                 raise
         except openai.APIStatusError as exc:
+            if streaming and (exc.status_code >= 500 or "stream" in error_message(exc).lower()):
+                # it refused the stream, or failed on it: whole replies from now on (the retry of a 5xx too)
+                self.streams = False
+                if exc.status_code < 500:
+                    return await self.send(task, messages, schema)
             if self._limit_field == "max_tokens" and wants_completion_tokens(exc.status_code, error_message(exc)):
                 self._limit_field = "max_completion_tokens"  # a newer API behind the base URL
                 return await self.send(task, messages, schema)
@@ -225,9 +240,11 @@ class ChatProvider:
         except openai.APITimeoutError:
             raise LLMTransientError(f"LLM request to {self.host} timed out", timed_out=True) from None
         except openai.APIConnectionError as exc:
+            self.streams = self.streams and not streaming  # a stream cut short: whole replies from now on
             raise LLMTransientError(f"connection to the LLM at {self.host} failed: {cause_of(exc)}",
                                     kind="no connection") from None
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:  # unreadable replies
+            self.streams = self.streams and not streaming
             raise LLMTransientError(f"unreadable reply from {self.host} ({outbound.described()}): "
                                     f"{type(exc).__name__}: {self._clean(exc)}", kind="not JSON") from None
         # the schema is in the messages in json mode; a tool or a response format a server may not count
@@ -242,6 +259,16 @@ class ChatProvider:
             return Attempt(None, self._clean(problem), malformed, reply.tokens_in, reply.tokens_out, reply.headers)
         self.choice.worked(method)
         return Attempt(parsed, "", False, reply.tokens_in, reply.tokens_out, reply.headers)
+
+    async def _streamed(self, body: dict[str, Any], watch: ProbeStream) -> ChatReply:
+        """The reply to `body` streamed (server-sent events), the watch told when its first event arrives. A
+        server that ignores "stream" and answers whole is read as such."""
+        kwargs = streamed(body)
+        async with self._client().chat.completions.with_streaming_response.create(**kwargs) as response:
+            try:
+                return await _read_stream(response, watch)
+            except httpx2.TransportError as exc:  # cut short, or over the size cap: as the SDK says it of a request
+                raise openai.APIConnectionError(request=response.http_request) from exc
 
     def work(self, task: Question, messages: Messages, schema: type[BaseModel] | None = None) -> tuple[int, int]:
         """What one request of `messages` asks of the server: its estimated prompt tokens (schema included) and
@@ -303,6 +330,23 @@ class ChatProvider:
 
     def _clean(self, error: object) -> str:
         return first_line(redact(str(error), self._secrets))
+
+
+async def _read_stream(response: Any, watch: ProbeStream) -> ChatReply:
+    headers = dict(response.headers)
+    if "text/event-stream" not in headers.get("content-type", ""):
+        return read_reply(json.loads(await response.read()), headers)
+    events = Assembled()
+    async for line in response.iter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        if not events.events:
+            watch.first()
+        events.feed(json.loads(data))
+    return read_reply(events.completion(), headers)
 
 
 def _validated(schema: type[BaseModel], reply: ChatReply) -> tuple[BaseModel | None, str, bool]:

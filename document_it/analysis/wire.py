@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from ..config import StructuredMethod
 from ..tokens import estimate_tokens
 
-__all__ = ["request_body", "ChatReply", "read_reply"]
+__all__ = ["request_body", "ChatReply", "read_reply", "streamed", "Assembled"]
 
 _ROLES = {"human": "user", "ai": "assistant"}
 
@@ -35,6 +35,55 @@ def request_body(model: str, messages: list[tuple[str, str]], schema: type[BaseM
     if limit_field and limit:
         body[limit_field] = limit
     return body
+
+
+def streamed(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` asked to be streamed, with the usage in the last event."""
+    return {**body, "stream": True, "stream_options": {"include_usage": True}}
+
+
+class Assembled:
+    """The events of a streamed chat completion put back together as the completion's JSON (read_reply's
+    input): the text and each tool call's arguments joined, the finish reason, the refusal and the usage."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self._text: list[str] = []
+        self._refusal: list[str] = []
+        self._arguments: dict[int, list[str]] = {}
+        self._finish: str | None = None
+        self._usage: dict[str, Any] | None = None
+
+    def feed(self, event: Any) -> None:
+        """Take one event's JSON (a chunk)."""
+        if not isinstance(event, dict):
+            raise ValueError(f"a streamed event is a JSON object, not {type(event).__name__}")
+        self.events += 1
+        if event.get("usage"):
+            self._usage = event["usage"]
+        for choice in event.get("choices") or []:
+            delta = choice.get("delta") or {}
+            self._text.append(_text(delta.get("content")))
+            self._refusal.append(str(delta.get("refusal") or ""))
+            for call in delta.get("tool_calls") or []:
+                arguments = (call.get("function") or {}).get("arguments")
+                if arguments:
+                    self._arguments.setdefault(int(call.get("index") or 0), []).append(
+                        arguments if isinstance(arguments, str) else json.dumps(arguments))
+            self._finish = choice.get("finish_reason") or self._finish
+
+    def completion(self) -> dict[str, Any]:
+        if not self.events:
+            raise ValueError("the event stream ended before any event")
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._text),
+                                   "refusal": "".join(self._refusal) or None}
+        if self._arguments:
+            message["tool_calls"] = [{"type": "function", "function": {"arguments": "".join(parts)}}
+                                     for _, parts in sorted(self._arguments.items())]
+        data: dict[str, Any] = {"choices": [{"index": 0, "message": message, "finish_reason": self._finish}]}
+        if self._usage:
+            data["usage"] = self._usage
+        return data
 
 
 @functools.cache

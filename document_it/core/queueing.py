@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from typing import Callable
 
-__all__ = ["QueueWatch", "StartProbe", "QUEUEING", "SAMPLES", "PROBE_WIDTH", "FLAT", "PARALLEL_VERDICT",
-           "QUEUEING_VERDICT"]
+__all__ = ["QueueWatch", "StartProbe", "ProbeStream", "QUEUEING", "SAMPLES", "PROBE_WIDTH", "FLAT",
+           "PARALLEL_VERDICT", "QUEUEING_VERDICT"]
 
 QUEUEING = 3.0  # recent latency at least this many times the fastest rate seen: suspect a queue
 PROPORTIONAL = 1.5  # after halving, latency within this factor of half the old one: it fell with the window
@@ -122,8 +123,31 @@ class QueueWatch:
         return window
 
 
+class ProbeStream:
+    """One probe request's reply as it streams: decoding from its first token until it ends."""
+
+    def __init__(self, probe: "StartProbe") -> None:
+        self._probe = probe
+        self.decoding = False
+        self.ended = False
+
+    def first(self) -> None:
+        """Its first token arrived."""
+        self.decoding = True
+        self._probe._decoding()
+
+    def end(self) -> None:
+        """It ended (answered, failed or given up)."""
+        self.ended = True
+
+
 class StartProbe:
-    """The first PROBE_WIDTH requests, sent together: did the server serve them side by side, or in turn?"""
+    """The first PROBE_WIDTH requests, sent together: did the server serve them side by side, or in turn?
+
+    Streamed, the answer comes at their first tokens: two replies decoding at the same moment are served side
+    by side, so the whole window opens about one time-to-first-token after the start, not one whole reply
+    (seconds, for a page's combined answer on a hosted API). A server that serves in turn starts the second
+    only when the first has ended; that, or a server that does not stream, is judged on the whole replies."""
 
     def __init__(self, fast_s: float = 0.0) -> None:
         """`fast_s`: a reply this quick could wait behind the whole window and still not time out."""
@@ -131,7 +155,24 @@ class StartProbe:
         self._replies: list[tuple[float, float, float]] = []  # (sent at, seconds, work)
         self.verdict: str | None = None  # "parallel" or "queueing" once two replies are in
         self.first_s = 0.0  # the seconds of the reply that came back first (its own service, no wait)
+        self.early = False  # the verdict came from first tokens, before the replies ended
+        self.on_verdict: Callable[[str], None] | None = None  # told of a verdict reached from first tokens
+        self._streams: list[ProbeStream] = []
         self._seen = 0
+
+    def stream(self) -> ProbeStream:
+        """A watch for one probe request's streamed reply."""
+        watch = ProbeStream(self)
+        self._streams.append(watch)
+        return watch
+
+    def _decoding(self) -> None:
+        if self.verdict is not None:
+            return
+        if sum(watch.decoding and not watch.ended for watch in self._streams) >= PROBE_WIDTH:
+            self.verdict, self.early = PARALLEL_VERDICT, True
+            if self.on_verdict is not None:
+                self.on_verdict(self.verdict)
 
     def observe(self, sent_at: float, seconds: float, tokens_in: int, tokens_out: int) -> str | None:
         """Take one reply of a probe request; the verdict once two that were out together are in."""

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager, nullcontext
 from email.utils import parsedate_to_datetime
 from typing import Any, AsyncContextManager, AsyncIterator, Callable, Mapping
 
-from .queueing import FLAT, PROBE_WIDTH, QUEUEING_VERDICT, SAMPLES, QueueWatch, StartProbe
+from .queueing import FLAT, PROBE_WIDTH, QUEUEING_VERDICT, SAMPLES, ProbeStream, QueueWatch, StartProbe
 
 _log = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ class AdaptiveWindow:
         self.timeout_s = timeout_s  # a request's time limit: a queue is kept well inside it
         self.floor = max(1, min(floor, cap))
         self.start = StartProbe(fast_s=timeout_s / cap) if probe and cap > PROBE_WIDTH else None
+        if self.start is not None:
+            self.start.on_verdict = lambda verdict: self._after_probe(verdict, 0.0)
         self.size = float(PROBE_WIDTH if self.start else cap)
         self.in_flight = 0
         self.cuts = 0
@@ -95,6 +97,7 @@ class AdaptiveWindow:
         self._tentative = False  # settled by the start probe: opened again if replies say it keeps up
         self._queue_cut_at = 0.0
         self._waiters: deque[asyncio.Future[None]] = deque()  # callers waiting for a slot, first come first served
+        self.on_open: Callable[[], None] | None = None  # told when the start probe's verdict sets the window
 
     @property
     def probing(self) -> bool:
@@ -149,7 +152,7 @@ class AdaptiveWindow:
             assert self.start is not None
             verdict = self.start.observe(sent_at, seconds, tokens_in, tokens_out)
             if verdict is not None:
-                await self._after_probe(verdict, self.start.first_s)
+                self._after_probe(verdict, self.start.first_s)
             return
         if sent_at < self._queue_cut_at:
             return  # sent under another window: its wait says nothing about this one
@@ -172,7 +175,11 @@ class AdaptiveWindow:
         self._queue_cut_at = time.monotonic()
         self._hand_over()
 
-    async def _after_probe(self, verdict: str, first_s: float) -> None:
+    def probe_watch(self) -> ProbeStream | None:
+        """A watch for the streamed reply of a request sent now, while the start probe is on (else None)."""
+        return self.start.stream() if self.probing and self.start is not None else None
+
+    def _after_probe(self, verdict: str, first_s: float) -> None:
         """Open the whole window for a parallel server; settle at two for one that queues (one when a reply
         takes so long that the second, waiting for it, could run out of time)."""
         if verdict != QUEUEING_VERDICT:  # side by side, or never two out together: the whole window
@@ -186,6 +193,8 @@ class AdaptiveWindow:
         self.size = size
         self._queue_cut_at = time.monotonic()
         self._hand_over()
+        if self.on_open is not None:
+            self.on_open()
 
     async def _reopen_if_it_keeps_up(self, seconds: float, tokens_in: int, tokens_out: int) -> None:
         """After a queueing verdict: SAMPLES replies as fast as the fastest say it was wrong; reopen."""

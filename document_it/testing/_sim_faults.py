@@ -246,8 +246,6 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise ApiError(400, "'messages' must be a non-empty array of message objects.", param="messages")
-    if body.get("stream"):
-        raise ApiError(400, "streaming is not supported by the simulator", param="stream")
     return body
 
 

@@ -7,6 +7,8 @@ import json
 import logging
 import socket
 import struct
+import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -85,13 +87,57 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as err:
             return self._error(err)
         sim._enter(raw)
+        self._streaming = None
         try:
-            reply = sim._complete(raw, self.headers.get("Authorization"))
+            reply = sim._complete(raw, self.headers.get("Authorization"), self._start_stream)
         finally:
             sim._bump(in_flight=-1)  # before writing, so a client that has its reply sees consistent stats
         if reply.drop:
             return self._drop(abort=reply.drop == "reset")
+        if self._streaming is not None:
+            return self._finish_stream(reply.payload, self._streaming)
         self._send(reply.status, reply.payload, reply.headers)
+
+    # -- streamed replies (server-sent events, as OpenAI's "stream": true) --------------------------------
+    def _start_stream(self, model: str, include_usage: bool) -> None:
+        """The first token is ready: send the event stream's headers and its first chunk (the role)."""
+        self._streaming = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "model": model, "usage": include_usage}
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self._event(self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                  "finish_reason": None}]))
+
+    def _finish_stream(self, payload: dict[str, Any], stream: dict[str, Any]) -> None:
+        """The rest of a streamed reply: its message in one delta, the finish reason, the usage if asked for,
+        and [DONE]."""
+        choice = payload["choices"][0]
+        message = choice["message"]
+        delta: dict[str, Any] = {}
+        if message.get("content"):
+            delta["content"] = message["content"]
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        if delta:
+            self._event(self._chunk([{"index": 0, "delta": delta, "finish_reason": None}]))
+        self._event(self._chunk([{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]))
+        if stream["usage"]:
+            self._event({**self._chunk([]), "usage": payload["usage"]})
+        self._event("[DONE]")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        stream = self._streaming or {}
+        return {"id": stream.get("id"), "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": stream.get("model"), "system_fingerprint": FINGERPRINT, "choices": choices}
+
+    def _event(self, data: Any) -> None:
+        """One server-sent event, as one HTTP chunk."""
+        text = data if isinstance(data, str) else json.dumps(data)
+        event = f"data: {text}\n\n".encode("utf-8")
+        self.wfile.write(f"{len(event):x}\r\n".encode("ascii") + event + b"\r\n")
 
     def _drop(self, *, abort: bool) -> None:
         """Close the connection without a reply: a FIN, or (abort) an RST via SO_LINGER 0."""

@@ -46,22 +46,29 @@ class ServiceModel:
                 + jitter) / 1000.0
 
     def serve(self, service: float, completion_tokens: int, started: Callable[[], None],
-              ended: Callable[[], None]) -> tuple[float, float]:
+              ended: Callable[[], None], first_token: Callable[[], None] | None = None) -> tuple[float, float]:
         """Wait for a slot, then take the request's time; returns (seconds queued, seconds served).
 
-        `service` is nominal(); without shared decode the request takes exactly that long."""
+        `service` is nominal(); without shared decode the request takes exactly that long. `first_token` is
+        called when the first token is ready (after the wait, first-token latency and prefill: a streamed
+        reply's first chunk leaves then)."""
         arrived = time.monotonic()
         if self._slots is not None and not self._slots.acquire(self._stopped):
             return time.monotonic() - arrived, 0.0
         queued = time.monotonic() - arrived
         started()
         try:
+            decode = self.ms_per_token * completion_tokens / 1000.0
             if self.shared_decode <= 0 or completion_tokens <= 0:
-                self._stopped.wait(service)
+                self._stopped.wait(max(0.0, service - decode))  # first token and prefill
+                if first_token is not None:
+                    first_token()
+                self._stopped.wait(min(service, decode))
                 return queued, service
             clock = time.monotonic()
-            decode = self.ms_per_token * completion_tokens / 1000.0
             self._stopped.wait(max(0.0, service - decode))  # first token and prefill
+            if first_token is not None:
+                first_token()
             self._decode(completion_tokens)
             return queued, time.monotonic() - clock
         finally:

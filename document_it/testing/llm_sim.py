@@ -13,6 +13,7 @@ is _sim_http.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import re
 import signal
@@ -20,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from document_it.testing._sim_quirks import KeyCheck, Quirks, add_quirk_arguments, quirk_kwargs, slot_count
 from document_it.testing._sim_http import FINGERPRINT, SimHTTPServer
@@ -202,8 +203,11 @@ class SimServer:
                 raise ApiError(503, "The simulator request limit has been reached.", kind="server_error")
             self._admitted += 1
 
-    def _complete(self, raw: bytes, auth: str | None) -> Reply:
-        """Check, rate-limit, maybe fault, then build, delay and account one chat completion."""
+    def _complete(self, raw: bytes, auth: str | None,
+                  stream_start: Callable[[str, bool], None] | None = None) -> Reply:
+        """Check, rate-limit, maybe fault, then build, delay and account one chat completion. A request asking
+        to be streamed has `stream_start(model, include_usage)` called when its first token is ready (the HTTP
+        side starts the event stream then and sends the rest from the reply)."""
         try:
             self._check_auth(auth)
             body = parse_body(raw)
@@ -232,7 +236,11 @@ class SimServer:
             message, generated = truncate_message(message)
         completion_tokens = estimate_tokens(generated)
         service = self._timing.nominal(prompt_tokens, completion_tokens)
-        queued, served = self._timing.serve(service, completion_tokens, self._serving, self._served)
+        first = None
+        if body.get("stream") and stream_start is not None:
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            first = functools.partial(stream_start, str(body.get("model") or self.model), usage)
+        queued, served = self._timing.serve(service, completion_tokens, self._serving, self._served, first)
         self._bump(requests=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                    busy_seconds=served, queued_seconds=queued, ok=0 if fault else 1)
         with self._lock:
