@@ -22,8 +22,9 @@ from document_it.testing.docsite import page_path, write_docsite
 from document_it.testing.sim_profiles import PROFILES, describe
 
 # naive: benchmarks/_naive.py, the obvious approach; dask: on a local Dask cluster the run starts itself;
-# dask-llm: dask with --distributed-llm (the LLM requests sent from the workers, one semaphore for the cap)
-MODES = ("sync", "async", "process", "hybrid", "dask", "dask-llm", "naive")
+# dask-llm: dask with --distributed-llm (the LLM requests sent from the workers, one semaphore for the cap);
+# hybrid-b1: hybrid with --batch-size 1 (no cross-page batching: the batching on/off comparison)
+MODES = ("sync", "async", "process", "hybrid", "hybrid-b1", "dask", "dask-llm", "naive")
 # run.json's `work` figures each row carries (bench_modes.py prints them as req/page, prompt tok/page, text tok/page)
 WORK_KEYS = ("requests_per_page", "prompt_tokens_per_page", "text_tokens_per_page")
 
@@ -97,9 +98,10 @@ def run_mode(mode: str, cfg: RunConfig) -> dict[str, Any]:
     sim_stats(cfg.base_url, reset=True)
     if mode == "naive":
         return _naive(cfg)
-    flags = ["--source", cfg.source, "--parallelism-mode", mode.removesuffix("-llm"), "--llm", "openai",
-             "--llm-base-url", cfg.base_url, "--max-concurrency", str(cfg.max_concurrency), "--no-cache",
-             "--max-workers", str(cfg.threads)] + (["--distributed-llm"] if mode == "dask-llm" else [])
+    engine = mode.removesuffix("-llm").removesuffix("-b1")
+    flags = ["--source", cfg.source, "--parallelism-mode", engine, "--llm", "openai", "--llm-base-url", cfg.base_url,
+             "--max-concurrency", str(cfg.max_concurrency), "--no-cache", "--max-workers", str(cfg.threads)] + (["--distributed-llm"] if mode == "dask-llm" else []) \
+        + (["--batch-size", "1"] if mode == "hybrid-b1" else [])
     if cfg.tasks:
         flags += ["--tasks", cfg.tasks]
     run, code = run_main(*flags)

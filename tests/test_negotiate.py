@@ -81,6 +81,20 @@ async def test_a_reply_that_ignores_response_format_moves_on_too(tmp_path):
     assert value.overview == "o" and used["method"] == "function_calling"
 
 
+async def test_a_tool_call_cut_short_by_a_rambling_model_does_not_move_the_method_on(tmp_path):
+    # llama-cpp-python's way: the grammar keeps a tool call's shape, the answer limit cuts it mid-string, and
+    # the finish reason still says "tool_calls": the server took the method; the model ran out of room
+    answer = {"overview": "Retries back off.", "key_themes": ["backoff"]}
+    cut = tool_call("TopicSynthesis", answer)
+    cut[1]["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = '{"overview": "Retries ba'
+    script = [NO_SCHEMA, cut, tool_call("TopicSynthesis", answer)]
+    with ScriptedLLM(script) as llm:
+        value, used = await _ask(_settings(llm.base_url, tmp_path, retries=1))
+        sent = llm.requests
+    assert value.overview == "Retries back off." and used["method"] == "function_calling"
+    assert len(used["refused"]) == 1 and "tools" in sent[1] and "tools" in sent[2]
+
+
 async def test_a_forced_method_the_server_refuses_is_one_clear_error_without_retries(tmp_path):
     with ScriptedLLM([NO_SCHEMA, NO_SCHEMA, NO_SCHEMA]) as llm:
         settings = _settings(llm.base_url, tmp_path, structured_output=StructuredMethod.JSON_SCHEMA, retries=2)

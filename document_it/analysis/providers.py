@@ -254,7 +254,10 @@ class ChatProvider:
             return Attempt(reply.text, "", False, reply.tokens_in, reply.tokens_out, reply.headers)  # type: ignore[arg-type]
         parsed, problem, malformed = _validated(schema, reply)
         if parsed is None:
-            if malformed and self.choice.refused(method, "the reply held no structured output"):
+            # a reply with no JSON object in it says the server ignored the method; one cut short (a small model
+            # rambling to the answer limit) or garbled inside its JSON says nothing of the method
+            shapeless = malformed and reply.finish != "length" and not reply.json_text.lstrip().startswith("{")
+            if shapeless and self.choice.refused(method, "the reply held no structured output"):
                 return await self.send(task, messages, schema)
             return Attempt(None, self._clean(problem), malformed, reply.tokens_in, reply.tokens_out, reply.headers)
         self.choice.worked(method)
