@@ -7,9 +7,6 @@ one `abatch(inputs, config={"max_concurrency": C})` over every (page, task) prom
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +17,12 @@ from langchain_openai import ChatOpenAI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from document_it.analysis.prompts import PAGE_TASKS, Task, render, schema_for  # noqa: E402
+from document_it.analysis.prompts import Task, render, schema_for  # noqa: E402
 from document_it.fetch import FetchLimits, fetch  # noqa: E402
 from document_it.parse import parse  # noqa: E402
 from document_it.sources import discover  # noqa: E402
+
+from _naive import peer_main  # noqa: E402
 
 
 async def run(source: str, base_url: str, cap: int, tasks: tuple[Task, ...]) -> dict:
@@ -48,17 +47,5 @@ async def run(source: str, base_url: str, cap: int, tasks: tuple[Task, ...]) -> 
             "text_tokens": sum(page.text_tokens for page in pages)}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source")
-    parser.add_argument("base_url")
-    parser.add_argument("--max-concurrency", type=int, default=20)
-    parser.add_argument("--tasks", default="", help="comma-separated page tasks (default: all five)")
-    args = parser.parse_args()
-    tasks = tuple(Task(name) for name in args.tasks.split(",")) if args.tasks else PAGE_TASKS
-    print(json.dumps(asyncio.run(run(args.source, args.base_url, args.max_concurrency, tasks))))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(peer_main(run, __doc__))

@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from openai import AsyncOpenAI
 
@@ -61,17 +62,19 @@ async def run(source: str, base_url: str, cap: int, tasks: tuple[Task, ...] = PA
             "wall_seconds": round(wall, 3), "text_tokens": text_tokens}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def peer_main(work: Callable[[str, str, int, tuple[Task, ...]], Awaitable[dict]], doc: str | None) -> int:
+    """The command line every peer script shares: SOURCE BASE_URL [--max-concurrency C] [--tasks a,b]; runs
+    `work` and prints its figures as one JSON line."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source")
     parser.add_argument("base_url")
     parser.add_argument("--max-concurrency", type=int, default=20)
     parser.add_argument("--tasks", default="", help="comma-separated page tasks (default: all five)")
     args = parser.parse_args()
     tasks = tuple(Task(name) for name in args.tasks.split(",")) if args.tasks else PAGE_TASKS
-    print(json.dumps(asyncio.run(run(args.source, args.base_url, args.max_concurrency, tasks))))
+    print(json.dumps(asyncio.run(work(args.source, args.base_url, args.max_concurrency, tasks))))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(peer_main(run, __doc__))

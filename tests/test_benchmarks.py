@@ -65,3 +65,27 @@ def test_charts_are_written_as_png(tmp_path):
               for c in (1, 5, 20)]
     curves = scaling_curves(by_pages, by_cap, "test", tmp_path / "scaling.png")
     assert bars.read_bytes()[:8] == PNG and curves.read_bytes()[:8] == PNG
+
+
+def test_the_peers_verdicts_compare_the_project_with_crawl4ai_and_the_faster_of_gather_and_abatch():
+    from bench_peers import _verdicts
+
+    rows = [{"job": "one extraction a page", "tool": "Crawl4AI (HTTP crawler)", "wall_seconds": 10.0},
+            {"job": "one extraction a page", "tool": "document-it (hybrid)", "wall_seconds": 4.0},
+            {"job": "four prompts a page", "tool": "gather (naive)", "wall_seconds": 30.0},
+            {"job": "four prompts a page", "tool": "LangChain abatch", "wall_seconds": 20.0},
+            {"job": "four prompts a page", "tool": "document-it (hybrid)", "wall_seconds": 17.0}]
+    extraction, four = _verdicts(rows)
+    assert "0.40 ×" in extraction and "goal ≤ 0.5 ×" in extraction
+    assert "against the faster peer's 20.00 s" in four and "0.85 ×" in four
+
+
+def test_the_peers_pages_are_real_pages_of_a_size_range_copied_to_be_served(tmp_path):
+    from bench_peers import _pick_pages
+
+    docs = tmp_path / "docs"
+    (docs / "library").mkdir(parents=True)
+    for name, size in (("a", 9_000), ("b", 500), ("c", 50_000), ("d", 20_000)):
+        (docs / "library" / f"{name}.html").write_text("x" * size)
+    assert _pick_pages(docs, 2, tmp_path / "site") == ["library/a.html", "library/d.html"]
+    assert (tmp_path / "site" / "library" / "d.html").stat().st_size == 20_000
