@@ -143,11 +143,13 @@ def naive_work(requests: int, prompt_tokens: int, text_tokens: int | None, pages
             "text_tokens_per_page": per(text_tokens, 0)}
 
 
-def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median wall time, with every timing replaced by its median over the repeats."""
+def median_run(runs: list[dict[str, Any]],
+               keys: tuple[str, ...] = ("wall_seconds", "server_busy_seconds", "peak_rss_mb", "mean_cpu_percent"),
+               ) -> dict[str, Any]:
+    """The run with the median wall time, with every timing of `keys` replaced by its median over the repeats."""
     ordered = sorted(runs, key=lambda r: r["wall_seconds"])
     row = dict(ordered[len(ordered) // 2])
-    for key in ("wall_seconds", "server_busy_seconds", "peak_rss_mb", "mean_cpu_percent"):
+    for key in keys:
         values = [r[key] for r in runs if r.get(key) is not None]
         row[key] = round(statistics.median(values), 2) if values else None
     row["repeats"] = len(runs)

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from _harness import ROOT, finish, print_table, run_main, sim_stats, simulator
+from _runs import median_run
 
 from document_it.analysis.schemas import KeyConcepts
 from document_it.testing.site import SiteServer
@@ -119,13 +119,6 @@ def _crawl4ai(python: Path, urls: list[str], base_url: str, cap: int, tmp: Path)
                 out["wall_seconds"], command, out["pages"], out["failed"], cap)
 
 
-def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    row = dict(sorted(runs, key=lambda r: r["wall_seconds"])[len(runs) // 2])
-    for key in ("wall_seconds", "command_seconds"):
-        row[key] = round(statistics.median(r[key] for r in runs), 2)
-    return row
-
-
 def _verdicts(rows: list[dict[str, Any]]) -> list[str]:
     """The issue's two goals, from the table."""
     def wall(job: str, tool: str) -> float | None:
@@ -184,7 +177,7 @@ def main() -> int:
                 plan.append(lambda: _script(job4, "LangChain abatch", "_abatch.py", FOUR, source, base_url, cap))
                 plan.append(lambda: _project(job4, FOUR, source, base_url, cap))
             for make in plan:
-                row = _median([make() for _ in range(args.repeat)])
+                row = median_run([make() for _ in range(args.repeat)], keys=("wall_seconds", "command_seconds"))
                 rows.append(row)
                 print(f"  {row['job']}: {row['tool']}: {row['wall_seconds']:.2f} s, {row['requests']} requests",
                       flush=True)

@@ -325,5 +325,8 @@ async def test_a_server_that_refuses_a_stream_is_asked_again_whole_and_never_str
         values, gateway = await _ask_topics(llm.base_url, tmp_path, count=3)
         bodies = llm.requests
     assert [v.overview for v in values] == ["Fine."] * 3 and not gateway.provider.streams
-    # the probe's pair went out streamed together; the refused one was asked again whole, and so was the rest
-    assert len(bodies) == 4 and [bool(body.get("stream")) for body in bodies] == [True, True, False, False]
+    # the probe's requests went out streamed (the second too, unless the refusal came back before it left);
+    # the refused one was asked again whole, and so was every request after it
+    streamed = [bool(body.get("stream")) for body in bodies]
+    assert len(bodies) == 4 and streamed[0] and 1 <= sum(streamed) <= 2
+    assert streamed == sorted(streamed, reverse=True)  # no stream once the refusal was seen

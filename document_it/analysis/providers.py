@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import httpx2
 import openai
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from ..config import PLACEHOLDER_KEY, LLMKind, Settings, StructuredMethod
 from ..core.queueing import ProbeStream
@@ -31,9 +31,8 @@ from .negotiate import STORE_NAME, MethodChoice, refuses_method
 from .prompts import (ChunkInput, Context, Question, Task, batch_items, material_budget, page_fits, render,
                       render_batch, schema_for, with_schema)
 from .schemas import answer_tokens
-from .replies import body_text, cause_of, error_message, first_line, is_malformed, status_kind, wants_completion_tokens
-from .tolerant import tolerant_parse
-from .wire import Assembled, ChatReply, read_reply, request_body, streamed
+from .replies import body_text, cause_of, error_message, first_line, status_kind, wants_completion_tokens
+from .wire import ChatReply, read_reply, read_stream, request_body, streamed, validated
 
 __all__ = ["Reply", "Attempt", "Provider", "ChatProvider", "ExtractiveProvider", "make_provider", "Messages",
            "CpuRunner"]
@@ -191,9 +190,7 @@ class ChatProvider:
         reply that is not JSON at all moves on to the next method and asks again at once. With `watch` (a
         start-probe request) the reply is streamed and the watch told of its first token; a server that
         refuses streaming is asked again at once without, and never streamed to again."""
-        batch = task is not Task.TEXT and schema is not None and schema is not schema_for(task)
-        if task is not Task.TEXT:
-            schema = schema or schema_for(task)
+        schema, batch = _answered_by(task, schema)
         method = self.choice.current
         prompt, max_tokens = self.work(task, messages, schema)
         if not self.window.holds(prompt):
@@ -252,11 +249,11 @@ class ChatProvider:
         self.window.observe(prompt, reply.tokens_in, uncertain)
         if schema is None:
             return Attempt(reply.text, "", False, reply.tokens_in, reply.tokens_out, reply.headers)  # type: ignore[arg-type]
-        parsed, problem, malformed = _validated(schema, reply)
+        parsed, problem, malformed = validated(schema, reply)
         if parsed is None:
             # a reply with no JSON object in it says the server ignored the method; one cut short (a small model
             # rambling to the answer limit) or garbled inside its JSON says nothing of the method
-            shapeless = malformed and reply.finish != "length" and not reply.json_text.lstrip().startswith("{")
+            shapeless = malformed and not reply.cut and not reply.json_text.lstrip().startswith("{")
             if shapeless and self.choice.refused(method, "the reply held no structured output"):
                 return await self.send(task, messages, schema)
             return Attempt(None, self._clean(problem), malformed, reply.tokens_in, reply.tokens_out, reply.headers)
@@ -269,7 +266,7 @@ class ChatProvider:
         kwargs = streamed(body)
         async with self._client().chat.completions.with_streaming_response.create(**kwargs) as response:
             try:
-                return await _read_stream(response, watch)
+                return await read_stream(response, watch)
             except httpx2.TransportError as exc:  # cut short, or over the size cap: as the SDK says it of a request
                 raise openai.APIConnectionError(request=response.http_request) from exc
 
@@ -277,9 +274,7 @@ class ChatProvider:
         """What one request of `messages` asks of the server: its estimated prompt tokens (schema included) and
         the answer limit, the room kept for the answers asked, never more than the window leaves (a small model
         that rambles stops there)."""
-        batch = task is not Task.TEXT and schema is not None and schema is not schema_for(task)
-        if task is not Task.TEXT:
-            schema = schema or schema_for(task)
+        schema, batch = _answered_by(task, schema)
         prompt = _prompt_tokens(messages) + (_schema_tokens(schema) if schema is not None else 0)
         room = self.window.answer_room(batch_items(messages) if batch else 1, answer_tokens(task))
         return prompt, min(self.window.max_tokens(prompt), room)
@@ -335,47 +330,18 @@ class ChatProvider:
         return first_line(redact(str(error), self._secrets))
 
 
-async def _read_stream(response: Any, watch: ProbeStream) -> ChatReply:
-    headers = dict(response.headers)
-    if "text/event-stream" not in headers.get("content-type", ""):
-        return read_reply(json.loads(await response.read()), headers)
-    events = Assembled()
-    async for line in response.iter_lines():
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            break
-        if not events.events:
-            watch.first()
-        events.feed(json.loads(data))
-    return read_reply(events.completion(), headers)
-
-
-def _validated(schema: type[BaseModel], reply: ChatReply) -> tuple[BaseModel | None, str, bool]:
-    """The reply's answer as `schema` (read loosely when it does not validate as it is: tolerant.py), else
-    None with the problem and whether the reply was not JSON at all (cut short, garbled, empty)."""
-    if reply.problem and reply.finish != "length":
-        return None, reply.problem, False
-    try:
-        return schema.model_validate_json(reply.json_text), "", False
-    except ValidationError as exc:
-        # "Summary" for "summary", fences, prose, a number out of range, a list item missing a field: a
-        # grammar (llama.cpp's, for tools or json_schema) keeps the shape but not every rule
-        parsed = tolerant_parse(schema, reply.json_text)
-        if parsed is not None:
-            return parsed, "", False
-        if reply.problem:  # cut at the answer limit: what came is not whole
-            return None, reply.problem, True
-        if not reply.json_text.strip():
-            return None, "the reply held no structured output", True
-        return None, str(exc), is_malformed(exc)
+def _answered_by(task: Question, schema: type[BaseModel] | None) -> tuple[type[BaseModel] | None, bool]:
+    """The schema a request of `task` is answered by (`schema`, else the task's own; plain text has none) and
+    whether it is a batch's (a schema other than the task's own)."""
+    if task is Task.TEXT:
+        return schema, False
+    return schema or schema_for(task), schema is not None and schema is not schema_for(task)
 
 
 def _tls_context(base_url: str | None) -> ssl.SSLContext:
-    """One TLS context for both of the model's clients, so certificates are loaded once: httpx2's usual one,
-    and for a plain-http server one with none to load (this client never speaks TLS to it: it follows no
-    redirect; any TLS peer would be refused, as nothing could verify it)."""
+    """The model's client's TLS context: httpx2's usual one, and for a plain-http server one with no
+    certificates to load (this client never speaks TLS to it: it follows no redirect; any TLS peer would be
+    refused, as nothing could verify it)."""
     if base_url and urlparse(base_url).scheme == "http":
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     return httpx2.create_ssl_context()

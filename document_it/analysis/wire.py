@@ -14,12 +14,15 @@ from typing import Any
 
 import openai
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..config import StructuredMethod
+from ..core.queueing import ProbeStream
 from ..tokens import estimate_tokens
+from .replies import is_malformed
+from .tolerant import tolerant_parse
 
-__all__ = ["request_body", "ChatReply", "read_reply", "streamed", "Assembled"]
+__all__ = ["request_body", "ChatReply", "read_reply", "read_stream", "validated", "streamed", "Assembled"]
 
 _ROLES = {"human": "user", "ai": "assistant"}
 
@@ -66,10 +69,9 @@ class Assembled:
             self._text.append(_text(delta.get("content")))
             self._refusal.append(str(delta.get("refusal") or ""))
             for call in delta.get("tool_calls") or []:
-                arguments = (call.get("function") or {}).get("arguments")
+                arguments = _arguments(call)
                 if arguments:
-                    self._arguments.setdefault(int(call.get("index") or 0), []).append(
-                        arguments if isinstance(arguments, str) else json.dumps(arguments))
+                    self._arguments.setdefault(int(call.get("index") or 0), []).append(arguments)
             self._finish = choice.get("finish_reason") or self._finish
 
     def completion(self) -> dict[str, Any]:
@@ -116,12 +118,17 @@ class ChatReply:
     headers: dict[str, str]
 
     @property
+    def cut(self) -> bool:
+        """The reply stopped at the answer limit: what came is not whole."""
+        return self.finish == "length"
+
+    @property
     def problem(self) -> str:
         """Why the reply holds no whole answer whatever its text ('' when it may): cut at the answer limit,
         filtered, or refused."""
         if self.refusal:
             return f"the model refused: {self.refusal}"
-        if self.finish == "length":
+        if self.cut:
             return "the reply was cut short at the answer limit (finish_reason length)"
         if self.finish == "content_filter":
             return "the reply was stopped by the server's content filter"
@@ -138,12 +145,9 @@ def read_reply(data: Any, headers: dict[str, str]) -> ChatReply:
     text = _text(message.get("content"))
     json_text = text
     for call in message.get("tool_calls") or []:
-        arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
-        if isinstance(arguments, str):
+        arguments = _arguments(call)
+        if arguments is not None:
             json_text = arguments
-            break
-        if isinstance(arguments, dict):  # a few servers send the arguments as an object
-            json_text = json.dumps(arguments)
             break
     usage = data.get("usage") or {}
     tokens_in, tokens_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
@@ -151,6 +155,53 @@ def read_reply(data: Any, headers: dict[str, str]) -> ChatReply:
         tokens_out = estimate_tokens(json_text)
     return ChatReply(text, json_text, str(choice.get("finish_reason") or ""), tokens_in, tokens_out,
                      str(message.get("refusal") or ""), headers)
+
+
+async def read_stream(response: Any, watch: ProbeStream) -> ChatReply:
+    """The reply in a streamed response (server-sent events), `watch` told when its first event arrives; a
+    server that ignored "stream" and answered whole is read as such."""
+    headers = dict(response.headers)
+    if "text/event-stream" not in headers.get("content-type", ""):
+        return read_reply(json.loads(await response.read()), headers)
+    events = Assembled()
+    async for line in response.iter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        if not events.events:
+            watch.first()
+        events.feed(json.loads(data))
+    return read_reply(events.completion(), headers)
+
+
+def validated(schema: type[BaseModel], reply: ChatReply) -> tuple[BaseModel | None, str, bool]:
+    """The reply's answer as `schema` (read loosely when it does not validate as it is: tolerant.py), else
+    None with the problem and whether the reply was not JSON at all (cut short, garbled, empty)."""
+    if reply.problem and not reply.cut:  # refused or filtered
+        return None, reply.problem, False
+    try:
+        return schema.model_validate_json(reply.json_text), "", False
+    except ValidationError as exc:
+        # "Summary" for "summary", fences, prose, a number out of range, a list item missing a field: a
+        # grammar (llama.cpp's, for tools or json_schema) keeps the shape but not every rule
+        parsed = tolerant_parse(schema, reply.json_text)
+        if parsed is not None:
+            return parsed, "", False
+        if reply.cut:
+            return None, reply.problem, True
+        if not reply.json_text.strip():
+            return None, "the reply held no structured output", True
+        return None, str(exc), is_malformed(exc)
+
+
+def _arguments(call: Any) -> str | None:
+    """A tool call's arguments as JSON text (a few servers send them as an object), or None."""
+    arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+    if isinstance(arguments, dict):
+        return json.dumps(arguments)
+    return arguments if isinstance(arguments, str) else None
 
 
 def _text(content: Any) -> str:

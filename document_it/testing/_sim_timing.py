@@ -58,17 +58,14 @@ class ServiceModel:
         queued = time.monotonic() - arrived
         started()
         try:
-            decode = self.ms_per_token * completion_tokens / 1000.0
-            if self.shared_decode <= 0 or completion_tokens <= 0:
-                self._stopped.wait(max(0.0, service - decode))  # first token and prefill
-                if first_token is not None:
-                    first_token()
-                self._stopped.wait(min(service, decode))
-                return queued, service
             clock = time.monotonic()
+            decode = self.ms_per_token * completion_tokens / 1000.0
             self._stopped.wait(max(0.0, service - decode))  # first token and prefill
             if first_token is not None:
                 first_token()
+            if self.shared_decode <= 0 or completion_tokens <= 0:
+                self._stopped.wait(min(service, decode))
+                return queued, service
             self._decode(completion_tokens)
             return queued, time.monotonic() - clock
         finally:
