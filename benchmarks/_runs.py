@@ -23,8 +23,10 @@ from document_it.testing.sim_profiles import PROFILES, describe
 
 # naive: benchmarks/_naive.py, the obvious approach; dask: on a local Dask cluster the run starts itself;
 # dask-llm: dask with --distributed-llm (the LLM requests sent from the workers, one semaphore for the cap);
-# hybrid-b1: hybrid with --batch-size 1 (no cross-page batching: the batching on/off comparison)
-MODES = ("sync", "async", "process", "hybrid", "hybrid-b1", "dask", "dask-llm", "naive")
+# hybrid-b1: hybrid with --batch-size 1 (no cross-page batching: the batching on/off comparison);
+# hybrid-ns: hybrid with --no-synthesis (per-page answers only, the naive baseline's own job)
+MODES = ("sync", "async", "process", "hybrid", "hybrid-b1", "hybrid-ns", "dask", "dask-llm", "naive")
+_VARIANT_FLAGS = {"hybrid-b1": ["--batch-size", "1"], "hybrid-ns": ["--no-synthesis"], "dask-llm": ["--distributed-llm"]}
 # run.json's `work` figures each row carries (bench_modes.py prints them as req/page, prompt tok/page, text tok/page)
 WORK_KEYS = ("requests_per_page", "prompt_tokens_per_page", "text_tokens_per_page")
 
@@ -98,10 +100,10 @@ def run_mode(mode: str, cfg: RunConfig) -> dict[str, Any]:
     sim_stats(cfg.base_url, reset=True)
     if mode == "naive":
         return _naive(cfg)
-    engine = mode.removesuffix("-llm").removesuffix("-b1")
+    engine = mode.split("-")[0]
     flags = ["--source", cfg.source, "--parallelism-mode", engine, "--llm", "openai", "--llm-base-url", cfg.base_url,
-             "--max-concurrency", str(cfg.max_concurrency), "--no-cache", "--max-workers", str(cfg.threads)] + (["--distributed-llm"] if mode == "dask-llm" else []) \
-        + (["--batch-size", "1"] if mode == "hybrid-b1" else [])
+             "--max-concurrency", str(cfg.max_concurrency), "--no-cache", "--max-workers", str(cfg.threads),
+             *_VARIANT_FLAGS.get(mode, [])]
     if cfg.tasks:
         flags += ["--tasks", cfg.tasks]
     run, code = run_main(*flags)

@@ -3,14 +3,17 @@
     python benchmarks/bench_peers.py [--pages 60] [--profile hosted] [--max-concurrency 20] [--repeat 1]
                                      [--docs /usr/share/doc/python3.11/html] [--crawl4ai-venv DIR]
 
-Two jobs over --pages real documentation pages (Debian's Python docs, `library/` pages of 8-40 kB, copied to
-a temp folder and served on 127.0.0.1 with an llms.txt listing them):
+Two jobs over --pages real documentation pages (Debian's Python docs, `library/` pages of 8-40 kB by
+default, or of --sizes, copied to a temp folder and served on 127.0.0.1 with an llms.txt listing them):
 - **one extraction a page** (key concepts, one schema): Crawl4AI's HTTP-only crawler with its
   LLMExtractionStrategy (benchmarks/_crawl4ai_peer.py, run in its own virtualenv, made with pip from the
   registry on first use: crawl4ai pinned below), the naive gather loop, and `main.py --tasks key_concepts`;
 - **four prompts a page** (summary, key concepts, implementation details, code patterns): the naive
   `asyncio.gather` loop (benchmarks/_naive.py), LangChain's `abatch(max_concurrency=C)`
   (benchmarks/_abatch.py), and `main.py --tasks ...` (one reading per page, hybrid mode).
+
+The project runs each job twice: with `--no-synthesis`, the peers' own job (per-page answers only), which
+the goals compare; and as it runs by default, with a synthesis of the topic once its last page is done.
 
 Every row starts a fresh process against one simulator (--profile, its own process). Per row: the tool's own
 wall time (from its start to its end, imports excluded), the whole command's time, the requests and prompt
@@ -42,15 +45,30 @@ from document_it.testing.sim_profiles import PROFILES, describe
 CRAWL4AI = "crawl4ai==0.9.5"
 EXTRACT = "key_concepts"
 FOUR = "summary,key_concepts,implementation_details,code_patterns"
+CRAWL4AI_ROW = "Crawl4AI (HTTP crawler + LLMExtractionStrategy)"
+GATHER, ABATCH = "gather (naive)", "LangChain abatch"
 INSTRUCTION = ("Extract the key concepts this documentation page explains: for each, its name as the page "
                "names it, one sentence explaining it, and its importance from 1 to 10.")
 
 
-def _pick_pages(docs: Path, count: int, root: Path) -> list[str]:
-    """The first `count` pages of docs/library of 8-40 kB (by name), copied under `root`; their paths."""
-    chosen = [p for p in sorted((docs / "library").glob("*.html")) if 8_000 <= p.stat().st_size <= 40_000][:count]
+def _kb_range(text: str) -> tuple[int, int]:
+    """--sizes: "8-40" (kB, both ends included) or "any"."""
+    if text == "any":
+        return 0, 1 << 40
+    try:
+        low, high = (int(part) for part in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX in kB (like 8-40) or 'any', got {text!r}") from None
+    return low * 1000, high * 1000
+
+
+def _pick_pages(docs: Path, count: int, root: Path, sizes: tuple[int, int]) -> list[str]:
+    """The first `count` pages of docs/library within `sizes` bytes (by name), copied under `root`; their
+    paths."""
+    low, high = sizes
+    chosen = [p for p in sorted((docs / "library").glob("*.html")) if low <= p.stat().st_size <= high][:count]
     if len(chosen) < count:
-        raise SystemExit(f"only {len(chosen)} pages of 8-40 kB in {docs / 'library'}; ask for fewer (--pages)")
+        raise SystemExit(f"only {len(chosen)} pages of that size in {docs / 'library'}; ask for fewer (--pages)")
     (root / "library").mkdir(parents=True)
     for page in chosen:
         shutil.copyfile(page, root / "library" / page.name)
@@ -89,14 +107,21 @@ def _row(job: str, tool: str, base_url: str, wall: float, command: float, pages:
             "server_busy_seconds": round(busy, 2), "utilisation": round(busy / (cap * wall), 3)}
 
 
-def _project(job: str, tasks: str, source: str, base_url: str, cap: int) -> dict[str, Any]:
+OURS = "document-it (hybrid)"
+PAGES_ONLY = "document-it (hybrid, --no-synthesis)"
+
+
+def _project(job: str, tasks: str, source: str, base_url: str, cap: int, pages_only: bool) -> dict[str, Any]:
+    """main.py on the job: as it runs by default (a synthesis of the topic after its pages), or, with
+    --no-synthesis, the peers' own job of per-page answers only."""
     sim_stats(base_url, reset=True)
     started = time.perf_counter()
     run, _ = run_main("--source", source, "--parallelism-mode", "hybrid", "--llm", "openai", "--llm-base-url",
-                      base_url, "--max-concurrency", str(cap), "--no-cache", "--tasks", tasks)
+                      base_url, "--max-concurrency", str(cap), "--no-cache", "--tasks", tasks,
+                      *(["--no-synthesis"] if pages_only else []))
     command = time.perf_counter() - started
-    return _row(job, "document-it (hybrid)", base_url, run["wall_seconds"], command, run["documents"]["total"],
-                run["documents"]["failed"], cap)
+    return _row(job, PAGES_ONLY if pages_only else OURS, base_url, run["wall_seconds"], command,
+                run["documents"]["total"], run["documents"]["failed"], cap)
 
 
 def _script(job: str, tool: str, script: str, tasks: str, source: str, base_url: str, cap: int) -> dict[str, Any]:
@@ -115,31 +140,34 @@ def _crawl4ai(python: Path, urls: list[str], base_url: str, cap: int, tmp: Path)
                            "--max-concurrency", str(cap), "--schema-file", str(tmp / "schema.json"),
                            "--instruction", INSTRUCTION],
                           env={"CRAWL4_AI_BASE_DIRECTORY": str(tmp / "crawl4ai-home")})  # its logs stay in tmp
-    return _row("one extraction a page", "Crawl4AI (HTTP crawler + LLMExtractionStrategy)", base_url,
+    return _row("one extraction a page", CRAWL4AI_ROW, base_url,
                 out["wall_seconds"], command, out["pages"], out["failed"], cap)
 
 
 def _verdicts(rows: list[dict[str, Any]]) -> list[str]:
-    """The issue's two goals, from the table."""
+    """The issue's two goals, from the table: the project on the peers' job (per-page answers, no synthesis),
+    and as it runs by default."""
     def wall(job: str, tool: str) -> float | None:
-        return next((r["wall_seconds"] for r in rows if r["job"] == job and r["tool"].startswith(tool)), None)
+        return next((r["wall_seconds"] for r in rows if r["job"] == job and r["tool"] == tool), None)
     lines = []
-    ours, theirs = wall("one extraction a page", "document-it"), wall("one extraction a page", "Crawl4AI")
-    if ours and theirs:
-        lines.append(f"one extraction a page: {ours:.2f} s against Crawl4AI's {theirs:.2f} s = "
-                     f"{ours / theirs:.2f} × (goal ≤ 0.5 ×)")
     four = "four prompts a page"
-    ours = wall(four, "document-it")
-    peers = [w for w in (wall(four, "gather"), wall(four, "LangChain")) if w]
-    if ours and peers:
-        lines.append(f"four prompts a page: {ours:.2f} s against the faster peer's {min(peers):.2f} s = "
-                     f"{ours / min(peers):.2f} × (goal ≤ 0.8 ×)")
+    theirs = {"one extraction a page": ("Crawl4AI's", [wall("one extraction a page", CRAWL4AI_ROW)], 0.5),
+              four: ("the faster peer's", [wall(four, GATHER), wall(four, ABATCH)], 0.8)}
+    for job, (whose, walls, goal) in theirs.items():
+        peer = min((w for w in walls if w), default=None)
+        for tool in (PAGES_ONLY, OURS):
+            ours = wall(job, tool)
+            if ours and peer:
+                lines.append(f"{job}: {tool} {ours:.2f} s against {whose} {peer:.2f} s = {ours / peer:.2f} × "
+                             f"(goal ≤ {goal} ×)")
     return lines
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pages", type=int, default=60)
+    p.add_argument("--sizes", type=_kb_range, default="8-40",
+                   help="which library/ pages: MIN-MAX in kB (default 8-40), or 'any' for the first pages by name")
     p.add_argument("--profile", choices=sorted(PROFILES), default="hosted")
     p.add_argument("--max-concurrency", type=int, default=20)
     p.add_argument("--repeat", type=int, default=1, help="runs per row; the median is kept")
@@ -158,7 +186,7 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp_name, simulator("--profile", args.profile) as base_url:
         tmp = Path(tmp_name)
-        paths = _pick_pages(args.docs, args.pages, tmp / "site")
+        paths = _pick_pages(args.docs, args.pages, tmp / "site", args.sizes)
         lines = ["# Python library reference", "> A sample of the Python 3.11 library reference.", "",
                  "## Library", ""] + [f"- [{Path(path).stem}]({path})" for path in paths]
         (tmp / "site" / "llms.txt").write_text("\n".join(lines) + "\n")
@@ -169,13 +197,15 @@ def main() -> int:
                 job = "one extraction a page"
                 if python is not None:
                     plan.append(lambda: _crawl4ai(python, [site.url(path) for path in paths], base_url, cap, tmp))
-                plan.append(lambda: _script(job, "gather (naive)", "_naive.py", EXTRACT, source, base_url, cap))
-                plan.append(lambda: _project(job, EXTRACT, source, base_url, cap))
+                plan.append(lambda: _script(job, GATHER, "_naive.py", EXTRACT, source, base_url, cap))
+                plan.append(lambda: _project(job, EXTRACT, source, base_url, cap, pages_only=True))
+                plan.append(lambda: _project(job, EXTRACT, source, base_url, cap, pages_only=False))
             if "four" in jobs:
                 job4 = "four prompts a page"
-                plan.append(lambda: _script(job4, "gather (naive)", "_naive.py", FOUR, source, base_url, cap))
-                plan.append(lambda: _script(job4, "LangChain abatch", "_abatch.py", FOUR, source, base_url, cap))
-                plan.append(lambda: _project(job4, FOUR, source, base_url, cap))
+                plan.append(lambda: _script(job4, GATHER, "_naive.py", FOUR, source, base_url, cap))
+                plan.append(lambda: _script(job4, ABATCH, "_abatch.py", FOUR, source, base_url, cap))
+                plan.append(lambda: _project(job4, FOUR, source, base_url, cap, pages_only=True))
+                plan.append(lambda: _project(job4, FOUR, source, base_url, cap, pages_only=False))
             for make in plan:
                 row = median_run([make() for _ in range(args.repeat)], keys=("wall_seconds", "command_seconds"))
                 rows.append(row)

@@ -110,6 +110,7 @@ class Settings:
     tasks: tuple[Task, ...] = PAGE_TASKS  # the analyses asked of every page (--tasks)
     task_strategy: TaskStrategy = TaskStrategy.AUTO  # all of them in one request, or one request each
     answers: Answers = Answers.AUTO  # full, or brief (fewer items, shorter strings)
+    no_synthesis: bool = False  # per-page analyses only, no topic syntheses (--no-synthesis)
     structured_output: StructuredMethod = StructuredMethod.AUTO
     context_tokens: int | None = None  # the model's context window; None: from the server, else 8192
     request_timeout: float = 60.0

@@ -95,6 +95,30 @@ def test_the_report_has_no_sections_for_analyses_not_asked(tmp_path, site, sim):
     assert report.count("Key themes: ") == len({topic for topic, _, _ in PAGES}) and "synthesis failed" not in report
 
 
+@pytest.mark.parametrize("mode", ["hybrid", "process"])
+def test_no_synthesis_asks_the_pages_only(tmp_path, site, sim, mode):
+    sim.reset_stats()
+    assert _run(tmp_path, site, sim, "out", "--tasks", "summary", "--no-cache", "--no-synthesis",
+                "--parallelism-mode", mode, "--analysis-workers", "2") == 0
+    stats = sim.stats()
+    assert stats["urls"] == {url: 1 for url in _page_urls(site)} and stats["requests"] == len(PAGES)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["llm"]["by_task"] == {"page": len(PAGES)}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Key themes: " not in report and "synthesis failed" not in report
+    assert len([line for line in report.splitlines() if line.startswith("- **[")]) == len(PAGES)
+
+
+def test_resume_keeps_no_synthesis(tmp_path, site, sim):
+    assert _run(tmp_path, site, sim, "out", "--tasks", "summary", "--no-synthesis", "--enable-queue",
+                "--parallelism-mode", "sync", "--max-tokens", "1", "--no-cache") == 3
+    sim.reset_stats()
+    assert main(["--resume", "--quiet", "--state-dir", str(tmp_path / "state"), "--no-cache"]) == 0
+    stats = sim.stats()
+    assert set(stats["urls"].values()) == {1} and stats["requests"] == len(stats["urls"])  # no synthesis asked
+    assert "Key themes: " not in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_a_run_with_other_tasks_never_reuses_a_page_analysis(tmp_path, site, sim):
     assert _run(tmp_path, site, sim, "two", "--tasks", "summary,code_patterns") == 0
     sim.reset_stats()

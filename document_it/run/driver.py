@@ -36,7 +36,7 @@ from .loop import RunSpec, not_analysed, open_worker
 from ..models import NO_TOPIC, DocResult
 from ..core.cache import open_memo
 from .summary import summarize_run, topic_inputs
-from .topics import TopicSynthesis, remembering
+from .topics import NoSynthesis, TopicSynthesis, remembering
 from ..report import ResultStream, atomic_write_text, write_outputs
 from ..scope import url_key
 from ..sources import LlmsIndex
@@ -130,7 +130,7 @@ def _temporary_database(settings: Settings) -> Iterator[Path]:
 
 # what --resume restores unless given again: where results go, what analyses the pages, how to fetch
 _RESUMED = ("output_dir", "allow_private", "llm", "llm_base_url", "model", "sub_model", "structured_output", "mode",
-            "per_host", "delay", "extract_fields", "tasks", "task_strategy", "answers")
+            "per_host", "delay", "extract_fields", "tasks", "task_strategy", "answers", "no_synthesis")
 _FROM_OPTION: dict[str, Any] = {"output_dir": Path, "llm": LLMKind, "structured_output": StructuredMethod,
                                 "extract_fields": tuple, "tasks": page_tasks,
                                 "mode": Mode, "task_strategy": TaskStrategy, "answers": Answers}
@@ -275,13 +275,13 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
             for exported in exports:
                 gateway.absorb(exported)
             # the workers held the whole cap while they ran, so the syntheses wait for them
-            synthesis = {} if shutdown.stopped else await _rest(gateway, queue, spec, {})
+            synthesis = {} if shutdown.stopped or settings.no_synthesis else await _rest(gateway, queue, spec, {})
         return gateway.summary(), synthesis, counters
     plan = PLANS[settings.mode]
     with open_worker(settings, spec, queue, plan, memo, pool) as (worker, stages):
         async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
             progress.watch(gateway, stages)
-            topics = await _topics(gateway, queue, spec)
+            topics = NoSynthesis() if settings.no_synthesis else await _topics(gateway, queue, spec)
 
             def keep(result: DocResult) -> None:
                 emit(result)
@@ -297,7 +297,7 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
                 raise
             finally:
                 await finish_agent(agent)
-            if shutdown.stopped:
+            if shutdown.stopped or settings.no_synthesis:
                 topics.cancel()
                 synthesis = {}
             else:

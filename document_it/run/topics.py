@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..core.job_queue import JobQueue
     from .loop import RunSpec
 
-__all__ = ["TopicSynthesis", "Synthesize", "remembering"]
+__all__ = ["TopicSynthesis", "NoSynthesis", "Synthesize", "remembering"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,22 @@ class TopicSynthesis:
         for part in await asyncio.gather(*self._tasks):
             merged.update(part)
         return merged
+
+
+class NoSynthesis:
+    """--no-synthesis: TopicSynthesis's place in a run that asks for per-page analyses only."""
+
+    def page_done(self, result: DocResult) -> None:
+        pass
+
+    def page_skipped(self, topic: str) -> None:
+        pass
+
+    def cancel(self) -> None:
+        pass
+
+    async def results(self) -> dict[str, Any]:
+        return {}
 
 
 def remembering(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> Synthesize:
