@@ -11,13 +11,13 @@ __all__ = ["strip_chrome", "main_region", "code_language", "base_url"]
 _DROP_TAGS = ("script", "style", "noscript", "nav", "aside", "form", "svg", "iframe", "template", "button",
               "select", "object", "embed", "canvas", "footer")
 _ROLES = ("navigation", "search", "banner", "contentinfo", "complementary")
-# class names doc generators give to chrome (Sphinx, MkDocs, Docusaurus, VitePress, Hugo …)
+# class names doc generators give to chrome (Sphinx, MkDocs, Docusaurus, VitePress, Hugo, DocBook …)
 _CHROME_CLASS = ("headerlink", "linenos", "linenodiv", "lineno", "breadcrumb", "breadcrumbs", "sidebar",
                  "sphinxsidebar", "related", "toc", "table-of-contents", "tableofcontents", "pagination",
                  "pagination-nav", "edit-this-page", "md-source-file", "skip-link", "sr-only", "visually-hidden",
                  "copybtn", "anchor", "hash-link", "header-anchor", "theme-doc-toc-mobile", "theme-doc-toc-desktop",
                  "theme-doc-footer", "theme-doc-breadcrumbs", "md-sidebar", "md-header", "md-footer", "md-tabs",
-                 "md-content__button", "edit-link", "editlink", "last-updated")
+                 "md-content__button", "edit-link", "editlink", "last-updated", "navheader", "navfooter")
 # the content region, most specific first
 _MAIN = ("//main//article", "//article", "//main", "//*[@role='main']", "//*[@itemprop='articleBody']",
          "//div[contains(concat(' ', normalize-space(@class), ' '), ' body ')]", "//body")

@@ -12,7 +12,7 @@ import re
 
 from charset_normalizer import from_bytes
 
-__all__ = ["choose_encoding", "decode"]
+__all__ = ["choose_encoding", "decode", "not_text"]
 
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
@@ -67,6 +67,40 @@ def _guess(data: bytes) -> str:
 def decode(data: bytes, declared: str | None = None, html: bool = False) -> str:
     """`data` as text (see choose_encoding); a leading byte-order mark is dropped."""
     return data.decode(choose_encoding(data, declared, html), errors="replace").lstrip("\ufeff")
+
+
+# the first bytes of formats that are never a page (images, archives, documents, executables, databases); only
+# marks no text starts with: a binary format whose mark is a word (RIFF, OggS) fails the control-character test
+_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"%PDF-", b"PK\x03\x04", b"PK\x05\x06",
+          b"\x1f\x8b", b"\xfd7zXZ\x00", b"7z\xbc\xaf\x27\x1c", b"\x28\xb5\x2f\xfd", b"Rar!\x1a\x07",
+          b"\x7fELF", b"MZ\x90\x00", b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe", b"\x00asm", b"SQLite format 3\x00",
+          b"\x00\x00\x01\x00", b"\x00\x01\x00\x00\x00",
+          b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", b"II*\x00", b"MM\x00*", b"\x1a\x45\xdf\xa3")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")  # in no text; ESC and form feed can be
+_SNIFF = 64 * 1024
+_MULTIBYTE = ("shift_jis", "euc-jp", "gb18030", "big5", "euc-kr")  # what a short page with no label may be in
+
+
+def not_text(data: bytes, declared: str | None = None) -> bool:
+    """True when `data` is not a text document: a binary format's magic number; control characters in more
+    than 2 % of its first 64 kB as read (NULs outside UTF-16/32 among them); or bytes that more than 2 % of
+    it cannot read in any encoding tried (the chosen one, then the multibyte ones a short unlabelled page
+    may be in)."""
+    if data.startswith(_MAGIC):
+        return True
+    sample = data[:_SNIFF]
+    if not sample:
+        return False
+    text = sample.decode(choose_encoding(sample, declared, html=True), errors="replace")
+    if len(sample) == _SNIFF:
+        text = text[:-1]  # a character cut at the sample's end is not the page's fault
+    most = 0.02 * len(text)
+    if len(_CONTROL.findall(text)) > most:
+        return True
+    if text.count("\ufffd") <= most:
+        return False
+    whole = sample if len(sample) < _SNIFF else sample[:-4]
+    return not any(_decodes(whole, name) or _decodes(whole[:-1], name) for name in _MULTIBYTE)
 
 
 def _codec(name: str | None) -> str | None:

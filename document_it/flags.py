@@ -120,8 +120,7 @@ def _the_llm(p: argparse.ArgumentParser, d: _Default) -> None:
                    help="combined: one request per page returns every analysis (the page is read once); "
                         "separate: one per page and analysis; auto: combined, except where separate ones pay")
     g.add_argument("--no-synthesis", action="store_true", default=None,
-                   help="per-page analyses only: no topic syntheses (a request per topic, which can only start "
-                        "after the topic's last page); the report lists each topic's pages without an overview")
+                   help="per-page analyses only; no topic syntheses")
     g.add_argument("--answers", metavar="LENGTH", choices=[a.value for a in Answers], default=d("answers", "auto"),
                    help="full: lists of up to 6 items; brief: up to 3, shorter strings; auto: brief once a "
                         "server writes under 33 tokens/s")

@@ -13,6 +13,7 @@ __all__ = [
     "Chunk",
     "Link",
     "Section",
+    "PagePlace",
     "CodeBlock",
     "ParsedDoc",
     "DocStatus",
@@ -108,6 +109,16 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class PagePlace:
+    """Where a page sits in its site: the page one level up in the site's navigation and its name, and the
+    site's name as the page's <title> gives it ("Models — Django documentation" → "Django documentation")."""
+
+    up: str = ""
+    up_title: str = ""
+    site: str = ""
+
+
+@dataclass(frozen=True)
 class ParsedDoc:
     """A page turned into structured text."""
 
@@ -123,6 +134,7 @@ class ParsedDoc:
     chunks: tuple[Chunk, ...] = ()
     tokens: int = 0
     fmt: str = "html"
+    place: PagePlace = PagePlace()
 
     @property
     def text_tokens(self) -> int:
@@ -158,6 +170,7 @@ class DocResult:
     tasks: list[str] | None = None  # --tasks: the page analyses asked (None: not recorded, as before --tasks)
     text_tokens: int = 0  # the page's own text in estimated tokens (ParsedDoc.text_tokens); 0: never parsed
     reused: bool = False  # the analysis was not made this run: the cache held it, or an unchanged page kept its last
+    place: dict[str, str] | None = None  # PagePlace's fields: topics and the site's name for a crawl or sitemap
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON takes them; nested values are shared, not copied (every caller serialises it)."""

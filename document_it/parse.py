@@ -9,15 +9,17 @@ import lxml.html
 from lxml import etree
 from markdown_it import MarkdownIt
 
-from .encoding import decode
+from .encoding import decode, not_text
 from .chrome import base_url, code_language, main_region, strip_chrome
 from .errors import ParseError
-from .models import Chunk, CodeBlock, Fetched, Link, ParsedDoc, Section
+from .models import Chunk, CodeBlock, Fetched, Link, PagePlace, ParsedDoc, Section
+from .navigation import up_link
+from .titles import head_title, page_title, split_site_name
 from .tokens import estimate_tokens, tokens_for_chars
 
 __all__ = ["parse", "chunk_text", "PARSE_VERSION"]
 
-PARSE_VERSION = "5"  # bump when parsing changes, so cached parses are not reused
+PARSE_VERSION = "6"  # bump when parsing changes, so cached parses are not reused
 
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCKS = {"p", "li", "dt", "dd", "blockquote", "td", "th", "figcaption", "caption", "summary"}
@@ -34,6 +36,8 @@ def parse(fetched: Fetched, chunk_tokens: int = 800) -> ParsedDoc:
     """Extract title, sections, text, links, code blocks and token-sized chunks from one page."""
     if not fetched.ok:
         raise ParseError(f"nothing to parse: {fetched.error}")
+    if not_text(fetched.content, fetched.encoding):
+        raise ParseError("not a text document")
     media = fetched.content_type
     if media in ("text/markdown", "text/x-markdown") or _looks_markdown(fetched.final_url, media):
         root = _read_html((_MARKDOWN.render(_decode(fetched)) or "<p></p>").encode("utf-8", "replace"))
@@ -96,9 +100,10 @@ def _plain_root(text: str) -> etree._Element:
 def _extract(root: etree._Element, fetched: Fetched, fmt: str, chunk_tokens: int) -> ParsedDoc:
     links_base = base_url(root, fetched.final_url)
     outlinks = _outlinks(root, links_base)  # before the chrome goes: a crawl follows the navigation too
+    place = PagePlace(*up_link(root, links_base), site=split_site_name(head_title(root))[1])
     strip_chrome(root)
     main = main_region(root)
-    title = _title(root, main)
+    title = page_title(root, main)
     walker = _Walker(links_base)
     walker.walk(main)
     sections = walker.sections()
@@ -119,6 +124,7 @@ def _extract(root: etree._Element, fetched: Fetched, fmt: str, chunk_tokens: int
         chunks=tuple(chunk_text(text, chunk_tokens)),
         tokens=estimate_tokens(text),
         fmt=fmt,
+        place=place,
     )
 
 
@@ -137,16 +143,6 @@ def _outlinks(root: etree._Element, base: str) -> tuple[str, ...]:
             except ValueError:  # e.g. a malformed IPv6 host: not a link worth following
                 continue
     return tuple(found)
-
-
-def _title(root: etree._Element, main: etree._Element) -> str:
-    """The content's own <h1>, else the <title>, else any <h1>."""
-    for found in (main.xpath(".//h1"), root.xpath("//head/title"), root.xpath("//h1")):
-        if found:
-            text = _clean(found[0].text_content())
-            if text:
-                return text
-    return ""
 
 
 def _clean(text: str) -> str:

@@ -1,19 +1,21 @@
-"""Outputs: streamed results.jsonl, report.md and run.json, all written without half-files."""
+"""Outputs: streamed results.jsonl, report.md, report.html and run.json, all written without half-files."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import tempfile
-from urllib.parse import quote, urlparse
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import OutputError
-from .models import NO_TOPIC, DocResult, DocStatus
-from .redact import printable
+from .models import DocResult
+from .report_html import render_html
+from .report_model import (FALLBACK_NOTE, NO_OVERVIEW, REUSED_NOTE, PageEntry, Related, Report, TopicEntry,
+                           build_report, counted, plain, web_address)
 
 __all__ = ["atomic_write_text", "ResultStream", "write_outputs", "render_report", "one_line", "link_target"]
 
@@ -80,14 +82,16 @@ class ResultStream:
 
 def write_outputs(output_dir: Path, results: list[DocResult], synthesis: dict[str, Any],
                   summary: dict[str, Any], title: str) -> None:
-    """Final, sorted results.jsonl plus report.md and run.json, each replaced atomically. Each is tried even
-    when one before it could not be written (a nearly full disk may still take the small ones); the first
-    failure is raised at the end."""
+    """Final, sorted results.jsonl plus report.md, report.html and run.json, each replaced atomically. Each is
+    tried even when one before it could not be written (a nearly full disk may still take the small ones); the
+    first failure is raised at the end."""
     ordered = sorted(results, key=lambda r: r.url)
+    report = functools.cache(lambda: build_report(ordered, synthesis, summary, title))  # one model, two formats
     failures: list[OutputError] = []
     for name, render in (
             ("results.jsonl", lambda: "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in ordered)),
-            ("report.md", lambda: render_report(ordered, synthesis, summary, title)),
+            ("report.md", lambda: _markdown(report())),
+            ("report.html", lambda: render_html(report())),
             ("run.json", lambda: json.dumps(summary, indent=2) + "\n")):
         try:
             atomic_write_text(output_dir / name, render())
@@ -99,144 +103,145 @@ def write_outputs(output_dir: Path, results: list[DocResult], synthesis: dict[st
 
 def render_report(results: list[DocResult], synthesis: dict[str, Any], summary: dict[str, Any],
                   title: str) -> str:
-    """The human report: run figures, per-topic synthesis, per-page highlights, failures."""
-    docs = summary["documents"]
-    lines = [f"# {one_line(title or 'Documentation')} — analysis", ""]
-    lines += [f"Analysed by **{summary['provider_label']}**, model `{summary['model']}`, "
-              f"mode `{summary['mode']}`.", ""]
-    status = str(summary.get("status") or "completed")
-    if status != "completed":
-        lines += [f"> **This run did not finish** ({one_line(status)}): {docs.get('not_reached', 0)} pages were "
-                  "not reached; what follows covers the pages that finished.", ""]
-    lines += _figures(summary)
-    by_topic: dict[str, list[DocResult]] = {}
-    for result in results:
-        by_topic.setdefault(result.topic or NO_TOPIC, []).append(result)
-    lines += ["## Topics", ""]
-    for topic, members in by_topic.items():
-        lines += _topic_section(topic, members, synthesis.get(topic))
-    failed = [r for r in results if r.status is DocStatus.FAILED]
-    lines += ["## Failures", ""]
-    lines += [f"- [{one_line(r.title or r.url)}]({link_target(r.url)}): {one_line(r.error or '')}" for r in failed] \
-        or ["None: every page completed." if not docs.get("not_reached") else "None of the pages reached failed."]
-    lines.append("")
-    if docs["failed"]:
-        lines.append(f"{docs['failed']} of {docs['total']} pages failed; see results.jsonl for details.\n")
-    return "\n".join(lines)
+    """The human report, top down: what the site is, its topics and their pages, failures, the run's figures."""
+    return _markdown(build_report(results, synthesis, summary, title))
 
 
-def _figures(summary: dict[str, Any]) -> list[str]:
-    docs, llm, stages = summary["documents"], summary["llm"], summary["stages"]
-    rows = [
-        ("pages", f"{docs['total']} ({docs['completed']} completed, {docs['failed']} failed)"),
-        ("wall time", f"{summary['wall_seconds']:.2f} s"),
-        ("stage time, summed over pages", ", ".join(f"{k} {stages[k]:.2f} s" for k in ("fetch", "parse", "analyze")
-                                                    if k in stages)),
-        ("LLM time, summed over requests", f"waiting for a slot {stages.get('queue_wait', 0):.2f} s, "
-                                           f"on the wire {stages.get('llm_wait', 0):.2f} s"),
-        ("prompts", str(llm["prompts"])),
-    ]
-    resources = summary.get("resources")
-    if resources:
-        rows.append(("peak memory, all processes / CPU (peak, mean; 100 % = one core)",
-                     f"{resources['peak_rss_mb']:.0f} MB over {resources['peak_processes']} processes / "
-                     f"{resources['peak_cpu_percent']:.0f} %, {resources['mean_cpu_percent']:.0f} %"))
-    if llm.get("requests"):
-        latency = llm["latency_s"]
-        cost = llm["cost_usd"]
-        rows += [
-            ("LLM requests (attempts, retries, 429s)",
-             f"{llm['requests']} ({llm['attempts']} attempts, {llm['retries']} retries, {llm['rate_limited']} rate-limited)"),
-            ("requests completed / failed", f"{llm['by_status']['completed']} / {llm['by_status']['failed']}"),
-            ("latency p50 / p95 / max", f"{latency['p50']:.2f} / {latency['p95']:.2f} / {latency['max']:.2f} s"),
-            ("tokens in / out", f"{llm['tokens_in']:,} / {llm['tokens_out']:,}"),
-            ("estimated cost", "unknown price for this model" if cost is None else f"${cost:.4f}"),
-            ("most requests in flight / window now", f"{llm['max_in_flight']} / {llm['window']['current']} "
-                                                     f"of {llm['window']['cap']} ({llm['window']['cuts']} cuts)"),
-        ]
-        batching = llm.get("batching") or {}
-        if batching.get("batches"):
-            rows.append(("batches (items mean / max, prompt tokens saved)",
-                         f"{batching['batches']} ({batching['items_per_batch_mean']} / "
-                         f"{batching['items_per_batch_max']}, {batching['tokens_saved']:,})"))
-        if llm.get("fallbacks"):
-            rows.append(("answered offline after LLM failures", str(llm["fallbacks"])))
-    work = summary.get("work")
-    return ["## Run", "", "| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
-            *([_work_line(work), ""] if work else [])]
+def _markdown(report: Report) -> str:
+    lines = [f"# {_md(report.title)} — analysis", "", _md(report.intro), ""]
+    if report.unfinished:
+        lines += [f"> {_md(report.unfinished_note)}", ""]
+    lines += _overview(report) + _contents(report) + [_anchor("topics"), "## Topics", ""]
+    for topic in report.topics:
+        lines += _topic_section(topic)
+    return "\n".join(lines + _failures(report) + _run(report))
 
 
-def _work_line(work: dict[str, Any]) -> str:
-    """run.json's `work` block in one sentence: requests and prompt tokens per page, against the page text."""
-    pages, text, ratio = work["pages"], work.get("text_tokens_per_page"), work.get("prompt_per_text")
-    if work.get("note") and not work["requests"]:
-        read = f"; it read {pages} pages, {text:,} tokens of text each on average" if pages else ""
-        return f"Work: {work['note']}{read}."
-    if not pages:
-        return (f"Work: no page was analysed this run; {work['requests']:,} LLM requests, "
-                f"{work['prompt_tokens']:,} prompt tokens.")
-    return (f"Work: {round(work['requests_per_page'], 1):g} requests and {work['prompt_tokens_per_page']:,} prompt "
-            f"tokens per page, for {text:,} tokens of page text" + (f" ({ratio:.2f}×)." if ratio is not None else "."))
+def _anchor(name: str) -> str:
+    """An explicit anchor on its own line: every renderer keeps it, whatever it makes of headings."""
+    return f'<a id="{name}"></a>'
 
 
-def _topic_section(topic: str, members: list[DocResult], synthesis: Any) -> list[str]:
-    lines = [f"### {one_line(topic)}", ""]
-    if isinstance(synthesis, dict):
-        lines += [one_line(synthesis.get("overview", ""), 2000), ""]
-        if synthesis.get("key_themes"):
-            lines += ["Key themes: " + ", ".join(one_line(theme, 80) for theme in synthesis["key_themes"]), ""]
-    elif isinstance(synthesis, str):
-        lines += [f"_{one_line(synthesis)}_", ""]
-    for result in members:
-        lines += _page_highlights(result)
+def _overview(report: Report) -> list[str]:
+    lines = [_anchor("overview"), "## What the site is", ""]
+    opening, lead = report.overview.opening, report.overview.lead
+    if opening is not None:
+        lines += [f"From its opening page, [{_md(opening.title)}](#{opening.anchor}): {_md(opening.summary)}", ""]
+    if lead is not None:
+        lines += [f"From the synthesis of the topic [{_md(lead.name)}](#{lead.anchor}): {_md(lead.overview)}", ""]
+    if opening is None and lead is None:
+        lines += [NO_OVERVIEW, ""]
     return lines
 
 
-def _page_highlights(result: DocResult) -> list[str]:
-    name = result.title or result.url
-    if result.status is DocStatus.FAILED or not result.analysis:
-        return [f"- **[{one_line(name)}]({link_target(result.url)})** — failed: {one_line(result.error or '')}", ""]
-    analysis = result.analysis
-    concepts = sorted(analysis["key_concepts"], key=lambda c: -c["importance"])[:3]
-    summary = one_line(analysis["summary"])  # empty when --tasks left the summary out: no dangling dash
-    lines = [f"- **[{one_line(name)}]({link_target(result.url)})**" + (f" — {summary}" if summary else "")]
-    if result.fallback_tasks:
-        lines.append("  - _Answered by the offline extractive analyser (LLM unavailable): "
-                     + ", ".join(result.fallback_tasks) + "_")
-    if result.fields:
-        lines.append("  - Fields: " + "; ".join(f"{one_line(name)} = {one_line(str(value), 80) if value is not None else '—'}"
-                                                for name, value in result.fields.items()))
-    if concepts:
-        lines.append("  - Concepts: " + ", ".join(f"{one_line(c['name'], 80)} ({c['importance']})" for c in concepts))
-    details = _titles(item["title"] for item in analysis["implementation_details"])
-    if details:
-        lines.append("  - Advice: " + details)
-    patterns = _titles(item["name"] for item in analysis["code_patterns"])
-    if patterns:
-        lines.append("  - Code: " + patterns)
-    return lines + [""]
+def _contents(report: Report) -> list[str]:
+    failed = len(report.failures)
+    return ["## Contents", "", "- [What the site is](#overview)", "- [Topics](#topics)",
+            *(f"  - [{_md(topic.name)}](#{topic.anchor}): {topic.pages_note}" for topic in report.topics),
+            f"- [Failures](#failures): {counted(failed, 'page') if failed else 'none'}", "- [Run](#run)", ""]
 
 
-def _titles(names: Iterable[str], most: int = 3) -> str:
-    return "; ".join(one_line(n) for n in list(names)[:most])
+def _topic_section(topic: TopicEntry) -> list[str]:
+    lines = [_anchor(topic.anchor), f"### {_md(topic.name)} ({topic.pages_note})", ""]
+    if topic.overview:
+        lines += [_md(topic.overview), ""]
+    if topic.themes:
+        lines += ["Key themes: " + ", ".join(_md(theme) for theme in topic.themes), ""]
+    if topic.synthesis_error:
+        lines += [f"_{_md(topic.synthesis_error)}_", ""]
+    for page in topic.pages:
+        lines += [_anchor(page.anchor), *_page_lines(page), ""]
+    return lines
 
 
-_MARKUP = re.compile(r"([\\`*_\[\]()<>#!|~{}])")
+def _page_lines(page: PageEntry) -> list[str]:
+    head = f"- **[{_md(page.title)}]({link_target(page.url)})**"
+    if page.failed:
+        return [f"{head} — failed: {_md(page.error or '')}"]
+    lines = [head + (f" — {_md(page.summary)}" if page.summary else "")]  # no dangling dash without a summary
+    if page.reused:
+        lines.append(f"  - {REUSED_NOTE}")
+    if page.fallback_tasks:
+        lines.append(f"  - _{FALLBACK_NOTE}: " + ", ".join(_md(task) for task in page.fallback_tasks) + "_")
+    if page.fields:
+        lines.append("  - Fields: " + "; ".join(f"{_md(name)} = {'—' if value is None else _md(value)}"
+                                                for name, value in page.fields))
+    for label, items in (("Concepts", [f"{_md(name)} ({importance})" for name, importance in page.concepts]),
+                         ("Advice", [_md(item) for item in page.advice]),
+                         ("Code", [_md(item) for item in page.code]),
+                         ("Related", [_related(item) for item in page.related])):
+        if items:
+            lines.append(f"  - {label}: " + ("; " if label in ("Advice", "Code") else ", ").join(items))
+    return lines
+
+
+def _related(item: Related) -> str:
+    return f"[{_md(item.name)}](#{item.anchor})" if item.anchor else _md(item.name)
+
+
+def _failures(report: Report) -> list[str]:
+    lines = [_anchor("failures"), "## Failures", ""]
+    lines += [f"- [{_md(page.title)}]({link_target(page.url)}): {_md(page.error or '')}" for page in report.failures] \
+        or [report.failures_note]
+    return lines + ["", *([report.failures_note, ""] if report.failures else [])]
+
+
+def _run(report: Report) -> list[str]:
+    return [_anchor("run"), "## Run", "", "| figure | value |", "|---|---|",
+            *(f"| {_cell(figure.label)} | {_cell(figure.value)} |" for figure in report.figures), "",
+            *(line for note in report.notes for line in (_md(note), "")),
+            *([_md(report.work), ""] if report.work else [])]
+
+
+def _cell(text: str) -> str:
+    return _md(text).replace("|", "\\|")
 
 
 def one_line(text: str, width: int = 300) -> str:
-    """One line of page-derived text, cut to `width`, as plain text in Markdown: every character that could
-    start markup (a link, an image, HTML, emphasis, a heading, a table cell) is backslash-escaped, and
-    escape sequences and control characters are dropped (redact.printable), so a page cannot put markup in
-    the report."""
-    flat = " ".join(printable(str(text)).split())
-    flat = flat if len(flat) <= width else flat[: width - 1] + "…"
-    return _MARKUP.sub(r"\\\1", flat)
+    """One line of page-derived text, cut to `width`, as Markdown that shows exactly that text: escape
+    sequences and control characters are dropped (redact.printable), and what Markdown would misread (a link,
+    an image, HTML, emphasis, a list or heading marker at the start) is backslash-escaped, nothing else."""
+    return _md(plain(text, width))
+
+
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")  # balanced: shown as code, nothing inside is markup
+_SPECIAL = re.compile(r"[\\\[\]<*_~`&]")
+_LINE_START = re.compile(r"^(?:[>]|#{1,6}(?=\s|$)|[-+](?=\s|$)|[-=\s]+$|\d{1,9}(?=[.)](?:\s|$)))")
+_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+_ENTITY = re.compile(r"&#?[A-Za-z0-9]+;")
+
+
+def _md(text: str) -> str:
+    """`text`, one plain line, as Markdown: balanced code spans kept, every other markup character escaped
+    where Markdown would read it as markup."""
+    parts, end = [], 0
+    for span in _CODE_SPAN.finditer(text):
+        parts += [_SPECIAL.sub(lambda m: _escape_char(text, m.start()), text[end:span.start()]), span.group()]
+        end = span.end()
+    escaped = "".join(parts) + _SPECIAL.sub(lambda m: _escape_char(text, end + m.start()), text[end:])
+    return _LINE_START.sub(_escape_line_start, escaped, count=1)
+
+
+def _escape_char(text: str, at: int) -> str:
+    """The markup character at `text[at]`, escaped when its neighbours let Markdown read it as markup."""
+    char = text[at]
+    before, after = text[at - 1] if at else "", text[at + 1] if at + 1 < len(text) else ""
+    keep = (char == "\\" and after and after not in _PUNCTUATION
+            or char == "<" and not (after.isascii() and after.isalpha() or after and after in "/!?")
+            or char in "*~" and before.isspace() and after.isspace()  # a lone star between spaces is no emphasis
+            or char == "_" and before.isalnum() and after.isalnum()  # snake_case is no emphasis
+            or char == "&" and not _ENTITY.match(text, at))
+    return char if keep else "\\" + char
+
+
+def _escape_line_start(match: re.Match[str]) -> str:
+    """A list, heading, quote or rule marker at the start of a line, escaped."""
+    found = match.group()
+    return found + "\\" if found[0].isdigit() else "\\" + found
 
 
 def link_target(url: str) -> str:
     """`url` as a Markdown link destination: only http(s) and file URLs, in angle brackets, with the
     characters that could end it percent-encoded; anything else is not linked at all."""
-    if urlparse(url).scheme not in ("http", "https", "file"):
-        return "<#not-a-web-address>"
-    return "<" + quote(printable(url), safe=":/?#[]@!$&'*+,;=%~-._") + ">"
+    address = web_address(url)
+    return "<#not-a-web-address>" if address is None else f"<{address}>"

@@ -50,7 +50,8 @@ class _Section:
 
 
 def sample(refs: Sequence[DocRef], n: int | None, by_topic: bool = False) -> list[DocRef]:
-    """At most `n` of `refs`, spread across the site's sections (`by_topic`: an llms.txt's `##` sections)."""
+    """At most `n` of `refs`, spread across the site's sections (`by_topic`: the index's topics, an llms.txt's
+    `##` sections or a folder's navigation; else its folders)."""
     if not n or n >= len(refs):
         return list(refs)
     places = _places(refs, by_topic)
@@ -58,7 +59,7 @@ def sample(refs: Sequence[DocRef], n: int | None, by_topic: bool = False) -> lis
     chosen = sorted(_pick(root, n))
     sections = len(root.children) + bool(root.pages or root.landing is not None)
     log.info("--limit %d: sampled %d of %d pages across %d top-level %s", n, len(chosen), len(refs), sections,
-             "index sections" if by_topic else "folders")
+             "sections" if by_topic else "folders")
     return [refs[i] for i in chosen]
 
 

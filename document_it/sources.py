@@ -16,6 +16,8 @@ from .encoding import choose_encoding, decode
 from .errors import SourceError
 from .fetch import INDEX_TYPES, FetchLimits, fetch
 from .models import ROOT_TOPIC, DocRef
+from .navigation import folder_site_name, nav_topics, read_nav
+from .titles import split_site_name
 from .redact import printable
 from .sampling import sample
 
@@ -42,12 +44,17 @@ class LlmsIndex:
     """What an index says: a title, a summary and the pages, each with its topic.
 
     When the source is a web page rather than an index, `crawl_from` is that page's URL and `refs`
-    holds only it: the crawl finds the rest. `sectioned`: the topics are an llms.txt's `##` sections."""
+    holds only it: the crawl finds the rest. `sectioned`: the topics are the site's own sections (an
+    llms.txt's `##` sections, a folder's navigation), which --limit samples across."""
 
     def __init__(self, title: str, summary: str, refs: list[DocRef], crawl_from: str | None = None,
-                 sectioned: bool = False) -> None:
+                 sectioned: bool = False, named: bool = False) -> None:
         self.title, self.summary, self.refs, self.crawl_from = title, summary, refs, crawl_from
         self.sectioned = sectioned
+        self.named = named  # `title` is the site's own name (an llms.txt's H1, a folder's common <title> part)
+
+
+_NAV_FILES = 20_000  # past this many HTML files, topics come from folders alone (reading heads costs ~1 ms a file)
 
 
 def discover(source: str, limits: FetchLimits = FetchLimits(), limit: int | None = None,
@@ -73,27 +80,37 @@ def discover(source: str, limits: FetchLimits = FetchLimits(), limit: int | None
     refs = [ref for ref in _dedupe(found.refs) if not _under_any(ref.url, own)]
     if not refs:
         raise SourceError(f"no pages found in {source}")
-    return LlmsIndex(found.title or source, found.summary, sample(refs, limit, by_topic=found.sectioned))
+    return LlmsIndex(found.title or source, found.summary, sample(refs, limit, by_topic=found.sectioned),
+                     sectioned=found.sectioned, named=found.named)
 
 
 def _from_path(path: Path, limits: FetchLimits) -> LlmsIndex:
     if not path.exists():
         raise SourceError(f"source not found: {path}")
     if path.is_dir():
-        return LlmsIndex(path.resolve().name, "", _from_folder(path))
+        return _from_folder(path)
     return _from_bytes(*_read_url(path.resolve().as_uri(), limits), limits, depth=0)
 
 
-def _from_folder(folder: Path) -> list[DocRef]:
+def _from_folder(folder: Path) -> LlmsIndex:
+    """Every page file under `folder`. Topics come from the pages' navigation (their up links) where they
+    have one, else from their subfolder; the title is the site's name, from what the pages' titles share."""
     root = folder.resolve()
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in PAGE_SUFFIXES
                    and _inside(p, root))  # a symlink out of the folder is not one of its pages
+    html = [file for file in files if file.suffix.lower() in (".html", ".htm")]
+    navs = {file.as_uri(): read_nav(file, file.as_uri()) for file in html} if len(html) <= _NAV_FILES else {}
+    home = next(((root / name).as_uri() for name in ("index.html", "index.htm") if (root / name).is_file()), None)
+    by_nav = nav_topics({url: replace(nav, title=split_site_name(nav.title)[0]) for url, nav in navs.items()}, home)
+    home_topic = split_site_name(navs[home].title)[0] if home in navs and navs[home].title else ROOT_TOPIC
     refs = []
     for file in files:
+        url = file.as_uri()
         rel = file.relative_to(root)
-        topic = str(rel.parent) if str(rel.parent) != "." else ROOT_TOPIC
-        refs.append(DocRef(url=file.as_uri(), title="", topic=topic))
-    return refs
+        folder_topic = str(rel.parent) if str(rel.parent) != "." else home_topic
+        refs.append(DocRef(url=url, title="", topic=by_nav.get(url) or folder_topic))
+    name = folder_site_name(navs, home, "")
+    return LlmsIndex(name or root.name, "", refs, sectioned=bool(by_nav), named=bool(name))
 
 
 def _read_url(url: str, limits: FetchLimits) -> tuple[bytes, str]:
@@ -210,7 +227,7 @@ def parse_llms_txt(text: str, base_url: str) -> LlmsIndex:
                                topic=section or title or ROOT_TOPIC, note=(groups.get("note") or "").strip()))
         elif "](" in stripped:
             log.warning("llms.txt line %d does not read as a link, skipped: %s", number, stripped[:100])
-    return LlmsIndex(title, summary, refs, sectioned=bool(section))
+    return LlmsIndex(title, summary, refs, sectioned=bool(section), named=bool(title))
 
 
 def parse_sitemap(data: bytes, base_url: str) -> tuple[list[DocRef], list[str]]:

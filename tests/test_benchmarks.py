@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -68,24 +71,31 @@ def test_charts_are_written_as_png(tmp_path):
 
 
 def test_the_peers_verdicts_compare_the_project_with_crawl4ai_and_the_faster_of_gather_and_abatch():
-    from bench_peers import _verdicts
+    from bench_peers import ABATCH, CRAWL4AI_ROW, GATHER, OURS, PAGES_ONLY, _verdicts
 
-    rows = [{"job": "one extraction a page", "tool": "Crawl4AI (HTTP crawler)", "wall_seconds": 10.0},
-            {"job": "one extraction a page", "tool": "document-it (hybrid)", "wall_seconds": 4.0},
-            {"job": "four prompts a page", "tool": "gather (naive)", "wall_seconds": 30.0},
-            {"job": "four prompts a page", "tool": "LangChain abatch", "wall_seconds": 20.0},
-            {"job": "four prompts a page", "tool": "document-it (hybrid)", "wall_seconds": 17.0}]
-    extraction, four = _verdicts(rows)
-    assert "0.40 ×" in extraction and "goal ≤ 0.5 ×" in extraction
-    assert "against the faster peer's 20.00 s" in four and "0.85 ×" in four
+    rows = [{"job": "one extraction a page", "tool": CRAWL4AI_ROW, "wall_seconds": 10.0},
+            {"job": "one extraction a page", "tool": PAGES_ONLY, "wall_seconds": 4.0},
+            {"job": "one extraction a page", "tool": OURS, "wall_seconds": 6.0},
+            {"job": "four prompts a page", "tool": GATHER, "wall_seconds": 30.0},
+            {"job": "four prompts a page", "tool": ABATCH, "wall_seconds": 20.0},
+            {"job": "four prompts a page", "tool": PAGES_ONLY, "wall_seconds": 15.0},
+            {"job": "four prompts a page", "tool": OURS, "wall_seconds": 17.0}]
+    extraction, extraction_default, four, four_default = _verdicts(rows)
+    assert PAGES_ONLY in extraction and "0.40 ×" in extraction and "goal ≤ 0.5 ×" in extraction
+    assert OURS in extraction_default and "0.60 ×" in extraction_default
+    assert "against the faster peer's 20.00 s" in four and "0.75 ×" in four and "goal ≤ 0.8 ×" in four
+    assert "0.85 ×" in four_default
 
 
 def test_the_peers_pages_are_real_pages_of_a_size_range_copied_to_be_served(tmp_path):
-    from bench_peers import _pick_pages
+    from bench_peers import _kb_range, _pick_pages
 
     docs = tmp_path / "docs"
     (docs / "library").mkdir(parents=True)
     for name, size in (("a", 9_000), ("b", 500), ("c", 50_000), ("d", 20_000)):
         (docs / "library" / f"{name}.html").write_text("x" * size)
-    assert _pick_pages(docs, 2, tmp_path / "site") == ["library/a.html", "library/d.html"]
+    assert _pick_pages(docs, 2, tmp_path / "site", _kb_range("8-40")) == ["library/a.html", "library/d.html"]
     assert (tmp_path / "site" / "library" / "d.html").stat().st_size == 20_000
+    assert _pick_pages(docs, 4, tmp_path / "any", _kb_range("any")) == [f"library/{n}.html" for n in "abcd"]
+    with pytest.raises(argparse.ArgumentTypeError, match="MIN-MAX in kB"):
+        _kb_range("big")

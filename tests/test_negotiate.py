@@ -150,3 +150,20 @@ def test_tolerant_parse_matches_keys_fills_missing_lists_and_clamps_numbers():
     half = '{"items": [{"name": "A", "description": "d", "importance": 3}, {"name": "B"}]}'
     assert [c.name for c in tolerant_parse(KeyConcepts, half).items] == ["A"]  # the incomplete item is left out
     assert extract_json('```\n{"a": 1}\n```') == {"a": 1}
+
+
+def test_a_refusal_of_a_method_left_behind_asks_again_even_once_the_next_one_worked(tmp_path):
+    """Requests in flight together: one is refused json_schema and moves the run on, another gets an answer
+    by function calling (the method settles), then a third, sent with json_schema before the move, is
+    refused too. That late refusal is old news: it is asked again, it does not end the run."""
+    from document_it.analysis.negotiate import MethodChoice
+
+    choice = MethodChoice(StructuredMethod.AUTO, tmp_path / STORE_NAME, "127.0.0.1:1")
+    first = choice.current
+    assert first is StructuredMethod.JSON_SCHEMA
+    assert choice.refused(first, "HTTP 400: response_format is not supported")
+    choice.worked(choice.current)
+    assert choice.settled and choice.current is StructuredMethod.FUNCTION_CALLING
+    assert choice.refused(first, "HTTP 400: response_format is not supported")  # ask again, now by tools
+    assert choice.refusals == ["json_schema: HTTP 400: response_format is not supported"]
+    assert not choice.refused(StructuredMethod.FUNCTION_CALLING, "HTTP 400: tools are not supported")

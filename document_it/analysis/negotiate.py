@@ -48,16 +48,19 @@ class MethodChoice:
 
     def refused(self, method: StructuredMethod, reason: str) -> bool:
         """The server refused `method`: move on to the next one. False when there is none to try (a forced
-        method, or every method refused). Requests that failed at once with the same method move on once."""
+        method, or every method refused). Requests that failed at once with the same method move on once, and
+        one sent with a method left behind meanwhile is asked again with the current one, even when that
+        one has been seen to work since (the refusal is old news, not a reason to give up)."""
+        if method is not self.current:
+            return True
         if self.forced or self.settled:
             return False
-        if method is self.current:
-            self.refusals.append(f"{method.value}: {reason}")
-            if self._index + 1 >= len(self.order):
-                return False
-            self._index += 1
-            log.info("the LLM server refused structured output by %s (%s); trying %s", method.value, reason,
-                     self.current.value)
+        self.refusals.append(f"{method.value}: {reason}")
+        if self._index + 1 >= len(self.order):
+            return False
+        self._index += 1
+        log.info("the LLM server refused structured output by %s (%s); trying %s", method.value, reason,
+                 self.current.value)
         return True
 
     def summary(self) -> dict[str, object]:

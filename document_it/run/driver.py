@@ -14,6 +14,7 @@ import json
 import logging
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,10 +34,11 @@ from ..errors import ConfigError, Interrupted, OutputError, SourceError
 from ..fetch import USER_AGENT, FetchLimits
 from .incremental import changes_block, render_changes
 from .loop import RunSpec, not_analysed, open_worker
-from ..models import NO_TOPIC, DocResult
+from ..models import NO_TOPIC, DocRef, DocResult
 from ..core.cache import open_memo
 from .summary import summarize_run, topic_inputs
 from .topics import NoSynthesis, TopicSynthesis, remembering
+from ..navigation import pages_site_name, with_nav_topics
 from ..report import ResultStream, atomic_write_text, write_outputs
 from ..scope import url_key
 from ..sources import LlmsIndex
@@ -159,6 +161,8 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None, chos
     stored = {name: getattr(chosen, name) for name in _RESUMED}
     options = {"incremental": settings.incremental, "title": index.title, "limited": bool(settings.limit),
                "crawl": crawl.to_options() if crawl else None, "oneshot": oneshot,
+               "nav_topics": crawl is not None or (not index.sectioned and _flat(index.refs)),
+               "title_from_pages": not index.named,
                "settings": {k: _option(v) for k, v in stored.items()}}
     info = queue.start_run(settings.source, options)
     if crawl is not None:
@@ -191,10 +195,18 @@ def _seeds(spec: CrawlSpec, settings: Settings) -> list[NewJob]:
     return crawl.seeds()
 
 
+def _flat(refs: list[DocRef]) -> bool:
+    """True when the index's topics (URL folders) say little of the site's structure: one of them holds
+    most of a site of ten pages or more (a DocBook site of 1,200 pages in one folder)."""
+    counts = Counter(ref.topic for ref in refs)
+    return len(refs) >= 10 and max(counts.values()) > 0.6 * len(refs)
+
+
 def _spec(info: RunInfo, database: Path) -> RunSpec:
     crawl = info.options.get("crawl")
     return RunSpec(info.id, info.source, bool(info.options.get("incremental")),
-                   CrawlSpec.from_options(crawl) if crawl else None, bool(info.options.get("oneshot")), database)
+                   CrawlSpec.from_options(crawl) if crawl else None, bool(info.options.get("oneshot")), database,
+                   bool(info.options.get("nav_topics")), bool(info.options.get("title_from_pages")))
 
 
 async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool,
@@ -306,20 +318,32 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
 
 
 async def _topics(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> TopicSynthesis:
-    """Syntheses that start with their topic's last page; a crawl's topics grow as it goes, so they wait."""
-    left = {} if spec.crawl is not None else await asyncio.to_thread(queue.open_by_topic, spec.run_id)
+    """Syntheses that start with their topic's last page; a crawl's topics grow as it goes, and topics from
+    the pages' navigation are known once every page is parsed, so those wait."""
+    later = spec.crawl is not None or spec.nav_topics
+    left = {} if later else await asyncio.to_thread(queue.open_by_topic, spec.run_id)
     done = [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id)] if left else []
     return TopicSynthesis(gateway, left, remembering(gateway, queue, spec), done)
 
 
 async def _rest(gateway: Gateway, queue: JobQueue, spec: RunSpec, early: dict[str, Any]) -> dict[str, Any]:
     """The syntheses made `early` and one for every other topic of the run's results."""
-    others = {topic for topic in await asyncio.to_thread(queue.result_topics, spec.run_id)
-              if (topic or NO_TOPIC) not in early}
-    if not others:
+    if spec.nav_topics:  # every topic is known only now
+        results = _placed(spec, [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id)])
+        results = [r for r in results if (r.topic or NO_TOPIC) not in early]
+    else:
+        others = {topic for topic in await asyncio.to_thread(queue.result_topics, spec.run_id)
+                  if (topic or NO_TOPIC) not in early}
+        results = [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id, others)] \
+            if others else []
+    if not results:
         return early
-    results = [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id, others)]
     return {**early, **await remembering(gateway, queue, spec)(topic_inputs(results))}
+
+
+def _placed(spec: RunSpec, results: list[DocResult]) -> list[DocResult]:
+    """The results with their topics from the pages' navigation, for a run whose index had none to give."""
+    return with_nav_topics(results) if spec.nav_topics else results
 
 
 def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool, status: str,
@@ -329,7 +353,9 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
     complete = status == "completed"
     if spec.incremental and complete:
         _mark_removed(queue, spec)
-    results = [DocResult.from_dict(r) for r in queue.results(spec.run_id)]
+    results = _placed(spec, [DocResult.from_dict(r) for r in queue.results(spec.run_id)])
+    if spec.title_from_pages:  # a sitemap, a URL list or a crawl names no site: its pages' <title>s may
+        title = pages_site_name(results) or title
     counts = queue.counts(spec.run_id)
     summary = summarize_run(settings, results, llm, wall, status, resources=resources, cluster=counters.get("cluster"),
                             total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS],

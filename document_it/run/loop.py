@@ -51,6 +51,8 @@ class RunSpec:
     crawl: CrawlSpec | None = None
     oneshot: bool = False
     database: Path | None = None
+    nav_topics: bool = False  # topics from the pages' up links once all are parsed (a crawl, a flat sitemap)
+    title_from_pages: bool = False  # the index names no site: the report is titled by the pages' <title>s
 
 
 @dataclass

@@ -64,7 +64,8 @@ async def analyze_page(ref: DocRef, page: ParsedDoc, agent: PageAgent, settings:
                      provider=settings.provider_name, model=settings.model_name,
                      analysis=analysis.model_dump(), timings=timings, tasks=[task.value for task in agent.tasks],
                      fallback_tasks=agent.gateway.fell_back.get(page.url, []), fields=fields,
-                     text_tokens=page.text_tokens, reused=stored is not None)
+                     text_tokens=page.text_tokens, reused=stored is not None,
+                     place={key: value for key, value in vars(page.place).items() if value} or None)
 
 
 def failed_result(ref: DocRef, settings: Settings, stage: str, reason: str, title: str = "",

@@ -1,0 +1,143 @@
+"""Topics from a site's own navigation: each page's "up" link (DocBook's and Sphinx's accesskey="u", <link
+rel="up">, a breadcrumb's last step) leads to its chapter, and the chapters right below the home page are the
+topics. A flat folder of 1,200 DocBook pages is grouped into its parts this way instead of one topic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from collections import Counter
+from typing import Iterable, Mapping
+from urllib.parse import urldefrag, urljoin
+
+import lxml.html
+from lxml import etree
+
+from .models import DocResult
+from .titles import split_site_name, site_name
+
+__all__ = ["PageNav", "read_nav", "up_link", "nav_topics", "folder_site_name", "with_nav_topics", "pages_site_name"]
+
+_HEAD_BYTES = 96 * 1024  # the up link sits in the header (DocBook, Django) or the top breadcrumb (Sphinx)
+_UP = ("//a[translate(@accesskey, 'U', 'u')='u'][@href]", "//link[@rel='up'][@href]",
+       "(//*[contains(concat(' ', normalize-space(@class), ' '), ' breadcrumb ') or "
+       "contains(concat(' ', normalize-space(@class), ' '), ' breadcrumbs ') or "
+       "contains(translate(@aria-label, 'B', 'b'), 'breadcrumb')])[1]//a[@href]")
+_MAX_DEPTH = 64
+_FEW = 6  # pages below which any grouping the navigation gives is taken
+
+
+@dataclass(frozen=True)
+class PageNav:
+    """What a page's head says about its place: its <title> and the page one level up (URL, name)."""
+
+    title: str = ""
+    up: str = ""
+    up_title: str = ""
+
+
+def read_nav(path: Path, url: str) -> PageNav:
+    """The <title> and up link of the HTML file at `path` (whose URL is `url`), from its first bytes."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+    except OSError:
+        return PageNav()
+    if not head.strip():
+        return PageNav()
+    try:
+        root = lxml.html.document_fromstring(head, parser=lxml.html.HTMLParser(encoding="utf-8",
+                                                                               remove_comments=True))
+    except (etree.LxmlError, ValueError):
+        return PageNav()
+    return PageNav(" ".join("".join(root.xpath("//head/title//text()")).split()), *up_link(root, url))
+
+
+def up_link(root: etree._Element, url: str) -> tuple[str, str]:
+    """(URL, name) of the page one level up from the page at `url`, or ("", "") when it names none."""
+    for path_expr in _UP:
+        found = root.xpath(path_expr)
+        if found:
+            link = found[-1]  # a breadcrumb's last step is the nearest; there is one up link otherwise
+            href = link.get("href", "").strip()
+            target = urldefrag(urljoin(url, href))[0] if href and not href.startswith("#") else ""
+            if target and target != urldefrag(url)[0]:
+                name = link.get("title") or " ".join(link.text_content().split())
+                return target, (name if name.lower() not in ("up", "parent") else "")
+    return "", ""
+
+
+def nav_topics(navs: Mapping[str, PageNav], home: str | None) -> dict[str, str]:
+    """Each page's topic: the title of its ancestor right below the home page (or below the top when there
+    is no home), at the shallowest level that splits the site into two topics or more. Pages with no up link
+    (the home page, indexes, search) are left out: the caller falls back to folders for them; so are all
+    pages when that level leaves most topics with one page (a navigation that groups nothing)."""
+    chains = {url: _chain(url, navs, home) for url in navs if navs[url].up}  # no up link: not placed
+    chains = {url: chain for url, chain in chains.items() if chain}
+    for level in range(_MAX_DEPTH):
+        heads = {url: chain[min(level, len(chain) - 1)] for url, chain in chains.items()}
+        groups = len(set(heads.values()))
+        if groups >= 2 or all(len(chain) <= level + 1 for chain in chains.values()):
+            if len(heads) >= _FEW and groups > len(heads) / 2:
+                return {}  # every page a topic of its own (Django's topics/ are all "up" to one page): no grouping
+            return {url: _name(head, navs) for url, head in heads.items()}
+    return {}
+
+
+def _chain(url: str, navs: Mapping[str, PageNav], home: str | None) -> list[str]:
+    """The page's ancestors from the top down, the page last; the home page is not part of any chain (its
+    own is empty), and a chain that loops or leaves the site is cut where it does."""
+    chain = [url]
+    seen = {url}
+    while True:
+        up = navs[chain[-1]].up if chain[-1] in navs else ""
+        if not up or up == home or up in seen or len(chain) > _MAX_DEPTH:
+            break
+        if up not in navs:  # a parent outside the pages read: it is the top, if it is named
+            break
+        chain.append(up)
+        seen.add(up)
+    if url == home:
+        return []
+    return chain[::-1]
+
+
+def _name(url: str, navs: Mapping[str, PageNav]) -> str:
+    """A topic's name: its page's title (the caller's, without the site's name), else how its children link
+    it."""
+    own = navs[url].title if url in navs else ""
+    if own:
+        return own
+    linked = next((nav.up_title for nav in navs.values() if nav.up == url and nav.up_title), "")
+    return linked or url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def folder_site_name(navs: Mapping[str, PageNav], home: str | None, fallback: str) -> str:
+    """The site's name: the suffix most page titles share ("Django 3.2.25 documentation"), else the home
+    page's title, else `fallback` (the folder's name)."""
+    shared = site_name(nav.title for nav in navs.values())
+    if shared:
+        return shared
+    if home and home in navs and navs[home].title:
+        return split_site_name(navs[home].title)[0]
+    return fallback
+
+
+def with_nav_topics(results: list[DocResult]) -> list[DocResult]:
+    """The results with topics from the up links their pages recorded (a crawl's or a sitemap's pages,
+    whose URLs may say nothing of the site's structure); a page that recorded none keeps its topic."""
+    navs = {r.url: PageNav(r.title, (r.place or {}).get("up", ""), (r.place or {}).get("up_title", ""))
+            for r in results}
+    topics = nav_topics(navs, None)
+    return [replace(r, topic=topics[r.url]) if r.url in topics else r for r in results]
+
+
+def pages_site_name(results: Iterable[DocResult]) -> str:
+    """The site's name the pages' <title>s give, when most of them give the same one; else ""."""
+    results = list(results)
+    names = Counter((r.place or {}).get("site", "") for r in results)
+    names.pop("", None)
+    if not names:
+        return ""
+    name, seen = names.most_common(1)[0]
+    return name if seen >= max(2, len(results) / 2) else ""

@@ -1,0 +1,163 @@
+"""A folder's topics come from its pages' navigation (up links), else from subfolders; the index is named
+after the site, not the folder."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import pytest
+
+from document_it.fetch import FetchLimits
+from document_it.models import ROOT_TOPIC
+from document_it.navigation import PageNav, nav_topics, read_nav
+from document_it.sources import discover
+
+DOCS = Path("/usr/share/doc")
+
+
+def _docbook(title: str, up: str | None, up_title: str = "") -> str:
+    """A DocBook page as PostgreSQL's docs are written: the up link in the navigation header."""
+    up_link = f'<a accesskey="u" href="{up}" title="{up_title}">Up</a>' if up else ""
+    return (f'<html><head><title>{title}</title></head><body><div class="navheader"><table><tr><td>{up_link}'
+            f'</td></tr></table></div><div class="sect1"><h2 class="title">{title}</h2><p>About {title}.</p>'
+            "</div></body></html>")
+
+
+def _flat_site(root: Path) -> None:
+    """One folder: a home page, two parts with a chapter each, pages under the chapters, and an index page
+    with no up link."""
+    pages = {
+        "index.html": ("Example 1.0 Documentation", None, ""),
+        "tutorial.html": ("Part I. Tutorial", "index.html", "Example 1.0 Documentation"),
+        "start.html": ("Chapter 1. Getting Started", "tutorial.html", "Part I. Tutorial"),
+        "install.html": ("1.1. Installation", "start.html", "Chapter 1. Getting Started"),
+        "first.html": ("1.2. A First Program", "start.html", "Chapter 1. Getting Started"),
+        "reference.html": ("Part II. Reference", "index.html", "Example 1.0 Documentation"),
+        "commands.html": ("Commands", "reference.html", "Part II. Reference"),
+        "cmd-run.html": ("RUN", "commands.html", "Commands"),
+        "cmd-stop.html": ("STOP", "commands.html", "Commands"),
+        "bookindex.html": ("Index", None, ""),
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    for name, (title, up, up_title) in pages.items():
+        (root / name).write_text(_docbook(title, up, up_title))
+
+
+def test_a_flat_folder_is_grouped_by_its_up_links_and_named_after_the_site(tmp_path):
+    _flat_site(tmp_path / "html")
+    index = discover(str(tmp_path / "html"), FetchLimits())
+    topics = {Path(ref.url).name: ref.topic for ref in index.refs}
+    assert index.title == "Example 1.0 Documentation"  # the home page's title, not "html"
+    assert {name for name, topic in topics.items() if topic == "Part I. Tutorial"} == \
+        {"tutorial.html", "start.html", "install.html", "first.html"}
+    assert {name for name, topic in topics.items() if topic == "Part II. Reference"} == \
+        {"reference.html", "commands.html", "cmd-run.html", "cmd-stop.html"}
+    # pages with no up link stay at the top, under the home page's name rather than "(root)"
+    assert topics["index.html"] == topics["bookindex.html"] == "Example 1.0 Documentation"
+
+
+def test_one_part_is_split_at_the_next_level_down():
+    home = "file:///s/index.html"
+    navs = {home: PageNav("Home"),
+            "file:///s/part.html": PageNav("Part I", home),
+            "file:///s/a.html": PageNav("Chapter A", "file:///s/part.html"),
+            "file:///s/a1.html": PageNav("A.1", "file:///s/a.html"),
+            "file:///s/b.html": PageNav("Chapter B", "file:///s/part.html")}
+    topics = nav_topics(navs, home)
+    assert topics == {"file:///s/part.html": "Part I", "file:///s/a.html": "Chapter A",
+                      "file:///s/a1.html": "Chapter A", "file:///s/b.html": "Chapter B"}
+
+
+def test_a_loop_of_up_links_ends():
+    navs = {"file:///s/a.html": PageNav("A", "file:///s/b.html"), "file:///s/b.html": PageNav("B", "file:///s/a.html"),
+            "file:///s/c.html": PageNav("C", "file:///s/d.html"), "file:///s/d.html": PageNav("D", "file:///s/x.html")}
+    assert set(nav_topics(navs, None)) == set(navs)
+
+
+def test_the_sphinx_breadcrumb_and_django_up_links_are_read(tmp_path):
+    sphinx = tmp_path / "argparse.html"
+    sphinx.write_text('<html><head><title>argparse — Python docs</title></head><body><div class="related"><ul>'
+                      '<li><a href="../index.html">Docs</a></li><li><a href="allos.html" accesskey="U">Generic '
+                      "Operating System Services</a></li></ul></div></body></html>")
+    nav = read_nav(sphinx, sphinx.as_uri())
+    assert nav == PageNav("argparse — Python docs", (tmp_path / "allos.html").as_uri(),
+                          "Generic Operating System Services")
+    django = tmp_path / "models.html"
+    django.write_text('<html><head><title>Models</title></head><body><div class="nav">'
+                      '<a href="../index.html" title="Using Django" accesskey="U">up</a></div></body></html>')
+    assert read_nav(django, django.as_uri()).up_title == "Using Django"
+    crumbs = tmp_path / "page.html"
+    crumbs.write_text('<html><head><title>Page</title></head><body><nav aria-label="Breadcrumb"><ol>'
+                      '<li><a href="/">Home</a></li><li><a href="guide/">Guide</a></li></ol></nav></body></html>')
+    assert read_nav(crumbs, crumbs.as_uri()).up == (tmp_path / "guide").as_uri() + "/"
+
+
+def test_markdown_folders_keep_their_subfolder_topics(tmp_path):
+    for rel in ("guide/a.md", "guide/b.md", "api/c.md", "top.md"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"# {rel}\n\nSome text.\n")
+    index = discover(str(tmp_path), FetchLimits())
+    assert {Path(ref.url).name: ref.topic for ref in index.refs} == \
+        {"a.md": "guide", "b.md": "guide", "c.md": "api", "top.md": ROOT_TOPIC}
+    assert index.title == tmp_path.name  # nothing better to name it by
+
+
+@pytest.mark.parametrize("folder, site", [
+    ("postgresql-doc-15/html", "PostgreSQL"), ("python-django-doc/html", "Django"), ("python3.11/html", "Python"),
+])
+def test_real_documentation_folders_get_their_sites_topics(folder, site):
+    """Debian's doc packages, where installed: several topics, none holding most of the site, named after
+    the site."""
+    root = DOCS / folder
+    if not root.is_dir():
+        pytest.skip(f"{root} is not installed (apt-get install python3.11-doc python-django-doc postgresql-doc-15)")
+    index = discover(str(root), FetchLimits())
+    counts = collections.Counter(ref.topic for ref in index.refs)
+    assert site in index.title and index.title != "html"
+    assert len(counts) >= 5 and ROOT_TOPIC not in counts
+    assert counts.most_common(1)[0][1] < 0.7 * len(index.refs)
+
+
+def _flat_docbook_site(root: Path, chapters: int = 3, pages: int = 4) -> None:
+    """A DocBook-like site in one folder, every page linked from the home page and up to its chapter, its
+    <title>s carrying the site's name."""
+    root.mkdir(parents=True, exist_ok=True)
+    links = []
+    for c in range(chapters):
+        chapter = f"ch{c}.html"
+        links.append(chapter)
+        (root / chapter).write_text(_docbook(f"Chapter {c}. Part {c} — Demo Docs", "index.html", "Demo Docs"))
+        for p in range(pages):
+            name = f"ch{c}-s{p}.html"
+            links.append(name)
+            (root / name).write_text(_docbook(f"{c}.{p}. Section {p} of {c} — Demo Docs", chapter,
+                                              f"Chapter {c}. Part {c}"))
+    body = "".join(f'<li><a href="{name}">{name}</a></li>' for name in links)
+    (root / "index.html").write_text(f"<html><head><title>Demo Docs</title></head><body><main><h1>Demo Docs</h1>"
+                                     f"<p>All about the demo.</p><ul>{body}</ul></main></body></html>")
+    (root / "urls.txt").write_text("".join(f"{name}\n" for name in ["index.html", *links]))
+
+
+@pytest.mark.parametrize("start", ["index.html", "urls.txt"])
+def test_a_crawled_or_listed_flat_site_gets_topics_from_its_up_links(tmp_path, start):
+    """Over real HTTP on loopback: a crawl from the home page, and a URL list, of a site whose URLs are all in
+    one folder; topics and the report's title come from the pages' own navigation."""
+    import json
+
+    from document_it.cli import main
+    from document_it.testing.site import SiteServer
+
+    _flat_docbook_site(tmp_path / "site")
+    with SiteServer(tmp_path / "site") as site:
+        code = main(["--source", site.url(start), "--output-dir", str(tmp_path / "out"), "--state-dir",
+                     str(tmp_path / "state"), "--quiet", "--parallelism-mode", "async", "--allow-private"])
+    assert code == 0
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    topics = {row["url"].rsplit("/", 1)[-1]: row["topic"] for row in rows}
+    assert len(rows) == 16
+    for c in range(3):
+        assert {name for name, topic in topics.items() if topic == f"Chapter {c}. Part {c}"} == \
+            {f"ch{c}.html", *(f"ch{c}-s{p}.html" for p in range(4))}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report.startswith("# Demo Docs")
