@@ -13,10 +13,11 @@ from urllib.parse import urldefrag, urljoin
 import lxml.html
 from lxml import etree
 
+from .chrome import main_region, strip_chrome
 from .models import DocResult
 from .titles import split_site_name, site_name
 
-__all__ = ["PageNav", "read_nav", "up_link", "nav_topics", "folder_site_name", "with_nav_topics", "pages_site_name"]
+__all__ = ["PageNav", "read_nav", "up_link", "nav_topics", "folder_site_name", "with_nav_topics", "pages_site_name", "home_sections"]
 
 _HEAD_BYTES = 96 * 1024  # the up link sits in the header (DocBook, Django) or the top breadcrumb (Sphinx)
 _UP = ("//a[translate(@accesskey, 'U', 'u')='u'][@href]", "//link[@rel='up'][@href]",
@@ -141,3 +142,34 @@ def pages_site_name(results: Iterable[DocResult]) -> str:
         return ""
     name, seen = names.most_common(1)[0]
     return name if seen >= max(2, len(results) / 2) else ""
+
+
+_HOME_BYTES = 5 * 1024 * 1024
+_SECTION_HEADINGS = ("h2", "h3", "h4", "h5", "h6")
+_LONGEST_HEADING = 120
+
+
+def home_sections(path: Path, url: str, pages: set[str]) -> dict[str, str]:
+    """url → the home page's section that lists it: a home page that is a table of contents under headings
+    (git's manual lists its 150 commands under "Main porcelain commands", "Interrogation commands", …)
+    groups a folder whose pages carry no up links. Only list entries count (<li>, <dt>), not a link in
+    running text; a page listed twice keeps its first section. {} unless two sections or more list pages."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(_HOME_BYTES)
+        root = lxml.html.document_fromstring(data, parser=lxml.html.HTMLParser(encoding="utf-8",
+                                                                               remove_comments=True))
+    except (OSError, etree.LxmlError, ValueError):
+        return {}
+    strip_chrome(root)
+    found: dict[str, str] = {}
+    section = ""
+    for el in main_region(root).iter(etree.Element):
+        if el.tag in _SECTION_HEADINGS:
+            text = " ".join(el.text_content().split())
+            section = text if len(text) <= _LONGEST_HEADING else ""  # a "heading" that wraps a whole list is not one
+        elif el.tag == "a" and section and el.xpath("ancestor::li or ancestor::dt"):
+            target = urldefrag(urljoin(url, (el.get("href") or "").strip()))[0]
+            if target in pages and target != url:
+                found.setdefault(target, section)
+    return found if len(set(found.values())) >= 2 else {}

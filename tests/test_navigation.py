@@ -161,3 +161,28 @@ def test_a_crawled_or_listed_flat_site_gets_topics_from_its_up_links(tmp_path, s
             {f"ch{c}.html", *(f"ch{c}-s{p}.html" for p in range(4))}
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.startswith("# Demo Docs")
+
+
+def test_a_flat_folder_without_up_links_is_grouped_by_the_sections_of_its_home_page(tmp_path):
+    """git's manual: one folder of man pages with no navigation, its home page listing them under
+    headings. Links in running text do not place a page; the list entries do."""
+    site = tmp_path / "git-doc"
+    site.mkdir()
+    groups = {"Main porcelain commands": ["git-add", "git-commit", "git-log"],
+              "Interrogation commands": ["git-cat-file", "git-ls-files"]}
+    body = ['<h2>DESCRIPTION</h2><p>Git is a version control system; see <a href="git-log.html">git-log(1)</a>.</p>']
+    for heading, names in groups.items():
+        body.append(f"<h3>{heading}</h3><dl>" + "".join(f'<dt><a href="{n}.html">{n}(1)</a></dt><dd>does {n}</dd>'
+                                                         for n in names) + "</dl>")
+        for name in names:
+            (site / f"{name}.html").write_text(f"<html><head><title>{name}(1)</title></head><body><h1>{name}(1)"
+                                               f"</h1><p>The {name} command.</p></body></html>")
+    (site / "index.html").write_text("<html><head><title>git(1)</title></head><body><h1>git(1)</h1>"
+                                     + "".join(body) + "</body></html>")
+    (site / "gitglossary.html").write_text("<html><head><title>gitglossary(7)</title></head><body>"
+                                           "<p>Terms.</p></body></html>")
+    index = discover(str(site), FetchLimits())
+    topics = {Path(ref.url).stem: ref.topic for ref in index.refs}
+    assert topics == {"git-add": "Main porcelain commands", "git-commit": "Main porcelain commands",
+                      "git-log": "Main porcelain commands", "git-cat-file": "Interrogation commands",
+                      "git-ls-files": "Interrogation commands", "index": "git(1)", "gitglossary": "git(1)"}
