@@ -13,11 +13,12 @@ from urllib.parse import urldefrag, urljoin
 import lxml.html
 from lxml import etree
 
-from .chrome import main_region, strip_chrome
-from .models import DocResult
+from .chrome import main_region
+from .models import DocRef, DocResult
 from .titles import split_site_name, site_name
 
-__all__ = ["PageNav", "read_nav", "up_link", "nav_topics", "folder_site_name", "with_nav_topics", "pages_site_name", "home_sections"]
+__all__ = ["PageNav", "read_nav", "up_link", "nav_topics", "folder_site_name", "with_nav_topics", "pages_site_name", "home_links", "home_sections",
+           "site_order"]
 
 _HEAD_BYTES = 96 * 1024  # the up link sits in the header (DocBook, Django) or the top breadcrumb (Sphinx)
 _UP = ("//a[translate(@accesskey, 'U', 'u')='u'][@href]", "//link[@rel='up'][@href]",
@@ -81,6 +82,8 @@ def nav_topics(navs: Mapping[str, PageNav], home: str | None) -> dict[str, str]:
         if groups >= 2 or all(len(chain) <= level + 1 for chain in chains.values()):
             if len(heads) >= _FEW and groups > len(heads) / 2:
                 return {}  # every page a topic of its own (Django's topics/ are all "up" to one page): no grouping
+            # a head with no up link of its own (Sphinx's library/index.html) leads its topic all the same
+            heads.update({head: head for head in set(heads.values())})
             return {url: _name(head, navs) for url, head in heads.items()}
     return {}
 
@@ -149,27 +152,51 @@ _SECTION_HEADINGS = ("h2", "h3", "h4", "h5", "h6")
 _LONGEST_HEADING = 120
 
 
-def home_sections(path: Path, url: str, pages: set[str]) -> dict[str, str]:
-    """url → the home page's section that lists it: a home page that is a table of contents under headings
-    (git's manual lists its 150 commands under "Main porcelain commands", "Interrogation commands", …)
-    groups a folder whose pages carry no up links. Only list entries count (<li>, <dt>), not a link in
-    running text; a page listed twice keeps its first section. {} unless two sections or more list pages."""
+def home_links(path: Path, url: str) -> list[tuple[str, str, bool]]:
+    """The links of the home page's content at `path` (URL `url`) in document order: (target, the section
+    heading above it, whether it is a list entry <li>/<dt> rather than a link in running text). Its table
+    of contents is what is wanted here, so it is not stripped as chrome (DocBook's is a div.toc)."""
     try:
         with path.open("rb") as handle:
             data = handle.read(_HOME_BYTES)
         root = lxml.html.document_fromstring(data, parser=lxml.html.HTMLParser(encoding="utf-8",
                                                                                remove_comments=True))
     except (OSError, etree.LxmlError, ValueError):
-        return {}
-    strip_chrome(root)
-    found: dict[str, str] = {}
+        return []
+    links = []
     section = ""
     for el in main_region(root).iter(etree.Element):
         if el.tag in _SECTION_HEADINGS:
             text = " ".join(el.text_content().split())
             section = text if len(text) <= _LONGEST_HEADING else ""  # a "heading" that wraps a whole list is not one
-        elif el.tag == "a" and section and el.xpath("ancestor::li or ancestor::dt"):
-            target = urldefrag(urljoin(url, (el.get("href") or "").strip()))[0]
-            if target in pages and target != url:
-                found.setdefault(target, section)
+        elif el.tag == "a" and el.get("href"):
+            target = urldefrag(urljoin(url, el.get("href", "").strip()))[0]
+            if target != url:
+                links.append((target, section, bool(el.xpath("ancestor::li or ancestor::dt"))))
+    return links
+
+
+def home_sections(links: list[tuple[str, str, bool]], pages: set[str]) -> dict[str, str]:
+    """url → the home page's section that lists it: a home page that is a table of contents under headings
+    (git's manual lists its 150 commands under "Main porcelain commands", "Interrogation commands", …)
+    groups a folder whose pages carry no up links. Only list entries count, not a link in running text; a
+    page listed twice keeps its first section. {} unless two sections or more list pages."""
+    found: dict[str, str] = {}
+    for target, section, listed in links:
+        if section and listed and target in pages:
+            found.setdefault(target, section)
     return found if len(set(found.values())) >= 2 else {}
+
+
+def site_order(refs: list[DocRef], links: list[tuple[str, str, bool]], home: str | None = None) -> list[DocRef]:
+    """`refs` with their topics in the order the home page first links a page of each (the site's own
+    order: PostgreSQL's Preface, Part I … Part VIII, Bibliography), the home page's own topic first, topics
+    it never links last, as they came; the pages keep their order inside a topic."""
+    first = {home: -1} if home else {}
+    for target, _, _ in links:
+        first.setdefault(target, len(first))
+    rank: dict[str, float] = {}
+    for ref in refs:
+        rank[ref.topic] = min(rank.get(ref.topic, float("inf")), first.get(ref.url, float("inf")))
+    arrival = {topic: i for i, topic in enumerate(dict.fromkeys(ref.topic for ref in refs))}
+    return sorted(refs, key=lambda ref: (rank[ref.topic], arrival[ref.topic]))

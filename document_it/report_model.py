@@ -162,7 +162,8 @@ def build_report(results: list[DocResult], synthesis: dict[str, Any], summary: d
     grouped: dict[str, list[DocResult]] = {}
     for result in results:
         grouped.setdefault(result.topic or NO_TOPIC, []).append(result)
-    names = sorted(grouped, key=_topic_order)
+    site = {name: i for i, name in enumerate(summary.get("topic_order") or ())}
+    names = sorted(grouped, key=lambda name: _topic_order(name, site))
     anchors = _Anchors()
     topic_anchors = {name: anchors.take("topic", name) for name in names}
     anchored = {name: [(r, anchors.take("page", r.title or _stem(r.url))) for r in grouped[name]] for name in names}
@@ -202,9 +203,14 @@ def counted(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
-def _topic_order(name: str) -> tuple[int, str]:
-    """The site's top first, pages without a topic last, the rest by name."""
-    return (0 if name == ROOT_TOPIC else 2 if name == NO_TOPIC else 1, name.casefold())
+def _topic_order(name: str, site: dict[str, int]) -> tuple[int, int, str]:
+    """The site's own order (run.json's topic_order, the index's), then the site's top and the rest by name;
+    pages without a topic last."""
+    if name == NO_TOPIC:
+        return (2, 0, "")
+    if name in site:
+        return (0, site[name], "")
+    return (1, 0 if name == ROOT_TOPIC else 1, name.casefold())
 
 
 def _stem(url: str) -> str:

@@ -16,7 +16,7 @@ from .encoding import choose_encoding, decode
 from .errors import SourceError
 from .fetch import INDEX_TYPES, FetchLimits, fetch
 from .models import ROOT_TOPIC, DocRef
-from .navigation import folder_site_name, home_sections, nav_topics, read_nav
+from .navigation import folder_site_name, home_links, home_sections, nav_topics, read_nav, site_order
 from .titles import split_site_name
 from .redact import printable
 from .sampling import sample
@@ -103,8 +103,9 @@ def _from_folder(folder: Path) -> LlmsIndex:
     home = next(((root / name).as_uri() for name in ("index.html", "index.htm") if (root / name).is_file()), None)
     by_nav = nav_topics({url: replace(nav, title=split_site_name(nav.title)[0]) for url, nav in navs.items()}, home)
     home_topic = split_site_name(navs[home].title)[0] if home in navs and navs[home].title else ROOT_TOPIC
+    links = home_links(root / Path(home).name, home) if home else []
     # pages with no up link at the top of the folder: the home page's sections, when it lists them under some
-    listed = home_sections(root / Path(home).name, home, set(navs)) if home and not by_nav else {}
+    listed = home_sections(links, set(navs)) if not by_nav else {}
     refs = []
     for file in files:
         url = file.as_uri()
@@ -112,7 +113,8 @@ def _from_folder(folder: Path) -> LlmsIndex:
         folder_topic = str(rel.parent) if str(rel.parent) != "." else listed.get(url, home_topic)
         refs.append(DocRef(url=url, title="", topic=by_nav.get(url) or folder_topic))
     name = folder_site_name(navs, home, "")
-    return LlmsIndex(name or root.name, "", refs, sectioned=bool(by_nav or listed), named=bool(name))
+    return LlmsIndex(name or root.name, "", site_order(refs, links, home), sectioned=bool(by_nav or listed),
+                     named=bool(name))
 
 
 def _read_url(url: str, limits: FetchLimits) -> tuple[bytes, str]:

@@ -186,3 +186,23 @@ def test_a_flat_folder_without_up_links_is_grouped_by_the_sections_of_its_home_p
     assert topics == {"git-add": "Main porcelain commands", "git-commit": "Main porcelain commands",
                       "git-log": "Main porcelain commands", "git-cat-file": "Interrogation commands",
                       "git-ls-files": "Interrogation commands", "index": "git(1)", "gitglossary": "git(1)"}
+
+
+def test_topics_come_in_the_order_the_home_page_lists_them_and_the_report_keeps_it(tmp_path):
+    """The flat DocBook site's home page lists Part II before Part I: the index, run.json and report follow
+    the site, not the alphabet."""
+    from document_it.cli import main
+
+    _flat_site(tmp_path / "html")
+    home = tmp_path / "html" / "index.html"
+    home.write_text(home.read_text().replace(
+        "</div></body>", '<div class="toc"><dl><dt><a href="reference.html">Part II</a></dt>'
+                         '<dt><a href="tutorial.html">Part I</a></dt></dl></div></div></body>'))
+    index = discover(str(tmp_path / "html"), FetchLimits())
+    assert list(dict.fromkeys(ref.topic for ref in index.refs)) == \
+        ["Example 1.0 Documentation", "Part II. Reference", "Part I. Tutorial"]
+    assert main(["--source", str(tmp_path / "html"), "--output-dir", str(tmp_path / "out"), "--state-dir",
+                 str(tmp_path / "state"), "--quiet"]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report.index("### Example 1.0 Documentation") < report.index("### Part II. Reference") \
+        < report.index("### Part I. Tutorial")

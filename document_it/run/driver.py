@@ -163,6 +163,7 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None, chos
                "crawl": crawl.to_options() if crawl else None, "oneshot": oneshot,
                "nav_topics": crawl is not None or (not index.sectioned and _flat(index.refs)),
                "title_from_pages": not index.named,
+               "topic_order": list(dict.fromkeys(ref.topic for ref in index.refs)),  # the site's own order
                "settings": {k: _option(v) for k, v in stored.items()}}
     info = queue.start_run(settings.source, options)
     if crawl is not None:
@@ -361,6 +362,7 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
                             total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS],
                             this_run=made)
     summary["output_dir"] = str(settings.output_dir)
+    summary["topic_order"] = queue.run(spec.run_id).options.get("topic_order") or []
     if spec.database == settings.jobs_path:  # --no-queue's temporary database is gone after the run
         summary["queue"] = {"run_id": spec.run_id, "resumed": resumed,
                             "jobs": {state.value: n for state, n in counts.items()}}
