@@ -384,7 +384,8 @@ def _question_rows(summary: dict[str, Any], requests: int, results: list[DocResu
     cache = llm.get("cache") or {}
     if cache.get("enabled"):
         hits, misses = int(cache.get("hits", 0)), int(cache.get("misses", 0))
-        rows.append(Figure("answers found in the cache", f"{hits:,} of {hits + misses:,} looked up"))
+        what = "parsed pages found in the cache" if _offline(summary) else "parsed pages and answers found in the cache"
+        rows.append(Figure(what, f"{hits:,} of {hits + misses:,} looked up"))
     reused = sum(r.reused for r in results)
     if reused:
         rows.append(Figure("pages analysed by an earlier run", f"{reused} of {len(results)} (from the cache, or "

@@ -133,7 +133,7 @@ def _flat_docbook_site(root: Path, chapters: int = 3, pages: int = 4) -> None:
             links.append(name)
             (root / name).write_text(_docbook(f"{c}.{p}. Section {p} of {c} — Demo Docs", chapter,
                                               f"Chapter {c}. Part {c}"))
-    body = "".join(f'<li><a href="{name}">{name}</a></li>' for name in links)
+    body = "".join(f'<li><a href="{name}">{name}</a></li>' for name in sorted(links, reverse=True))  # last first
     (root / "index.html").write_text(f"<html><head><title>Demo Docs</title></head><body><main><h1>Demo Docs</h1>"
                                      f"<p>All about the demo.</p><ul>{body}</ul></main></body></html>")
     (root / "urls.txt").write_text("".join(f"{name}\n" for name in ["index.html", *links]))
@@ -161,6 +161,10 @@ def test_a_crawled_or_listed_flat_site_gets_topics_from_its_up_links(tmp_path, s
             {f"ch{c}.html", *(f"ch{c}-s{p}.html" for p in range(4))}
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.startswith("# Demo Docs")
+    # in the order the site gives: a crawl meets the home page's list (last chapter first), a URL list its own
+    chapters = [2, 1, 0] if start == "index.html" else [0, 1, 2]
+    at = [report.index(f"### Chapter {c}. Part {c}") for c in chapters]
+    assert at == sorted(at)
 
 
 def test_a_flat_folder_without_up_links_is_grouped_by_the_sections_of_its_home_page(tmp_path):

@@ -185,7 +185,7 @@ def test_llm_time_summed_over_requests_is_set_against_the_wall_time():
     assert ("The 38 LLM requests spent 3374.0 s waiting for a slot" in run
             and "on average 88.8 were waiting and 0.8 on the wire at any moment of the 38.0 s of wall time" in run)
     assert "| prompts (questions for the LLM) | 44, sent as 38 requests" in run
-    assert "| answers found in the cache | 6 of 44 looked up |" in run
+    assert "| parsed pages and answers found in the cache | 6 of 44 looked up |" in run
     assert "| LLM requests (attempts, retries, 429s) | 38 (40 attempts, 2 retries, 1 rate-limited) |" in run
 
 

@@ -126,3 +126,25 @@ def test_real_documentation_gets_distinct_titles(folder):
     assert len(titles) > 300
     assert len(counts) >= 0.95 * len(titles), counts.most_common(5)
     assert counts.most_common(1)[0][1] <= 3  # no site header standing in for every page
+
+
+def test_a_binary_file_named_like_a_page_fails_and_nothing_of_it_reaches_the_report(tmp_path):
+    from document_it.cli import main
+
+    site = tmp_path / "docs"
+    site.mkdir()
+    (site / "guide.md").write_text("# Guide\n\nInstall the package, then run it.\n")
+    (site / "logo.html").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40)
+    (site / "notes.md").write_bytes(bytes((i * 7919) % 256 for i in range(8000)))
+    assert main(["--source", str(site), "--output-dir", str(tmp_path / "out"), "--state-dir",
+                 str(tmp_path / "state"), "--quiet"]) == 3  # some pages failed
+    import json
+
+    rows = {Path(r["url"]).name: r for r in map(json.loads, (tmp_path / "out" / "results.jsonl").read_text().splitlines())}
+    assert rows["guide.md"]["status"] == "completed"
+    for name in ("logo.html", "notes.md"):
+        assert rows[name]["status"] == "failed" and rows[name]["error"].endswith("not a text document")
+        assert rows[name]["analysis"] is None
+    for output in ("report.md", "report.html"):
+        text = (tmp_path / "out" / output).read_text()
+        assert "not a text document" in text and "\ufffd" not in text and "PNG" not in text

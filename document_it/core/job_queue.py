@@ -284,6 +284,10 @@ class JobQueue(PageMemory):
         """The dedupe keys of every job of the run."""
         return {row[0] for row in self._read("SELECT key FROM jobs WHERE run_id = ?", run_id)}
 
+    def urls(self, run_id: int) -> list[str]:
+        """The run's page URLs in the order they were queued: shallowest first, then as they were found."""
+        return [row[0] for row in self._read("SELECT url FROM jobs WHERE run_id = ? ORDER BY depth, seq", run_id)]
+
     def claim(self, run_id: int, worker: str) -> Job | None:
         """Take the next job (pending, or leased by a worker that stopped renewing), shallowest first."""
         jobs = self.claim_many(run_id, worker, 1)

@@ -362,7 +362,7 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
                             total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS],
                             this_run=made)
     summary["output_dir"] = str(settings.output_dir)
-    summary["topic_order"] = queue.run(spec.run_id).options.get("topic_order") or []
+    summary["topic_order"] = _topic_order(queue, spec, results)
     if spec.database == settings.jobs_path:  # --no-queue's temporary database is gone after the run
         summary["queue"] = {"run_id": spec.run_id, "resumed": resumed,
                             "jobs": {state.value: n for state, n in counts.items()}}
@@ -385,6 +385,15 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
     if complete:
         queue.prune(keep_runs=3)
     return summary
+
+
+def _topic_order(queue: JobQueue, spec: RunSpec, results: list[DocResult]) -> list[str]:
+    """The site's own order of its topics: the index's, or for topics from the pages' navigation, the order
+    their pages were found in (a crawl from the home page meets its table of contents first)."""
+    if not spec.nav_topics:
+        return queue.run(spec.run_id).options.get("topic_order") or []
+    found = {url: i for i, url in enumerate(queue.urls(spec.run_id))}
+    return list(dict.fromkeys(r.topic for r in sorted(results, key=lambda r: found.get(r.url, len(found)))))
 
 
 def _mark_removed(queue: JobQueue, spec: RunSpec) -> None:
