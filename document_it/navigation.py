@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from collections import Counter
+import re
 from typing import Iterable, Mapping
 from urllib.parse import urldefrag, urljoin
 
@@ -15,10 +15,10 @@ from lxml import etree
 
 from .chrome import main_region
 from .models import DocRef, DocResult
-from .titles import split_site_name, site_name
+from .titles import shared_name, site_name, split_site_name
 
 __all__ = ["PageNav", "read_nav", "up_link", "nav_topics", "folder_site_name", "with_nav_topics", "pages_site_name", "home_links", "home_sections",
-           "site_order"]
+           "site_order", "home_name"]
 
 _HEAD_BYTES = 96 * 1024  # the up link sits in the header (DocBook, Django) or the top breadcrumb (Sphinx)
 _UP = ("//a[translate(@accesskey, 'U', 'u')='u'][@href]", "//link[@rel='up'][@href]",
@@ -26,6 +26,9 @@ _UP = ("//a[translate(@accesskey, 'U', 'u')='u'][@href]", "//link[@rel='up'][@hr
        "contains(concat(' ', normalize-space(@class), ' '), ' breadcrumbs ') or "
        "contains(translate(@aria-label, 'B', 'b'), 'breadcrumb')])[1]//a[@href]")
 _MAX_DEPTH = 64
+_STUB_WORDS = 40
+_HOME_WORDS = re.compile(r"\s*[-–—:|]?\s*\b(home ?page|home|start page|welcome)\s*$", re.IGNORECASE)
+_NOT_UP = re.compile(r"_sources/|\bview (page )?source\b|\bedit (on|this)\b|\bshow source\b", re.IGNORECASE)
 _FEW = 6  # pages below which any grouping the navigation gives is taken
 
 
@@ -36,6 +39,7 @@ class PageNav:
     title: str = ""
     up: str = ""
     up_title: str = ""
+    stub: bool = False  # a redirect stub (<meta http-equiv="refresh"> and next to no text): not a page
 
 
 def read_nav(path: Path, url: str) -> PageNav:
@@ -52,20 +56,25 @@ def read_nav(path: Path, url: str) -> PageNav:
                                                                                remove_comments=True))
     except (etree.LxmlError, ValueError):
         return PageNav()
-    return PageNav(" ".join("".join(root.xpath("//head/title//text()")).split()), *up_link(root, url))
+    title = " ".join("".join(root.xpath("//head/title//text()")).split())
+    refresh = root.xpath("//meta[translate(@http-equiv, 'REFSH', 'refsh')='refresh']")
+    stub = bool(refresh) and len(" ".join(root.xpath("//body//text()")).split()) < _STUB_WORDS
+    return PageNav(title, *up_link(root, url), stub=stub)
 
 
 def up_link(root: etree._Element, url: str) -> tuple[str, str]:
-    """(URL, name) of the page one level up from the page at `url`, or ("", "") when it names none."""
+    """(URL, name) of the page one level up from the page at `url`, or ("", "") when it names none. A
+    breadcrumb is read from its end: the nearest step that is neither the page itself nor a link to its
+    source or an edit form (Read the Docs' "View page source")."""
+    here = urldefrag(url)[0]
     for path_expr in _UP:
-        found = root.xpath(path_expr)
-        if found:
-            link = found[-1]  # a breadcrumb's last step is the nearest; there is one up link otherwise
+        for link in reversed(root.xpath(path_expr)):
             href = link.get("href", "").strip()
             target = urldefrag(urljoin(url, href))[0] if href and not href.startswith("#") else ""
-            if target and target != urldefrag(url)[0]:
-                name = link.get("title") or " ".join(link.text_content().split())
-                return target, (name if name.lower() not in ("up", "parent") else "")
+            name = link.get("title") or " ".join(link.text_content().split())
+            if not target or target == here or _NOT_UP.search(f"{href} {name}"):
+                continue
+            return target, (name if name.lower() not in ("up", "parent") else "")
     return "", ""
 
 
@@ -84,7 +93,9 @@ def nav_topics(navs: Mapping[str, PageNav], home: str | None) -> dict[str, str]:
                 return {}  # every page a topic of its own (Django's topics/ are all "up" to one page): no grouping
             # a head with no up link of its own (Sphinx's library/index.html) leads its topic all the same
             heads.update({head: head for head in set(heads.values())})
-            return {url: _name(head, navs) for url, head in heads.items()}
+            linked = {nav.up: nav.up_title for nav in navs.values() if nav.up and nav.up_title}
+            names = {head: _name(head, navs, linked) for head in set(heads.values())}
+            return {url: names[head] for url, head in heads.items()}
     return {}
 
 
@@ -106,14 +117,11 @@ def _chain(url: str, navs: Mapping[str, PageNav], home: str | None) -> list[str]
     return chain[::-1]
 
 
-def _name(url: str, navs: Mapping[str, PageNav]) -> str:
+def _name(url: str, navs: Mapping[str, PageNav], linked: Mapping[str, str]) -> str:
     """A topic's name: its page's title (the caller's, without the site's name), else how its children link
-    it."""
+    it (`linked`: up URL → the name a child gives it)."""
     own = navs[url].title if url in navs else ""
-    if own:
-        return own
-    linked = next((nav.up_title for nav in navs.values() if nav.up == url and nav.up_title), "")
-    return linked or url.rstrip("/").rsplit("/", 1)[-1]
+    return own or linked.get(url) or url.rstrip("/").rsplit("/", 1)[-1]
 
 
 def folder_site_name(navs: Mapping[str, PageNav], home: str | None, fallback: str) -> str:
@@ -123,8 +131,13 @@ def folder_site_name(navs: Mapping[str, PageNav], home: str | None, fallback: st
     if shared:
         return shared
     if home and home in navs and navs[home].title:
-        return split_site_name(navs[home].title)[0]
+        return home_name(split_site_name(navs[home].title)[0])
     return fallback
+
+
+def home_name(title: str) -> str:
+    """A home page's title without the words that say it is one ("SQLite Home Page" → "SQLite")."""
+    return _HOME_WORDS.sub("", title).strip() or title
 
 
 def with_nav_topics(results: list[DocResult]) -> list[DocResult]:
@@ -138,13 +151,7 @@ def with_nav_topics(results: list[DocResult]) -> list[DocResult]:
 
 def pages_site_name(results: Iterable[DocResult]) -> str:
     """The site's name the pages' <title>s give, when most of them give the same one; else ""."""
-    results = list(results)
-    names = Counter((r.place or {}).get("site", "") for r in results)
-    names.pop("", None)
-    if not names:
-        return ""
-    name, seen = names.most_common(1)[0]
-    return name if seen >= max(2, len(results) / 2) else ""
+    return shared_name([(r.place or {}).get("site", "") for r in results])
 
 
 _HOME_BYTES = 5 * 1024 * 1024
@@ -189,14 +196,15 @@ def home_sections(links: list[tuple[str, str, bool]], pages: set[str]) -> dict[s
 
 
 def site_order(refs: list[DocRef], links: list[tuple[str, str, bool]], home: str | None = None) -> list[DocRef]:
-    """`refs` with their topics in the order the home page first links a page of each (the site's own
-    order: PostgreSQL's Preface, Part I … Part VIII, Bibliography), the home page's own topic first, topics
-    it never links last, as they came; the pages keep their order inside a topic."""
+    """`refs` in the site's reading order: topics in the order the home page first links a page of each
+    (PostgreSQL's Preface, Part I … Part VIII, Bibliography), the home page's own topic first, and inside a
+    topic the pages its table of contents lists in its order; what it never links comes after, as it came."""
     first = {home: -1} if home else {}
     for target, _, _ in links:
         first.setdefault(target, len(first))
-    rank: dict[str, float] = {}
+    never = len(first)
+    rank: dict[str, int] = {}
     for ref in refs:
-        rank[ref.topic] = min(rank.get(ref.topic, float("inf")), first.get(ref.url, float("inf")))
+        rank[ref.topic] = min(rank.get(ref.topic, never), first.get(ref.url, never))
     arrival = {topic: i for i, topic in enumerate(dict.fromkeys(ref.topic for ref in refs))}
-    return sorted(refs, key=lambda ref: (rank[ref.topic], arrival[ref.topic]))
+    return sorted(refs, key=lambda ref: (rank[ref.topic], arrival[ref.topic], first.get(ref.url, never)))

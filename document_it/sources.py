@@ -16,7 +16,7 @@ from .encoding import choose_encoding, decode
 from .errors import SourceError
 from .fetch import INDEX_TYPES, FetchLimits, fetch
 from .models import ROOT_TOPIC, DocRef
-from .navigation import folder_site_name, home_links, home_sections, nav_topics, read_nav, site_order
+from .navigation import PageNav, folder_site_name, home_links, home_name, home_sections, nav_topics, read_nav, site_order
 from .titles import split_site_name
 from .redact import printable
 from .sampling import sample
@@ -97,12 +97,14 @@ def _from_folder(folder: Path) -> LlmsIndex:
     have one, else from their subfolder; the title is the site's name, from what the pages' titles share."""
     root = folder.resolve()
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in PAGE_SUFFIXES
-                   and _inside(p, root))  # a symlink out of the folder is not one of its pages
+                   and _inside(p, root)  # a symlink out of the folder is not one of its pages
+                   and not _built(p.relative_to(root)))
     html = [file for file in files if file.suffix.lower() in (".html", ".htm")]
     navs = {file.as_uri(): read_nav(file, file.as_uri()) for file in html} if len(html) <= _NAV_FILES else {}
+    files = _pages_only(files, html, navs)
     home = next(((root / name).as_uri() for name in ("index.html", "index.htm") if (root / name).is_file()), None)
     by_nav = nav_topics({url: replace(nav, title=split_site_name(nav.title)[0]) for url, nav in navs.items()}, home)
-    home_topic = split_site_name(navs[home].title)[0] if home in navs and navs[home].title else ROOT_TOPIC
+    home_topic = home_name(split_site_name(navs[home].title)[0]) if home in navs and navs[home].title else ROOT_TOPIC
     links = home_links(root / Path(home).name, home) if home else []
     # pages with no up link at the top of the folder: the home page's sections, when it lists them under some
     listed = home_sections(links, set(navs)) if not by_nav else {}
@@ -115,6 +117,22 @@ def _from_folder(folder: Path) -> LlmsIndex:
     name = folder_site_name(navs, home, "")
     return LlmsIndex(name or root.name, "", site_order(refs, links, home), sectioned=bool(by_nav or listed),
                      named=bool(name))
+
+
+def _built(rel: Path) -> bool:
+    """A generator's own files, not the docs: Sphinx's _static, _sources, _modules (highlighted source code),
+    _images, _downloads; any folder whose name starts with "_" or "." holds such."""
+    return any(part.startswith(("_", ".")) for part in rel.parts[:-1])
+
+
+def _pages_only(files: list[Path], html: list[Path], navs: dict[str, PageNav]) -> list[Path]:
+    """`files` without what is not a page of its own: redirect stubs (MkDocs' "Redirecting..."), a 404
+    page, and a Markdown source beside the HTML page made from it (Node.js ships both)."""
+    made = {file.with_suffix("") for file in html}
+    return [file for file in files
+            if not (file.suffix.lower() in (".md", ".markdown") and file.with_suffix("") in made)
+            and file.stem not in ("404", "404-page")
+            and not (file.as_uri() in navs and navs[file.as_uri()].stub)]
 
 
 def _read_url(url: str, limits: FetchLimits) -> tuple[bytes, str]:

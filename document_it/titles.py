@@ -9,7 +9,7 @@ from typing import Iterable
 
 from lxml import etree
 
-__all__ = ["page_title", "head_title", "split_site_name", "site_name"]
+__all__ = ["page_title", "head_title", "split_site_name", "site_name", "shared_name"]
 
 _WS = re.compile(r"[\s\u200b\ufeff]+")
 # what doc generators put between a page's name and the site's: "Models — Django 3.2 documentation",
@@ -50,15 +50,19 @@ def split_site_name(title: str) -> tuple[str, str]:
     return (page, site) if page else (title, "")
 
 
-def site_name(titles: Iterable[str], least: float = 0.5) -> str:
-    """The site's name: the suffix after a separator that at least `least` of the pages' <title>s share
-    ("Django 3.2.25 documentation"); "" when none does."""
-    titles = [t for t in titles if t]
-    counts = Counter(site for _, site in map(split_site_name, titles) if site)
+def site_name(titles: Iterable[str]) -> str:
+    """The site's name: the suffix after a separator that most of the pages' <title>s share ("Django
+    3.2.25 documentation"); "" when none does."""
+    return shared_name([split_site_name(t)[1] for t in titles if t])
+
+
+def shared_name(names: list[str]) -> str:
+    """The name at least half of `names` (and two or more) agree on; "" (no name) never wins."""
+    counts = Counter(name for name in names if name)
     if not counts:
         return ""
     name, seen = counts.most_common(1)[0]
-    return name if seen >= max(2, least * len(titles)) else ""
+    return name if seen >= max(2, len(names) / 2) else ""
 
 
 def _h1s(scope: etree._Element) -> list[str]:

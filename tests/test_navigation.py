@@ -210,3 +210,37 @@ def test_topics_come_in_the_order_the_home_page_lists_them_and_the_report_keeps_
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.index("### Example 1.0 Documentation") < report.index("### Part II. Reference") \
         < report.index("### Part I. Tutorial")
+
+
+def test_up_links_skip_the_page_itself_and_its_source(tmp_path):
+    """A breadcrumb that ends on the page itself, or on "View page source" (Read the Docs' theme), still
+    leads one level up."""
+    page = tmp_path / "guide" / "install.html"
+    page.parent.mkdir()
+    page.write_text('<html><head><title>Install</title></head><body><div role="navigation" aria-label="breadcrumbs">'
+                    '<ul><li><a href="../index.html">Docs</a></li><li><a href="index.html">Guide</a></li>'
+                    '<li><a href="install.html">Install</a></li>'
+                    '<li><a href="../_sources/guide/install.rst.txt">View page source</a></li></ul></div></body></html>')
+    nav = read_nav(page, page.as_uri())
+    assert (nav.up, nav.up_title) == ((tmp_path / "guide" / "index.html").as_uri(), "Guide")
+
+
+def test_a_folder_leaves_out_what_is_not_a_page_of_its_own(tmp_path):
+    """Generator folders (_static, _sources, _modules), redirect stubs, a 404 page and a Markdown source
+    beside its HTML page are not pages; pages in the order the home page lists them, topic by topic."""
+    site = tmp_path / "site"
+    for rel in ("_static/README.md", "_modules/pkg.html", "_sources/a.rst.txt", ".git/x.html"):
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text("<html><head><title>x</title></head><body><p>generated</p></body></html>")
+    (site / "old.html").write_text('<html><head><title>Redirecting...</title><meta http-equiv="refresh" '
+                                   'content="0; url=b.html"></head><body><a href="b.html">Redirecting</a></body></html>')
+    (site / "404.html").write_text("<html><head><title>404</title></head><body><p>Page not found</p></body></html>")
+    for name in ("a", "b", "c"):
+        (site / f"{name}.html").write_text(f"<html><head><title>{name.upper()} - Site</title></head><body>"
+                                           f"<p>Page {name}.</p></body></html>")
+    (site / "a.md").write_text("# A\n\nThe source of a.html.\n")
+    (site / "index.html").write_text('<html><head><title>Site Home Page</title></head><body><ul>'
+                                     '<li><a href="c.html">C</a></li><li><a href="a.html">A</a></li></ul></body></html>')
+    index = discover(str(site), FetchLimits())
+    assert [Path(ref.url).name for ref in index.refs] == ["index.html", "c.html", "a.html", "b.html"]
+    assert index.title == "Site"

@@ -362,6 +362,8 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
                             total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS],
                             this_run=made)
     summary["output_dir"] = str(settings.output_dir)
+    found = {url: i for i, url in enumerate(queue.urls(spec.run_id))}
+    results.sort(key=lambda r: found.get(r.url, len(found)))  # the site's reading order, for the report
     summary["topic_order"] = _topic_order(queue, spec, results)
     if spec.database == settings.jobs_path:  # --no-queue's temporary database is gone after the run
         summary["queue"] = {"run_id": spec.run_id, "resumed": resumed,
@@ -389,11 +391,10 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
 
 def _topic_order(queue: JobQueue, spec: RunSpec, results: list[DocResult]) -> list[str]:
     """The site's own order of its topics: the index's, or for topics from the pages' navigation, the order
-    their pages were found in (a crawl from the home page meets its table of contents first)."""
+    of `results` (as their pages were found: a crawl from the home page meets its table of contents first)."""
     if not spec.nav_topics:
         return queue.run(spec.run_id).options.get("topic_order") or []
-    found = {url: i for i, url in enumerate(queue.urls(spec.run_id))}
-    return list(dict.fromkeys(r.topic for r in sorted(results, key=lambda r: found.get(r.url, len(found)))))
+    return list(dict.fromkeys(r.topic for r in results))
 
 
 def _mark_removed(queue: JobQueue, spec: RunSpec) -> None:
