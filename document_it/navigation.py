@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 import re
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple
 from urllib.parse import urldefrag, urljoin
 
 import lxml.html
@@ -17,7 +17,7 @@ from .chrome import main_region
 from .models import DocRef, DocResult
 from .titles import shared_name, site_name, split_site_name
 
-__all__ = ["PageNav", "read_nav", "up_link", "nav_topics", "folder_site_name", "with_nav_topics", "pages_site_name", "home_links", "home_sections",
+__all__ = ["PageNav", "read_nav", "up_link", "nav_topics", "folder_site_name", "with_nav_topics", "pages_site_name", "TocLink", "toc_links", "toc_sections",
            "site_order", "home_name"]
 
 _HEAD_BYTES = 96 * 1024  # the up link sits in the header (DocBook, Django) or the top breadcrumb (Sphinx)
@@ -159,10 +159,18 @@ _SECTION_HEADINGS = ("h2", "h3", "h4", "h5", "h6")
 _LONGEST_HEADING = 120
 
 
-def home_links(path: Path, url: str) -> list[tuple[str, str, bool]]:
-    """The links of the home page's content at `path` (URL `url`) in document order: (target, the section
-    heading above it, whether it is a list entry <li>/<dt> rather than a link in running text). Its table
-    of contents is what is wanted here, so it is not stripped as chrome (DocBook's is a div.toc)."""
+class TocLink(NamedTuple):
+    """A link of a table-of-contents page, in document order."""
+
+    target: str
+    section: str  # the heading above it ("" under none)
+    listed: bool  # a list entry (<li>, <dt>), not a link in running text
+    label: str  # the label of the outermost list item it is nested in ("" when not nested)
+
+
+def toc_links(path: Path, url: str) -> list[TocLink]:
+    """The links of the page at `path` (URL `url`, a home page or a contents page) in document order. Its
+    table of contents is what is wanted here, so nothing is stripped as chrome (DocBook's is a div.toc)."""
     try:
         with path.open("rb") as handle:
             data = handle.read(_HOME_BYTES)
@@ -179,29 +187,43 @@ def home_links(path: Path, url: str) -> list[tuple[str, str, bool]]:
         elif el.tag == "a" and el.get("href"):
             target = urldefrag(urljoin(url, el.get("href", "").strip()))[0]
             if target != url:
-                links.append((target, section, bool(el.xpath("ancestor::li or ancestor::dt"))))
+                items = el.xpath("ancestor::li")
+                label = _own_text(items[0]) if len(items) >= 2 else ""
+                links.append(TocLink(target, section, bool(items or el.xpath("ancestor::dt")), label))
     return links
 
 
-def home_sections(links: list[tuple[str, str, bool]], pages: set[str]) -> dict[str, str]:
-    """url → the home page's section that lists it: a home page that is a table of contents under headings
-    (git's manual lists its 150 commands under "Main porcelain commands", "Interrogation commands", …)
-    groups a folder whose pages carry no up links. Only list entries count, not a link in running text; a
-    page listed twice keeps its first section. {} unless two sections or more list pages."""
-    found: dict[str, str] = {}
-    for target, section, listed in links:
-        if section and listed and target in pages:
-            found.setdefault(target, section)
-    return found if len(set(found.values())) >= 2 else {}
+def _own_text(item: etree._Element) -> str:
+    """A list item's own label, without the lists nested in it (SQLite's "► Programming Interfaces")."""
+    text = " ".join("".join(item.xpath("text() | *[not(self::ul or self::ol or self::dl)]//text()")).split())
+    text = text.lstrip("▼►▶▸•·-–—*> ").strip()
+    return text if len(text) <= _LONGEST_HEADING else ""
 
 
-def site_order(refs: list[DocRef], links: list[tuple[str, str, bool]], home: str | None = None) -> list[DocRef]:
+def toc_sections(links: list[TocLink], pages: set[str]) -> dict[str, str]:
+    """url → the section of a table of contents that lists it: the heading above it (git's manual lists its
+    150 commands under "Main porcelain commands", "Interrogation commands", …), else the item its entry is
+    nested in (SQLite's docs.html: "Programming Interfaces", "Extensions", …). This groups a folder whose
+    pages carry no up links. Only list entries count, not a link in running text; a page listed twice keeps
+    its first section. {} unless two sections or more list pages."""
+    for part in ("section", "label"):
+        found: dict[str, str] = {}
+        for link in links:
+            name = getattr(link, part)
+            if name and link.listed and link.target in pages:
+                found.setdefault(link.target, name)
+        if len(set(found.values())) >= 2:
+            return found
+    return {}
+
+
+def site_order(refs: list[DocRef], links: list[TocLink], home: str | None = None) -> list[DocRef]:
     """`refs` in the site's reading order: topics in the order the home page first links a page of each
     (PostgreSQL's Preface, Part I … Part VIII, Bibliography), the home page's own topic first, and inside a
     topic the pages its table of contents lists in its order; what it never links comes after, as it came."""
     first = {home: -1} if home else {}
-    for target, _, _ in links:
-        first.setdefault(target, len(first))
+    for link in links:
+        first.setdefault(link.target, len(first))
     never = len(first)
     rank: dict[str, int] = {}
     for ref in refs:

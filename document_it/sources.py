@@ -16,7 +16,8 @@ from .encoding import choose_encoding, decode
 from .errors import SourceError
 from .fetch import INDEX_TYPES, FetchLimits, fetch
 from .models import ROOT_TOPIC, DocRef
-from .navigation import PageNav, folder_site_name, home_links, home_name, home_sections, nav_topics, read_nav, site_order
+from .navigation import (PageNav, TocLink, folder_site_name, home_name, nav_topics, read_nav, site_order,
+                         toc_links, toc_sections)
 from .titles import split_site_name
 from .redact import printable
 from .sampling import sample
@@ -54,6 +55,7 @@ class LlmsIndex:
         self.named = named  # `title` is the site's own name (an llms.txt's H1, a folder's common <title> part)
 
 
+_CONTENTS = ("contents.html", "docs.html", "toc.html", "doclist.html")  # a site's contents page, besides its home
 _NAV_FILES = 20_000  # past this many HTML files, topics come from folders alone (reading heads costs ~1 ms a file)
 
 
@@ -105,9 +107,9 @@ def _from_folder(folder: Path) -> LlmsIndex:
     home = next(((root / name).as_uri() for name in ("index.html", "index.htm") if (root / name).is_file()), None)
     by_nav = nav_topics({url: replace(nav, title=split_site_name(nav.title)[0]) for url, nav in navs.items()}, home)
     home_topic = home_name(split_site_name(navs[home].title)[0]) if home in navs and navs[home].title else ROOT_TOPIC
-    links = home_links(root / Path(home).name, home) if home else []
-    # pages with no up link at the top of the folder: the home page's sections, when it lists them under some
-    listed = home_sections(links, set(navs)) if not by_nav else {}
+    links = toc_links(root / Path(home).name, home) if home else []
+    # pages with no up link at the top of the folder: the sections of a table of contents that lists them
+    listed, toc = ({}, links) if by_nav else _toc_sections(root, home, links, set(navs))
     refs = []
     for file in files:
         url = file.as_uri()
@@ -115,8 +117,23 @@ def _from_folder(folder: Path) -> LlmsIndex:
         folder_topic = str(rel.parent) if str(rel.parent) != "." else listed.get(url, home_topic)
         refs.append(DocRef(url=url, title="", topic=by_nav.get(url) or folder_topic))
     name = folder_site_name(navs, home, "")
-    return LlmsIndex(name or root.name, "", site_order(refs, links, home), sectioned=bool(by_nav or listed),
+    return LlmsIndex(name or root.name, "", site_order(refs, toc, home), sectioned=bool(by_nav or listed),
                      named=bool(name))
+
+
+def _toc_sections(root: Path, home: str | None, links: list[TocLink],
+                  pages: set[str]) -> tuple[dict[str, str], list[TocLink]]:
+    """The sections of the home page's table of contents, or of a contents page beside it (SQLite's
+    docs.html, Sphinx's contents.html) when that one groups more pages; with the links that gave them."""
+    best: tuple[dict[str, str], list[TocLink]] = (toc_sections(links, pages), links)
+    for name in _CONTENTS:
+        page = root / name
+        if page.is_file() and page.as_uri() != home:
+            found = toc_links(page, page.as_uri())
+            sections = toc_sections(found, pages)
+            if len(sections) > len(best[0]):
+                best = (sections, found)
+    return best
 
 
 def _built(rel: Path) -> bool:

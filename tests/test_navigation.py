@@ -244,3 +244,27 @@ def test_a_folder_leaves_out_what_is_not_a_page_of_its_own(tmp_path):
     index = discover(str(site), FetchLimits())
     assert [Path(ref.url).name for ref in index.refs] == ["index.html", "c.html", "a.html", "b.html"]
     assert index.title == "Site"
+
+
+def test_a_contents_page_of_nested_lists_groups_a_flat_folder(tmp_path):
+    """SQLite's docs: no up links, a home page with no sections, and a docs.html whose table of contents is
+    nested lists under labelled items ("► Programming Interfaces")."""
+    site = tmp_path / "sqlite"
+    site.mkdir()
+    groups = {"Overview Documents": ["about", "features"], "Programming Interfaces": ["cintro", "lang"]}
+    items = "".join(f"<li><a onclick='showhide()'>► {label}</a><ul>"
+                    + "".join(f"<li><a href='{n}.html'>{n}</a></li>" for n in names) + "</ul></li>"
+                    for label, names in groups.items())
+    (site / "docs.html").write_text(f"<html><head><title>Documentation</title></head><body><ul>{items}</ul>"
+                                    "</body></html>")
+    (site / "index.html").write_text("<html><head><title>SQLite Home Page</title></head><body><p>Small. Fast."
+                                     "</p></body></html>")
+    for names in groups.values():
+        for name in names:
+            (site / f"{name}.html").write_text(f"<html><head><title>{name}</title></head><body><p>{name}.</p>"
+                                               "</body></html>")
+    index = discover(str(site), FetchLimits())
+    topics = {Path(ref.url).stem: ref.topic for ref in index.refs}
+    assert topics == {"about": "Overview Documents", "features": "Overview Documents", "cintro": "Programming "
+                      "Interfaces", "lang": "Programming Interfaces", "index": "SQLite", "docs": "SQLite"}
+    assert index.title == "SQLite"
