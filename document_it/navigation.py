@@ -18,7 +18,7 @@ from .models import DocRef, DocResult
 from .titles import shared_name, site_name, split_site_name
 
 __all__ = ["PageNav", "read_nav", "up_link", "nav_topics", "folder_site_name", "with_nav_topics", "pages_site_name", "TocLink", "toc_links", "toc_sections",
-           "site_order", "home_name"]
+           "site_order", "home_name", "reading_order"]
 
 _HEAD_BYTES = 96 * 1024  # the up link sits in the header (DocBook, Django) or the top breadcrumb (Sphinx)
 _UP = ("//a[translate(@accesskey, 'U', 'u')='u'][@href]", "//link[@rel='up'][@href]",
@@ -40,6 +40,7 @@ class PageNav:
     up: str = ""
     up_title: str = ""
     stub: bool = False  # a redirect stub (<meta http-equiv="refresh"> and next to no text): not a page
+    next: str = ""  # the page after it in the site's reading order (<link rel="next">, accesskey="n")
 
 
 def read_nav(path: Path, url: str) -> PageNav:
@@ -59,7 +60,10 @@ def read_nav(path: Path, url: str) -> PageNav:
     title = " ".join("".join(root.xpath("//head/title//text()")).split())
     refresh = root.xpath("//meta[translate(@http-equiv, 'REFSH', 'refsh')='refresh']")
     stub = bool(refresh) and len(" ".join(root.xpath("//body//text()")).split()) < _STUB_WORDS
-    return PageNav(title, *up_link(root, url), stub=stub)
+    following = root.xpath("(//link[@rel='next'] | //a[@rel='next'] | //a[translate(@accesskey, 'N', 'n')='n'])"
+                           "[@href][1]/@href")
+    after = urldefrag(urljoin(url, following[0].strip()))[0] if following else ""
+    return PageNav(title, *up_link(root, url), stub=stub, next=after if after != url else "")
 
 
 def up_link(root: etree._Element, url: str) -> tuple[str, str]:
@@ -217,16 +221,25 @@ def toc_sections(links: list[TocLink], pages: set[str]) -> dict[str, str]:
     return {}
 
 
-def site_order(refs: list[DocRef], links: list[TocLink], home: str | None = None) -> list[DocRef]:
-    """`refs` in the site's reading order: topics in the order the home page first links a page of each
-    (PostgreSQL's Preface, Part I … Part VIII, Bibliography), the home page's own topic first, and inside a
-    topic the pages its table of contents lists in its order; what it never links comes after, as it came."""
-    first = {home: -1} if home else {}
+def reading_order(navs: Mapping[str, PageNav], home: str | None, links: list[TocLink]) -> dict[str, int]:
+    """url → its place in the site's reading order: the chain of "next" links from the home page (DocBook's
+    and Sphinx's <link rel="next">, MkDocs' footer), then what a table of contents lists, in its order."""
+    order: dict[str, int] = {}
+    page = home or ""
+    while page and page not in order:
+        order[page] = len(order)
+        page = navs[page].next if page in navs else ""
     for link in links:
-        first.setdefault(link.target, len(first))
-    never = len(first)
+        order.setdefault(link.target, len(order))
+    return order
+
+
+def site_order(refs: list[DocRef], order: Mapping[str, int]) -> list[DocRef]:
+    """`refs` in the site's reading order (`order`, reading_order's): each topic where its first page comes,
+    and its pages in that order; pages the order does not know come after, as they came."""
+    never = len(order)
     rank: dict[str, int] = {}
     for ref in refs:
-        rank[ref.topic] = min(rank.get(ref.topic, never), first.get(ref.url, never))
+        rank[ref.topic] = min(rank.get(ref.topic, never), order.get(ref.url, never))
     arrival = {topic: i for i, topic in enumerate(dict.fromkeys(ref.topic for ref in refs))}
-    return sorted(refs, key=lambda ref: (rank[ref.topic], arrival[ref.topic], first.get(ref.url, never)))
+    return sorted(refs, key=lambda ref: (rank[ref.topic], arrival[ref.topic], order.get(ref.url, never)))

@@ -82,11 +82,12 @@ class ResultStream:
 
 def write_outputs(output_dir: Path, results: list[DocResult], synthesis: dict[str, Any],
                   summary: dict[str, Any], title: str) -> None:
-    """Final, sorted results.jsonl plus report.md, report.html and run.json, each replaced atomically. Each is
-    tried even when one before it could not be written (a nearly full disk may still take the small ones); the
-    first failure is raised at the end."""
+    """Final results.jsonl (sorted by URL) plus report.md, report.html (pages in the order `results` gives them:
+    the site's reading order) and run.json, each replaced atomically. Each is tried even when one before it
+    could not be written (a nearly full disk may still take the small ones); the first failure is raised at the
+    end."""
     ordered = sorted(results, key=lambda r: r.url)
-    report = functools.cache(lambda: build_report(ordered, synthesis, summary, title))  # one model, two formats
+    report = functools.cache(lambda: build_report(list(results), synthesis, summary, title))  # one model, 2 formats
     failures: list[OutputError] = []
     for name, render in (
             ("results.jsonl", lambda: "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in ordered)),
@@ -108,9 +109,9 @@ def render_report(results: list[DocResult], synthesis: dict[str, Any], summary: 
 
 
 def _markdown(report: Report) -> str:
-    lines = [f"# {_md(report.title)} — analysis", "", _md(report.intro), ""]
+    lines = [f"# {_md(report.title)} — analysis", "", _md(report.intro, start=True), ""]
     if report.unfinished:
-        lines += [f"> {_md(report.unfinished_note)}", ""]
+        lines += [f"> {_md(report.unfinished_note, start=True)}", ""]
     lines += _overview(report) + _contents(report) + [_anchor("topics"), "## Topics", ""]
     for topic in report.topics:
         lines += _topic_section(topic)
@@ -144,7 +145,7 @@ def _contents(report: Report) -> list[str]:
 def _topic_section(topic: TopicEntry) -> list[str]:
     lines = [_anchor(topic.anchor), f"### {_md(topic.name)} ({topic.pages_note})", ""]
     if topic.overview:
-        lines += [_md(topic.overview), ""]
+        lines += [_md(topic.overview, start=True), ""]
     if topic.themes:
         lines += ["Key themes: " + ", ".join(_md(theme) for theme in topic.themes), ""]
     if topic.synthesis_error:
@@ -163,19 +164,17 @@ def _page_lines(page: PageEntry) -> list[str]:
         lines.append(f"  - {REUSED_NOTE}")
     if page.fallback_tasks:
         lines.append(f"  - _{FALLBACK_NOTE}: " + ", ".join(_md(task) for task in page.fallback_tasks) + "_")
-    if page.fields:
-        lines.append("  - Fields: " + "; ".join(f"{_md(name)} = {'—' if value is None else _md(value)}"
-                                                for name, value in page.fields))
-    for label, items in (("Concepts", [f"{_md(name)} ({importance})" for name, importance in page.concepts]),
-                         ("Advice", [_md(item) for item in page.advice]),
-                         ("Code", [_md(item) for item in page.code]),
-                         ("Related", [_related(item) for item in page.related])):
-        if items:
-            lines.append(f"  - {label}: " + ("; " if label in ("Advice", "Code") else ", ").join(items))
+    for item_list in page.lists:
+        if item_list.separator is None:  # one a line, each where a line starts
+            lines += [f"  - {item_list.label}:", *(f"    - {_item(item, start=True)}" for item in item_list.items)]
+        else:
+            lines.append(f"  - {item_list.label}: " + item_list.separator.join(map(_item, item_list.items)))
     return lines
 
 
-def _related(item: Related) -> str:
+def _item(item: str | Related, start: bool = False) -> str:
+    if isinstance(item, str):
+        return _md(item, start)
     return f"[{_md(item.name)}](#{item.anchor})" if item.anchor else _md(item.name)
 
 
@@ -189,8 +188,8 @@ def _failures(report: Report) -> list[str]:
 def _run(report: Report) -> list[str]:
     return [_anchor("run"), "## Run", "", "| figure | value |", "|---|---|",
             *(f"| {_cell(figure.label)} | {_cell(figure.value)} |" for figure in report.figures), "",
-            *(line for note in report.notes for line in (_md(note), "")),
-            *([_md(report.work), ""] if report.work else [])]
+            *(line for note in report.notes for line in (_md(note, start=True), "")),
+            *([_md(report.work, start=True), ""] if report.work else [])]
 
 
 def _cell(text: str) -> str:
@@ -201,7 +200,7 @@ def one_line(text: str, width: int = 300) -> str:
     """One line of page-derived text, cut to `width`, as Markdown that shows exactly that text: escape
     sequences and control characters are dropped (redact.printable), and what Markdown would misread (a link,
     an image, HTML, emphasis, a list or heading marker at the start) is backslash-escaped, nothing else."""
-    return _md(plain(text, width))
+    return _md(plain(text, width), start=True)
 
 
 _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")  # balanced: shown as code, nothing inside is markup
@@ -209,27 +208,30 @@ _SPECIAL = re.compile(r"[\\\[\]<*_~`&]")
 _LINE_START = re.compile(r"^(?:[>]|#{1,6}(?=\s|$)|[-+](?=\s|$)|[-=\s]+$|\d{1,9}(?=[.)](?:\s|$)))")
 _PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 _ENTITY = re.compile(r"&#?[A-Za-z0-9]+;")
+_FLANKING = re.compile(r"(?<![^\W_])_|_(?![^\W_])")  # an underscore with no letter or digit on one side
 
 
-def _md(text: str) -> str:
+def _md(text: str, start: bool = False) -> str:
     """`text`, one plain line, as Markdown: balanced code spans kept, every other markup character escaped
-    where Markdown would read it as markup."""
+    where Markdown would read it as markup; a list, heading, quote or rule marker only when `start` (the text
+    starts a line or a list item's content; after "- **[" or "### " it is no marker)."""
+    lone = len(_FLANKING.findall(text)) < 2  # one underscore that is not inside a word has none to pair with
     parts, end = [], 0
     for span in _CODE_SPAN.finditer(text):
-        parts += [_SPECIAL.sub(lambda m: _escape_char(text, m.start()), text[end:span.start()]), span.group()]
+        parts += [_SPECIAL.sub(lambda m: _escape_char(text, m.start(), lone), text[end:span.start()]), span.group()]
         end = span.end()
-    escaped = "".join(parts) + _SPECIAL.sub(lambda m: _escape_char(text, end + m.start()), text[end:])
-    return _LINE_START.sub(_escape_line_start, escaped, count=1)
+    escaped = "".join(parts) + _SPECIAL.sub(lambda m: _escape_char(text, end + m.start(), lone), text[end:])
+    return _LINE_START.sub(_escape_line_start, escaped, count=1) if start else escaped
 
 
-def _escape_char(text: str, at: int) -> str:
+def _escape_char(text: str, at: int, lone_underscore: bool) -> str:
     """The markup character at `text[at]`, escaped when its neighbours let Markdown read it as markup."""
     char = text[at]
     before, after = text[at - 1] if at else "", text[at + 1] if at + 1 < len(text) else ""
     keep = (char == "\\" and after and after not in _PUNCTUATION
             or char == "<" and not (after.isascii() and after.isalpha() or after and after in "/!?")
             or char in "*~" and before.isspace() and after.isspace()  # a lone star between spaces is no emphasis
-            or char == "_" and before.isalnum() and after.isalnum()  # snake_case is no emphasis
+            or char == "_" and (lone_underscore or before.isalnum() and after.isalnum())  # nor snake_case, _static
             or char == "&" and not _ENTITY.match(text, at))
     return char if keep else "\\" + char
 

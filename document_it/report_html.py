@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from html import escape
 
-from .report_model import (FALLBACK_NOTE, NO_OVERVIEW, REUSED_NOTE, STAGE_NAMES, PageEntry, Report, Timing,
-                           TopicEntry, counted, web_address)
+from .report_model import (FALLBACK_NOTE, NO_OVERVIEW, REUSED_NOTE, STAGE_NAMES, ItemList, PageEntry, Related,
+                           Report, Timing, TopicEntry, counted, plain, web_address)
 
 __all__ = ["render_html"]
 
@@ -32,13 +32,13 @@ section.topic{border-top:1px solid var(--line);margin-top:1.6rem}
 ul.pages{list-style:none;padding:0}ul.pages>li{margin:.9rem 0;padding-left:.8rem;border-left:3px solid var(--line)}
 li.reused{border-left-style:dashed}li.failed{border-left-color:#c0392b}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.1rem .8rem;margin:.3rem 0;font-size:14px}
-dt{color:var(--muted)}dd{margin:0}.note{font-style:italic;color:var(--muted)}
+dt{color:var(--muted)}dd{margin:0}ul.items{margin:0;padding-left:1.1rem}.note{font-style:italic;color:var(--muted)}
 .warn{border-left:4px solid #c0392b;padding:.3rem .8rem;background:var(--side)}
 table{border-collapse:collapse;font-size:14px}td,th{border-bottom:1px solid var(--line);padding:.25rem .6rem;
 text-align:left;vertical-align:top}figure{margin:1.2rem 0}figcaption{font-weight:600;margin-bottom:.3rem}
 svg{max-width:100%;height:auto;font:12px system-ui,sans-serif}svg text{fill:var(--ink)}
 svg .wall{stroke:var(--ink)}svg .topic-dot{stroke:var(--bg);stroke-width:2}
-svg a:hover circle{stroke:var(--ink);stroke-width:2}
+svg a:hover circle{stroke:var(--ink);stroke-width:2}svg path.tie:hover{stroke-opacity:.9}
 @media (max-width:50rem){.layout{display:block}nav.side{position:static;height:auto}}
 """
 
@@ -63,7 +63,8 @@ def _link(name: str, anchor: str, extra: str = "") -> str:
 
 
 def _page_link(page: PageEntry) -> str:
-    """The page's title linked to the page itself when its address may be a link (report.link_target's rules)."""
+    """The page's title linked to the page itself when report_model.web_address lets its address be a link (an
+    http, https or file URL), else the title alone."""
     address = web_address(page.url)
     if address is None:
         return f"<strong>{escape(page.title)}</strong>"
@@ -99,9 +100,10 @@ def _glance(report: Report) -> str:
     return ('<section id="glance"><h2>At a glance</h2>'
             f'<figure id="chart-topics"><figcaption>Pages and tokens per topic</figcaption>{_topic_bars(report)}'
             "</figure>"
-            f'<figure id="chart-map"><figcaption>How topics and pages relate</figcaption>{_map(report)}'
-            '<p class="muted">Large dots are topics, small ones their pages (hollow: failed); a line joins a page '
-            "to a topic or page it names as related. Hover for names, click to go there.</p></figure></section>")
+            f'<figure id="chart-map"><figcaption>How topics relate</figcaption>{_map(report)}'
+            '<p class="muted">Each dot is a topic, larger for more pages; a line joins two topics when pages of one '
+            "name the other or its pages as related, thicker for more such links. Hover for names and counts, click "
+            "to go there.</p></figure></section>")
 
 
 def _topics(report: Report) -> str:
@@ -126,19 +128,27 @@ def _page(page: PageEntry) -> str:
     head = f'<li id="{escape(page.anchor)}"' + (f' class="{classes}"' if classes else "") + f">{_page_link(page)}"
     if page.failed:
         return f"{head} — failed: {escape(page.error or '')}</li>"
-    rows = [(label, "; ".join(items) if label in ("Advice", "Code") else ", ".join(items)) for label, items in (
-        ("Fields", [f"{escape(n)} = {'—' if v is None else escape(v)}" for n, v in page.fields]),
-        ("Concepts", [f"{escape(name)} ({importance})" for name, importance in page.concepts]),
-        ("Advice", [escape(item) for item in page.advice]),
-        ("Code", [escape(item) for item in page.code]),
-        ("Related", [_link(escape(r.name), r.anchor, f' title="{escape(r.relationship)}"') if r.anchor
-                     else escape(r.name) for r in page.related])) if items]
+    rows = [(item_list.label, _items(item_list)) for item_list in page.lists]
     notes = ([f'<p class="note">{REUSED_NOTE}</p>'] if page.reused else []) + \
         ([f'<p class="note">{FALLBACK_NOTE}: {escape(", ".join(page.fallback_tasks))}</p>'] if page.fallback_tasks
          else [])
     summary = f" — {escape(page.summary)}" if page.summary else ""
     table = f'<dl>{"".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)}</dl>' if rows else ""
     return f"{head}{summary}{''.join(notes)}{table}</li>"
+
+
+def _items(item_list: ItemList) -> str:
+    """A page's list: items one a line (a list) or on one line between the model's separators."""
+    items = [escape(item) if isinstance(item, str) else _related(item) for item in item_list.items]
+    if item_list.separator is None:
+        return f'<ul class="items">{"".join(f"<li>{item}</li>" for item in items)}</ul>'
+    return item_list.separator.join(items)
+
+
+def _related(item: Related) -> str:
+    if item.anchor is None:
+        return escape(item.name)
+    return _link(escape(item.name), item.anchor, f' title="{escape(item.relationship)}"')
 
 
 def _failures(report: Report) -> str:
@@ -164,37 +174,43 @@ def _svg(width: float, height: float, body: str, label: str) -> str:
             f'role="img" aria-label="{escape(label)}">{body}</svg>')
 
 
-def _cut(text: str, most: int) -> str:
-    return text if len(text) <= most else text[: most - 1] + "…"
-
-
 _BAR_ROWS = 40  # topics the bar chart shows at most (the largest)
+_CHAR_W = 6.6  # px a character of the charts' 12 px font takes, at most on average: to size a label's room
+_CHART_W = 900  # px: the charts fit the main column unscaled, so their 12 px text stays 12 px
+
+
+def _fit(text: str, room: float) -> str:
+    """`text` cut (at a word's end, with "…") to what fits `room` px of a chart's 12 px text."""
+    return plain(text, max(round(room / _CHAR_W), 4))
 
 
 def _topic_bars(report: Report) -> str:
-    """Two bar panels side by side, one row per topic (largest first): its pages, and its text in tokens."""
+    """Two bar panels side by side, one row per topic (largest first): its pages, and its text in tokens. The
+    label column is as wide as the longest name needs, up to a bound past which names are cut."""
     colours = {topic.anchor: _colour(i) for i, topic in enumerate(report.topics)}
     topics = sorted(report.topics, key=lambda t: (-len(t.pages), -t.text_tokens))[:_BAR_ROWS]
     most_pages = max((len(t.pages) for t in topics), default=0) or 1
     most_tokens = max((t.text_tokens for t in topics), default=0) or 1
-    label_w, bar_w, gap, row = 190, 250, 80, 22
-    body = [f'<text x="{label_w}" y="14" font-weight="600">pages</text>',
-            f'<text x="{label_w + bar_w + gap}" y="14" font-weight="600">text tokens</text>']
+    label_w = min(max((len(t.name) for t in topics), default=0) * _CHAR_W + 14, 340.0)
+    gap, row = 70, 22
+    bar_w = (_CHART_W - label_w) / 2 - gap
+    body = [f'<text x="{label_w:.0f}" y="14" font-weight="600">pages</text>',
+            f'<text x="{label_w + bar_w + gap:.0f}" y="14" font-weight="600">text tokens</text>']
     for i, topic in enumerate(topics):
         y, colour, name = 24 + i * row, colours[topic.anchor], escape(topic.name)
-        body.append(_link(f'<text x="{label_w - 8}" y="{y + 13}" text-anchor="end">{escape(_cut(topic.name, 28))}'
-                          f"<title>{name}</title></text>", topic.anchor))
+        body.append(_link(f'<text x="{label_w - 8:.0f}" y="{y + 13}" text-anchor="end">'
+                          f"{escape(_fit(topic.name, label_w - 14))}<title>{name}</title></text>", topic.anchor))
         for x, value, most, unit in ((label_w, len(topic.pages), most_pages, "page"),
                                      (label_w + bar_w + gap, topic.text_tokens, most_tokens, "token")):
             width = bar_w * value / most
-            body.append(f'<rect x="{x}" y="{y + 3}" width="{width:.1f}" height="14" fill="{colour}">'
+            body.append(f'<rect x="{x:.1f}" y="{y + 3}" width="{width:.1f}" height="14" fill="{colour}">'
                         f"<title>{name}: {counted(value, unit)}</title></rect>"
                         f'<text x="{x + width + 4:.1f}" y="{y + 14}">{value:,}</text>')
     more = len(report.topics) - len(topics)
     height = 30 + len(topics) * row + (18 if more else 0)
     if more:
         body.append(f'<text x="0" y="{height - 6}">and {counted(more, "smaller topic")}, not shown</text>')
-    return _svg(label_w + 2 * (bar_w + gap), height, "".join(body), "Pages and text tokens per topic")
+    return _svg(_CHART_W, height, "".join(body), "Pages and text tokens per topic")
 
 
 def _time_chart(timing: Timing) -> str:
@@ -222,81 +238,95 @@ def _time_chart(timing: Timing) -> str:
     return _svg(label_w + bar_w + 200, height, "".join(body), "Where the time went")
 
 
-_RING = 24  # topics that fit on one circle; more go on a spiral
+_MAP_TOPICS = 80  # topics the map shows at most (the largest): each needs ~15 px of the circle for its label
+_MAP_LABEL = 30  # characters of a topic's name on the map
+_BOLD_W = 7.4  # px a character of the map's bold labels takes, at most on average
+_MAP_TIES = 2  # lines per topic on the map at most (the heaviest): more are a hairball
+_FLAT = 8  # up to this many topics, labels lie flat; more, and each points outwards from the circle
 
 
 def _map(report: Report) -> str:
-    """Topics as large dots, each with its pages in a small sunflower around it; lines from each page to the
-    topics and pages its related topics name. Topics sit on a circle, or on a spiral when there are many."""
-    topics = report.topics
-    if not topics:
+    """Topics as dots on a circle, sized by their pages and each labelled; one line per pair of topics whose
+    pages name each other as related, as thick as the links between them are many (the heaviest few per topic).
+    It is at most ~900 px wide, so it is shown unscaled and its labels keep their 12 px."""
+    if not report.topics:
         return "<p>No pages.</p>"
-    radii = [18 + 7 * math.sqrt(max(len(t.pages) - 1, 0)) for t in topics]
-    centres = _ring(radii) if len(topics) <= _RING else _spiral(radii)
-    low_x = min(x - r for (x, _, _), r in zip(centres, radii)) - 200
-    low_y = min(y - r for (_, y, _), r in zip(centres, radii)) - 40
-    high_x = max(x + r for (x, _, _), r in zip(centres, radii)) + 200
-    high_y = max(y + r for (_, y, _), r in zip(centres, radii)) + 40
+    colours = {topic.anchor: _colour(i) for i, topic in enumerate(report.topics)}
+    largest = {t.anchor for t in sorted(report.topics, key=lambda t: -len(t.pages))[:_MAP_TOPICS]}
+    topics = [topic for topic in report.topics if topic.anchor in largest]  # in the report's order
+    ties, inside = _ties(report)
+    n, room = len(topics), _MAP_LABEL * _BOLD_W + 24
+    radius = max(190.0, n * 15 / (2 * math.pi))
+    centre_x, centre_y = radius + room, radius + (40 if n <= _FLAT else room)  # flat labels need no room above
+    most = max(len(t.pages) for t in topics) or 1
+    biggest = min(14.0, max(3.0, math.pi * radius / n - 1))  # neighbours' dots never touch
     where: dict[str, tuple[float, float]] = {}
-    home: dict[str, str] = {}  # anchor -> its topic's anchor
-    most = _RING if len(topics) <= _RING else _RING // 2  # on a spiral labels crowd: name only the largest
-    nodes, labelled = [], {t.anchor for t in sorted(topics, key=lambda t: -len(t.pages))[:most]}
-    for i, (topic, (x, y, angle), radius) in enumerate(zip(topics, centres, radii)):
-        x, y, colour = x - low_x, y - low_y, _colour(i)
-        where[topic.anchor], home[topic.anchor] = (x, y), topic.anchor
-        for k, page in enumerate(topic.pages):  # golden-angle sunflower: any number of pages, evenly packed
-            reach = 14 + 7 * math.sqrt(k)
-            where[page.anchor] = (x + reach * math.cos(k * 2.39996), y + reach * math.sin(k * 2.39996))
-            home[page.anchor] = topic.anchor
-            nodes.append(_link(f'<circle cx="{where[page.anchor][0]:.1f}" cy="{where[page.anchor][1]:.1f}" r="4" '
-                               f'fill="{"none" if page.failed else colour}" stroke="{colour}">'
-                               f"<title>{escape(page.title)}</title></circle>", page.anchor))
-        label = ""
-        if topic.anchor in labelled:
-            lx, ly = x + (radius + 6) * math.cos(angle), y + (radius + 6) * math.sin(angle)
-            anchor = "start" if math.cos(angle) >= -0.01 else "end"
-            label = (f'<text x="{lx:.1f}" y="{ly + 4:.1f}" text-anchor="{anchor}" font-weight="600">'
-                     f"{escape(_cut(topic.name, 26))}</text>")
-        nodes.append(_link(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="9" fill="{colour}" class="topic-dot">'
-                           f"<title>{escape(topic.name)}: {topic.pages_note}</title></circle>{label}", topic.anchor))
-    middle = ((high_x - low_x) / 2, (high_y - low_y) / 2)
-    edges = [_edge(where[page.anchor], where[item.anchor], f"{escape(page.title)} → {escape(item.name)}",
-                   _colour(i), middle if home[item.anchor] != topic.anchor else None)
-             for i, topic in enumerate(topics) for page in topic.pages for item in page.related if item.anchor in where]
-    if not edges:
-        nodes.append(f'<text x="8" y="{high_y - low_y - 8:.0f}">No page names another page or topic of this run as '
-                     "related.</text>")
-    return _svg(high_x - low_x, high_y - low_y, f'<g fill="none">{"".join(edges)}</g>{"".join(nodes)}',
-                "How topics and pages relate")
+    nodes = []
+    for i, topic in enumerate(topics):
+        angle = 2 * math.pi * i / n - math.pi / 2
+        x, y = centre_x + radius * math.cos(angle), centre_y + radius * math.sin(angle)
+        where[topic.anchor] = (x, y)
+        dot = 3 + (biggest - 3) * math.sqrt(len(topic.pages) / most)
+        within = f"; {counted(inside[topic.anchor], 'link')} between its pages" if inside[topic.anchor] else ""
+        nodes.append(_link(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{dot:.1f}" fill="{colours[topic.anchor]}" '
+                           f'class="topic-dot"><title>{escape(topic.name)}: {topic.pages_note}{within}</title>'
+                           f"</circle>{_label(topic.name, x, y, angle, biggest + 5, n)}", topic.anchor))
+    shown = sorted(((key, weight) for key, weight in ties.items() if key[0] in where and key[1] in where),
+                   key=lambda tie: -tie[1])
+    heaviest = shown[0][1] if shown else 1
+    edges = [_edge(where[a], where[b], (centre_x, centre_y), weight / heaviest, colours[a],
+                   f"{escape(names[0])} ↔ {escape(names[1])}: {counted(weight, 'link')} between their pages")
+             for (a, b, *names), weight in reversed(shown[:_MAP_TIES * n])]  # the heaviest drawn last, on top
+    more = len(report.topics) - n
+    fewer = len(shown) - len(edges)
+    notes = ([f"and {counted(more, 'smaller topic')}, not shown"] if more else []) + \
+        ([f"and {counted(fewer, 'weaker tie')} between topics, not drawn"] if fewer else []) + \
+        ([] if edges else ["No page names a page or topic of another topic as related."])
+    nodes += [f'<text x="8" y="{2 * centre_y + 18 * k + 6:.0f}">{note}</text>' for k, note in enumerate(notes)]
+    return _svg(2 * centre_x, 2 * centre_y + 18 * len(notes), f'<g fill="none">{"".join(edges)}</g>{"".join(nodes)}',
+                "How topics relate")
 
 
-def _edge(start: tuple[float, float], end: tuple[float, float], title: str, colour: str,
-          bow: tuple[float, float] | None) -> str:
-    """A line from a page to what it names; one to another topic bows towards `bow` (the middle), so lines
-    across the map stay apart."""
-    mid = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)
-    control = mid if bow is None else ((mid[0] + bow[0]) / 2, (mid[1] + bow[1]) / 2)
-    return (f'<path d="M{start[0]:.1f} {start[1]:.1f} Q{control[0]:.1f} {control[1]:.1f} {end[0]:.1f} {end[1]:.1f}" '
-            f'stroke="{colour}" stroke-opacity=".35"><title>{title}</title></path>')
+def _ties(report: Report) -> tuple[dict[tuple[str, str, str, str], int], dict[str, int]]:
+    """Links between topics: for each pair (their anchors and names, in report order) how many times a page of
+    one names the other or one of its pages as related; and for each topic, how many links stay inside it."""
+    home = {topic.anchor: (i, topic) for i, topic in enumerate(report.topics)}
+    home.update({page.anchor: home[topic.anchor] for topic in report.topics for page in topic.pages})
+    ties: dict[tuple[str, str, str, str], int] = {}
+    inside = {topic.anchor: 0 for topic in report.topics}
+    for i, topic in enumerate(report.topics):
+        for item in (item for page in topic.pages for item in page.related if item.anchor in home):
+            j, other = home[item.anchor]
+            if other is topic:
+                inside[topic.anchor] += 1
+                continue
+            first, second = (topic, other) if i < j else (other, topic)
+            key = (first.anchor, second.anchor, first.name, second.name)
+            ties[key] = ties.get(key, 0) + 1
+    return ties, inside
 
 
-def _ring(radii: list[float]) -> list[tuple[float, float, float]]:
-    """Topic centres on one circle, each given an arc as wide as its cluster; the angle points outwards."""
-    if len(radii) == 1:
-        return [(0.0, 0.0, 0.0)]
-    widths = [2 * r + 70 for r in radii]
-    ring = max(sum(widths) / (2 * math.pi), 120.0)
-    centres, angle = [], -math.pi / 2
-    for width in widths:
-        middle = angle + math.pi * width / sum(widths)
-        centres.append((ring * math.cos(middle), ring * math.sin(middle), middle))
-        angle += 2 * math.pi * width / sum(widths)
-    return centres
+def _label(name: str, x: float, y: float, angle: float, gap: float, count: int) -> str:
+    """A topic's name beside its dot, outside the circle: flat when there are few topics, else along the
+    radius (turned on the left half so it never reads upside down)."""
+    cos, sin = math.cos(angle), math.sin(angle)
+    lx, ly, text = x + gap * cos, y + gap * sin, escape(plain(name, _MAP_LABEL))
+    if count <= _FLAT:
+        side = "middle" if abs(cos) < 0.3 else "start" if cos > 0 else "end"
+        lift = 4 if side != "middle" else (-4 if sin < 0 else 12)
+        return f'<text x="{lx:.1f}" y="{ly + lift:.1f}" text-anchor="{side}" font-weight="600">{text}</text>'
+    turn = math.degrees(angle) + (180 if cos < 0 else 0)
+    return (f'<text x="{lx:.1f}" y="{ly:.1f}" dy="4" text-anchor="{"end" if cos < 0 else "start"}" '
+            f'transform="rotate({turn:.1f} {lx:.1f} {ly:.1f})" font-weight="600">{text}</text>')
 
 
-def _spiral(radii: list[float]) -> list[tuple[float, float, float]]:
-    """Topic centres on a golden-angle spiral, spaced for the largest cluster: room grows with the count, not
-    with its square as on a circle."""
-    step = 2 * max(radii) + 24
-    return [(step * 0.75 * math.sqrt(k + 0.5) * math.cos(k * 2.39996),
-             step * 0.75 * math.sqrt(k + 0.5) * math.sin(k * 2.39996), k * 2.39996) for k in range(len(radii))]
+def _edge(start: tuple[float, float], end: tuple[float, float], middle: tuple[float, float], share: float,
+          colour: str, title: str) -> str:
+    """A line between two topics, bowed towards the circle's middle so lines between neighbours stay apart; as
+    thick and as opaque as its `share` of the heaviest tie's links."""
+    control = (middle[0] + 0.2 * ((start[0] + end[0]) / 2 - middle[0]),
+               middle[1] + 0.2 * ((start[1] + end[1]) / 2 - middle[1]))
+    return (f'<path class="tie" d="M{start[0]:.1f} {start[1]:.1f} Q{control[0]:.1f} {control[1]:.1f} {end[0]:.1f} '
+            f'{end[1]:.1f}" stroke="{colour}" stroke-width="{0.8 + 5.2 * math.sqrt(share):.1f}" '
+            f'stroke-opacity="{0.25 + 0.45 * share:.2f}"><title>{title}</title>'
+            "</path>")

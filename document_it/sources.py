@@ -16,7 +16,7 @@ from .encoding import choose_encoding, decode
 from .errors import SourceError
 from .fetch import INDEX_TYPES, FetchLimits, fetch
 from .models import ROOT_TOPIC, DocRef
-from .navigation import (PageNav, TocLink, folder_site_name, home_name, nav_topics, read_nav, site_order,
+from .navigation import (PageNav, TocLink, folder_site_name, home_name, nav_topics, read_nav, reading_order, site_order,
                          toc_links, toc_sections)
 from .titles import split_site_name
 from .redact import printable
@@ -117,7 +117,7 @@ def _from_folder(folder: Path) -> LlmsIndex:
         folder_topic = str(rel.parent) if str(rel.parent) != "." else listed.get(url, home_topic)
         refs.append(DocRef(url=url, title="", topic=by_nav.get(url) or folder_topic))
     name = folder_site_name(navs, home, "")
-    return LlmsIndex(name or root.name, "", site_order(refs, toc, home), sectioned=bool(by_nav or listed),
+    return LlmsIndex(name or root.name, "", site_order(refs, reading_order(navs, home, toc)), sectioned=bool(by_nav or listed),
                      named=bool(name))
 
 

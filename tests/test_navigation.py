@@ -268,3 +268,18 @@ def test_a_contents_page_of_nested_lists_groups_a_flat_folder(tmp_path):
     assert topics == {"about": "Overview Documents", "features": "Overview Documents", "cintro": "Programming "
                       "Interfaces", "lang": "Programming Interfaces", "index": "SQLite", "docs": "SQLite"}
     assert index.title == "SQLite"
+
+
+def test_pages_come_in_the_reading_order_their_next_links_give(tmp_path):
+    """Sphinx and DocBook link each page to the next one (<link rel="next">): that chain from the home page is
+    the order a reader meets them, whatever their file names."""
+    site = tmp_path / "site"
+    site.mkdir()
+    chain = ["index", "zeta", "alpha", "mid"]
+    for name, after in zip(chain, chain[1:] + [""]):
+        nxt = f'<link rel="next" href="{after}.html">' if after else ""
+        (site / f"{name}.html").write_text(f"<html><head><title>{name} — Docs</title>{nxt}</head><body>"
+                                           f"<p>{name}.</p></body></html>")
+    (site / "orphan.html").write_text("<html><head><title>orphan — Docs</title></head><body><p>o.</p></body></html>")
+    index = discover(str(site), FetchLimits())
+    assert [Path(ref.url).stem for ref in index.refs] == ["index", "zeta", "alpha", "mid", "orphan"]

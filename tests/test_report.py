@@ -58,7 +58,7 @@ def test_final_outputs_are_sorted_and_consistent(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("# Ferry — analysis")
     assert "All about queues." in report and "Key themes: Queues" in report
-    assert "Queues (9)" in report and "Advice: Pin versions" in report
+    assert "Queues (9)" in report and "  - Advice:\n    - d\n" in report  # the advice's sentence, not its title
     assert "- [a](<http://127.0.0.1/a>): fetch: HTTP 500" in report
 
 
@@ -92,12 +92,13 @@ def _sections(report: str) -> list[str]:
 def test_the_report_reads_top_down_with_a_linked_table_of_contents():
     synthesis = {"Guides": {"overview": "How jobs fail and come back.", "key_themes": ["Retries"]},
                  "Start": {"overview": "Ferry runs background jobs.", "key_themes": []}}
-    report = render_report(_site(), synthesis, _summary(), "Ferry")
+    report = render_report([*_site(), _page("https://docs.test/install.html", "Start", "Install")], synthesis,
+                           _summary(), "Ferry")
     assert _sections(report) == ["## What the site is", "## Contents", "## Topics", "## Failures", "## Run"]
     overview = report.split("## What the site is", 1)[1].split("## Contents", 1)[0]
     assert "[Introduction to Ferry](#page-introduction-to-ferry): Introduction to Ferry explained." in overview
     assert "[Start](#topic-start): Ferry runs background jobs." in overview  # the opening page's topic
-    assert "  - [Guides](#topic-guides): 2 pages" in report and "  - [Start](#topic-start): 1 page" in report
+    assert "  - [Guides](#topic-guides): 2 pages" in report and "  - [Start](#topic-start): 2 pages" in report
     assert "### Guides (2 pages)" in report
     links = set(re.findall(r"\]\(#([^)]+)\)", report))
     anchors = re.findall(r'<a id="([^"]+)"></a>', report)
@@ -164,7 +165,7 @@ def test_figures_come_last_and_say_what_a_sum_over_pages_means():
     assert "Page analysis took 22.8 s summed over 3 pages, which ran side by side: 1.9 s of wall time" in run
     assert "Fetching took" not in run  # 0.2 s of fetching is no more than the wall time: nothing to explain
     # the offline analyser: no prompts for an LLM, no LLM time
-    assert "| questions answered offline | 10 (page analyses and topic syntheses" in run
+    assert "| questions answered offline | 10 (page analyses, by the offline analyser" in run  # no synthesis
     assert "prompts" not in run and "LLM time" not in run
 
 
@@ -217,3 +218,93 @@ def test_every_output_is_tried_and_the_first_failure_is_raised(tmp_path):
     assert (tmp_path / "report.html").read_text().startswith("<!doctype html>")
     assert json.loads((tmp_path / "run.json").read_text())["wall_seconds"] == 1.5
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
+
+
+def _advising(url: str, topic: str, title: str, advice: list[dict], code: list[dict]) -> DocResult:
+    page = _page(url, topic, title)
+    page.analysis = {**page.analysis, "implementation_details": advice, "code_patterns": code}
+    return page
+
+
+def test_advice_and_code_say_what_they_mean_one_bounded_line_each():
+    long = "You should be aware that " + "the server keeps every connection open until it times out, " * 6
+    advice = [{"title": "You should be aware…", "description": long},
+              {"title": "Command must be quoted", "description": ""},  # no description: the title
+              {"title": "Quote names", "description": "Quote names that\nhold capitals."}]
+    code = [{"name": "psql mydb (shell)", "description": "Shell: runs psql"},  # the name says what it runs on
+            {"name": "SELECT from weather (SQL)", "description": "SQL: SELECT from weather"},  # said already
+            {"name": "vacuumdb", "description": ""}]
+    report = render_report([_advising("https://docs.test/a.html", "Guides", "Alpha", advice, code)], {}, _summary(),
+                           "Ferry")
+    lines = report.split("  - Advice:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    first = lines[0].removeprefix("    - ")
+    assert first.startswith("You should be aware that the server keeps") and first.endswith(" times…")
+    assert 150 < len(first) <= 200 and long.startswith(first.removesuffix("…") + " ")  # cut at a word's end
+    assert lines[1:] == ["    - Command must be quoted", "    - Quote names that hold capitals.", "  - Code:",
+                         "    - psql mydb — Shell: runs psql", "    - SQL: SELECT from weather", "    - vacuumdb"]
+
+
+def test_pages_keep_the_order_given_and_results_jsonl_is_sorted(tmp_path):
+    given = [_page("https://docs.test/z-first.html", "Guides", "First"),
+             _page("https://docs.test/a-second.html", "Guides", "Second"),
+             _page("https://docs.test/m-third.html", "Guides", "Third")]
+    write_outputs(tmp_path, given, {}, _summary(), "Ferry")
+    lines = [json.loads(line)["url"] for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert lines == sorted(lines)
+    for name in ("report.md", "report.html"):
+        text = (tmp_path / name).read_text()
+        shown = [text.index(f"docs.test/{stem}.html") for stem in ("z-first", "a-second", "m-third")]
+        assert shown == sorted(shown), name  # the site's reading order, as given
+
+
+def test_anchors_keep_any_script_and_many_same_names_stay_unique():
+    titles = ["Работа с JSON", "配置", "Café", "Intro", "Intro 2", "Intro", "Intro"]
+    results = [_page(f"https://docs.test/{i}.html", "Руководство", title) for i, title in enumerate(titles)]
+    report = render_report(results, {}, _summary(), "Ferry")
+    anchors = re.findall(r'<a id="([^"]+)"></a>', report)
+    assert {"topic-руководство", "page-работа-с-json", "page-配置", "page-café"} <= set(anchors)
+    assert [a for a in anchors if a.startswith("page-intro")] == [
+        "page-intro", "page-intro-2", "page-intro-3", "page-intro-4"]  # "Intro 2" took -2 before the second Intro
+    assert len(anchors) == len(set(anchors))
+
+
+def test_the_overview_says_nothing_twice():
+    home = _page("https://docs.test/index.html", "Home", "Ferry")
+    synthesis = {"Home": {"overview": "Ferry explained.", "key_themes": []}}
+    for pages in ([home], [home, _page("https://docs.test/guide/a.html", "Guides", "Alpha")]):
+        overview = render_report(pages, synthesis, _summary(), "Ferry").split("## Contents", 1)[0]
+        assert overview.count("Ferry explained.") == 1 and "synthesis" not in overview
+    alone = {"Home": {"overview": "A site about ferries and their timetables.", "key_themes": []}}
+    overview = render_report([home], alone, _summary(), "Ferry").split("## Contents", 1)[0]
+    assert "synthesis" not in overview  # the home page's topic is the home page alone: its synthesis is its summary
+
+
+def test_the_offline_row_says_what_was_asked():
+    summary = {**_summary(), "provider": "extractive"}
+    row = next(line for line in render_report(_site(), {"Guides": {"overview": "o"}}, summary, "F").splitlines()
+               if line.startswith("| questions answered offline"))
+    assert "(page analyses and topic syntheses, by the offline analyser" in row
+    summary["llm"] = {**summary["llm"], "by_task": {"page": 3, "chunk_notes": 2}}
+    row = next(line for line in render_report(_site(), {}, summary, "F").splitlines()
+               if line.startswith("| questions answered offline"))
+    assert "(page analyses and notes on parts of long pages, by" in row
+
+
+def test_one_of_one_is_said_in_the_singular():
+    summary = {**_summary(failed=1), "documents": {"total": 1, "completed": 0, "failed": 1},
+               "work": {"pages": 1, "requests": 0, "text_tokens_per_page": 50, "note": "no LLM"}}
+    report = render_report([_result("http://127.0.0.1/a", ok=False)], {}, summary, "Ferry")
+    assert "1 of 1 page failed" in report and "it read 1 page, 50 tokens" in report
+
+
+def test_markers_are_escaped_only_where_a_line_starts():
+    advice = [{"title": "t", "description": "# not a heading"}, {"title": "t", "description": "1. no list"}]
+    results = [_advising("https://docs.test/c.html", "3. Conventions", "3. Conventions", advice, []),
+               _page("https://docs.test/s.html", "_static", "_static files")]
+    report = render_report(results, {}, _summary(), "Ferry")
+    assert "- **[3. Conventions](<https://docs.test/c.html>)**" in report and "### 3. Conventions (1 page)" in report
+    assert "### _static (1 page)" in report and "**[_static files]" in report  # one underscore pairs with none
+    assert "    - \\# not a heading" in report and "    - 1\\. no list" in report  # these do start a list item
+    html = MarkdownIt("commonmark").render(report)
+    assert "<h3>3. Conventions (1 page)</h3>" in html and "<h3>_static (1 page)</h3>" in html
+    assert "<li># not a heading</li>" in html and "<li>1. no list</li>" in html

@@ -88,7 +88,7 @@ def test_the_page_has_the_reports_content_and_a_sidebar_to_it(tmp_path):
     for text in ("About Retries.", "How jobs run.", "Key themes:", "Pin versions", "enqueue (python)",
                  "fetch: HTTP 404", "Page analysis took 16.0 s summed over 4 pages"):
         assert text in page and text in markdown, text
-    retries = re.search(r'<li id="page-retries".*?</li>', page, re.S).group()
+    retries = re.search(r'<li id="page-retries".*?</dl></li>', page, re.S).group()
     assert '<a href="#page-welcome" title="start here">welcome</a>, Celery' in retries
 
 
@@ -98,9 +98,9 @@ def test_every_chart_is_there_as_inline_svg(tmp_path):
     assert "<title>Guides: 3 pages</title>" in bars and "<title>Guides: 600 tokens</title>" in bars
     assert "<title>Start: 1 page</title>" in bars
     world = _svg(page, "chart-map")
-    assert world.count("<circle") == 2 + 4  # two topics, four pages
-    assert world.count("<path") == 2  # Welcome → Guides, Retries → Welcome; Celery names nothing here
-    assert "<title>Welcome → Guides</title>" in world and 'fill="none"' in world  # the failed page is hollow
+    assert world.count("<circle") == 2  # two topics
+    assert world.count("<path") == 1  # Welcome → Guides and Retries → Welcome: one line between Start and Guides
+    assert "<title>Guides ↔ Start: 2 links between their pages</title>" in world
     time = _svg(page, "chart-time")
     for label in ("wall time", "fetching, summed over pages", "page analysis, summed over pages",
                   "LLM: waiting for a slot", "LLM: on the wire"):
@@ -149,3 +149,48 @@ def test_a_real_run_writes_both_reports_in_order_self_contained(tmp_path):
     for chart in ("chart-topics", "chart-map", "chart-time"):
         assert "<svg" in _svg(page, chart), chart
     assert set(re.findall(r'id="(page-[^"]+)"', page)) == {a for a in anchors if a.startswith("page-")}
+
+
+def _many_topics(topics: int, pages: int, name: str = "Topic {} of the library reference") -> list[DocResult]:
+    """`pages` pages over `topics` topics; each page names its own topic's first page and the next topic's."""
+    results = []
+    for k in range(pages):
+        t = k % topics
+        related = [{"name": f"p{t}", "relationship": "same topic"},
+                   {"name": name.format((t + 1) % topics), "relationship": "next topic"}]
+        results.append(_result(f"https://docs.test/{k}.html", name.format(t), f"p{k}", related))
+    return results
+
+
+def _svg_size(chart: str) -> tuple[float, float]:
+    width, height = re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', chart).groups()
+    return float(width), float(height)
+
+
+def test_the_map_stays_readable_with_many_topics_and_pages(tmp_path):
+    page, _ = _write(tmp_path, _many_topics(25, 530))
+    world = _svg(page, "chart-map")
+    assert _svg_size(world)[0] <= 900  # shown at its own size in the main column: 12 px text stays 12 px
+    assert world.count("<circle") == 25 and world.count("<path") == 25  # one line per pair of related topics
+    labels = re.findall(r'font-weight="600">([^<]+)</text>', world)
+    assert len(labels) == 25 and all(len(label) <= 30 for label in labels)  # every topic named, long names cut
+    assert "Topic 3 of the library…" in labels  # cut at a word's end
+    widths = {float(w) for w in re.findall(r'stroke-width="([\d.]+)"', world)}
+    assert min(widths) > 5.5  # every pair is linked by 21 or 22 pages: all about the heaviest line's width
+    assert "<title>Topic 0 of the library reference ↔ Topic 1 of the library reference: 22 links between their " \
+           "pages</title>" in world
+    assert "21 links between its pages" in world  # links inside a topic are counted on its dot, not drawn
+
+
+def test_bar_labels_fit_their_column(tmp_path):
+    name = "Extending and Embedding the Python Interpreter"  # 46 characters: more than the old 28
+    page, _ = _write(tmp_path, _many_topics(2, 4, name + " {}"))
+    bars = _svg(page, "chart-topics")
+    assert _svg_size(bars)[0] <= 900
+    labels = re.findall(r'text-anchor="end">([^<]+)<title>', bars)
+    assert labels == [f"{name} 0", f"{name} 1"]  # whole: the column is as wide as they need
+    x = float(re.search(r'<text x="([\d.]+)" y="\d+" text-anchor="end">', bars).group(1))
+    assert x >= len(labels[0]) * 6.5  # the column holds them (6.5 px a character at 12 px, generously)
+    page, _ = _write(tmp_path, _many_topics(1, 1, "word " * 60 + "{}"))
+    label = re.findall(r'text-anchor="end">([^<]+)<title>', _svg(page, "chart-topics"))[0]
+    assert label.endswith("word…") and len(label) * 6.6 <= 340  # too long for any column: cut at a word's end

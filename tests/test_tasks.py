@@ -87,7 +87,7 @@ def test_the_report_has_no_sections_for_analyses_not_asked(tmp_path, site, sim):
     pages = [line for line in report.splitlines() if line.startswith("- **[")]
     assert len(pages) == len(PAGES)
     assert all(line.endswith(")**") for line in pages)  # no " — " before a summary that was not asked
-    assert "  - Code: " in report
+    assert "  - Code:" in report
     for section in ("  - Concepts:", "  - Advice:"):
         assert section not in report
     # the topic syntheses still ran, from the page titles alone
