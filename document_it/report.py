@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .llms_txt import render_llms_txt
 from .errors import OutputError
 from .models import DocResult
 from .report_html import render_html
@@ -82,8 +83,8 @@ class ResultStream:
 
 def write_outputs(output_dir: Path, results: list[DocResult], synthesis: dict[str, Any],
                   summary: dict[str, Any], title: str) -> None:
-    """Final results.jsonl (sorted by URL) plus report.md, report.html (pages in the order `results` gives them:
-    the site's reading order) and run.json, each replaced atomically. Each is tried even when one before it
+    """Final results.jsonl (sorted by URL) plus report.md, report.html and llms.txt (pages in the order
+    `results` gives them: the site's reading order) and run.json, each replaced atomically. Each is tried even when one before it
     could not be written (a nearly full disk may still take the small ones); the first failure is raised at the
     end."""
     ordered = sorted(results, key=lambda r: r.url)
@@ -93,6 +94,7 @@ def write_outputs(output_dir: Path, results: list[DocResult], synthesis: dict[st
             ("results.jsonl", lambda: "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in ordered)),
             ("report.md", lambda: _markdown(report())),
             ("report.html", lambda: render_html(report())),
+            ("llms.txt", lambda: render_llms_txt(list(results), synthesis, summary, title)),
             ("run.json", lambda: json.dumps(summary, indent=2) + "\n")):
         try:
             atomic_write_text(output_dir / name, render())
