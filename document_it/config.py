@@ -24,6 +24,8 @@ __all__ = [
     "Fallback",
     "Settings",
     "SAMPLE_SOURCE",
+    "OUTPUTS",
+    "chosen_outputs",
     "PLACEHOLDER_KEY",
     "resolve_llm",
     "page_tasks",
@@ -32,6 +34,7 @@ __all__ = [
 
 _FIELD = re.compile(r"^[A-Za-z_][\w-]{0,63}$")
 SAMPLE_SOURCE = str(Path(__file__).parent / "data" / "sample" / "llms.txt")
+OUTPUTS = ("report.md", "report.html", "llms.txt")  # what --outputs chooses from; results.jsonl and run.json always
 PLACEHOLDER_KEY = "no-key-needed"  # sent when no key is set: servers that want some key, any key, take it
 
 
@@ -111,6 +114,7 @@ class Settings:
     task_strategy: TaskStrategy = TaskStrategy.AUTO  # all of them in one request, or one request each
     answers: Answers = Answers.AUTO  # full, or brief (fewer items, shorter strings)
     no_synthesis: bool = False  # per-page analyses only, no topic syntheses (--no-synthesis)
+    outputs: tuple[str, ...] = OUTPUTS  # the files written beside results.jsonl and run.json (--outputs)
     structured_output: StructuredMethod = StructuredMethod.AUTO
     context_tokens: int | None = None  # the model's context window; None: from the server, else 8192
     request_timeout: float = 60.0
@@ -259,6 +263,25 @@ def page_tasks(names: Iterable[str | Task]) -> tuple[Task, ...]:
     if not chosen:
         raise ConfigError(f"--tasks needs at least one page analysis {choose}")
     return tuple(task for task in PAGE_TASKS if task.value in chosen)
+
+
+
+
+def chosen_outputs(names: Iterable[str]) -> tuple[str, ...]:
+    """The outputs `names` choose ("all": every one, "none": only the run's own record), in OUTPUTS order; a
+    ConfigError names the valid ones."""
+    chosen = [name.strip() for name in names if name.strip()]
+    choose = f"(choose from {', '.join(OUTPUTS)}, all or none)"
+    if chosen == ["all"]:
+        return OUTPUTS
+    if chosen == ["none"]:
+        return ()
+    for name in chosen:
+        if name not in OUTPUTS:
+            raise ConfigError(f"--outputs: {name!r} is not an output {choose}")
+    if not chosen:
+        raise ConfigError(f"--outputs needs at least one output {choose}")
+    return tuple(name for name in OUTPUTS if name in chosen)
 
 
 def check_scheduler_address(address: str) -> None:

@@ -9,8 +9,9 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+from .config import OUTPUTS
 from .llms_txt import render_llms_txt
 from .errors import OutputError
 from .models import DocResult
@@ -82,11 +83,11 @@ class ResultStream:
 
 
 def write_outputs(output_dir: Path, results: list[DocResult], synthesis: dict[str, Any],
-                  summary: dict[str, Any], title: str) -> None:
-    """Final results.jsonl (sorted by URL) plus report.md, report.html and llms.txt (pages in the order
-    `results` gives them: the site's reading order) and run.json, each replaced atomically. Each is tried even when one before it
-    could not be written (a nearly full disk may still take the small ones); the first failure is raised at the
-    end."""
+                  summary: dict[str, Any], title: str, outputs: Iterable[str] = OUTPUTS) -> None:
+    """Final results.jsonl (sorted by URL) and run.json, and of report.md, report.html and llms.txt those
+    `outputs` names (pages in the order `results` gives them: the site's reading order), each replaced
+    atomically. Each is tried even when one before it could not be written (a nearly full disk may still take
+    the small ones); the first failure is raised at the end."""
     ordered = sorted(results, key=lambda r: r.url)
     report = functools.cache(lambda: build_report(list(results), synthesis, summary, title))  # one model, 2 formats
     failures: list[OutputError] = []
@@ -96,6 +97,8 @@ def write_outputs(output_dir: Path, results: list[DocResult], synthesis: dict[st
             ("report.html", lambda: render_html(report())),
             ("llms.txt", lambda: render_llms_txt(list(results), synthesis, summary, title)),
             ("run.json", lambda: json.dumps(summary, indent=2) + "\n")):
+        if name in OUTPUTS and name not in outputs:
+            continue
         try:
             atomic_write_text(output_dir / name, render())
         except OutputError as exc:

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from .config import (SAMPLE_SOURCE, Answers, Fallback, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy, page_tasks,
-                     resolve_llm)
+from .config import (SAMPLE_SOURCE, Answers, Fallback, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy,
+                     chosen_outputs, page_tasks, resolve_llm)
 from .errors import ConfigError
 from .models import PAGE_TASKS
 
@@ -56,7 +56,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         structured_output=_choice(args, "structured_output", StructuredMethod),
         task_strategy=_choice(args, "task_strategy", TaskStrategy), answers=_choice(args, "answers", Answers),
         fallback=_choice(args, "fallback", Fallback), quiet=switch(args.quiet, env, "quiet"),
-        no_synthesis=switch(args.no_synthesis, env, "no-synthesis"),
+        no_synthesis=switch(args.no_synthesis, env, "no-synthesis"), outputs=chosen_outputs(args.outputs.split(",")),
         no_cache=switch(args.no_cache, env, "no-cache"), refresh=switch(args.refresh, env, "refresh"),
         read_timeout=fetch_timeout, max_page_bytes=int(page_mb * 1024 * 1024),
         parse_memory_mb=_number(args, "parse_memory_mb", float) or None,

@@ -45,7 +45,7 @@ def test_help_has_no_untitled_block_and_a_short_usage(capsys):
         assert title in titles
     usage = out.split("\n\n", 1)[0].splitlines()
     assert usage == ["usage: document-it [options]", "       document-it cache {stats,clear} [--state-dir DIR]"]
-    assert len(out.splitlines()) < 180
+    assert len(out.splitlines()) < 185  # a budget: every flag has its say in a line or two
 
 
 def test_help_shows_every_default_there_is(capsys):

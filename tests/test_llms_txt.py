@@ -100,3 +100,15 @@ def test_a_run_from_the_llms_txt_it_wrote_finds_the_same_pages(tmp_path):
     parsed = parse_llms_file(written)
     assert parsed.title == "Ferry" and parsed.summary
     assert sum(len(links) for links in parsed.sections.values()) == len(pages("first"))
+
+
+def test_outputs_chooses_the_files_written_beside_the_runs_own_record(tmp_path, capsys):
+    assert _run(SAMPLE_SOURCE, tmp_path / "llms", "--outputs", "llms.txt") == 0
+    assert sorted(p.name for p in (tmp_path / "llms").iterdir()) == ["llms.txt", "results.jsonl", "run.json"]
+    assert _run(SAMPLE_SOURCE, tmp_path / "none", "--outputs", "none") == 0
+    assert sorted(p.name for p in (tmp_path / "none").iterdir()) == ["results.jsonl", "run.json"]
+    capsys.readouterr()
+    assert _run(SAMPLE_SOURCE, tmp_path / "bad", "--outputs", "report.md,llms.json") == 2
+    err = capsys.readouterr().err
+    assert err == ("document-it: error: --outputs: 'llms.json' is not an output (choose from report.md, "
+                   "report.html, llms.txt, all or none)\n")

@@ -132,9 +132,9 @@ def _temporary_database(settings: Settings) -> Iterator[Path]:
 
 # what --resume restores unless given again: where results go, what analyses the pages, how to fetch
 _RESUMED = ("output_dir", "allow_private", "llm", "llm_base_url", "model", "sub_model", "structured_output", "mode",
-            "per_host", "delay", "extract_fields", "tasks", "task_strategy", "answers", "no_synthesis")
+            "per_host", "delay", "extract_fields", "tasks", "task_strategy", "answers", "no_synthesis", "outputs")
 _FROM_OPTION: dict[str, Any] = {"output_dir": Path, "llm": LLMKind, "structured_output": StructuredMethod,
-                                "extract_fields": tuple, "tasks": page_tasks,
+                                "extract_fields": tuple, "tasks": page_tasks, "outputs": tuple,
                                 "mode": Mode, "task_strategy": TaskStrategy, "answers": Answers}
 
 
@@ -379,7 +379,7 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
         summary["changes"] = {**changes_block(changes), "not_modified_304": counters.get("not_modified_304", 0),
                               "same_content": counters.get("same_content", 0)}
     with contextlib.suppress(OSError, OutputError) if not complete else contextlib.nullcontext():
-        write_outputs(settings.output_dir, results, synthesis, summary, title)
+        write_outputs(settings.output_dir, results, synthesis, summary, title, settings.outputs)
         if spec.incremental:
             atomic_write_text(settings.output_dir / "changes.md", render_changes(title, changes, complete))
     # an aborted run (e.g. a rejected API key) stays resumable, like an interrupted one
