@@ -112,3 +112,30 @@ def test_outputs_chooses_the_files_written_beside_the_runs_own_record(tmp_path, 
     err = capsys.readouterr().err
     assert err == ("document-it: error: --outputs: 'llms.json' is not an output (choose from report.md, "
                    "report.html, llms.txt, all or none)\n")
+
+
+def test_a_nightly_run_rewrites_the_changed_pages_line_drops_a_removed_one_and_keeps_the_rest(tmp_path):
+    """Two --incremental nights over a folder: one page edited, one removed. The other lines of llms.txt
+    are the same bytes, so a diff of the two nights shows just what changed."""
+    site = tmp_path / "site"
+    shutil.copytree(SAMPLE, site)
+    state = ["--incremental", "--state-dir", str(tmp_path / "state")]
+    assert _run(str(site / "llms.txt"), tmp_path / "night1", *state) == 0
+    first = (tmp_path / "night1" / "llms.txt").read_text().splitlines()
+    page = site / "pages" / "retries.md"
+    page.write_text(page.read_text().replace("Transient failures are normal", "Retries are how Ferry survives "
+                                             "transient failures"))
+    gone = "pages/scheduling.html"
+    (site / "llms.txt").write_text("".join(line + "\n" for line in (site / "llms.txt").read_text().splitlines()
+                                           if gone not in line))
+    assert _run(str(site / "llms.txt"), tmp_path / "night2", *state) == 0
+    second = (tmp_path / "night2" / "llms.txt").read_text().splitlines()
+    links = [line for line in first if line.startswith("- [")]
+    changed = [line for line in links if "retries.md" in line]
+    removed = [line for line in links if gone in line]
+    assert len(changed) == 1 and len(removed) == 1
+    rewritten = [line for line in second if "retries.md" in line]
+    assert len(rewritten) == 1 and "survives" in rewritten[0]
+    # the same lines in the same order, but for the one rewritten in its place and the one dropped
+    expected = [rewritten[0] if line in changed else line for line in links if line not in removed]
+    assert [line for line in second if line.startswith("- [")] == expected
