@@ -20,24 +20,33 @@ _CHROME_CLASS = ("headerlink", "linenos", "linenodiv", "lineno", "breadcrumb", "
                  "md-content__button", "edit-link", "editlink", "last-updated", "navheader", "navfooter")
 # the content region, most specific first
 _MAIN = ("//main//article", "//article", "//main", "//*[@role='main']", "//*[@itemprop='articleBody']",
-         "//div[contains(concat(' ', normalize-space(@class), ' '), ' body ')]", "//body")
+         "//div[contains(concat(' ', normalize-space(@class), ' '), ' body ')]",
+         "//*[@id='apicontent']", "//*[@id='yui-main']", "//*[@id='main-content']",  # Node.js, Django, others
+         "//body")
 _CHROME = frozenset(_CHROME_CLASS)
+_DROP = frozenset(_DROP_TAGS)
+_FOOTNOTES = frozenset({"footnote", "footnote-list", "footnotes"})
 _PERMALINK_TEXT = {"¶", "#", "§", "🔗", "\u200b", ""}
 
 
 def strip_chrome(root: etree._Element) -> None:
-    """Remove navigation, sidebars, footers, line numbers and permalink marks, in place."""
-    tags = " | ".join(f"//{tag}" for tag in _DROP_TAGS)
-    roles = " or ".join(f"@role='{role}'" for role in _ROLES)
-    headers = "//header[not(ancestor::main) and not(ancestor::article)]"
-    doomed = list(root.xpath(f"{tags} | //*[{roles}] | {headers} | //*[@aria-hidden='true']"))
+    """Remove navigation, sidebars, footers, line numbers and permalink marks, in place. One pass over the
+    elements (a union of XPath searches walked the tree once per tag). Footnotes stay: Sphinx puts them in
+    an <aside class="footnote">."""
+    doomed = []
     for el in root.iter(etree.Element):
-        classes = el.get("class")
-        if classes and not _CHROME.isdisjoint(classes.split()):
+        tag = el.tag
+        classes = (el.get("class") or "").split()
+        if tag in _DROP:
+            if tag != "aside" or _FOOTNOTES.isdisjoint(classes):
+                doomed.append(el)
+        elif el.get("role") in _ROLES or el.get("aria-hidden") == "true" or not _CHROME.isdisjoint(classes):
             doomed.append(el)
-        elif el.tag == "a" and el.get("href", "").startswith("#") and _clean(el.text_content()) in _PERMALINK_TEXT:
+        elif tag == "header" and next(el.iterancestors("main", "article"), None) is None:
+            doomed.append(el)
+        elif tag == "a" and el.get("href", "").startswith("#") and _clean(el.text_content()) in _PERMALINK_TEXT:
             doomed.append(el)  # a heading's permalink anchor
-        elif el.tag == "a" and "edit this page" in f"{el.get('title', '')} {el.text_content()}".lower():
+        elif tag == "a" and "edit this page" in f"{el.get('title', '')} {el.text_content()}".lower():
             doomed.append(el)
     for el in doomed:
         if el.getparent() is not None:

@@ -19,7 +19,7 @@ from .tokens import estimate_tokens, tokens_for_chars
 
 __all__ = ["parse", "chunk_text", "PARSE_VERSION"]
 
-PARSE_VERSION = "6"  # bump when parsing changes, so cached parses are not reused
+PARSE_VERSION = "7"  # bump when parsing changes, so cached parses are not reused
 
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCKS = {"p", "li", "dt", "dd", "blockquote", "td", "th", "figcaption", "caption", "summary"}

@@ -333,3 +333,28 @@ def test_html_served_as_plain_text_is_parsed_as_html():
     doc = _page("<!DOCTYPE html><html><body><main><h1>Title</h1><p>Body text here.</p></main></body></html>",
                 ctype="text/plain")
     assert doc.fmt == "html" and doc.title == "Title" and "<" not in doc.text
+
+
+def test_the_content_region_of_themes_without_main_and_footnotes_kept():
+    """Node.js's #apicontent and Django's #yui-main hold the content beside a sidebar and header links that
+    are not the page's; Sphinx's footnotes sit in an <aside> that is the page's own."""
+    from document_it.models import DocRef, Fetched
+
+    def text(html: str) -> str:
+        url = "http://127.0.0.1/p.html"
+        return parse(Fetched(ref=DocRef(url=url), final_url=url, content=html.encode(), content_type="text/html",
+                             status=200)).text
+
+    node = ('<html><body><div id="column2"><ul><li><a href="fs.html">File system</a></li><li><a href="os.html">OS'
+            '</a></li></ul></div><div id="column1"><div id="apicontent"><h2>File system</h2><p>The node:fs module '
+            'works with files.</p></div></div></body></html>')
+    assert text(node) == "File system\nThe node:fs module works with files."
+    django = ('<html><body><div id="hd"><h1><a href="/">Django docs</a></h1><div class="nav"><a href="a.html">'
+              'previous</a></div></div><div id="bd"><div id="yui-main"><h1>Models</h1><p>A model is the source of '
+              'truth.</p></div><div id="sidebar"><p>Browse</p></div></div><div id="ft">next</div></body></html>')
+    assert text(django) == "Models\nA model is the source of truth."
+    sphinx = ('<html><body><div class="body" role="main"><h1>json</h1><p>See RFC 7159 [1].</p><aside class="sidebar">'
+              '<p>Also read</p></aside><aside class="footnote-list"><aside class="footnote"><p>1: The spec.</p>'
+              '</aside></aside></div></body></html>')
+    body = text(sphinx)
+    assert "The spec." in body and "Also read" not in body
