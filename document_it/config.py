@@ -25,6 +25,7 @@ __all__ = [
     "Settings",
     "SAMPLE_SOURCE",
     "OUTPUTS",
+    "MARKDOWN_OUTPUTS",
     "chosen_outputs",
     "PLACEHOLDER_KEY",
     "resolve_llm",
@@ -34,7 +35,8 @@ __all__ = [
 
 _FIELD = re.compile(r"^[A-Za-z_][\w-]{0,63}$")
 SAMPLE_SOURCE = str(Path(__file__).parent / "data" / "sample" / "llms.txt")
-OUTPUTS = ("report.md", "report.html", "llms.txt")  # what --outputs chooses from; results.jsonl and run.json always
+OUTPUTS = ("report.md", "report.html", "llms.txt", "llms-full.txt", "pages")  # --outputs' choice; results.jsonl
+MARKDOWN_OUTPUTS = frozenset({"llms-full.txt", "pages"})  # and run.json always; these need each page's Markdown
 PLACEHOLDER_KEY = "no-key-needed"  # sent when no key is set: servers that want some key, any key, take it
 
 

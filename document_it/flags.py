@@ -96,7 +96,8 @@ def _what_to_read(p: argparse.ArgumentParser, d: _Default) -> None:
     g.add_argument("--output-dir", metavar="DIR", default=d("output-dir", "output"),
                    help="where results.jsonl, report.md and run.json go")
     g.add_argument("--outputs", metavar="FILES", default=d("outputs", "all"),
-                   help="besides results.jsonl and run.json: report.md, report.html, llms.txt, all or none")
+                   help="besides results.jsonl and run.json: report.md, report.html, llms.txt, llms-full.txt, "
+                        "pages (comma-separated), all or none")
     g.add_argument("--state-dir", metavar="DIR", default=d("state-dir", ".document_it"),
                    help="home of the cache and the job queue (jobs.sqlite)")
 

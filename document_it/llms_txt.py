@@ -15,7 +15,7 @@ from urllib.parse import quote, urlparse
 from .models import NO_TOPIC, DocResult, DocStatus
 from .redact import printable
 
-__all__ = ["render_llms_txt", "describe", "secondary"]
+__all__ = ["render_llms_txt", "llms_order", "describe", "secondary"]
 
 _WORDS = 20  # a description's length at most, in words
 _OPENING = 3  # pages at the start of the reading order that may say what the site is
@@ -40,9 +40,7 @@ def render_llms_txt(results: list[DocResult], synthesis: dict[str, Any], summary
     """llms.txt for the completed pages of `results` (in the site's reading order), grouped by topic in
     run.json's `topic_order`; failed pages are left out."""
     pages = [r for r in results if r.status is DocStatus.COMPLETED and r.analysis]
-    main = [r for r in pages if not secondary(r)]
-    optional = [r for r in pages if secondary(r)]
-    topics = _in_order((r.topic or NO_TOPIC for r in main), summary.get("topic_order") or ())
+    main, topics, optional = _sections(pages, summary)
     lines = [f"# {_one_line(title) or 'Documentation'}", ""]
     about = _site_summary(main or pages, synthesis)
     if about:
@@ -56,6 +54,20 @@ def render_llms_txt(results: list[DocResult], synthesis: dict[str, Any], summary
     if optional:
         lines += ["## Optional", "", *(_link(r) for r in optional), ""]
     return "\n".join(lines)
+
+
+def llms_order(results: list[DocResult], summary: dict[str, Any]) -> list[DocResult]:
+    """The completed pages of `results` in llms.txt's order: topic by topic in the site's order, the
+    secondary ones last (llms-full.txt follows it)."""
+    main, topics, optional = _sections([r for r in results if r.status is DocStatus.COMPLETED], summary)
+    return [r for topic in topics for r in main if (r.topic or NO_TOPIC) == topic] + optional
+
+
+def _sections(pages: list[DocResult], summary: dict[str, Any]) -> tuple[list[DocResult], list[str], list[DocResult]]:
+    """(the main pages, their topics in the site's order, the secondary pages)."""
+    main = [r for r in pages if not secondary(r)]
+    topics = _in_order((r.topic or NO_TOPIC for r in main), summary.get("topic_order") or ())
+    return main, topics, [r for r in pages if secondary(r)]
 
 
 def describe(result: DocResult) -> str:

@@ -135,6 +135,7 @@ class ParsedDoc:
     tokens: int = 0
     fmt: str = "html"
     place: PagePlace = PagePlace()
+    markdown: str = ""  # the content as clean Markdown (markdown_page.py), for pages/ and llms-full.txt
 
     @property
     def text_tokens(self) -> int:

@@ -13,13 +13,14 @@ from .encoding import decode, not_text
 from .chrome import base_url, code_language, main_region, strip_chrome
 from .errors import ParseError
 from .models import Chunk, CodeBlock, Fetched, Link, PagePlace, ParsedDoc, Section
+from .markdown_page import html_markdown, normalise_markdown
 from .navigation import up_link
 from .titles import head_title, page_title, split_site_name
 from .tokens import estimate_tokens, tokens_for_chars
 
 __all__ = ["parse", "chunk_text", "PARSE_VERSION"]
 
-PARSE_VERSION = "7"  # bump when parsing changes, so cached parses are not reused
+PARSE_VERSION = "8"  # bump when parsing changes, so cached parses are not reused
 
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCKS = {"p", "li", "dt", "dd", "blockquote", "td", "th", "figcaption", "caption", "summary"}
@@ -39,16 +40,19 @@ def parse(fetched: Fetched, chunk_tokens: int = 800) -> ParsedDoc:
     if not_text(fetched.content, fetched.encoding):
         raise ParseError("not a text document")
     media = fetched.content_type
+    source = ""
     if media in ("text/markdown", "text/x-markdown") or _looks_markdown(fetched.final_url, media):
-        root = _read_html((_MARKDOWN.render(_decode(fetched)) or "<p></p>").encode("utf-8", "replace"))
+        source = _decode(fetched)
+        root = _read_html((_MARKDOWN.render(source) or "<p></p>").encode("utf-8", "replace"))
         fmt = "markdown"
     elif media == "text/plain" and not _looks_html(fetched.content):
-        root = _plain_root(_decode(fetched))
+        source = _decode(fetched)
+        root = _plain_root(source)
         fmt = "text"
     else:
         root = _html_root(fetched)
         fmt = "html"
-    return _extract(root, fetched, fmt, chunk_tokens)
+    return _extract(root, fetched, fmt, chunk_tokens, source)
 
 
 def _looks_html(content: bytes) -> bool:
@@ -97,7 +101,8 @@ def _plain_root(text: str) -> etree._Element:
     return root
 
 
-def _extract(root: etree._Element, fetched: Fetched, fmt: str, chunk_tokens: int) -> ParsedDoc:
+def _extract(root: etree._Element, fetched: Fetched, fmt: str, chunk_tokens: int, source: str = "") -> ParsedDoc:
+    """The page's parts from its tree; `source`: a Markdown or text page's own text, kept as its Markdown."""
     links_base = base_url(root, fetched.final_url)
     outlinks = _outlinks(root, links_base)  # before the chrome goes: a crawl follows the navigation too
     place = PagePlace(*up_link(root, links_base), site=split_site_name(head_title(root))[1])
@@ -125,6 +130,7 @@ def _extract(root: etree._Element, fetched: Fetched, fmt: str, chunk_tokens: int
         tokens=estimate_tokens(text),
         fmt=fmt,
         place=place,
+        markdown=normalise_markdown(source) if source else html_markdown(main, links_base),  # after the walk
     )
 
 

@@ -9,11 +9,12 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from .config import OUTPUTS
-from .llms_txt import render_llms_txt
+from .llms_txt import llms_order, render_llms_txt
 from .errors import OutputError
+from .page_files import PAGES_DIR, page_files, render_llms_full, stale_page_files
 from .models import DocResult
 from .report_html import render_html
 from .report_model import (FALLBACK_NOTE, NO_OVERVIEW, REUSED_NOTE, PageEntry, Related, Report, TopicEntry,
@@ -83,11 +84,14 @@ class ResultStream:
 
 
 def write_outputs(output_dir: Path, results: list[DocResult], synthesis: dict[str, Any],
-                  summary: dict[str, Any], title: str, outputs: Iterable[str] = OUTPUTS) -> None:
-    """Final results.jsonl (sorted by URL) and run.json, and of report.md, report.html and llms.txt those
-    `outputs` names (pages in the order `results` gives them: the site's reading order), each replaced
-    atomically. Each is tried even when one before it could not be written (a nearly full disk may still take
-    the small ones); the first failure is raised at the end."""
+                  summary: dict[str, Any], title: str, outputs: Iterable[str] = OUTPUTS,
+                  markdown: Mapping[str, str] | None = None) -> None:
+    """Final results.jsonl (sorted by URL) and run.json, and of report.md, report.html, llms.txt,
+    llms-full.txt and pages/ those `outputs` names (pages in the order `results` gives them: the site's
+    reading order; `markdown`: url -> each page's clean Markdown), each file replaced atomically. Each is tried
+    even when one before it could not be written (a nearly full disk may still take the small ones); the first
+    failure is raised at the end."""
+    markdown = markdown or {}
     ordered = sorted(results, key=lambda r: r.url)
     report = functools.cache(lambda: build_report(list(results), synthesis, summary, title))  # one model, 2 formats
     failures: list[OutputError] = []
@@ -96,6 +100,7 @@ def write_outputs(output_dir: Path, results: list[DocResult], synthesis: dict[st
             ("report.md", lambda: _markdown(report())),
             ("report.html", lambda: render_html(report())),
             ("llms.txt", lambda: render_llms_txt(list(results), synthesis, summary, title)),
+            ("llms-full.txt", lambda: render_llms_full(llms_order(list(results), summary), markdown, title)),
             ("run.json", lambda: json.dumps(summary, indent=2) + "\n")):
         if name in OUTPUTS and name not in outputs:
             continue
@@ -103,8 +108,23 @@ def write_outputs(output_dir: Path, results: list[DocResult], synthesis: dict[st
             atomic_write_text(output_dir / name, render())
         except OutputError as exc:
             failures.append(exc)
+    if "pages" in outputs:
+        try:
+            _write_pages(output_dir / PAGES_DIR, page_files(list(results), markdown))
+        except OutputError as exc:
+            failures.append(exc)
     if failures:
         raise failures[0]
+
+
+def _write_pages(folder: Path, files: dict[str, str]) -> None:
+    """pages/: each page's file replaced atomically (the same bytes when the page did not change), and the
+    files of pages this run no longer has removed."""
+    for name, text in files.items():
+        atomic_write_text(folder / name, text)
+    for stale in stale_page_files(folder, set(files)):
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 def render_report(results: list[DocResult], synthesis: dict[str, Any], summary: dict[str, Any],

@@ -188,8 +188,17 @@ def _from_bytes(data: bytes, base_url: str, limits: FetchLimits, depth: int) -> 
 
 
 def _is_html(data: bytes) -> bool:
-    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:500].lower()
-    return head.startswith(b"<") and not (head.startswith(b"<?xml") or b"<urlset" in head or b"<sitemapindex" in head)
+    """A web page, XHTML included (DocBook's start with <?xml and a DOCTYPE html), not a sitemap."""
+    head = _head(data)
+    if b"<urlset" in head or b"<sitemapindex" in head:
+        return False
+    if head.startswith(b"<?xml"):
+        return b"<!doctype html" in head or b"<html" in head
+    return head.startswith(b"<")
+
+
+def _head(data: bytes) -> bytes:
+    return data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1000].lower()
 
 
 def read_sitemap(url: str, limits: FetchLimits) -> list[DocRef]:
@@ -223,8 +232,8 @@ def _gunzipped(data: bytes, limits: FetchLimits, where: str) -> bytes:
 
 
 def _is_sitemap(data: bytes) -> bool:
-    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:500].lower()
-    return head.startswith(b"<?xml") or b"<urlset" in head or b"<sitemapindex" in head
+    head = _head(data)
+    return b"<urlset" in head or b"<sitemapindex" in head or (head.startswith(b"<?xml") and not _is_html(data))
 
 
 def _from_sitemap(data: bytes, base_url: str, limits: FetchLimits, depth: int) -> LlmsIndex:

@@ -111,7 +111,7 @@ def test_outputs_chooses_the_files_written_beside_the_runs_own_record(tmp_path, 
     assert _run(SAMPLE_SOURCE, tmp_path / "bad", "--outputs", "report.md,llms.json") == 2
     err = capsys.readouterr().err
     assert err == ("document-it: error: --outputs: 'llms.json' is not an output (choose from report.md, "
-                   "report.html, llms.txt, all or none)\n")
+                   "report.html, llms.txt, llms-full.txt, pages, all or none)\n")
 
 
 def test_a_nightly_run_rewrites_the_changed_pages_line_drops_a_removed_one_and_keeps_the_rest(tmp_path):

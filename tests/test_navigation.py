@@ -134,8 +134,11 @@ def _flat_docbook_site(root: Path, chapters: int = 3, pages: int = 4) -> None:
             (root / name).write_text(_docbook(f"{c}.{p}. Section {p} of {c} — Demo Docs", chapter,
                                               f"Chapter {c}. Part {c}"))
     body = "".join(f'<li><a href="{name}">{name}</a></li>' for name in sorted(links, reverse=True))  # last first
-    (root / "index.html").write_text(f"<html><head><title>Demo Docs</title></head><body><main><h1>Demo Docs</h1>"
-                                     f"<p>All about the demo.</p><ul>{body}</ul></main></body></html>")
+    (root / "index.html").write_text(  # XHTML, as DocBook writes it: an XML prolog and a DOCTYPE before <html>
+        '<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 '
+        'Transitional//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd"><html '
+        f'xmlns="http://www.w3.org/1999/xhtml"><head><title>Demo Docs</title></head><body><main><h1>Demo Docs</h1>'
+        f"<p>All about the demo.</p><ul>{body}</ul></main></body></html>")
     (root / "urls.txt").write_text("".join(f"{name}\n" for name in ["index.html", *links]))
 
 
@@ -161,6 +164,7 @@ def test_a_crawled_or_listed_flat_site_gets_topics_from_its_up_links(tmp_path, s
             {f"ch{c}.html", *(f"ch{c}-s{p}.html" for p in range(4))}
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.startswith("# Demo Docs")
+    assert topics["index.html"] == "Demo Docs"  # the home page, which no up link places: the site's name
     # in the order the site gives: a crawl meets the home page's list (last chapter first), a URL list its own
     chapters = [2, 1, 0] if start == "index.html" else [0, 1, 2]
     at = [report.index(f"### Chapter {c}. Part {c}") for c in chapters]

@@ -376,3 +376,16 @@ def test_topics_come_from_below_the_shared_folders(tmp_path):
 def test_folder_url_and_its_index_html_are_one_page(tmp_path):
     (tmp_path / "urls.txt").write_text("http://127.0.0.1/mkdocs/\nhttp://127.0.0.1/mkdocs/index.html\n")
     assert len(discover(str(tmp_path / "urls.txt")).refs) == 1
+
+
+def test_an_xhtml_start_page_is_a_page_to_crawl_and_an_xml_sitemap_is_a_sitemap():
+    """DocBook's pages open with an XML prolog and a DOCTYPE html; they are pages, not sitemaps."""
+    from document_it.sources import _is_html, _is_sitemap
+
+    xhtml = (b'<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 '
+             b'Transitional//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd"><html '
+             b'xmlns="http://www.w3.org/1999/xhtml"><head><title>PostgreSQL</title></head></html>')
+    sitemap = b'<?xml version="1.0"?>\n<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"></urlset>'
+    assert _is_html(xhtml) and not _is_sitemap(xhtml)
+    assert _is_sitemap(sitemap) and not _is_html(sitemap)
+    assert _is_html(b"<!doctype html><html></html>") and not _is_sitemap(b"<!doctype html><html></html>")

@@ -41,6 +41,8 @@ _SCHEMA = (
        removed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (source, key))""",
     """CREATE TABLE IF NOT EXISTS topics (source TEXT NOT NULL, topic TEXT NOT NULL, fingerprint TEXT NOT NULL,
        synthesis TEXT NOT NULL, PRIMARY KEY (source, topic))""",
+    """CREATE TABLE IF NOT EXISTS markdown (source TEXT NOT NULL, key TEXT NOT NULL, markdown TEXT NOT NULL,
+       PRIMARY KEY (source, key))""",
 )
 _RUN_COLUMNS = "id, source, options, status, started, finished"
 _JOB_COLUMNS = "run_id, key, url, title, topic, note, depth, attempts, worker"

@@ -1,5 +1,6 @@
-"""What the job queue remembers across runs: each page's last analysed state and each topic's synthesis
-(the tables `pages` and `topics` of jobs.sqlite), read by nightly runs to tell what changed."""
+"""What the job queue remembers across runs: each page's last analysed state, its clean Markdown and each
+topic's synthesis (the tables `pages`, `markdown` and `topics` of jobs.sqlite), read by nightly runs to tell
+what changed and to write what did not."""
 
 from __future__ import annotations
 
@@ -78,8 +79,12 @@ class PageMemory:
     def mark_removed(self, source: str, keys: Iterable[str]) -> int:
         """Mark pages gone from the source; returns how many were newly marked."""
         with self._tx() as db:
-            return sum(db.execute("UPDATE pages SET removed = 1 WHERE source = ? AND key = ? AND removed = 0",
-                                  (source, key)).rowcount for key in keys)
+            marked = 0
+            for key in keys:
+                marked += db.execute("UPDATE pages SET removed = 1 WHERE source = ? AND key = ? AND removed = 0",
+                                     (source, key)).rowcount
+                db.execute("DELETE FROM markdown WHERE source = ? AND key = ?", (source, key))
+            return marked
 
     def topic_synthesis(self, source: str, topic: str) -> tuple[str, dict] | None:
         """(fingerprint, synthesis) last saved for a topic, or None."""
@@ -91,3 +96,12 @@ class PageMemory:
         self._write("INSERT OR REPLACE INTO topics (source, topic, fingerprint, synthesis) VALUES (?, ?, ?, ?)",
                     source, topic, fingerprint, to_json(synthesis))
 
+    def save_markdown(self, source: str, key: str, markdown: str) -> None:
+        """Keep a page's clean Markdown, for pages/ and llms-full.txt; an unchanged page keeps it across runs."""
+        self._write("INSERT OR REPLACE INTO markdown (source, key, markdown) VALUES (?, ?, ?)", source, key, markdown)
+
+    def markdown(self, source: str, keys: Iterable[str]) -> dict[str, str]:
+        """key -> the Markdown kept for each of `keys` that has one."""
+        wanted = set(keys)
+        return {key: text for key, text in self._read("SELECT key, markdown FROM markdown WHERE source = ?", source)
+                if key in wanted}

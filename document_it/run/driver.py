@@ -11,16 +11,19 @@ import asyncio
 import contextlib
 import enum
 import json
+import re
 import logging
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Iterator
 
 from ..analysis.gateway import Gateway, build_gateway
 from ..analysis.strategy import resolve_strategy
-from ..config import Answers, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy, page_tasks
+from ..config import MARKDOWN_OUTPUTS, Answers, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy, page_tasks
 from ..core.bounded import BoundedPool
 from ..core.dispatcher import PLANS
 from ..core.job_queue import JobQueue, JobState, RunInfo
@@ -34,11 +37,11 @@ from ..errors import ConfigError, Interrupted, OutputError, SourceError
 from ..fetch import USER_AGENT, FetchLimits
 from .incremental import changes_block, render_changes
 from .loop import RunSpec, not_analysed, open_worker
-from ..models import NO_TOPIC, DocRef, DocResult
+from ..models import NO_TOPIC, ROOT_TOPIC, DocRef, DocResult, DocStatus
 from ..core.cache import open_memo
 from .summary import summarize_run, topic_inputs
 from .topics import NoSynthesis, TopicSynthesis, remembering
-from ..navigation import pages_site_name, with_nav_topics
+from ..navigation import home_name, pages_site_name, with_nav_topics
 from ..report import ResultStream, atomic_write_text, write_outputs
 from ..scope import url_key
 from ..sources import LlmsIndex
@@ -343,8 +346,24 @@ async def _rest(gateway: Gateway, queue: JobQueue, spec: RunSpec, early: dict[st
 
 
 def _placed(spec: RunSpec, results: list[DocResult]) -> list[DocResult]:
-    """The results with their topics from the pages' navigation, for a run whose index had none to give."""
-    return with_nav_topics(results) if spec.nav_topics else results
+    """The results with their topics from the pages' navigation, for a run whose index had none to give; the
+    pages it does not place at the top of a crawl take the start page's name (the site's home), not "(root)"."""
+    if not spec.nav_topics:
+        return results
+    placed = with_nav_topics(results)
+    home = _home_title(spec, placed)
+    return [replace(r, topic=home) if home and r.topic == ROOT_TOPIC else r for r in placed]
+
+
+def _home_title(spec: RunSpec, results: list[DocResult]) -> str:
+    """The site's home page's title without the words that say it is one: a crawl's start page, else the
+    shallowest index page a sitemap or URL list has ("" when none)."""
+    if spec.crawl is not None:
+        home = spec.crawl.start
+    else:
+        homes = [r.url for r in results if re.search(r"/(index\.html?)?$", urlsplit(r.url).path or "/")]
+        home = min(homes, key=lambda url: urlsplit(url).path.count("/"), default=None)
+    return next((home_name(r.title) for r in results if r.url == home and r.title), "")
 
 
 def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool, status: str,
@@ -355,8 +374,8 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
     if spec.incremental and complete:
         _mark_removed(queue, spec)
     results = _placed(spec, [DocResult.from_dict(r) for r in queue.results(spec.run_id)])
-    if spec.title_from_pages:  # a sitemap, a URL list or a crawl names no site: its pages' <title>s may
-        title = pages_site_name(results) or title
+    if spec.title_from_pages:  # a sitemap, a URL list or a crawl names no site: its pages' <title>s may,
+        title = pages_site_name(results) or _home_title(spec, results) or title  # or a crawl's start page
     counts = queue.counts(spec.run_id)
     summary = summarize_run(settings, results, llm, wall, status, resources=resources, cluster=counters.get("cluster"),
                             total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS],
@@ -379,7 +398,8 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
         summary["changes"] = {**changes_block(changes), "not_modified_304": counters.get("not_modified_304", 0),
                               "same_content": counters.get("same_content", 0)}
     with contextlib.suppress(OSError, OutputError) if not complete else contextlib.nullcontext():
-        write_outputs(settings.output_dir, results, synthesis, summary, title, settings.outputs)
+        write_outputs(settings.output_dir, results, synthesis, summary, title, settings.outputs,
+                      _markdown(queue, spec, settings, results))
         if spec.incremental:
             atomic_write_text(settings.output_dir / "changes.md", render_changes(title, changes, complete))
     # an aborted run (e.g. a rejected API key) stays resumable, like an interrupted one
@@ -387,6 +407,14 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
     if complete:
         queue.prune(keep_runs=3)
     return summary
+
+
+def _markdown(queue: JobQueue, spec: RunSpec, settings: Settings, results: list[DocResult]) -> dict[str, str]:
+    """url -> the clean Markdown kept for each completed page, when pages/ or llms-full.txt is written."""
+    if not MARKDOWN_OUTPUTS.intersection(settings.outputs):
+        return {}
+    keys = {url_key(r.url): r.url for r in results if r.status is DocStatus.COMPLETED}
+    return {keys[key]: text for key, text in queue.markdown(spec.source, keys).items()}
 
 
 def _topic_order(queue: JobQueue, spec: RunSpec, results: list[DocResult]) -> list[str]:

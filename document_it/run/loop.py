@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..analysis.agent import PageAgent
-from ..config import Settings
+from ..config import MARKDOWN_OUTPUTS, Settings
 from ..core.dispatcher import Stages
 from ..core.job_queue import Job, JobQueue, JobState, Outcome
 from ..core.page_memory import PageRecord
@@ -179,6 +179,8 @@ class JobWorker:
         if isinstance(page, DocResult):
             return await self._finish(job, JobState.FAILED, page)
         self.counters.parsed += 1
+        if MARKDOWN_OUTPUTS.intersection(self.settings.outputs):  # kept with the page, for pages/ and llms-full.txt
+            await self._db(self.queue.save_markdown, self.spec.source, job.key, page.markdown)
         if self.crawl is not None:  # queue the links first, so other workers can start on them meanwhile
             await self._add(self.crawl.follow(page.outlinks, job.depth))
         if self.agent is None:  # crawl and parse only (benchmarks/bench_crawl.py measures exactly that)

@@ -42,7 +42,7 @@ def test_page_urls_never_become_file_paths(tmp_path):
         code = main(["--source", site.url("llms.txt"), "--output-dir", str(tmp_path / "out"),
                      "--state-dir", str(tmp_path / "state"), "--quiet", "--enable-queue"])
     assert code == 3  # the hostile pages are 404s on this site
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["llms.txt", "report.html", "report.md", "results.jsonl", "run.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["llms-full.txt", "llms.txt", "pages", "report.html", "report.md", "results.jsonl", "run.json"]
     written = [p for p in tmp_path.rglob("*") if not p.is_relative_to(site_root)]
     assert not [p for p in written if "evil" in p.name or p.name.upper().startswith(("CON", "AUX", "NUL"))]
     assert not list(tmp_path.parent.glob("evil*")) and not list(tmp_path.glob("evil*"))
