@@ -15,7 +15,7 @@ from urllib.parse import quote, urlparse
 from .models import NO_TOPIC, DocResult, DocStatus
 from .redact import printable
 
-__all__ = ["render_llms_txt", "llms_order", "describe", "secondary"]
+__all__ = ["render_llms_txt", "llms_order", "describe", "secondary", "flat_line"]
 
 _WORDS = 20  # a description's length at most, in words
 _OPENING = 3  # pages at the start of the reading order that may say what the site is
@@ -41,14 +41,14 @@ def render_llms_txt(results: list[DocResult], synthesis: dict[str, Any], summary
     run.json's `topic_order`; failed pages are left out."""
     pages = [r for r in results if r.status is DocStatus.COMPLETED and r.analysis]
     main, topics, optional = _sections(pages, summary)
-    lines = [f"# {_one_line(title) or 'Documentation'}", ""]
+    lines = [f"# {flat_line(title) or 'Documentation'}", ""]
     about = _site_summary(main or pages, synthesis)
     if about:
         lines += [f"> {about}", ""]
     if topics:
         lines += [_covers(main, topics), ""]
     for topic in topics:
-        lines += [f"## {_one_line(topic)}", ""]
+        lines += [f"## {flat_line(topic)}", ""]
         lines += [_link(r) for r in main if (r.topic or NO_TOPIC) == topic]
         lines.append("")
     if optional:
@@ -73,7 +73,7 @@ def _sections(pages: list[DocResult], summary: dict[str, Any]) -> tuple[list[Doc
 def describe(result: DocResult) -> str:
     """One line on what the page is for: its summary's first sentence, without "This page …", cut to about
     twenty words at a clause or word boundary."""
-    text = _one_line(str((result.analysis or {}).get("summary") or ""))
+    text = flat_line(str((result.analysis or {}).get("summary") or ""))
     text = re.sub(r"\s*Covers:.*$", "", text)  # the offline analyser's list of headings
     first = _SENTENCE.split(text, 1)[0].strip() if text else ""
     first = _THIS_PAGE.sub("", first).strip()
@@ -105,7 +105,7 @@ def secondary(result: DocResult) -> bool:
 def _link(result: DocResult) -> str:
     """`- [Title](absolute URL): description`, in the form llms.txt readers parse: no brackets in the title,
     no parenthesis or space left unencoded in the URL."""
-    name = _one_line(result.title or result.url).replace("[", "(").replace("]", ")")
+    name = flat_line(result.title or result.url).replace("[", "(").replace("]", ")")
     line = f"- [{name}]({quote(printable(result.url), safe=':/?#@!$&*+,;=%~-._')})"
     note = describe(result)
     return f"{line}: {note}" if note and note.casefold() != name.casefold() else line
@@ -116,12 +116,12 @@ def _site_summary(pages: list[DocResult], synthesis: dict[str, Any]) -> str:
     something (a home page that is only a table of contents does not), else the first topic synthesis that
     is not the offline analyser's list of titles."""
     for result in pages[:_OPENING]:
-        text = re.sub(r"\s*Covers:.*$", "", _one_line(str((result.analysis or {}).get("summary") or "")))
+        text = re.sub(r"\s*Covers:.*$", "", flat_line(str((result.analysis or {}).get("summary") or "")))
         sentences = [s for s in _SENTENCE.split(text) if s.strip()][:2]
         if len(" ".join(sentences).split()) >= _SAYS_SOMETHING:
             return " ".join(sentences)
     for value in synthesis.values():
-        overview = _one_line(value.get("overview", "")) if isinstance(value, dict) else ""
+        overview = flat_line(value.get("overview", "")) if isinstance(value, dict) else ""
         if overview and not _LISTING.match(overview):
             return " ".join(_SENTENCE.split(overview)[:2])
     return ""
@@ -129,7 +129,7 @@ def _site_summary(pages: list[DocResult], synthesis: dict[str, Any]) -> str:
 
 def _covers(pages: list[DocResult], topics: list[str]) -> str:
     counts = {topic: sum((r.topic or NO_TOPIC) == topic for r in pages) for topic in topics}
-    parts = [f"{_one_line(topic)} ({n} page{'s' if n != 1 else ''})" for topic, n in counts.items()]
+    parts = [f"{flat_line(topic)} ({n} page{'s' if n != 1 else ''})" for topic, n in counts.items()]
     return f"The documentation covers {len(topics)} topic{'s' if len(topics) != 1 else ''}: {', '.join(parts)}."
 
 
@@ -140,5 +140,6 @@ def _in_order(topics: Iterable[str], order: Iterable[str]) -> list[str]:
     return sorted(present, key=lambda name: (ranked.get(name, len(ranked)), present.index(name)))
 
 
-def _one_line(text: str) -> str:
+def flat_line(text: str) -> str:
+    """`text` on one line: whitespace runs one space, escape sequences and control characters dropped."""
     return " ".join(printable(text).split())

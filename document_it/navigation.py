@@ -17,8 +17,8 @@ from .chrome import main_region
 from .models import DocRef, DocResult
 from .titles import shared_name, site_name, split_site_name
 
-__all__ = ["PageNav", "read_nav", "up_link", "nav_topics", "folder_site_name", "with_nav_topics", "pages_site_name", "TocLink", "toc_links", "toc_sections",
-           "site_order", "home_name", "reading_order"]
+__all__ = ["PageNav", "read_nav", "up_link", "nav_topics", "folder_site_name", "with_nav_topics", "pages_site_name",
+           "TocLink", "toc_links", "toc_sections", "site_order", "home_name", "reading_order"]
 
 _HEAD_BYTES = 96 * 1024  # the up link sits in the header (DocBook, Django) or the top breadcrumb (Sphinx)
 _UP = ("//a[translate(@accesskey, 'U', 'u')='u'][@href]", "//link[@rel='up'][@href]",
@@ -45,17 +45,8 @@ class PageNav:
 
 def read_nav(path: Path, url: str) -> PageNav:
     """The <title> and up link of the HTML file at `path` (whose URL is `url`), from its first bytes."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(_HEAD_BYTES)
-    except OSError:
-        return PageNav()
-    if not head.strip():
-        return PageNav()
-    try:
-        root = lxml.html.document_fromstring(head, parser=lxml.html.HTMLParser(encoding="utf-8",
-                                                                               remove_comments=True))
-    except (etree.LxmlError, ValueError):
+    root = _html_tree(path, _HEAD_BYTES)
+    if root is None:
         return PageNav()
     title = " ".join("".join(root.xpath("//head/title//text()")).split())
     refresh = root.xpath("//meta[translate(@http-equiv, 'REFSH', 'refsh')='refresh']")
@@ -64,6 +55,20 @@ def read_nav(path: Path, url: str) -> PageNav:
                            "[@href][1]/@href")
     after = urldefrag(urljoin(url, following[0].strip()))[0] if following else ""
     return PageNav(title, *up_link(root, url), stub=stub, next=after if after != url else "")
+
+
+def _html_tree(path: Path, limit: int) -> etree._Element | None:
+    """The tree of the first `limit` bytes of the HTML file at `path`; None when it cannot be read or holds
+    nothing."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit)
+        if not data.strip():
+            return None
+        return lxml.html.document_fromstring(data, parser=lxml.html.HTMLParser(encoding="utf-8",
+                                                                               remove_comments=True))
+    except (OSError, etree.LxmlError, ValueError):
+        return None
 
 
 def up_link(root: etree._Element, url: str) -> tuple[str, str]:
@@ -109,10 +114,9 @@ def _chain(url: str, navs: Mapping[str, PageNav], home: str | None) -> list[str]
     chain = [url]
     seen = {url}
     while True:
-        up = navs[chain[-1]].up if chain[-1] in navs else ""
-        if not up or up == home or up in seen or len(chain) > _MAX_DEPTH:
-            break
-        if up not in navs:  # a parent outside the pages read: it is the top, if it is named
+        up = navs[chain[-1]].up
+        # a parent outside the pages read is the top, if it is named
+        if not up or up == home or up in seen or up not in navs or len(chain) > _MAX_DEPTH:
             break
         chain.append(up)
         seen.add(up)
@@ -175,12 +179,8 @@ class TocLink(NamedTuple):
 def toc_links(path: Path, url: str) -> list[TocLink]:
     """The links of the page at `path` (URL `url`, a home page or a contents page) in document order. Its
     table of contents is what is wanted here, so nothing is stripped as chrome (DocBook's is a div.toc)."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_HOME_BYTES)
-        root = lxml.html.document_fromstring(data, parser=lxml.html.HTMLParser(encoding="utf-8",
-                                                                               remove_comments=True))
-    except (OSError, etree.LxmlError, ValueError):
+    root = _html_tree(path, _HOME_BYTES)
+    if root is None:
         return []
     links = []
     section = ""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
 
+from .llms_txt import flat_line
 from .models import DocResult, DocStatus
 from .redact import printable
 
@@ -49,13 +50,9 @@ def stale_page_files(folder: Path, keep: set[str]) -> list[Path]:
 def render_llms_full(ordered: list[DocResult], markdown: Mapping[str, str], title: str) -> str:
     """llms-full.txt: the site's name, then each page of `ordered` (the llms.txt order) that has Markdown,
     under its title and source URL."""
-    parts = [f"# {_one_line(title) or 'Documentation'}\n"]
+    parts = [f"# {flat_line(title) or 'Documentation'}\n"]
     for result in ordered:
         text = markdown.get(result.url)
         if text:
-            parts.append(f"# {_one_line(result.title or result.url)}\n\nSource: {printable(result.url)}\n\n{text}")
+            parts.append(f"# {flat_line(result.title or result.url)}\n\nSource: {printable(result.url)}\n\n{text}")
     return "\n".join(parts)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(printable(text).split())

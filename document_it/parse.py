@@ -33,8 +33,9 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _MAX_LINKS = 5000  # per page, in-text links and outlinks each: a page listing more is not documentation
 
 
-def parse(fetched: Fetched, chunk_tokens: int = 800) -> ParsedDoc:
-    """Extract title, sections, text, links, code blocks and token-sized chunks from one page."""
+def parse(fetched: Fetched, chunk_tokens: int = 800, markdown: bool = True) -> ParsedDoc:
+    """Extract title, sections, text, links, code blocks and token-sized chunks from one page; and its clean
+    Markdown when `markdown` (a run that writes neither pages/ nor llms-full.txt spares the conversion)."""
     if not fetched.ok:
         raise ParseError(f"nothing to parse: {fetched.error}")
     if not_text(fetched.content, fetched.encoding):
@@ -52,7 +53,7 @@ def parse(fetched: Fetched, chunk_tokens: int = 800) -> ParsedDoc:
     else:
         root = _html_root(fetched)
         fmt = "html"
-    return _extract(root, fetched, fmt, chunk_tokens, source)
+    return _extract(root, fetched, fmt, chunk_tokens, source, markdown)
 
 
 def _looks_html(content: bytes) -> bool:
@@ -101,7 +102,8 @@ def _plain_root(text: str) -> etree._Element:
     return root
 
 
-def _extract(root: etree._Element, fetched: Fetched, fmt: str, chunk_tokens: int, source: str = "") -> ParsedDoc:
+def _extract(root: etree._Element, fetched: Fetched, fmt: str, chunk_tokens: int, source: str = "",
+             markdown: bool = True) -> ParsedDoc:
     """The page's parts from its tree; `source`: a Markdown or text page's own text, kept as its Markdown."""
     links_base = base_url(root, fetched.final_url)
     outlinks = _outlinks(root, links_base)  # before the chrome goes: a crawl follows the navigation too
@@ -130,7 +132,8 @@ def _extract(root: etree._Element, fetched: Fetched, fmt: str, chunk_tokens: int
         tokens=estimate_tokens(text),
         fmt=fmt,
         place=place,
-        markdown=normalise_markdown(source) if source else html_markdown(main, links_base),  # after the walk
+        markdown=("" if not markdown else normalise_markdown(source) if source
+                  else html_markdown(main, links_base)),  # after the walk
     )
 
 

@@ -164,6 +164,11 @@ def _run(report: Report) -> str:
             f"{_time_chart(report.timing)}</figure><table>{rows}</table>{notes}</section>")
 
 
+def _colours(report: Report) -> dict[str, str]:
+    """Each topic's colour by its anchor, the same in every chart."""
+    return {topic.anchor: _colour(i) for i, topic in enumerate(report.topics)}
+
+
 def _colour(index: int) -> str:
     """A topic's colour: hues a golden angle apart, so neighbours differ."""
     return f"hsl({index * 137.508 % 360:.0f}, 55%, 48%)"
@@ -187,7 +192,7 @@ def _fit(text: str, room: float) -> str:
 def _topic_bars(report: Report) -> str:
     """Two bar panels side by side, one row per topic (largest first): its pages, and its text in tokens. The
     label column is as wide as the longest name needs, up to a bound past which names are cut."""
-    colours = {topic.anchor: _colour(i) for i, topic in enumerate(report.topics)}
+    colours = _colours(report)
     topics = sorted(report.topics, key=lambda t: (-len(t.pages), -t.text_tokens))[:_BAR_ROWS]
     most_pages = max((len(t.pages) for t in topics), default=0) or 1
     most_tokens = max((t.text_tokens for t in topics), default=0) or 1
@@ -251,7 +256,7 @@ def _map(report: Report) -> str:
     It is at most ~900 px wide, so it is shown unscaled and its labels keep their 12 px."""
     if not report.topics:
         return "<p>No pages.</p>"
-    colours = {topic.anchor: _colour(i) for i, topic in enumerate(report.topics)}
+    colours = _colours(report)
     largest = {t.anchor for t in sorted(report.topics, key=lambda t: -len(t.pages))[:_MAP_TOPICS]}
     topics = [topic for topic in report.topics if topic.anchor in largest]  # in the report's order
     ties, inside = _ties(report)

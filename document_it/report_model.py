@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import quote, urldefrag, urlparse
 
+from .llms_txt import flat_line
 from .models import NO_TOPIC, ROOT_TOPIC, DocResult, DocStatus
 from .redact import printable
 from .report_figures import STAGE_NAMES, Figure, Timing, counted
@@ -191,7 +192,7 @@ def plain(text: Any, width: int = 300) -> str:
     """One line of page-derived text, cut to `width`: whitespace runs become one space, and escape sequences
     and control characters are dropped (redact.printable), so nothing can hide or reorder what follows. A cut
     falls at a word's end when there is one in the last 40 % of the width, and ends in "…"."""
-    flat = " ".join(printable(str(text)).split())
+    flat = flat_line(str(text))
     if len(flat) <= width:
         return flat
     head = flat[: width - 1]

@@ -42,12 +42,11 @@ def head_title(root: etree._Element) -> str:
 def split_site_name(title: str) -> tuple[str, str]:
     """("Models", "Django 3.2.25 documentation") from "Models — Django 3.2.25 documentation": the site's
     name is the last part after a separator; a title with none is all page ("CREATE TABLE", "")."""
-    parts = _SEPARATOR.split(title)
-    if len(parts) < 2 or not parts[-1].strip():
+    cuts = list(_SEPARATOR.finditer(title))
+    if not cuts:
         return title, ""
-    cut = [m for m in _SEPARATOR.finditer(title)][-1]
-    page, site = title[:cut.start()].strip(), title[cut.end():].strip()
-    return (page, site) if page else (title, "")
+    page, site = title[:cuts[-1].start()].strip(), title[cuts[-1].end():].strip()
+    return (page, site) if page and site else (title, "")
 
 
 def site_name(titles: Iterable[str]) -> str:

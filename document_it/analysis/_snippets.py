@@ -185,13 +185,7 @@ def _fields(code: str) -> Counter[str]:
 
 def _console(code: str) -> tuple[str, str]:
     """A Python console session: the statements typed at its prompts (its output left out)."""
-    typed = "\n".join(line[4:] for line in code.splitlines() if _TYPED.match(line))
-    if _CLASS.search(typed) or _DEF.search(typed):
-        return _python(typed)
-    calls = _calls(typed, set())
-    if not calls:
-        return _python(typed)
-    return calls[0].split(" on ")[0], f"calls {_and(calls[:3])}"
+    return _python("\n".join(line[4:] for line in code.splitlines() if _TYPED.match(line)))
 
 
 def _calls(code: str, defined: set[str]) -> list[str]:

@@ -10,7 +10,7 @@ from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from ..config import Mode, Settings
+from ..config import MARKDOWN_OUTPUTS, Mode, Settings
 from ..errors import ParseError, WorkerLost
 from ..fetch import FetchLimits, RedirectCheck, fetch
 from ..politeness import HostGate, Robots
@@ -88,6 +88,7 @@ class Stages:
         self.gate = HostGate(settings.per_host, settings.delay, robots, share=settings.host_share)
         self.redirect_check = redirect_check
         self.chunk_tokens = settings.chunk_tokens
+        self.markdown = bool(MARKDOWN_OUTPUTS.intersection(settings.outputs))  # pages/ or llms-full.txt wanted
         self.parse_timeout = settings.parse_timeout
         self._parse_memory_mb = settings.parse_memory_mb
         self.observer: Callable[[str], None] | None = None  # told "downloaded" / "parsed" (the progress bars)
@@ -122,7 +123,7 @@ class Stages:
         """Parse one page where the plan says parsing runs, unless the same bytes were parsed before."""
         ref = fetched.ref
         key = memo_key(PARSE_VERSION, ref.url, ref.title, ref.topic, fetched.final_url, fetched.content_type,
-                       fetched.encoding, self.chunk_tokens, hashlib.sha256(fetched.content).hexdigest())
+                       fetched.encoding, self.chunk_tokens, self.markdown, hashlib.sha256(fetched.content).hexdigest())
         cached = self.memo.get("parse", key)
         if isinstance(cached, ParsedDoc):
             self._parsed()
@@ -140,10 +141,11 @@ class Stages:
         seconds = self.parse_timeout
         try:
             if isinstance(self._processes, BoundedPool):
-                return await asyncio.wrap_future(self._processes.within(seconds, parse, fetched, self.chunk_tokens))
+                return await asyncio.wrap_future(self._processes.within(seconds, parse, fetched, self.chunk_tokens,
+                                                                         self.markdown))
             if self.plan.parse is Where.THREADS:
-                return await _from_start(seconds, parse, fetched, self.chunk_tokens)
-            return await self._run(self.plan.parse, self._processes, parse, fetched, self.chunk_tokens)
+                return await _from_start(seconds, parse, fetched, self.chunk_tokens, self.markdown)
+            return await self._run(self.plan.parse, self._processes, parse, fetched, self.chunk_tokens, self.markdown)
         except TimeoutError:
             raise ParseError(f"took longer than {seconds:g} s to parse (--parse-timeout)") from None
         except MemoryError:

@@ -11,14 +11,10 @@ import asyncio
 import contextlib
 import enum
 import json
-import re
 import logging
 import tempfile
 import time
-from collections import Counter
-from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any, Iterator
 
 from ..analysis.gateway import Gateway, build_gateway
@@ -37,11 +33,12 @@ from ..errors import ConfigError, Interrupted, OutputError, SourceError
 from ..fetch import USER_AGENT, FetchLimits
 from .incremental import changes_block, render_changes
 from .loop import RunSpec, not_analysed, open_worker
-from ..models import NO_TOPIC, ROOT_TOPIC, DocRef, DocResult, DocStatus
+from ..models import NO_TOPIC, DocResult, DocStatus
 from ..core.cache import open_memo
 from .summary import summarize_run, topic_inputs
+from .site_shape import flat_topics, home_title, placed, topic_order
 from .topics import NoSynthesis, TopicSynthesis, remembering
-from ..navigation import home_name, pages_site_name, with_nav_topics
+from ..navigation import pages_site_name
 from ..report import ResultStream, atomic_write_text, write_outputs
 from ..scope import url_key
 from ..sources import LlmsIndex
@@ -164,7 +161,7 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None, chos
     stored = {name: getattr(chosen, name) for name in _RESUMED}
     options = {"incremental": settings.incremental, "title": index.title, "limited": bool(settings.limit),
                "crawl": crawl.to_options() if crawl else None, "oneshot": oneshot,
-               "nav_topics": crawl is not None or (not index.sectioned and _flat(index.refs)),
+               "nav_topics": crawl is not None or (not index.sectioned and flat_topics(index.refs)),
                "title_from_pages": not index.named,
                "topic_order": list(dict.fromkeys(ref.topic for ref in index.refs)),  # the site's own order
                "settings": {k: _option(v) for k, v in stored.items()}}
@@ -197,13 +194,6 @@ def _seeds(spec: CrawlSpec, settings: Settings) -> list[NewJob]:
     if refused:
         raise SourceError(f"cannot crawl from {spec.start}: {refused} (user agent {USER_AGENT})")
     return crawl.seeds()
-
-
-def _flat(refs: list[DocRef]) -> bool:
-    """True when the index's topics (URL folders) say little of the site's structure: one of them holds
-    most of a site of ten pages or more (a DocBook site of 1,200 pages in one folder)."""
-    counts = Counter(ref.topic for ref in refs)
-    return len(refs) >= 10 and max(counts.values()) > 0.6 * len(refs)
 
 
 def _spec(info: RunInfo, database: Path) -> RunSpec:
@@ -333,7 +323,7 @@ async def _topics(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> TopicSynt
 async def _rest(gateway: Gateway, queue: JobQueue, spec: RunSpec, early: dict[str, Any]) -> dict[str, Any]:
     """The syntheses made `early` and one for every other topic of the run's results."""
     if spec.nav_topics:  # every topic is known only now
-        results = _placed(spec, [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id)])
+        results = placed(spec, [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id)])
         results = [r for r in results if (r.topic or NO_TOPIC) not in early]
     else:
         others = {topic for topic in await asyncio.to_thread(queue.result_topics, spec.run_id)
@@ -345,27 +335,6 @@ async def _rest(gateway: Gateway, queue: JobQueue, spec: RunSpec, early: dict[st
     return {**early, **await remembering(gateway, queue, spec)(topic_inputs(results))}
 
 
-def _placed(spec: RunSpec, results: list[DocResult]) -> list[DocResult]:
-    """The results with their topics from the pages' navigation, for a run whose index had none to give; the
-    pages it does not place at the top of a crawl take the start page's name (the site's home), not "(root)"."""
-    if not spec.nav_topics:
-        return results
-    placed = with_nav_topics(results)
-    home = _home_title(spec, placed)
-    return [replace(r, topic=home) if home and r.topic == ROOT_TOPIC else r for r in placed]
-
-
-def _home_title(spec: RunSpec, results: list[DocResult]) -> str:
-    """The site's home page's title without the words that say it is one: a crawl's start page, else the
-    shallowest index page a sitemap or URL list has ("" when none)."""
-    if spec.crawl is not None:
-        home = spec.crawl.start
-    else:
-        homes = [r.url for r in results if re.search(r"/(index\.html?)?$", urlsplit(r.url).path or "/")]
-        home = min(homes, key=lambda url: urlsplit(url).path.count("/"), default=None)
-    return next((home_name(r.title) for r in results if r.url == home and r.title), "")
-
-
 def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool, status: str,
             llm: dict[str, Any], synthesis: dict[str, Any], counters: dict[str, Any], wall: float,
             resources: ResourceSampler | None = None, made: list[DocResult] | None = None) -> dict[str, Any]:
@@ -373,9 +342,9 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
     complete = status == "completed"
     if spec.incremental and complete:
         _mark_removed(queue, spec)
-    results = _placed(spec, [DocResult.from_dict(r) for r in queue.results(spec.run_id)])
+    results = placed(spec, [DocResult.from_dict(r) for r in queue.results(spec.run_id)])
     if spec.title_from_pages:  # a sitemap, a URL list or a crawl names no site: its pages' <title>s may,
-        title = pages_site_name(results) or _home_title(spec, results) or title  # or a crawl's start page
+        title = pages_site_name(results) or home_title(spec, results) or title  # or a crawl's start page
     counts = queue.counts(spec.run_id)
     summary = summarize_run(settings, results, llm, wall, status, resources=resources, cluster=counters.get("cluster"),
                             total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS],
@@ -383,7 +352,7 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
     summary["output_dir"] = str(settings.output_dir)
     found = {url: i for i, url in enumerate(queue.urls(spec.run_id))}
     results.sort(key=lambda r: found.get(r.url, len(found)))  # the site's reading order, for the report
-    summary["topic_order"] = _topic_order(queue, spec, results)
+    summary["topic_order"] = topic_order(queue, spec, results)
     if spec.database == settings.jobs_path:  # --no-queue's temporary database is gone after the run
         summary["queue"] = {"run_id": spec.run_id, "resumed": resumed,
                             "jobs": {state.value: n for state, n in counts.items()}}
@@ -415,14 +384,6 @@ def _markdown(queue: JobQueue, spec: RunSpec, settings: Settings, results: list[
         return {}
     keys = {url_key(r.url): r.url for r in results if r.status is DocStatus.COMPLETED}
     return {keys[key]: text for key, text in queue.markdown(spec.source, keys).items()}
-
-
-def _topic_order(queue: JobQueue, spec: RunSpec, results: list[DocResult]) -> list[str]:
-    """The site's own order of its topics: the index's, or for topics from the pages' navigation, the order
-    of `results` (as their pages were found: a crawl from the home page meets its table of contents first)."""
-    if not spec.nav_topics:
-        return queue.run(spec.run_id).options.get("topic_order") or []
-    return list(dict.fromkeys(r.topic for r in results))
 
 
 def _mark_removed(queue: JobQueue, spec: RunSpec) -> None:
