@@ -21,7 +21,7 @@ from .settings_from_flags import env_name as _env_name, settings_from_args, swit
 
 __all__ = ["main", "run_command", "build_parser", "settings_from_args"]
 
-EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_IO = 0, 2, 3, 4
+EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_IO, EXIT_BATCHES_OUT = 0, 2, 3, 4, 5
 
 
 def _explicit(parser: argparse.ArgumentParser, argv: Sequence[str], env: Mapping[str, str]) -> set[str]:
@@ -168,10 +168,19 @@ def _report(summary: dict, settings: Settings) -> int:
         print(f"LLM: {llm['requests']} requests, {llm['attempts']} attempts, {llm['rate_limited']} rate-limited, "
               f"{llm['tokens_in'] + llm['tokens_out']:,} tokens"
               + ("" if cost is None else f", about ${cost:.4f}"))
+    batch = llm.get("batch_api") or {}
+    if batch.get("requests"):
+        cost = batch.get("cost_usd")
+        print(f"Batch API: {batch['requests']} requests in {batch['batches']} batches, "
+              f"{batch['tokens_in'] + batch['tokens_out']:,} tokens"
+              + ("" if cost is None else f", about ${cost:.4f} (${batch['cost_if_live_usd']:.4f} live)"))
     changes = summary.get("changes")
     if changes:
         print(f"changes: {changes['added']} added, {changes['changed']} changed, {changes['removed']} removed, "
               f"{changes['unchanged']} unchanged → {out / 'changes.md'}")
+    if batch.get("left"):  # submitted or exported as asked (0), or still running when --batch-wait ran out
+        print(f"{docs.get('not_reached', 0)} pages wait for batches: {printable(batch['left'])}")
+        return EXIT_BATCHES_OUT if batch.get("left_kind") == "waiting" else EXIT_OK
     if docs.get("not_reached") and summary["status"] != "completed":
         print(f"{docs['not_reached']} pages not reached ({summary['status']}); --resume continues the run"
               if "queue" in summary else f"{docs['not_reached']} pages not reached ({summary['status']})")

@@ -22,6 +22,7 @@ __all__ = [
     "TaskStrategy",
     "Answers",
     "Fallback",
+    "BatchApi",
     "Settings",
     "SAMPLE_SOURCE",
     "OUTPUTS",
@@ -91,6 +92,21 @@ class Fallback(str, enum.Enum):
     EXTRACTIVE = "extractive"
 
 
+class BatchApi(str, enum.Enum):
+    """Whether prompts go to the provider's Batch API (--batch-api; docs/nightly.md)."""
+
+    OFF = "off"
+    ON = "on"  # submit, wait, collect; lines that failed are asked again live
+    STRICT = "strict"  # lines that failed go in a new batch, never live
+    SUBMIT_ONLY = "submit-only"  # submit and exit 0; --resume or the next nightly run collects
+    EXPORT = "export"  # write the batch input JSONL and stop (self-hosters run it, e.g. vllm run-batch)
+    IMPORT = "import"  # read an output JSONL in the same format and go on from it
+
+
+BATCH_MAX_LINES = 50_000  # OpenAI's limits for one batch's input file; a server with lower ones refuses it and
+BATCH_MAX_BYTES = 200 * 1024 * 1024  # the run splits the file in halves
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs to know, decided before it starts."""
@@ -130,6 +146,13 @@ class Settings:
     price_out: float | None = None
     max_cost: float | None = None
     max_tokens: int | None = None
+    # the provider's Batch API (run/batch_rounds.py)
+    batch_api: BatchApi = BatchApi.OFF
+    batch_file: Path | None = None  # --batch-api import FILE
+    batch_wait: float = 24 * 3600.0  # how long a run waits for its batches before it leaves them to --resume
+    batch_discount: float = 0.5  # the batch price is the live price times (1 - this)
+    batch_max_lines: int = BATCH_MAX_LINES
+    batch_max_bytes: int = BATCH_MAX_BYTES
     # cache
     no_cache: bool = False
     refresh: bool = False
@@ -222,10 +245,36 @@ class Settings:
             raise ConfigError("--distributed-llm needs --parallelism-mode dask")
         if self.dask_scheduler is not None:
             check_scheduler_address(self.dask_scheduler)
+        self._check_batch_api()
         if self.llm is LLMKind.AUTO:
             raise ConfigError("internal: resolve --llm auto before building Settings")
         if self.llm is LLMKind.OPENAI and not (self.api_key or self.llm_base_url):
             raise ConfigError("--llm openai needs OPENAI_API_KEY or --llm-base-url")
+
+    def _check_batch_api(self) -> None:
+        if not (math.isfinite(self.batch_wait) and self.batch_wait >= 0):
+            raise ConfigError(f"--batch-wait must be a duration such as 24h, 90m or 600 (got {self.batch_wait})")
+        if not (0 <= self.batch_discount < 1):
+            raise ConfigError(f"--batch-discount must be a fraction from 0 to below 1, e.g. 0.5 for half price "
+                              f"(got {self.batch_discount})")
+        if self.batch_max_lines < 1 or self.batch_max_bytes < 1024:
+            raise ConfigError("the batch file limits must be at least 1 line and 1 kB")
+        if self.batch_api is BatchApi.OFF:
+            return
+        if self.llm is LLMKind.EXTRACTIVE:
+            raise ConfigError("--batch-api needs an LLM: set OPENAI_API_KEY or --llm-base-url, or use --llm simulate")
+        if self.enable_queue is False:
+            raise ConfigError("--batch-api keeps its batches in the job queue; drop --no-queue")
+        if self.mode in (Mode.PROCESS, Mode.DASK):
+            raise ConfigError(f"--batch-api runs in sync, async or hybrid mode, not {self.mode.value}: its requests "
+                              "wait for the provider, not for this machine's cores")
+        if (self.batch_api is BatchApi.IMPORT) != (self.batch_file is not None):
+            raise ConfigError("--batch-api import needs the output file to read: --batch-api import FILE")
+
+    @property
+    def batch_on(self) -> bool:
+        """True when prompts go to the provider's Batch API (or a batch file) instead of one request each."""
+        return self.batch_api is not BatchApi.OFF
 
     @property
     def cache_dir(self) -> Path:

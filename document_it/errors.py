@@ -20,6 +20,7 @@ __all__ = [
     "OutputError",
     "connection_reason",
     "Interrupted",
+    "BatchDeferred",
 ]
 
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
@@ -112,3 +113,8 @@ class Interrupted(Exception):
         super().__init__(f"stopped by signal {signum}")
         self.signum = signum
         self.resumable = resumable  # the job queue kept the rest: --resume continues
+
+
+class BatchDeferred(Exception):
+    """Not an error: a prompt was left for the provider's Batch API and its page (or topic) waits for the batch's
+    answers (--batch-api). Code that records a failure and goes on lets it through."""

@@ -35,7 +35,8 @@ _EPILOG = """examples:
 environment: each flag also reads DOCUMENT_IT_<FLAG> (DOCUMENT_IT_MAX_WORKERS=4),
 as do OPENAI_API_KEY, OPENAI_BASE_URL and OPENAI_MODEL; flags win.
 exit codes: 0 all pages completed, 3 some pages failed, 2 usage or configuration
-error, 4 a local file could not be written (disk full, read-only folder), 130
+error, 4 a local file could not be written (disk full, read-only folder), 5
+batches still running after --batch-wait (--resume collects them), 130
 interrupted by Ctrl-C, 143 stopped by SIGTERM (what finished is kept in the
 outputs; --resume continues, unless --no-queue)."""
 
@@ -173,8 +174,7 @@ def _batching_and_cache(p: argparse.ArgumentParser, d: _Default) -> None:
     g.add_argument("--batch-size", type=int, metavar="N", default=d("batch-size", 0),
                    help="prompts per batched request: 0 auto (up to 8), 1 off, N at most N")
     g.add_argument("--batch-max-tokens", type=int, metavar="N", default=d("batch-max-tokens", 0),
-                   help="prompt tokens one batched request may carry: 0 (default) as many as the model's context "
-                        "window holds beside every answer")
+                   help="prompt tokens a batched request may carry; 0: what the window holds")
     g.add_argument("--no-cache", action="store_true", default=None,
                    help="neither read nor write the cache in --state-dir")
     g.add_argument("--refresh", action="store_true", default=None,
@@ -207,7 +207,7 @@ def _downloads(p: argparse.ArgumentParser, d: _Default) -> None:
     g.add_argument("--parse-timeout", type=float, metavar="SECONDS", default=d("parse-timeout", 30.0),
                    help="a page taking longer to parse fails; the run goes on")
     g.add_argument("--parse-memory-mb", type=float, metavar="MB", default=d("parse-memory-mb", 1024.0),
-                   help="memory a parse worker may add to its resting size (0: no cap); a page past it fails")
+                   help="memory a parse worker may add (0: no cap); a page past it fails")
 
 
 def _crawling(p: argparse.ArgumentParser, d: _Default) -> None:
@@ -241,10 +241,16 @@ def _job_queue(p: argparse.ArgumentParser, d: _Default) -> None:
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue the last unfinished run in --state-dir, with its source and options")
     g.add_argument("--incremental", action="store_true", default=None,
-                   help="re-analyse only new and changed pages; the others keep their last analysis; "
-                        "writes changes.md")
+                   help="re-analyse only new and changed pages, keep the rest; writes changes.md")
+    g.add_argument("--batch-api", nargs="*", metavar="MODE", default=d("batch-api", None),
+                   help="prompts go through the provider's Batch API at half price: on (no MODE), strict, "
+                        "submit-only, export, or import FILE (docs/nightly.md)")
+    g.add_argument("--batch-wait", metavar="TIME", default=d("batch-wait", "24h"),
+                   help="how long a run waits for its batches (then --resume collects)")
+    g.add_argument("--batch-discount", type=float, metavar="FRACTION", default=d("batch-discount", 0.5),
+                   help="the Batch API price cut")
     g.add_argument("--grace", type=float, metavar="SECONDS", default=d("grace", 5.0),
-                   help="on Ctrl-C or SIGTERM, time pages under way get to finish (a second signal: at once)")
+                   help="time pages under way get to finish on Ctrl-C or SIGTERM")
 
 
 def _dask(p: argparse.ArgumentParser, d: _Default) -> None:

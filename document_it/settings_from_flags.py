@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from .config import (SAMPLE_SOURCE, Answers, Fallback, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy,
+from .config import (SAMPLE_SOURCE, Answers, BatchApi, Fallback, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy,
                      chosen_outputs, page_tasks, resolve_llm)
 from .errors import ConfigError
 from .models import PAGE_TASKS
@@ -44,7 +44,8 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
     if not math.isfinite(grace) or grace < 0:
         raise ConfigError(f"--grace must be a non-negative number of seconds (got {args.grace})")
     base_url = args.llm_base_url or None
-    resume = switch(args.resume, env, "resume")
+    batch = _batch_options(args)
+    resume = switch(args.resume, env, "resume") or batch["batch_api"] is BatchApi.IMPORT  # it goes on from an export
     return Settings(
         source=str(args.source or ("" if resume else SAMPLE_SOURCE)), output_dir=Path(args.output_dir), state_dir=Path(args.state_dir),
         mode=_choice(args, "parallelism_mode", Mode),
@@ -65,7 +66,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
         exclude=tuple(args.exclude or ()), enable_queue=_queue_choice(args.enable_queue, env),
         resume=resume, incremental=switch(args.incremental, env, "incremental"), grace_s=grace,
         explicit=frozenset(getattr(args, "explicit", ())),
-        **_dask_options(args, env),
+        **_dask_options(args, env), **batch,
         **ints, **floats, **optional,
     )
 
@@ -78,6 +79,43 @@ def _dask_options(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str,
             raise ConfigError("--dask-scheduler is for --parallelism-mode dask")
         address = None  # a scheduler address in the environment is for dask runs only
     return {"dask_scheduler": address, "distributed_llm": switch(args.distributed_llm, env, "distributed-llm")}
+
+
+def _batch_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--batch-api [MODE [FILE]] (a word list; from DOCUMENT_IT_BATCH_API, words split by spaces), --batch-wait
+    (a duration) and --batch-discount."""
+    words = args.batch_api
+    if isinstance(words, str):
+        words = words.split()
+    modes = ", ".join(mode.value for mode in BatchApi if mode is not BatchApi.OFF)
+    if words is None:
+        mode, file = BatchApi.OFF, None
+    else:
+        words = list(words) or ["on"]
+        try:
+            mode = BatchApi(words[0])
+        except ValueError:
+            raise ConfigError(f"--batch-api: {words[0]!r} is not a mode (choose from {modes})") from None
+        file = Path(words[1]) if mode is BatchApi.IMPORT and len(words) == 2 else None
+        if len(words) > (2 if mode is BatchApi.IMPORT else 1):
+            raise ConfigError(f"--batch-api takes one mode ({modes}), and import a file: got {' '.join(words)!r}")
+        if file is not None and not file.is_file():
+            raise ConfigError(f"--batch-api import: {file} is not a file")
+    return {"batch_api": mode, "batch_file": file, "batch_wait": duration(args.batch_wait, "--batch-wait"),
+            "batch_discount": _number(args, "batch_discount", float)}
+
+
+def duration(text: object, flag: str) -> float:
+    """Seconds from "90", "90s", "15m", "24h" or "1d"; a ConfigError naming `flag` otherwise."""
+    value = str(text).strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(value[-1:], None)
+    try:
+        seconds = float(value[:-1] if scale else value) * (scale or 1)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"{flag} must be a duration such as 24h, 90m or 600 (got {text!r})")
+    return seconds
 
 
 def _number(args: argparse.Namespace, name: str, kind: type[int] | type[float]) -> Any:

@@ -233,7 +233,7 @@ def test_retry_failed_requeues_only_under_max_attempts(queue, clock):
     queue.finish(retried, JobState.FAILED, {"url": "1", "error": "timeout"})
     assert queue.retry_failed(run.id, max_attempts=2) == 0
     assert queue.counts(run.id) == {JobState.PENDING: 1, JobState.IN_PROGRESS: 0, JobState.DONE: 0,
-                                    JobState.FAILED: 1, JobState.SKIPPED: 0}
+                                    JobState.FAILED: 1, JobState.SKIPPED: 0, JobState.WAITING: 0}
     assert queue.active(run.id)
 
 

@@ -18,7 +18,7 @@ from langgraph.types import Send
 from pydantic import ValidationError
 
 from ..config import TaskStrategy, page_tasks
-from ..errors import LLMError, LLMFatalError, LLMTransientError
+from ..errors import BatchDeferred, LLMError, LLMFatalError, LLMTransientError
 from ..models import Chunk, ParsedDoc
 from ..parse import chunk_text
 from ..tokens import estimate_tokens
@@ -362,10 +362,13 @@ async def synthesize_topics(gateway: Gateway, topics: list[TopicInput]) -> dict[
             return TopicSynthesis(overview=summary, key_themes=list(concepts))
         try:
             return await gateway.ask(Task.TOPIC_SYNTHESIS, topic)  # type: ignore[return-value]
-        except LLMFatalError:
+        except (LLMFatalError, BatchDeferred):
             raise
         except Exception as exc:  # recorded in the report, the run goes on
             return f"synthesis failed: {exc}"
 
-    results = await asyncio.gather(*(one(t) for t in topics))
-    return {t.topic: r for t, r in zip(topics, results)}
+    results = await asyncio.gather(*(one(t) for t in topics), return_exceptions=True)
+    for result in results:  # every topic's prompt is made (or left for a batch) before one stops them all
+        if isinstance(result, BaseException):
+            raise result
+    return {t.topic: r for t, r in zip(topics, results)}  # type: ignore[misc]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from ..core.tracker import Prices, RequestRecord, RequestStatus, RequestTracker
-from ..errors import LLMTransientError
+from ..errors import BatchDeferred, LLMTransientError
 from ..tokens import estimate_tokens
 from ._calls import Callback, asker, error_text, notify, run_sync
 
@@ -165,6 +165,8 @@ class ParallelProcessor:
             except (LLMTransientError, TimeoutError) as exc:
                 error = error_text(exc, request.timeout)
                 continue
+            except BatchDeferred:
+                raise
             except Exception as exc:  # a non-transient LLMError, or a bug: retrying will not help
                 return None, error_text(exc, request.timeout)
             self.tracker.usage(record, reply.tokens_in, reply.tokens_out)

@@ -24,6 +24,7 @@ from ..models import ParsedDoc
 from ..tokens import estimate_tokens
 from . import figures
 from .attempts import EXPECTED_OUTPUT_TOKENS, USAGE_REPLIES, Attempts, LLMUnavailable, message_tokens
+from .batch_lines import BatchDeferred, BatchLane, Deferred
 from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem, ReplyShape
 from .context import MIN_SCALE, LLMContextError
 from .prompts import PROMPT_VERSION, Context, PageQuestion, Question, Task, TopicInput, batch_schema, schema_for
@@ -65,6 +66,7 @@ class Gateway(Attempts):
         self.absorbed_context: list[dict[str, Any]] = []  # and what their context windows learned
         self.absorbed_windows: list[dict[str, Any]] = []  # and where their concurrency windows ended
         self.batcher: Batcher | None = None
+        self.lane: BatchLane | None = None  # --batch-api: prompts left for the provider's Batch API (open_lane)
         self.reply_shape = ReplyShape()  # what a reply's time is made of (answers sent alone): when batching pays
         # sync mode is the one-request-at-a-time baseline; every other mode batches its backlog, even at cap 1
         if isinstance(provider, ChatProvider) and settings.batch_size != 1 and settings.mode is not Mode.SYNC:
@@ -190,6 +192,8 @@ class Gateway(Attempts):
         cached = self._from_memo(task, key)
         if cached is not None:
             return cached
+        if self.lane is not None and self.lane.route(key):
+            self._defer(Deferred(key, task, context, messages, message_tokens(messages), _key(context)))
         try:
             value = await self._fitted(task, context, messages)
         except LLMFatalError:
@@ -240,9 +244,12 @@ class Gateway(Attempts):
                            "simulate (the offline extractive analyser only answers document-it's own tasks)")
         messages: Messages = ([("system", system)] if system else []) + [("user", prompt)]
         key = memo_key(*self._key_base, Task.TEXT.value, messages)
-        stored = self.memo.get("llm", key)
+        stored = self.lane.stored(key) if self.lane is not None else None
+        stored = stored if stored is not None else self.memo.get("llm", key)
         if isinstance(stored, str):
             return Completion(stored, 0, 0, 0, cached=True)
+        if self.lane is not None and self.lane.route(key):
+            self._defer(Deferred(key, Task.TEXT, None, messages, message_tokens(messages), ""))
         text, record = await self._tracked(Task.TEXT, messages)
         self.memo.set("llm", key, text)
         return Completion(text, record.tokens_in, record.tokens_out, record.attempts)
@@ -303,8 +310,27 @@ class Gateway(Attempts):
         return memo_key(*self._key_base, "page", hashlib.sha256(" ".join(text.split()).encode()).hexdigest(),
                         *extra)
 
+    def open_lane(self) -> BatchLane:
+        """Leave every prompt the cache does not answer for the provider's Batch API from now on."""
+        assert isinstance(self.provider, ChatProvider)
+        settings = self._settings
+        items = 1 if settings.mode is Mode.SYNC else settings.batch_size or AUTO_MAX_ITEMS
+        self.lane = BatchLane(self.provider, self.memo, settings.batch_api.value == "strict", settings.retries,
+                              items, settings.batch_max_tokens or 1 << 30)
+        return self.lane
+
+    def _defer(self, item: Deferred) -> None:
+        """Leave `item` for a batch (checked against the window first, as a live request would be): its page
+        waits. Counted as a prompt when its answer is read, not now."""
+        assert isinstance(self.provider, ChatProvider) and self.lane is not None
+        self.provider.request(item.task, item.messages)  # LLMContextError: the page is read in pieces instead
+        self.lane.defer(item)
+        self.prompts -= 1
+        raise BatchDeferred(f"{item.task.value} prompt for {item.page or 'a note'} left for a batch")
+
     def _from_memo(self, task: Question, key: str) -> BaseModel | None:
-        stored = self.memo.get("llm", key)
+        stored = self.lane.stored(key) if self.lane is not None else None
+        stored = stored if stored is not None else self.memo.get("llm", key)
         if stored is None:
             return None
         try:

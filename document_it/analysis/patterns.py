@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from ..errors import BatchDeferred
 from ._calls import Ask, Callback, Failure, asker, default_llm, error_text, notify, run_sync
 from .extraction import (LLMClient, ParallelProcessor, ProcessedChunk, ProcessingMetadata, ProcessingRequest,
                          PromptReply, RequestStatus)
@@ -93,6 +94,8 @@ class Parallelizer:
         started = time.monotonic()
         try:
             output, raw = await asyncio.wait_for(self._answer(task, context), timeout)
+        except BatchDeferred:
+            raise
         except Exception as exc:
             error = error_text(exc, timeout)
             await notify(on_error, task.name, error)
@@ -195,6 +198,8 @@ async def aparallel_query(prompt_template: str, chunks: Sequence[str], *, llm: A
             await notify(on_start, index)
             try:
                 answer = await ask(prompt_template.replace("{chunk}", chunk))
+            except BatchDeferred:
+                raise
             except Exception as exc:
                 error = error_text(exc)
                 await notify(on_error, index, error)

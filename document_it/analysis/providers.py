@@ -192,15 +192,7 @@ class ChatProvider:
         refuses streaming is asked again at once without, and never streamed to again."""
         schema, batch = _answered_by(task, schema)
         method = self.choice.current
-        prompt, max_tokens = self.work(task, messages, schema)
-        if not self.window.holds(prompt):
-            # built before the window learned its size, or too big anyway: cut or split, never sent as it is
-            raise LLMContextError(f"the model's context window ({self.window.tokens:,} tokens) cannot hold this "
-                                  f"prompt (about {math.ceil(prompt * self.window.scale):,} tokens)", shrunk=True)
-        sent = with_schema(messages, schema) if schema is not None and method is StructuredMethod.JSON_MODE \
-            else messages
-        body = request_body(self._settings.model, sent, schema, method, self._limit_field,
-                            self._limit_size(max_tokens))
+        body, prompt, max_tokens = self.request(task, messages, schema)
         streaming = watch is not None and self.streams
         outbound = watch_outbound()
         try:
@@ -259,6 +251,35 @@ class ChatProvider:
             return Attempt(None, self._clean(problem), malformed, reply.tokens_in, reply.tokens_out, reply.headers)
         self.choice.worked(method)
         return Attempt(parsed, "", False, reply.tokens_in, reply.tokens_out, reply.headers)
+
+    def request(self, task: Question, messages: Messages,
+                schema: type[BaseModel] | None = None) -> tuple[dict[str, Any], int, int]:
+        """The JSON body of one request of `messages` as it leaves now (the structured-output method in use, the
+        answer limit), its estimated prompt tokens and answer limit; raises LLMContextError when the window
+        cannot hold it. The live path sends it; the Batch API's path writes it as a line."""
+        schema, _ = _answered_by(task, schema)
+        method = self.choice.current
+        prompt, max_tokens = self.work(task, messages, schema)
+        if not self.window.holds(prompt):
+            # built before the window learned its size, or too big anyway: cut or split, never sent as it is
+            raise LLMContextError(f"the model's context window ({self.window.tokens:,} tokens) cannot hold this "
+                                  f"prompt (about {math.ceil(prompt * self.window.scale):,} tokens)", shrunk=True)
+        sent = with_schema(messages, schema) if schema is not None and method is StructuredMethod.JSON_MODE \
+            else messages
+        body = request_body(self._settings.model, sent, schema, method, self._limit_field,
+                            self._limit_size(max_tokens))
+        return body, prompt, max_tokens
+
+    @staticmethod
+    def read_answer(completion: Any, schema: type[BaseModel] | None) -> Attempt:
+        """A chat completion's JSON that came back another way (a Batch API output line) read as a live reply
+        is: its text when `schema` is None, else its answer validated (tolerantly) against `schema`. Raises
+        ValueError, KeyError, TypeError or IndexError when it is not a chat completion."""
+        reply = read_reply(completion, {})
+        if schema is None:
+            return Attempt(reply.text, reply.problem, False, reply.tokens_in, reply.tokens_out)  # type: ignore[arg-type]
+        parsed, problem, malformed = validated(schema, reply)
+        return Attempt(parsed, problem, malformed, reply.tokens_in, reply.tokens_out)
 
     async def _streamed(self, body: dict[str, Any], watch: ProbeStream) -> ChatReply:
         """The reply to `body` streamed (server-sent events), the watch told when its first event arrives. A

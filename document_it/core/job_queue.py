@@ -20,11 +20,12 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from ..errors import ConfigError, OutputError
 from ..models import DocRef
+from .batch_ledger import LEDGER_SCHEMA, BatchLedger
 from .page_memory import PageMemory, PageRecord, from_json, to_json, upsert_page
 
 __all__ = ["JobState", "RunStatus", "Job", "Outcome", "RunInfo", "JobQueue", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the Batch API's tables (batch_ledger.py)
 _APPLICATION_ID = 0x44_49_4A_51  # "DIJQ" in the file header: this is a document-it job database
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, source TEXT NOT NULL, options TEXT NOT NULL,
@@ -43,6 +44,7 @@ _SCHEMA = (
        synthesis TEXT NOT NULL, PRIMARY KEY (source, topic))""",
     """CREATE TABLE IF NOT EXISTS markdown (source TEXT NOT NULL, key TEXT NOT NULL, markdown TEXT NOT NULL,
        PRIMARY KEY (source, key))""",
+    *LEDGER_SCHEMA,
 )
 _RUN_COLUMNS = "id, source, options, status, started, finished"
 _JOB_COLUMNS = "run_id, key, url, title, topic, note, depth, attempts, worker"
@@ -69,6 +71,7 @@ class JobState(str, enum.Enum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
+    WAITING = "waiting"  # its prompts are in a batch of the provider's Batch API (run/batch_rounds.py)
 
 
 class RunStatus(str, enum.Enum):
@@ -120,7 +123,7 @@ def _run_info(row: tuple) -> RunInfo:
     return RunInfo(row[0], row[1], from_json(row[2]), RunStatus(row[3]), row[4], row[5])
 
 
-class JobQueue(PageMemory):
+class JobQueue(PageMemory, BatchLedger):
     """The jobs, runs and page memory of one --state-dir, shared by every process of a run."""
 
     def __init__(self, path: Path, lease_s: float = 120.0, clock: Callable[[], float] = time.time) -> None:
@@ -328,6 +331,8 @@ class JobQueue(PageMemory):
                                                    change, change_note, job.run_id, job.key, job.worker,
                                                    job.attempts)).rowcount
                 done.append(bool(updated))
+                if updated and JobState(state) is not JobState.WAITING:
+                    db.execute("DELETE FROM kept_pages WHERE run_id = ? AND key = ?", (job.run_id, job.key))
                 if updated and page is not None:
                     if source is None:
                         source = db.execute("SELECT source FROM runs WHERE id = ?", (job.run_id,)).fetchone()[0]
@@ -339,6 +344,12 @@ class JobQueue(PageMemory):
         if worker is None:
             return self._write(_RELEASE, run_id)
         return self._write(_RELEASE + " AND worker = ?", run_id, worker)
+
+    def wake(self, run_id: int) -> int:
+        """Put the jobs waiting for a batch back to pending (their answers are in), undoing their attempt;
+        returns how many."""
+        return self._write("UPDATE jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), lease_until = NULL, "
+                           "worker = NULL WHERE run_id = ? AND state = 'waiting'", run_id)
 
     def retry_failed(self, run_id: int, max_attempts: int) -> int:
         """Queue again the failed jobs tried fewer than max_attempts times; returns how many."""
@@ -391,4 +402,5 @@ class JobQueue(PageMemory):
             for run_id in old:
                 removed += db.execute("DELETE FROM jobs WHERE run_id = ?", (run_id,)).rowcount
                 db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+                db.execute("DELETE FROM kept_pages WHERE run_id = ?", (run_id,))
         return removed

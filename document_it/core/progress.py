@@ -108,9 +108,8 @@ class _Board(Progress):
 
     def get_renderables(self) -> Iterable[RenderableType]:
         yield Constrain(self.make_tasks_table(self.tasks), _MAX_WIDTH)
-        status = self._status()
-        if status:
-            yield Text(status, no_wrap=True, overflow="ellipsis")
+        for line in self._status().splitlines():  # one row each, cut to the width
+            yield Text(line, no_wrap=True, overflow="ellipsis")
 
 
 class RunProgress:
@@ -131,6 +130,7 @@ class RunProgress:
         self._closed = False
         self._gateway: Any = None
         self._observed = False  # stage() is called (stages in this process); else results carry the stages
+        self._batches = ""  # the Batch API's batches and their states (--batch-api)
         self._progress = _Board(
             TextColumn("{task.description:>10}", table_column=Column(no_wrap=True)),
             _Count(table_column=Column(no_wrap=True, justify="right")),
@@ -175,6 +175,13 @@ class RunProgress:
         now = time.monotonic()
         self._count(name, now)
         self._show(now)
+
+    def batches(self, text: str) -> None:
+        """Show (and log, when it changes) where the run's batches stand at the provider."""
+        if text != self._batches:
+            _log.info("batches: %s", text)
+        self._batches = text
+        self._progress.refresh()
 
     def advance(self, result: DocResult, total: int | None = None) -> None:
         """Count one finished page, completed or failed; `total`, if given, is the run's pages as discovered()."""
@@ -232,7 +239,8 @@ class RunProgress:
     def _status(self) -> str:
         """The terminal's row under the counts."""
         llm = self._llm()
-        return f"{'LLM':>10} " + " · ".join(llm) if llm else ""
+        status = f"{'LLM':>10} " + " · ".join(llm) if llm else ""
+        return status + (f"\n{'batches':>10} {self._batches}" if self._batches else "")
 
     def _maybe_log(self, now: float) -> None:
         """A line every `log_every_s`, and one when every page found so far is finished."""

@@ -19,7 +19,8 @@ from typing import Any, Iterator
 
 from ..analysis.gateway import Gateway, build_gateway
 from ..analysis.strategy import resolve_strategy
-from ..config import MARKDOWN_OUTPUTS, Answers, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy, page_tasks
+from ..config import (MARKDOWN_OUTPUTS, Answers, BatchApi, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy,
+                      page_tasks)
 from ..core.bounded import BoundedPool
 from ..core.dispatcher import PLANS
 from ..core.job_queue import JobQueue, JobState, RunInfo
@@ -29,10 +30,11 @@ from ..core.resources import ResourceSampler
 from ..core.runlock import RunLock, StateDirBusy
 from ..core.shutdown import Shutdown
 from .crawl import Crawl, CrawlSpec, NewJob
-from ..errors import ConfigError, Interrupted, OutputError, SourceError
+from ..errors import BatchDeferred, ConfigError, Interrupted, OutputError, SourceError
 from ..fetch import USER_AGENT, FetchLimits
+from .batch_rounds import BatchRounds
 from .incremental import changes_block, render_changes
-from .loop import RunSpec, not_analysed, open_worker
+from .loop import JobWorker, RunSpec, not_analysed, open_worker
 from ..models import NO_TOPIC, DocResult, DocStatus
 from ..core.cache import open_memo
 from .summary import summarize_run, topic_inputs
@@ -57,7 +59,7 @@ def is_oneshot(settings: Settings, index: LlmsIndex | None) -> bool:
     crawl = index is not None and index.crawl_from is not None
     if settings.enable_queue is False and crawl:
         raise ConfigError("crawling a site needs the job queue: drop --no-queue")
-    return not (settings.enable_queue or settings.resume or settings.incremental or crawl)
+    return not (settings.enable_queue or settings.resume or settings.incremental or crawl or settings.batch_on)
 
 
 def resumed_settings(settings: Settings) -> Settings:
@@ -132,10 +134,10 @@ def _temporary_database(settings: Settings) -> Iterator[Path]:
 
 # what --resume restores unless given again: where results go, what analyses the pages, how to fetch
 _RESUMED = ("output_dir", "allow_private", "llm", "llm_base_url", "model", "sub_model", "structured_output", "mode",
-            "per_host", "delay", "extract_fields", "tasks", "task_strategy", "answers", "no_synthesis", "outputs")
+            "per_host", "delay", "extract_fields", "tasks", "task_strategy", "answers", "no_synthesis", "outputs", "batch_api")
 _FROM_OPTION: dict[str, Any] = {"output_dir": Path, "llm": LLMKind, "structured_output": StructuredMethod,
                                 "extract_fields": tuple, "tasks": page_tasks, "outputs": tuple,
-                                "mode": Mode, "task_strategy": TaskStrategy, "answers": Answers}
+                                "mode": Mode, "task_strategy": TaskStrategy, "answers": Answers, "batch_api": BatchApi}
 
 
 def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None, chosen: Settings, oneshot: bool,
@@ -247,6 +249,8 @@ async def _run(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, r
                     status = "interrupted"
                 if status == "completed" and counters.get("budget"):
                     status = f"stopped: {counters['budget']}"
+                if status == "completed" and counters.get("batches_left"):  # the rest waits for batches
+                    status = f"waiting for batches: {counters['batches_left']}"
                 if status == "completed" and _open_jobs(queue, spec):  # e.g. worker processes died
                     queue.release(spec.run_id)
                     status = "aborted: the workers stopped before every page was done"
@@ -265,7 +269,7 @@ def _pages(queue: JobQueue, spec: RunSpec) -> int:
 
 def _open_jobs(queue: JobQueue, spec: RunSpec) -> int:
     counts = queue.counts(spec.run_id)
-    return counts[JobState.PENDING] + counts[JobState.IN_PROGRESS]
+    return counts[JobState.PENDING] + counts[JobState.IN_PROGRESS] + counts[JobState.WAITING]
 
 
 async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any, progress: RunProgress,
@@ -287,28 +291,63 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
     with open_worker(settings, spec, queue, plan, memo, pool) as (worker, stages):
         async with build_gateway(settings, stages.run_cpu, plan.llm_concurrency(settings), memo) as gateway:
             progress.watch(gateway, stages)
-            topics = NoSynthesis() if settings.no_synthesis else await _topics(gateway, queue, spec)
-
-            def keep(result: DocResult) -> None:
-                emit(result)
-                topics.page_done(result)
-
-            worker.on_discovered = lambda: progress.discovered(_pages(queue, spec))
-            worker.on_skipped = lambda job: topics.page_skipped(job.ref.topic)
-            worker.agent = agent = page_agent(gateway, settings, stages)
+            rounds = BatchRounds(settings, spec, queue, gateway, progress, shutdown.stopping) \
+                if settings.batch_on else None
             try:
-                await worker.drain(keep, plan.docs_in_flight(settings), shutdown.stopping)
-            except BaseException:
-                topics.cancel()
-                raise
+                llm, synthesis, counters = await _analysed(settings, spec, queue, emit, progress, shutdown, worker,
+                                                           gateway, plan, rounds)
             finally:
-                await finish_agent(agent)
-            if shutdown.stopped or settings.no_synthesis:
-                topics.cancel()
-                synthesis = {}
-            else:
-                synthesis = await _rest(gateway, queue, spec, await topics.results())
-    return gateway.summary(), synthesis, {**worker.counters.as_dict(), "cluster": stages.cluster}
+                if rounds is not None:
+                    await rounds.aclose()
+            if rounds is not None:
+                llm["batch_api"] = rounds.summary(llm)
+                counters["batches_left"] = rounds.left
+    return llm, synthesis, {**counters, "cluster": stages.cluster}
+
+
+async def _analysed(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any, progress: RunProgress,
+                    shutdown: Shutdown, worker: JobWorker, gateway: Gateway, plan: Any,
+                    rounds: BatchRounds | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Drain the queue in this process (again after each batch round), then the topic syntheses."""
+    stages = worker.stages
+    # with batches, the syntheses wait for every page (their prompts go in the last round)
+    topics = NoSynthesis() if settings.no_synthesis or rounds else await _topics(gateway, queue, spec)
+
+    def keep(result: DocResult) -> None:
+        emit(result)
+        topics.page_done(result)
+
+    worker.on_discovered = lambda: progress.discovered(_pages(queue, spec))
+    worker.on_skipped = lambda job: topics.page_skipped(job.ref.topic)
+    worker.agent = agent = page_agent(gateway, settings, stages)
+    try:
+        if rounds is not None:
+            await rounds.start()
+        await worker.drain(keep, plan.docs_in_flight(settings), shutdown.stopping)
+        while rounds is not None and not shutdown.stopped and await rounds.after():
+            await worker.drain(keep, plan.docs_in_flight(settings), shutdown.stopping)
+    except BaseException:
+        topics.cancel()
+        raise
+    finally:
+        await finish_agent(agent)
+    if shutdown.stopped or settings.no_synthesis or (rounds is not None and rounds.left):
+        topics.cancel()
+        synthesis = {}
+    else:
+        synthesis = await _synthesized(gateway, queue, spec, await topics.results(), rounds)
+    return gateway.summary(), synthesis, worker.counters.as_dict()
+
+
+async def _synthesized(gateway: Gateway, queue: JobQueue, spec: RunSpec, early: dict[str, Any],
+                       rounds: BatchRounds | None) -> dict[str, Any]:
+    """_rest(), again after each batch round its prompts wait for; none when the run stops before."""
+    while True:
+        try:
+            return await _rest(gateway, queue, spec, early)
+        except BatchDeferred:
+            if rounds is None or not await rounds.after():
+                return {}
 
 
 async def _topics(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> TopicSynthesis:

@@ -9,6 +9,7 @@ import collections
 import contextlib
 import logging
 import os
+import pickle
 import socket
 import time
 from dataclasses import asdict, dataclass, replace
@@ -20,6 +21,7 @@ from ..config import MARKDOWN_OUTPUTS, Settings
 from ..core.dispatcher import Stages
 from ..core.job_queue import Job, JobQueue, JobState, Outcome
 from ..core.page_memory import PageRecord
+from ..errors import BatchDeferred
 from .crawl import Crawl, CrawlSpec
 from ..fetch import FetchLimits
 from .incremental import Change, content_hash, page_record, what_changed
@@ -160,21 +162,25 @@ class JobWorker:
             previous = previous if previous is not None and previous.result else None
         reusable = previous is not None and self._reusable(previous)
         timings: dict[str, float] = {}
-        clock = time.perf_counter()
-        fetched = await self.stages.fetch(ref, _validators(previous) if reusable else None)
-        timings["fetch"] = round(time.perf_counter() - clock, 4)
-        if fetched.final_url != ref.url and url_key(fetched.final_url) != job.key:
-            if not await self._db(self.queue.claim_alias, self.spec.run_id, url_key(fetched.final_url),
-                                  fetched.final_url, job.key):  # the redirect lands on a page the run already has
-                return await self._finish(job, JobState.SKIPPED, None, note=f"same page as {fetched.final_url}")
-        if previous is not None and fetched.status == 304:
-            self.counters.not_modified_304 += 1
-            return await self._unchanged(job, previous, fetched, timings)
-        if not fetched.ok:
-            return await self._not_fetched(job, previous, fetched, timings)
-        if reusable and previous is not None and content_hash(fetched.content) == previous.content_hash:
-            self.counters.same_content += 1
-            return await self._unchanged(job, previous, fetched, timings)
+        kept = await self._db(self.queue.kept_page, self.spec.run_id, job.key) if self.settings.batch_on else None
+        if kept is not None:  # it waited for a batch: analysed from the download it was asked from
+            fetched = pickle.loads(kept)
+        else:
+            clock = time.perf_counter()
+            fetched = await self.stages.fetch(ref, _validators(previous) if reusable else None)
+            timings["fetch"] = round(time.perf_counter() - clock, 4)
+            if fetched.final_url != ref.url and url_key(fetched.final_url) != job.key:
+                if not await self._db(self.queue.claim_alias, self.spec.run_id, url_key(fetched.final_url),
+                                      fetched.final_url, job.key):  # the redirect lands on a page the run has
+                    return await self._finish(job, JobState.SKIPPED, None, note=f"same page as {fetched.final_url}")
+            if previous is not None and fetched.status == 304:
+                self.counters.not_modified_304 += 1
+                return await self._unchanged(job, previous, fetched, timings)
+            if not fetched.ok:
+                return await self._not_fetched(job, previous, fetched, timings)
+            if reusable and previous is not None and content_hash(fetched.content) == previous.content_hash:
+                self.counters.same_content += 1
+                return await self._unchanged(job, previous, fetched, timings)
         page = await parse_step(fetched, self.stages, self.settings, timings)
         if isinstance(page, DocResult):
             return await self._finish(job, JobState.FAILED, page)
@@ -187,7 +193,11 @@ class JobWorker:
             return await self._finish(job, JobState.DONE, DocResult(
                 url=ref.url, title=page.title, topic=ref.topic, status=DocStatus.COMPLETED, timings=timings,
                 text_tokens=page.text_tokens))
-        result = await analyze_page(ref, page, self.agent, self.settings, timings)
+        try:
+            result = await analyze_page(ref, page, self.agent, self.settings, timings)
+        except BatchDeferred:  # its prompts wait for a batch: kept as downloaded, analysed once they are answered
+            await self._db(self.queue.keep_page, self.spec.run_id, job.key, pickle.dumps(fetched))
+            return await self._finish(job, JobState.WAITING, None)
         if result.status is DocStatus.FAILED:
             return await self._finish(job, JobState.FAILED, result)
         result = replace(result, tasks=[task.value for task in self.agent.tasks])  # what _reusable checks next time

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..core.dispatcher import Stages
-from ..errors import DocumentItError, LLMFatalError, ParseError, WorkerLost
+from ..errors import BatchDeferred, DocumentItError, LLMFatalError, ParseError, WorkerLost
 from ..models import DocRef, DocResult, DocStatus, Fetched, ParsedDoc
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ async def analyze_page(ref: DocRef, page: ParsedDoc, agent: PageAgent, settings:
     try:
         stored = agent.remembered(page)  # looked up here, so the result can say it made no request
         analysis = stored if stored is not None else await agent.analyze(page)
-    except LLMFatalError:
+    except (LLMFatalError, BatchDeferred):
         raise
     except DocumentItError as exc:
         return failed_result(ref, settings, "analyze", str(exc), page.title, timings, page.text_tokens)

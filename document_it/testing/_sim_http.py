@@ -1,8 +1,11 @@
-"""The simulator's HTTP side: routes, JSON replies, dropped connections. The server model behind it (what
-a request costs, what it answers) is SimServer in llm_sim.py."""
+"""The simulator's HTTP side: routes (chat completions, models, the Files and Batch API, stats), JSON replies,
+dropped connections. The server model behind it (what a request costs, what it answers) is SimServer in
+llm_sim.py; files and batches are _sim_batches' BatchStore."""
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import json
 import logging
 import socket
@@ -10,6 +13,7 @@ import struct
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 from typing import TYPE_CHECKING, Any
 
 from document_it.testing._sim_faults import ApiError
@@ -36,11 +40,12 @@ class _Handler(BaseHTTPRequestHandler):
         """Route the default access log to logging at debug level."""
         logger.debug("%s - %s", self.address_string(), format % args)
 
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        """Send a JSON reply with Content-Length."""
-        data = json.dumps(payload).encode("utf-8")
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None,
+              content_type: str = "application/json") -> None:
+        """Send a JSON reply (or `payload` bytes as they are) with Content-Length."""
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode("utf-8")
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -57,10 +62,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self.path.split("?", 1)[0].rstrip("/") or "/"
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        """Serve /v1/models and /stats."""
+        """Serve /v1/models, the Files and Batch API reads, and /stats."""
         sim: SimServer = self.server.sim  # type: ignore[attr-defined]
         route = self._route()
         try:
+            if self._api("GET", b""):
+                return None
             if route == "/stats":
                 return self._send(200, sim.stats())
             if route in ("/v1/models", "/models"):
@@ -73,7 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(err)
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-        """Serve chat completions and /stats/reset."""
+        """Serve chat completions, file uploads, batch creation and cancel, and /stats/reset."""
         sim: SimServer = self.server.sim  # type: ignore[attr-defined]
         length = int(self.headers.get("Content-Length") or 0)  # always drain the body (keep-alive)
         raw = self.rfile.read(length) if length > 0 else b""
@@ -82,6 +89,8 @@ class _Handler(BaseHTTPRequestHandler):
             if route == "/stats/reset":
                 sim.reset_stats()
                 return self._send(200, sim.stats())
+            if self._api("POST", raw):
+                return None
             if route not in ("/v1/chat/completions", "/chat/completions"):
                 raise ApiError(404, f"Unknown path: {route}")
         except ApiError as err:
@@ -97,6 +106,54 @@ class _Handler(BaseHTTPRequestHandler):
         if self._streaming is not None:
             return self._finish_stream(reply.payload, self._streaming)
         self._send(reply.status, reply.payload, reply.headers)
+
+    def do_DELETE(self) -> None:  # noqa: N802 - stdlib naming
+        """Serve DELETE /v1/files/{id}."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > 0:
+            self.rfile.read(length)
+        try:
+            if not self._api("DELETE", b""):
+                raise ApiError(404, f"Unknown path: {self._route()}")
+        except ApiError as err:
+            self._error(err)
+
+    # -- the Files and Batch API ------------------------------------------------------------------------------
+    def _api(self, method: str, raw: bytes) -> bool:
+        """Serve a /v1/files or /v1/batches route (auth checked as for chat); False if the path is not one."""
+        sim: SimServer = self.server.sim  # type: ignore[attr-defined]
+        parts = self._route().removeprefix("/v1").strip("/").split("/")
+        if parts[0] not in ("files", "batches"):
+            return False
+        sim._check_auth(self.headers.get("Authorization"))
+        store = sim._batches
+        query = {k: v[-1] for k, v in parse_qs(self.path.partition("?")[2]).items()}
+        match (method, *parts):
+            case ("POST", "files"):
+                form = _form(self.headers.get("Content-Type") or "", raw)
+                file = form.get("file")
+                purpose = form.get("purpose")
+                self._send(200, store.files.upload(file and file[1], file and file[0],
+                                                   purpose and purpose[1].decode("utf-8", "replace")))
+            case ("GET", "files"):
+                self._send(200, store.files.list(query.get("purpose")))
+            case ("GET", "files", file_id):
+                self._send(200, store.files.get(file_id))
+            case ("GET", "files", file_id, "content"):
+                self._send(200, store.files.content(file_id), content_type="application/octet-stream")
+            case ("DELETE", "files", file_id):
+                self._send(200, store.files.delete(file_id))
+            case ("POST", "batches"):
+                self._send(200, store.create(_json(raw)))
+            case ("GET", "batches"):
+                self._send(200, store.list(_int(query.get("limit"), 20, "limit"), query.get("after")))
+            case ("GET", "batches", batch_id):
+                self._send(200, store.get(batch_id))
+            case ("POST", "batches", batch_id, "cancel"):
+                self._send(200, store.cancel(batch_id))
+            case _:
+                raise ApiError(404, f"Unknown path: {self._route()}")
+        return True
 
     # -- streamed replies (server-sent events, as OpenAI's "stream": true) --------------------------------
     def _start_stream(self, model: str, include_usage: bool) -> None:
@@ -146,6 +203,36 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.rfile.close()  # drop the makefile reference so close() really closes (and resets) the socket
             self.connection.close()  # the server's later shutdown() of this socket fails quietly
+
+
+def _form(content_type: str, raw: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """Parse a multipart/form-data body into {field name: (filename, bytes)}."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise ApiError(400, "The request must be multipart/form-data with 'purpose' and 'file'.")
+    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+    if not message.is_multipart():
+        raise ApiError(400, "The multipart/form-data body could not be parsed.")
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if isinstance(name, str):
+            fields[name] = (part.get_filename(), part.get_payload(decode=True) or b"")
+    return fields
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "We could not parse the JSON body of your request.") from None
+
+
+def _int(text: str | None, default: int, param: str) -> int:
+    try:
+        return default if text is None else int(text)
+    except ValueError:
+        raise ApiError(400, f"Invalid '{param}': expected an integer.", param=param) from None
 
 
 class SimHTTPServer(ThreadingHTTPServer):

@@ -7,7 +7,8 @@ make it behave like the self-hosted servers people run (llama.cpp server, vLLM, 
 `context_tokens` (400 context_length_exceeded; /v1/models says max_model_len), `serial` (one slot, FIFO queue),
 `require_key` / `no_key` (any bearer token / no check) and `model_id` (the one model served; others get 404).
 What a request costs is _sim_timing's ServiceModel (`--profile hosted|local`: sim_profiles.py); the HTTP side
-is _sim_http.
+is _sim_http. It also serves OpenAI's Files and Batch API (/v1/files, /v1/batches; _sim_batches): each batch
+line is answered by `SimServer.answer`, as a live request is, without the timing model, limits or faults.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import time
 import uuid
 from typing import Any, Callable
 
+from document_it.testing._sim_batches import (BATCH_COUNTERS, BatchSettings, BatchStore, add_batch_arguments,
+                                               batch_kwargs)
 from document_it.testing._sim_quirks import KeyCheck, Quirks, add_quirk_arguments, quirk_kwargs, slot_count
 from document_it.testing._sim_http import FINGERPRINT, SimHTTPServer
 from document_it.testing._sim_timing import ServiceModel
@@ -56,7 +59,10 @@ class SimServer:
                  tools_only: bool = False, sloppy_json: bool = False, context_tokens: int = 0, serial: bool = False,
                  require_key: bool = False, no_key: bool = False, model_id: str | None = None,
                  hidden_context: bool = False, token_ratio: float = 1.0, shared_decode: float = 0.0,
-                 imperfect_batches: float = 0.0) -> None:
+                 imperfect_batches: float = 0.0, batch_validating_s: float = 0.05, batch_in_progress_s: float = 0.2,
+                 batch_finalizing_s: float = 0.05, batch_expire_s: float | None = None,
+                 batch_failed_lines: float = 0.0, batch_max_file_bytes: int = 200 * 1024 * 1024,
+                 batch_max_lines: int = 50_000) -> None:
         self.port = port
         self.latency_ms = float(latency_ms)
         self.ms_per_token = float(ms_per_token)
@@ -88,6 +94,11 @@ class SimServer:
         self._started_at = time.time()
         self._stats: dict[str, Any] = {}
         self.reset_stats()
+        settings = BatchSettings(validating_s=batch_validating_s, in_progress_s=batch_in_progress_s,
+                                 finalizing_s=batch_finalizing_s, expire_s=batch_expire_s,
+                                 failed_lines=batch_failed_lines, max_file_bytes=batch_max_file_bytes,
+                                 max_lines=batch_max_lines, seed=seed)
+        self._batches = BatchStore(settings, answer=self.answer, count_urls=self._count_urls, bump=self._bump)
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> SimServer:
@@ -167,7 +178,7 @@ class SimServer:
         """Zero the counters (gauges keep their live value; rate buckets and the fault sequence are untouched)."""
         with self._lock:
             live = {k: self._stats.get(k, 0) for k in ("in_flight", "serving")}
-            self._stats = {k: 0 for k in _COUNTERS}
+            self._stats = {k: 0 for k in _COUNTERS + BATCH_COUNTERS}
             self._stats.update(busy_seconds=0.0, queued_seconds=0.0, last_service_seconds=0.0, **live)
             self._stats.update(max_in_flight=live["in_flight"], max_serving=live["serving"])
             self._stats["faults"] = {k: 0 for k in FAULT_KINDS}
@@ -183,13 +194,22 @@ class SimServer:
     def _enter(self, raw: bytes = b"") -> None:
         """Mark a chat request as arrived, counting the page URLs its prompts name (`urls` in /stats)."""
         with self._lock:
-            for url in _PAGE_URL.findall(raw)[:64]:
-                if len(self._stats["urls"]) < 20_000:
-                    key = url.decode("utf-8", "replace")
-                    self._stats["urls"][key] = self._stats["urls"].get(key, 0) + 1
+            self._tally_urls(raw)
             self._stats["attempts"] += 1
             self._stats["in_flight"] += 1
             self._stats["max_in_flight"] = max(self._stats["max_in_flight"], self._stats["in_flight"])
+
+    def _count_urls(self, raw: bytes) -> None:
+        """Count the page URLs a request's raw body names (`urls` in /stats), as `_enter` does."""
+        with self._lock:
+            self._tally_urls(raw)
+
+    def _tally_urls(self, raw: bytes) -> None:
+        """Count the page URLs in `raw` (caller holds the lock)."""
+        for url in _PAGE_URL.findall(raw)[:64]:
+            if len(self._stats["urls"]) < 20_000:
+                key = url.decode("utf-8", "replace")
+                self._stats["urls"][key] = self._stats["urls"].get(key, 0) + 1
 
     # -- request handling -----------------------------------------------------------
     def _check_auth(self, header: str | None) -> None:
@@ -203,23 +223,44 @@ class SimServer:
                 raise ApiError(503, "The simulator request limit has been reached.", kind="server_error")
             self._admitted += 1
 
-    def _complete(self, raw: bytes, auth: str | None,
-                  stream_start: Callable[[str, bool], None] | None = None) -> Reply:
-        """Check, rate-limit, maybe fault, then build, delay and account one chat completion. A request asking
-        to be streamed has `stream_start(model, include_usage)` called when its first token is ready (the HTTP
-        side starts the event stream then and sends the rest from the reply)."""
+    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Answer a parsed chat-completions body as this server's model would: (200, the chat.completion with
+        usage) or (status, OpenAI's error body) for what the server refuses. No timing, limits or faults."""
         try:
-            self._check_auth(auth)
-            body = parse_body(raw)
             prompt_tokens = self._quirks.count(prompt_text(body))
             self._quirks.check(body, prompt_tokens)
             message, finish, generated = build_message(body, self.imperfect_batches)
             message, generated = self._quirks.shape(body, message, generated)
         except ApiError as err:
+            return err.status, err.body
+        return 200, {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model") or self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "usage": _usage(prompt_tokens, estimate_tokens(generated)),
+            "system_fingerprint": FINGERPRINT,
+        }
+
+    def _complete(self, raw: bytes, auth: str | None,
+                  stream_start: Callable[[str, bool], None] | None = None) -> Reply:
+        """Check, answer, rate-limit, maybe fault, then delay and account one chat completion. A request asking
+        to be streamed has `stream_start(model, include_usage)` called when its first token is ready (the HTTP
+        side starts the event stream then and sends the rest from the reply)."""
+        try:
+            self._check_auth(auth)
+            body = parse_body(raw)
+        except ApiError as err:
             self._bump(errors=1)
             return Reply(err.status, err.body, err.headers)
+        status, payload = self.answer(body)
+        if status != 200:
+            self._bump(errors=1)
+            return Reply(status, payload)
+        prompt_tokens, completion_tokens = payload["usage"]["prompt_tokens"], payload["usage"]["completion_tokens"]
         try:
-            charge = prompt_tokens + completion_budget(body, estimate_tokens(generated))
+            charge = prompt_tokens + completion_budget(body, completion_tokens)
             limits = self._limiter.acquire(charge, str(body.get("model") or self.model))
         except ApiError as err:
             self._bump(rate_limited=1)
@@ -233,8 +274,10 @@ class SimServer:
             self._bump(errors=1)
             return Reply(err.status, err.body, {**limits, **err.headers})
         if fault is not None:
-            message, generated = truncate_message(message)
-        completion_tokens = estimate_tokens(generated)
+            choice = payload["choices"][0]
+            choice["message"], generated = truncate_message(choice["message"])
+            completion_tokens = estimate_tokens(generated)
+            payload["usage"] = _usage(prompt_tokens, completion_tokens)
         service = self._timing.nominal(prompt_tokens, completion_tokens)
         first = None
         if body.get("stream") and stream_start is not None:
@@ -248,16 +291,7 @@ class SimServer:
             self._stats["max_decoding"] = max(self._stats.get("max_decoding", 0), self._timing.max_decoding)
             if fault is not None:
                 self._stats["faults"][fault.kind] += 1
-        payload = {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model") or self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-            "system_fingerprint": FINGERPRINT,
-        }
+        payload["created"] = int(time.time())
         headers = {"openai-processing-ms": str(round(service * 1000)), "x-request-id": uuid.uuid4().hex}
         return Reply(200, payload, {**headers, **limits})
 
@@ -283,6 +317,11 @@ class SimServer:
 
     def _served(self) -> None:
         self._bump(serving=-1)
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
 
 
 _TIMING = ("latency_ms", "ms_per_token", "prefill_ms_per_token", "capacity", "shared_decode")
@@ -319,6 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-requests", type=int, default=100_000, help="chat requests served; later ones get HTTP 503")
     add_cli_arguments(p)
     add_quirk_arguments(p)
+    add_batch_arguments(p)
     p.add_argument("--log-level", default="WARNING", help="logging level for stderr")
     return p
 
@@ -335,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = SimServer(port=args.port, jitter_ms=args.jitter_ms, imperfect_batches=args.imperfect_batches, **timing,
                     model=args.model, api_key=args.api_key,
                     max_seconds=args.max_seconds, max_requests=args.max_requests, **cli_kwargs(args),
-                    **quirk_kwargs(args))
+                    **quirk_kwargs(args), **batch_kwargs(args))
     quit_event = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,134 @@
+"""The provider's Batch API through the openai SDK's `files` and `batches` clients: upload a JSONL file, create a
+batch from it, poll it, read its output and error files. Transient failures (429, 5xx, a dropped connection)
+are retried with backoff here, as the gateway retries chat requests; other refusals are one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, TypeVar
+from urllib.parse import urlparse
+
+import httpx2
+import openai
+
+from ..config import PLACEHOLDER_KEY, Settings
+from ..core.ratelimit import retry_after_seconds
+from ..core.retry import RetryPolicy
+from ..errors import LLMError
+from ..redact import redact
+from .replies import error_message, first_line
+
+__all__ = ["BatchClient", "BatchState", "BatchApiError", "TooLarge", "ENDPOINT"]
+
+log = logging.getLogger(__name__)
+
+ENDPOINT = "/v1/chat/completions"
+T = TypeVar("T")
+_TOO_LARGE = ("too large", "too_large", "exceeds", "maximum", "too many", "too_many")
+
+
+class BatchApiError(LLMError):
+    """The Batch API refused or failed a call (after retries); the message says what and where."""
+
+
+class TooLarge(BatchApiError):
+    """The provider refused a batch file as larger (in bytes or lines) than it takes."""
+
+
+@dataclass(frozen=True)
+class BatchState:
+    """What the provider says of one batch."""
+
+    id: str
+    status: str
+    input_file_id: str
+    counts: dict[str, int]
+    output_file_id: str | None
+    error_file_id: str | None
+    errors: list[str]
+
+    @property
+    def too_large(self) -> bool:
+        """The batch failed because its file is larger than the provider takes."""
+        return self.status == "failed" and any(word in error.lower() for error in self.errors for word in _TOO_LARGE)
+
+
+def _state(batch: Any) -> BatchState:
+    counts = batch.request_counts
+    errors = [f"{e.code or 'error'}: {e.message or ''}" for e in ((batch.errors.data or []) if batch.errors else [])]
+    return BatchState(batch.id, batch.status, batch.input_file_id,
+                      {"total": counts.total, "completed": counts.completed, "failed": counts.failed} if counts
+                      else {}, batch.output_file_id, batch.error_file_id, errors)
+
+
+class BatchClient:
+    """One run's connection to the Batch API at --llm-base-url (or OpenAI)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.host = urlparse(settings.llm_base_url or "https://api.openai.com").netloc.rpartition("@")[2]
+        self._secrets = (settings.api_key,)
+        self._retry = RetryPolicy(settings.retries)
+        self._http = httpx2.AsyncClient(timeout=httpx2.Timeout(300.0, connect=10.0), follow_redirects=False)
+        self._sdk = openai.AsyncOpenAI(api_key=settings.api_key or PLACEHOLDER_KEY, base_url=settings.llm_base_url,
+                                       max_retries=0, http_client=self._http)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def upload(self, name: str, data: bytes) -> str:
+        """Upload a batch input file; its file id."""
+        found = await self._call("upload the batch file", self._sdk.files.create, file=(name, data), purpose="batch")
+        return found.id
+
+    async def create(self, input_file_id: str, metadata: dict[str, str]) -> BatchState:
+        """Start a batch over an uploaded file."""
+        return _state(await self._call("create the batch", self._sdk.batches.create, input_file_id=input_file_id,
+                                       endpoint=ENDPOINT, completion_window="24h", metadata=metadata))
+
+    async def find(self, input_file_id: str) -> BatchState | None:
+        """The batch already made from `input_file_id` (a run killed between creating it and recording its id),
+        among the provider's latest ones."""
+        page = await self._call("list batches", self._sdk.batches.list, limit=100)
+        for batch in page.data:
+            if batch.input_file_id == input_file_id:
+                return _state(batch)
+        return None
+
+    async def state(self, batch_id: str) -> BatchState:
+        return _state(await self._call("poll the batch", self._sdk.batches.retrieve, batch_id))
+
+    async def cancel(self, batch_id: str) -> BatchState:
+        return _state(await self._call("cancel the batch", self._sdk.batches.cancel, batch_id))
+
+    async def content(self, file_id: str) -> str:
+        """A file's text (a batch's output or error JSONL)."""
+        response = await self._call("download the batch results", self._sdk.files.content, file_id)
+        return response.text
+
+    async def _call(self, what: str, call: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        failures = 0
+        while True:
+            try:
+                return await call(*args, **kwargs)
+            except openai.APIStatusError as exc:
+                status, message = exc.status_code, self._clean(error_message(exc))
+                text = f"the Batch API at {self.host} could not {what} (HTTP {status}: {message})"
+                if status == 413 or (status == 400 and any(word in message.lower() for word in _TOO_LARGE)):
+                    raise TooLarge(text) from None
+                if status not in (408, 409, 429) and status < 500:
+                    raise BatchApiError(text) from None
+                retry_after = retry_after_seconds(dict(exc.response.headers)) if exc.response is not None else None
+            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+                text = f"the Batch API at {self.host} could not {what}: {self._clean(exc)}"
+                retry_after = None
+            failures += 1
+            if failures > self._retry.retries:
+                raise BatchApiError(f"{text} (gave up after {failures} attempts)")
+            delay = self._retry.delay(failures, retry_after)
+            log.info("%s; trying again in %.1f s", text, delay)
+            await asyncio.sleep(delay)
+
+    def _clean(self, error: object) -> str:
+        return first_line(redact(str(error), self._secrets))

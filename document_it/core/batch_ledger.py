@@ -1,0 +1,222 @@
+"""What the job queue remembers of the provider's Batch API (the tables `batches`, `batch_lines`,
+`batch_prompts` and `kept_pages` of jobs.sqlite): every line written, the batch that carries it, the state of
+every prompt by its memo key, and the downloaded page a waiting job is analysed from when its answers are in.
+
+It is written before the run waits, so a run killed while a batch is out (even `kill -9`) is continued by
+--resume or the next nightly run, which poll the batches already submitted and never submit a prompt twice."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from .page_memory import from_json, to_json
+
+__all__ = ["BatchLedger", "LineRecord", "BatchRecord", "LEDGER_SCHEMA", "OPEN", "TERMINAL", "PromptState"]
+
+LEDGER_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, kind TEXT NOT NULL,
+       status TEXT NOT NULL, input_file_id TEXT, batch_id TEXT, path TEXT, lines INTEGER NOT NULL,
+       bytes INTEGER NOT NULL, counts TEXT NOT NULL, output_file_id TEXT, error_file_id TEXT, created REAL NOT NULL,
+       updated REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS batch_lines (custom_id TEXT PRIMARY KEY, batch INTEGER, question TEXT NOT NULL,
+       items TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, seq INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS batch_lines_by_batch ON batch_lines (batch, state)",
+    """CREATE TABLE IF NOT EXISTS batch_prompts (key TEXT PRIMARY KEY, custom_id TEXT NOT NULL, page TEXT NOT NULL,
+       state TEXT NOT NULL, tries INTEGER NOT NULL, error TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS kept_pages (run_id INTEGER NOT NULL, key TEXT NOT NULL, fetched BLOB NOT NULL,
+       PRIMARY KEY (run_id, key))""",
+)
+
+# a batch at the provider that is not finished; the provider's finished states; and ours
+OPEN = frozenset({"uploaded", "validating", "in_progress", "finalizing", "cancelling"})
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+_CLOSED = ("collected", "split", "imported")
+_BATCH_COLUMNS = ("id, run_id, kind, status, input_file_id, batch_id, path, lines, bytes, counts, output_file_id, "
+                  "error_file_id, created")
+
+
+@dataclass(frozen=True)
+class LineRecord:
+    """One line of a batch input file: its custom_id, the question it asks (as data), the prompts it carries
+    as (item id, memo key, page) (one item with id "" for a prompt sent alone) and the request body."""
+
+    custom_id: str
+    question: dict[str, Any]
+    items: tuple[tuple[str, str, str], ...]
+    body: dict[str, Any]
+
+    def jsonl(self, endpoint: str) -> str:
+        """The line as the Batch API reads it."""
+        return to_json({"custom_id": self.custom_id, "method": "POST", "url": endpoint, "body": self.body})
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch the run sent (kind "api") or wrote to a file (kind "file"), and where it stands."""
+
+    id: int
+    run_id: int
+    kind: str
+    status: str
+    input_file_id: str | None
+    batch_id: str | None
+    path: str | None
+    lines: int
+    bytes: int
+    counts: dict[str, int]
+    output_file_id: str | None
+    error_file_id: str | None
+    created: float
+
+    @property
+    def waiting(self) -> bool:
+        """True while the provider is still working on it."""
+        return self.status in OPEN
+
+
+@dataclass(frozen=True)
+class PromptState:
+    """Where one prompt (by its memo key) stands: waiting (in a line not yet sent), submitted, answered or
+    failed, and how many batches failed to answer it."""
+
+    state: str
+    tries: int
+    error: str
+
+
+def _batch(row: tuple) -> BatchRecord:
+    return BatchRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], from_json(row[9]),
+                       row[10], row[11], row[12])
+
+
+def _line(row: tuple) -> LineRecord:
+    return LineRecord(row[0], from_json(row[1]), tuple(tuple(item) for item in from_json(row[2])),  # type: ignore[misc]
+                      from_json(row[3]))
+
+
+class BatchLedger:
+    """The Batch API's memory; mixed into JobQueue, which provides the connection and its locking."""
+
+    _read: Callable[..., list[tuple]]
+    _write: Callable[..., int]
+    _tx: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]]
+
+    # prompts
+    def prompt_states(self, keys: Iterable[str] | None = None) -> dict[str, PromptState]:
+        """memo key -> PromptState, of `keys` (all when None)."""
+        rows = self._read("SELECT key, state, tries, error FROM batch_prompts")
+        wanted = None if keys is None else set(keys)
+        return {key: PromptState(state, tries, error) for key, state, tries, error in rows
+                if wanted is None or key in wanted}
+
+    # lines
+    def store_lines(self, lines: list[LineRecord]) -> None:
+        """Record lines waiting to be sent, and their prompts as waiting (keeping how often they failed)."""
+        with self._tx() as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM batch_lines").fetchone()[0]
+            for number, line in enumerate(lines, seq + 1):
+                db.execute("INSERT INTO batch_lines (custom_id, batch, question, items, body, state, seq) "
+                           "VALUES (?, NULL, ?, ?, ?, 'waiting', ?)",
+                           (line.custom_id, to_json(line.question), to_json(line.items), to_json(line.body), number))
+                for _, key, page in line.items:
+                    db.execute("INSERT INTO batch_prompts (key, custom_id, page, state, tries, error) "
+                               "VALUES (?, ?, ?, 'waiting', 0, '') ON CONFLICT (key) DO UPDATE SET "
+                               "custom_id = excluded.custom_id, page = excluded.page, state = 'waiting'",
+                               (key, line.custom_id, page))
+
+    def waiting_lines(self) -> list[LineRecord]:
+        """The lines not yet in a batch, in the order they were stored."""
+        return [_line(row) for row in self._read("SELECT custom_id, question, items, body FROM batch_lines "
+                                                 "WHERE state = 'waiting' ORDER BY seq")]
+
+    def lines_of(self, batch: int) -> list[LineRecord]:
+        """The lines one batch carries."""
+        return [_line(row) for row in self._read("SELECT custom_id, question, items, body FROM batch_lines "
+                                                 "WHERE batch = ? ORDER BY seq", batch)]
+
+    # batches
+    def add_batch(self, run_id: int, kind: str, custom_ids: list[str], size: int, *, input_file_id: str | None = None,
+                  path: str | None = None) -> int:
+        """Record a batch file uploaded (kind "api", status uploaded) or written (kind "file", status exported)
+        with the lines it carries, before any batch is created from it; returns its row id."""
+        now = time.time()
+        status = "uploaded" if kind == "api" else "exported"
+        with self._tx() as db:
+            row = db.execute("INSERT INTO batches (run_id, kind, status, input_file_id, path, lines, bytes, counts, "
+                             "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, '{}', ?, ?)",
+                             (run_id, kind, status, input_file_id, path, len(custom_ids), size, now, now)).lastrowid
+            for custom_id in custom_ids:
+                db.execute("UPDATE batch_lines SET batch = ?, state = 'submitted' WHERE custom_id = ?", (row, custom_id))
+                db.execute("UPDATE batch_prompts SET state = 'submitted' WHERE custom_id = ?", (custom_id,))
+        assert row is not None
+        return row
+
+    def batch_created(self, row: int, batch_id: str, status: str) -> None:
+        """The provider took the file as a batch: its id, recorded before the run waits for it."""
+        self._write("UPDATE batches SET batch_id = ?, status = ?, updated = ? WHERE id = ?", batch_id, status,
+                    time.time(), row)
+
+    def batch_status(self, row: int, status: str, counts: dict[str, int] | None = None,
+                     output_file_id: str | None = None, error_file_id: str | None = None) -> None:
+        """What the provider last said of a batch."""
+        self._write("UPDATE batches SET status = ?, counts = COALESCE(?, counts), output_file_id = "
+                    "COALESCE(?, output_file_id), error_file_id = COALESCE(?, error_file_id), updated = ? "
+                    "WHERE id = ?", status, None if counts is None else to_json(counts), output_file_id,
+                    error_file_id, time.time(), row)
+
+    def open_batches(self, kind: str = "api") -> list[BatchRecord]:
+        """Batches of `kind` not yet collected, oldest first: those of any run in this state dir (a nightly run
+        collects the night before's)."""
+        closed = ", ".join(f"'{state}'" for state in _CLOSED)
+        return [_batch(row) for row in self._read(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE kind = ? AND "
+                                                  f"status NOT IN ({closed}) ORDER BY id", kind)]
+
+    def batches(self, run_id: int | None = None) -> list[BatchRecord]:
+        """Every batch recorded (of one run, when given), oldest first."""
+        if run_id is None:
+            return [_batch(row) for row in self._read(f"SELECT {_BATCH_COLUMNS} FROM batches ORDER BY id")]
+        return [_batch(row) for row in self._read(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE run_id = ? "
+                                                  "ORDER BY id", run_id)]
+
+    def settle(self, row: int, answered: Iterable[str], failed: dict[str, str], status: str = "collected") -> None:
+        """A batch's outcome: the memo keys answered, and those failed with why (a try counted); every line of
+        the batch is closed and the batch marked `status`."""
+        with self._tx() as db:
+            for key in answered:
+                db.execute("UPDATE batch_prompts SET state = 'answered', error = '' WHERE key = ?", (key,))
+            for key, error in failed.items():
+                db.execute("UPDATE batch_prompts SET state = 'failed', tries = tries + 1, error = ? WHERE key = ?",
+                           (error[:500], key))
+            db.execute("UPDATE batch_lines SET state = 'closed' WHERE batch = ?", (row,))
+            db.execute("UPDATE batches SET status = ?, updated = ? WHERE id = ?", (status, time.time(), row))
+
+    def unbatch(self, row: int) -> None:
+        """The provider refused the batch as too large: its lines wait again (to go in smaller files) and the
+        batch is closed as split."""
+        with self._tx() as db:
+            db.execute("UPDATE batch_prompts SET state = 'waiting' WHERE custom_id IN "
+                       "(SELECT custom_id FROM batch_lines WHERE batch = ?)", (row,))
+            db.execute("UPDATE batch_lines SET batch = NULL, state = 'waiting' WHERE batch = ?", (row,))
+            db.execute("UPDATE batches SET status = 'split', updated = ? WHERE id = ?", (time.time(), row))
+
+    # the downloaded page of a job that waits for a batch
+    def keep_page(self, run_id: int, key: str, fetched: bytes) -> None:
+        """Keep a waiting job's download: it is analysed from it once its answers are in, as it was then."""
+        self._write("INSERT OR REPLACE INTO kept_pages (run_id, key, fetched) VALUES (?, ?, ?)", run_id, key,
+                    sqlite3.Binary(fetched))
+
+    def kept_page(self, run_id: int, key: str) -> bytes | None:
+        rows = self._read("SELECT fetched FROM kept_pages WHERE run_id = ? AND key = ?", run_id, key)
+        return bytes(rows[0][0]) if rows else None
+
+    def drop_kept(self, run_id: int | None = None) -> None:
+        """Forget the kept downloads (of one run, or of every run but the unfinished ones)."""
+        if run_id is not None:
+            self._write("DELETE FROM kept_pages WHERE run_id = ?", run_id)
+        else:
+            self._write("DELETE FROM kept_pages WHERE run_id NOT IN (SELECT id FROM runs WHERE status IN "
+                        "('running', 'interrupted'))")
