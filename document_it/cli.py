@@ -171,8 +171,7 @@ def _report(summary: dict, settings: Settings) -> int:
     batch = llm.get("batch_api") or {}
     if batch.get("requests"):
         cost = batch.get("cost_usd")
-        print(f"Batch API: {batch['requests']} requests in {batch['batches']} batches, "
-              f"{batch['tokens_in'] + batch['tokens_out']:,} tokens"
+        print(f"Batch API: {batch['requests']} requests answered, {batch['tokens_in'] + batch['tokens_out']:,} tokens"
               + ("" if cost is None else f", about ${cost:.4f} (${batch['cost_if_live_usd']:.4f} live)"))
     changes = summary.get("changes")
     if changes:

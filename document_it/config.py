@@ -261,15 +261,15 @@ class Settings:
             raise ConfigError("the batch file limits must be at least 1 line and 1 kB")
         if self.batch_api is BatchApi.OFF:
             return
-        if self.llm is LLMKind.EXTRACTIVE:
+        if (self.batch_api is BatchApi.IMPORT) != (self.batch_file is not None):
+            raise ConfigError("--batch-api import needs the output file to read: --batch-api import FILE")
+        if self.llm is LLMKind.EXTRACTIVE and not self.resume:  # --resume restores the run's LLM
             raise ConfigError("--batch-api needs an LLM: set OPENAI_API_KEY or --llm-base-url, or use --llm simulate")
         if self.enable_queue is False:
             raise ConfigError("--batch-api keeps its batches in the job queue; drop --no-queue")
         if self.mode in (Mode.PROCESS, Mode.DASK):
             raise ConfigError(f"--batch-api runs in sync, async or hybrid mode, not {self.mode.value}: its requests "
                               "wait for the provider, not for this machine's cores")
-        if (self.batch_api is BatchApi.IMPORT) != (self.batch_file is not None):
-            raise ConfigError("--batch-api import needs the output file to read: --batch-api import FILE")
 
     @property
     def batch_on(self) -> bool:

@@ -82,7 +82,7 @@ def figures(summary: dict[str, Any], results: list[DocResult],
                            f"{resources['peak_cpu_percent']:.0f} %, {resources['mean_cpu_percent']:.0f} %"))
     if requests:
         rows += _llm_rows(llm)
-    if (llm.get("batch_api") or {}).get("lines"):
+    if (llm.get("batch_api") or {}).get("lines") or (llm.get("batch_api") or {}).get("requests"):
         rows += _batch_rows(llm["batch_api"])
     return tuple(rows), tuple(notes)
 
@@ -92,8 +92,9 @@ def _batch_rows(batch: dict[str, Any]) -> list[Figure]:
     cost, live = batch.get("cost_usd"), batch.get("cost_if_live_usd")
     run, run_live = batch.get("run_cost_usd"), batch.get("run_cost_if_live_usd")
     rows = [
-        Figure("Batch API requests (batches, rounds)", f"{batch['requests']:,} of {batch['lines']:,} lines answered "
-                                                       f"({batch['batches']} batches, {batch['rounds']} rounds)"),
+        Figure("Batch API requests answered (lines sent, batches, rounds)",
+               f"{batch['requests']:,} ({batch['lines']:,} lines in {batch['batches']} batches sent by this run, "
+               f"{batch['rounds']} rounds)"),
         Figure("Batch API share of requests / tokens", f"{batch['share_of_requests']:.0%} / "
                                                        f"{batch['share_of_tokens']:.0%} ({batch['tokens_in']:,} in, "
                                                        f"{batch['tokens_out']:,} out)"),
@@ -153,7 +154,7 @@ def _question_rows(summary: dict[str, Any], requests: int, results: list[DocResu
         rows = [Figure("questions answered offline", f"{prompts:,} ({_asked(summary, synthesised)}, by the "
                                                      "offline analyser: no LLM was asked)")]
     else:
-        requests += int((llm.get("batch_api") or {}).get("lines") or 0)  # a Batch API line is a request too
+        requests += int((llm.get("batch_api") or {}).get("requests") or 0)  # a Batch API line is a request too
         sent = "each sent as one request" if requests == prompts else \
             f"sent as {counted(requests, 'request')} (the cache answered some, or a batch carried several)"
         rows = [Figure("prompts (questions for the LLM)", f"{prompts:,}, {sent}" if prompts else "none")]

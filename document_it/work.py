@@ -16,16 +16,16 @@ def work_block(results: Iterable[DocResult], llm: dict[str, Any], is_llm: bool) 
       an unchanged page's last analysis kept). Failed pages are left out: their requests count, but they
       gave no analysis to divide by. With the offline extractive analyser these are the pages it read.
     - requests: HTTP requests the LLM server received, i.e. the gateway's attempts, retries included, the
-      topic syntheses' and (process mode, Dask) every worker's too, and the lines sent in Batch API batches;
-      a cached answer sends none.
+      topic syntheses' and (process mode, Dask) every worker's too, and the Batch API lines whose answers this
+      run read; a cached answer sends none.
     - prompt_tokens: the prompt tokens of those requests, as the server reported them (`llm.tokens_in`, and
       `llm.batch_api.tokens_in` for the batches' lines).
     - text_tokens: the pages' own text in estimated tokens (DocResult.text_tokens), summed over `pages`.
     Per-page figures are null when no page was analysed; prompt_per_text is null when there is no text."""
     analysed = [r for r in results if r.status is DocStatus.COMPLETED and not r.reused]
     pages = len(analysed)
-    batch = llm.get("batch_api") or {}  # each line of a batch is a request the server runs
-    requests = int(llm.get("attempts", 0)) + int(batch.get("lines", 0)) if is_llm else 0
+    batch = llm.get("batch_api") or {}  # each line of a batch answered is a request the server ran
+    requests = int(llm.get("attempts", 0)) + int(batch.get("requests", 0)) if is_llm else 0
     prompt_tokens = int(llm.get("tokens_in", 0)) + int(batch.get("tokens_in", 0)) if is_llm else 0
     text_tokens = sum(r.text_tokens for r in analysed)
     block: dict[str, Any] = {

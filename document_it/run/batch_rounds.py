@@ -101,8 +101,9 @@ class BatchRounds:
             if waiting:
                 await self._submit(waiting)
             opened = self.queue.open_batches("api")
-            if opened and self.mode is BatchApi.SUBMIT_ONLY:
-                return self._leave("submitted", self._described(opened, "submitted"))
+            if opened and self.mode is BatchApi.SUBMIT_ONLY and not await self._wait(once=True):
+                # what had finished is collected; the rest is left for the next run
+                return self._leave("submitted", self._described(self.queue.open_batches("api"), "submitted"))
             if opened and not await self._wait():
                 return self._leave("waiting", self._described(self.queue.open_batches("api"), "still running")
                                    + f" after --batch-wait {self.settings.batch_wait:g} s")
@@ -185,8 +186,9 @@ class BatchRounds:
         await self._send(part[middle:])
 
     # -- waiting and collecting ---------------------------------------------------------------
-    async def _wait(self) -> bool:
-        """Poll the open batches with backoff until none is open (True) or --batch-wait runs out (False)."""
+    async def _wait(self, once: bool = False) -> bool:
+        """Poll the open batches with backoff until none is open (True) or --batch-wait runs out (False); `once`:
+        poll each once (submit-only)."""
         deadline = time.monotonic() + self.settings.batch_wait
         delay = POLL_FIRST_S
         while True:
@@ -200,7 +202,7 @@ class BatchRounds:
             if not self.queue.open_batches("api"):
                 return True
             left = deadline - time.monotonic()
-            if left <= 0 or self.stop.is_set():
+            if once or left <= 0 or self.stop.is_set():
                 return False
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), min(delay, left))
@@ -226,13 +228,12 @@ class BatchRounds:
     async def _collect(self, record: BatchRecord, state: BatchState) -> None:
         assert self.client is not None
         self.figures.ended[state.status] = self.figures.ended.get(state.status, 0) + 1
-        if state.too_large:
-            self.figures.split += 1
+        if state.too_large:  # its lines go again in two files of half the size each (halved again if refused)
+            lines = self.queue.lines_of(record.id)
             self.queue.unbatch(record.id)
-            self._max_bytes = max(1024, min(self._max_bytes, record.bytes // 2))
-            log.info("batch %s refused as too large (%s): its lines go again in smaller files", state.id,
+            log.info("batch %s refused as too large (%s): its lines go again in two halves", state.id,
                      "; ".join(state.errors))
-            await self._submit(self.queue.waiting_lines())
+            await self._halve(lines, record.bytes, "; ".join(state.errors))
             return
         records: dict[str, dict[str, Any]] = {}
         for file_id in (state.output_file_id, state.error_file_id):

@@ -157,10 +157,13 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None, chos
     seeds = _seeds(crawl, settings) if crawl else []
     stale = queue.unfinished_run()
     if stale is not None:
-        log.warning("starting a new run; the unfinished run over %s is dropped (--resume would have continued it)",
-                    stale.source)
+        out = " (its batches are collected by this run)" if settings.batch_on and queue.open_batches() else ""
+        log.warning("starting a new run; the unfinished run over %s is dropped (--resume would have continued it)%s",
+                    stale.source, out)
         queue.finish_run(stale.id, "aborted")
     stored = {name: getattr(chosen, name) for name in _RESUMED}
+    if stored["batch_api"] is BatchApi.SUBMIT_ONLY:  # --resume is the later run that waits and collects
+        stored["batch_api"] = BatchApi.ON
     options = {"incremental": settings.incremental, "title": index.title, "limited": bool(settings.limit),
                "crawl": crawl.to_options() if crawl else None, "oneshot": oneshot,
                "nav_topics": crawl is not None or (not index.sectioned and flat_topics(index.refs)),
@@ -386,7 +389,7 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
         title = pages_site_name(results) or home_title(spec, results) or title  # or a crawl's start page
     counts = queue.counts(spec.run_id)
     summary = summarize_run(settings, results, llm, wall, status, resources=resources, cluster=counters.get("cluster"),
-                            total=len(results) + counts[JobState.PENDING] + counts[JobState.IN_PROGRESS],
+                            total=len(results) + _open_jobs(queue, spec),
                             this_run=made)
     summary["output_dir"] = str(settings.output_dir)
     found = {url: i for i, url in enumerate(queue.urls(spec.run_id))}
