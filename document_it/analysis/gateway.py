@@ -67,6 +67,7 @@ class Gateway(Attempts):
         self.absorbed_windows: list[dict[str, Any]] = []  # and where their concurrency windows ended
         self.batcher: Batcher | None = None
         self.lane: BatchLane | None = None  # --batch-api: prompts left for the provider's Batch API (open_lane)
+        self.batch_spent = (0, 0.0)  # tokens and cost (at the batch price) of the batch answers read: budgets count them
         self.reply_shape = ReplyShape()  # what a reply's time is made of (answers sent alone): when batching pays
         # sync mode is the one-request-at-a-time baseline; every other mode batches its backlog, even at cap 1
         if isinstance(provider, ChatProvider) and settings.batch_size != 1 and settings.mode is not Mode.SYNC:
@@ -173,9 +174,11 @@ class Gateway(Attempts):
     # -- budgets ------------------------------------------------------------------------------
     def budget_reason(self) -> str | None:
         """Why no new page may start (a budget is spent), or None."""
-        if self.max_tokens is not None and self.tracker.tokens >= self.max_tokens:
-            return f"token budget reached ({self.tracker.tokens:,} of {self.max_tokens:,} tokens)"
+        tokens = self.tracker.tokens + self.batch_spent[0]
+        if self.max_tokens is not None and tokens >= self.max_tokens:
+            return f"token budget reached ({tokens:,} of {self.max_tokens:,} tokens)"
         cost = self.tracker.cost
+        cost = None if cost is None else cost + self.batch_spent[1]
         if self.max_cost is not None and cost is not None and cost >= self.max_cost:
             return f"cost budget reached (${cost:.4f} of ${self.max_cost:.4f})"
         return None

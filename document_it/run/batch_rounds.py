@@ -259,6 +259,9 @@ class BatchRounds:
             self.figures.tokens_out += outcome.tokens_out
         self.figures.answered += len(answered)
         self.figures.failed += len(failed)
+        f = self.figures
+        cost = self.gateway.tracker.prices.cost(f.tokens_in, f.tokens_out)
+        self.gateway.batch_spent = (f.tokens_in + f.tokens_out, (cost or 0.0) * (1 - self.settings.batch_discount))
         self.queue.settle(record.id, answered, failed, status)
 
     # -- batch files for self-hosters ---------------------------------------------------------

@@ -30,16 +30,16 @@ from ..core.resources import ResourceSampler
 from ..core.runlock import RunLock, StateDirBusy
 from ..core.shutdown import Shutdown
 from .crawl import Crawl, CrawlSpec, NewJob
-from ..errors import BatchDeferred, ConfigError, Interrupted, OutputError, SourceError
+from ..errors import ConfigError, Interrupted, OutputError, SourceError
 from ..fetch import USER_AGENT, FetchLimits
 from .batch_rounds import BatchRounds
 from .incremental import changes_block, render_changes
 from .loop import JobWorker, RunSpec, not_analysed, open_worker
-from ..models import NO_TOPIC, DocResult, DocStatus
+from ..models import DocResult, DocStatus
 from ..core.cache import open_memo
-from .summary import summarize_run, topic_inputs
+from .summary import summarize_run
 from .site_shape import flat_topics, home_title, placed, topic_order
-from .topics import NoSynthesis, TopicSynthesis, remembering
+from .topics import NoSynthesis, early_syntheses, syntheses
 from ..navigation import pages_site_name
 from ..report import ResultStream, atomic_write_text, write_outputs
 from ..scope import url_key
@@ -288,7 +288,7 @@ async def _execute(settings: Settings, spec: RunSpec, queue: JobQueue, emit: Any
             for exported in exports:
                 gateway.absorb(exported)
             # the workers held the whole cap while they ran, so the syntheses wait for them
-            synthesis = {} if shutdown.stopped or settings.no_synthesis else await _rest(gateway, queue, spec, {})
+            synthesis = {} if shutdown.stopped or settings.no_synthesis else await syntheses(gateway, queue, spec, {})
         return gateway.summary(), synthesis, counters
     plan = PLANS[settings.mode]
     with open_worker(settings, spec, queue, plan, memo, pool) as (worker, stages):
@@ -314,7 +314,7 @@ async def _analysed(settings: Settings, spec: RunSpec, queue: JobQueue, emit: An
     """Drain the queue in this process (again after each batch round), then the topic syntheses."""
     stages = worker.stages
     # with batches, the syntheses wait for every page (their prompts go in the last round)
-    topics = NoSynthesis() if settings.no_synthesis or rounds else await _topics(gateway, queue, spec)
+    topics = NoSynthesis() if settings.no_synthesis or rounds else await early_syntheses(gateway, queue, spec)
 
     def keep(result: DocResult) -> None:
         emit(result)
@@ -338,43 +338,8 @@ async def _analysed(settings: Settings, spec: RunSpec, queue: JobQueue, emit: An
         topics.cancel()
         synthesis = {}
     else:
-        synthesis = await _synthesized(gateway, queue, spec, await topics.results(), rounds)
+        synthesis = await syntheses(gateway, queue, spec, await topics.results(), rounds)
     return gateway.summary(), synthesis, worker.counters.as_dict()
-
-
-async def _synthesized(gateway: Gateway, queue: JobQueue, spec: RunSpec, early: dict[str, Any],
-                       rounds: BatchRounds | None) -> dict[str, Any]:
-    """_rest(), again after each batch round its prompts wait for; none when the run stops before."""
-    while True:
-        try:
-            return await _rest(gateway, queue, spec, early)
-        except BatchDeferred:
-            if rounds is None or not await rounds.after():
-                return {}
-
-
-async def _topics(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> TopicSynthesis:
-    """Syntheses that start with their topic's last page; a crawl's topics grow as it goes, and topics from
-    the pages' navigation are known once every page is parsed, so those wait."""
-    later = spec.crawl is not None or spec.nav_topics
-    left = {} if later else await asyncio.to_thread(queue.open_by_topic, spec.run_id)
-    done = [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id)] if left else []
-    return TopicSynthesis(gateway, left, remembering(gateway, queue, spec), done)
-
-
-async def _rest(gateway: Gateway, queue: JobQueue, spec: RunSpec, early: dict[str, Any]) -> dict[str, Any]:
-    """The syntheses made `early` and one for every other topic of the run's results."""
-    if spec.nav_topics:  # every topic is known only now
-        results = placed(spec, [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id)])
-        results = [r for r in results if (r.topic or NO_TOPIC) not in early]
-    else:
-        others = {topic for topic in await asyncio.to_thread(queue.result_topics, spec.run_id)
-                  if (topic or NO_TOPIC) not in early}
-        results = [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id, others)] \
-            if others else []
-    if not results:
-        return early
-    return {**early, **await remembering(gateway, queue, spec)(topic_inputs(results))}
 
 
 def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resumed: bool, status: str,

@@ -1,5 +1,6 @@
 """Topic syntheses: one per topic, started as soon as the topic's last page is done so they overlap the
-other pages; in nightly runs a topic whose pages did not change keeps its last synthesis."""
+other pages (or, with --batch-api, once every page is done); in nightly runs a topic whose pages did not
+change keeps its last synthesis."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
-from ..models import DocResult
+from ..errors import BatchDeferred
+from ..models import NO_TOPIC, DocResult
+from .site_shape import placed
 from .summary import plain_synthesis, topic_inputs
 
 if TYPE_CHECKING:
     from ..analysis.gateway import Gateway
     from ..analysis.prompts import TopicInput
     from ..core.job_queue import JobQueue
+    from .batch_rounds import BatchRounds
     from .loop import RunSpec
 
-__all__ = ["TopicSynthesis", "NoSynthesis", "Synthesize", "remembering"]
+__all__ = ["TopicSynthesis", "NoSynthesis", "Synthesize", "remembering", "syntheses", "early_syntheses"]
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +131,39 @@ def remembering(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> Synthesize:
         return {**kept, **fresh}
 
     return synthesize
+
+
+async def syntheses(gateway: Gateway, queue: JobQueue, spec: RunSpec, early: dict[str, Any],
+                    rounds: BatchRounds | None = None) -> dict[str, Any]:
+    """The syntheses made `early` and one for every other topic of the run's results; with --batch-api, made
+    again after each round their prompts wait for (none when the run stops before)."""
+    while True:
+        try:
+            return await _rest(gateway, queue, spec, early)
+        except BatchDeferred:
+            if rounds is None or not await rounds.after():
+                return {}
+
+
+async def early_syntheses(gateway: Gateway, queue: JobQueue, spec: RunSpec) -> TopicSynthesis:
+    """Syntheses that start with their topic's last page; a crawl's topics grow as it goes, and topics from
+    the pages' navigation are known once every page is parsed, so those wait."""
+    later = spec.crawl is not None or spec.nav_topics
+    left = {} if later else await asyncio.to_thread(queue.open_by_topic, spec.run_id)
+    done = [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id)] if left else []
+    return TopicSynthesis(gateway, left, remembering(gateway, queue, spec), done)
+
+
+async def _rest(gateway: Gateway, queue: JobQueue, spec: RunSpec, early: dict[str, Any]) -> dict[str, Any]:
+    """The syntheses made `early` and one for every other topic of the run's results."""
+    if spec.nav_topics:  # every topic is known only now
+        results = placed(spec, [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id)])
+        results = [r for r in results if (r.topic or NO_TOPIC) not in early]
+    else:
+        others = {topic for topic in await asyncio.to_thread(queue.result_topics, spec.run_id)
+                  if (topic or NO_TOPIC) not in early}
+        results = [DocResult.from_dict(r) for r in await asyncio.to_thread(queue.results, spec.run_id, others)] \
+            if others else []
+    if not results:
+        return early
+    return {**early, **await remembering(gateway, queue, spec)(topic_inputs(results))}
