@@ -202,3 +202,16 @@ def test_the_ledger_outlives_the_process_that_wrote_it(tmp_path):
         assert (record.batch_id, record.status) == ("batch_abc", "in_progress")
         assert [line.custom_id for line in queue.waiting_lines()] == ["c2"]
         assert _states(queue) == {"a": "submitted", "b": "waiting"}
+
+
+def test_a_settled_line_drops_its_body_and_pruned_runs_lose_their_collected_batches(queue):
+    old = queue.start_run("src", {}).id
+    queue.store_lines([_line("c1", "a"), _line("c2", "b")])
+    row = queue.add_batch(old, "api", ["c1", "c2"], 10)
+    queue.settle(row, ["a"], {"b": "expired"})
+    assert [line.body for line in queue.lines_of(row)] == [{}, {}]  # the page text is not kept once answered
+    queue.finish_run(old, "completed")
+    queue.start_run("src", {})
+    queue.prune(keep_runs=1)
+    assert queue.batches(old) == [] and queue.lines_of(row) == []
+    assert _states(queue) == {"b": "failed"}  # a failed prompt keeps its tries for the next batch

@@ -134,6 +134,14 @@ def test_prompts_of_one_question_are_grouped_up_to_the_batch_size(provider, memo
     assert lines[2].body["response_format"]["json_schema"]["name"] == schema_for(QUESTION).__name__
 
 
+def test_prompts_are_grouped_only_up_to_the_token_limit(provider, memo):
+    items = [_deferred(provider, n) for n in range(1, 4)]
+    lane = _lane(provider, memo, max_items=5, max_tokens=items[0].tokens + items[1].tokens)
+    for item in items:
+        lane.defer(item)
+    assert [[key for _, key, _ in line.items] for line in lane.lines()] == [["key1", "key2"], ["key3"]]
+
+
 def test_a_batch_size_of_one_writes_a_line_per_prompt(provider, memo):
     lane = _lane(provider, memo, max_items=1)
     for n in range(1, 4):
@@ -197,6 +205,17 @@ def test_a_page_left_out_of_a_grouped_reply_fails_alone(provider, memo):
     assert set(outcome.answered) == {"key1", "key3"}
     assert outcome.failed == {"key2": "left out of the batched reply"}
     assert memo.get("llm", "key2") is None and lane.stored("key2") is None
+
+
+def test_an_invalid_answer_in_a_grouped_reply_fails_only_its_page(provider, memo):
+    lane = _lane(provider, memo, max_items=2)
+    lane.defer(_deferred(provider, 1))
+    lane.defer(_deferred(provider, 2))
+    [line] = lane.lines()
+    reply = {"results": [{"id": "1", "result": FULL}, {"id": "2", "result": {"nonsense": True}}]}
+    outcome = lane.read(line, _ok(line, reply))
+    assert outcome.answered == {"key1": ANSWER}
+    assert outcome.failed == {"key2": "left out of the batched reply"}
 
 
 def test_a_lone_prompt_and_a_free_form_one_are_answered(provider, memo):

@@ -56,11 +56,15 @@ class BatchState:
 
 
 def _state(batch: Any) -> BatchState:
-    counts = batch.request_counts
-    errors = [f"{e.code or 'error'}: {e.message or ''}" for e in ((batch.errors.data or []) if batch.errors else [])]
-    return BatchState(batch.id, batch.status, batch.input_file_id,
-                      {"total": counts.total, "completed": counts.completed, "failed": counts.failed} if counts
-                      else {}, batch.output_file_id, batch.error_file_id, errors)
+    """A batch object as the SDK read it; servers that copy the API leave fields out, so each is optional."""
+    counts = getattr(batch, "request_counts", None)
+    found = getattr(batch, "errors", None)
+    found = getattr(found, "data", found) or []
+    errors = [f"{getattr(e, 'code', None) or 'error'}: {getattr(e, 'message', None) or ''}"
+              for e in (found if isinstance(found, list) else [])]
+    tally = {name: int(getattr(counts, name, 0) or 0) for name in ("total", "completed", "failed")} if counts else {}
+    return BatchState(batch.id, str(batch.status), str(getattr(batch, "input_file_id", "") or ""), tally,
+                      getattr(batch, "output_file_id", None), getattr(batch, "error_file_id", None), errors)
 
 
 class BatchClient:
@@ -117,6 +121,9 @@ class BatchClient:
                 text = f"the Batch API at {self.host} could not {what} (HTTP {status}: {message})"
                 if status == 413 or (status == 400 and any(word in message.lower() for word in _TOO_LARGE)):
                     raise TooLarge(text) from None
+                if status in (404, 405, 501):
+                    raise BatchApiError(f"{text}: this server does not seem to offer the Batch API; run without "
+                                        "--batch-api, or write the batch file with --batch-api export") from None
                 if status not in (408, 409, 429) and status < 500:
                     raise BatchApiError(text) from None
                 retry_after = retry_after_seconds(dict(exc.response.headers)) if exc.response is not None else None

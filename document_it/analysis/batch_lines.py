@@ -5,6 +5,7 @@ each line's answer back as a live reply is read (tolerantly, against the schema,
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -168,6 +169,11 @@ class BatchLane:
             return outcome
         assert record is not None
         completion = record["response"].get("body")
+        if isinstance(completion, str):  # a server that writes the body as a JSON string
+            try:
+                completion = json.loads(completion)
+            except ValueError:
+                pass
         usage = completion.get("usage") if isinstance(completion, dict) else None
         if isinstance(usage, dict):
             outcome.tokens_in = int(usage.get("prompt_tokens") or 0)

@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterable
 
 from .page_memory import from_json, to_json
 
-__all__ = ["BatchLedger", "LineRecord", "BatchRecord", "LEDGER_SCHEMA", "OPEN", "TERMINAL", "PromptState"]
+__all__ = ["BatchLedger", "LineRecord", "BatchRecord", "LEDGER_SCHEMA", "OPEN", "TERMINAL", "PromptState",
+           "forget_runs"]
 
 LEDGER_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -191,7 +192,8 @@ class BatchLedger:
             for key, error in failed.items():
                 db.execute("UPDATE batch_prompts SET state = 'failed', tries = tries + 1, error = ? WHERE key = ?",
                            (error[:500], key))
-            db.execute("UPDATE batch_lines SET state = 'closed' WHERE batch = ?", (row,))
+            # a closed line's body (the page's text) is not needed again: kept out of the file from now on
+            db.execute("UPDATE batch_lines SET state = 'closed', body = '{}' WHERE batch = ?", (row,))
             db.execute("UPDATE batches SET status = ?, updated = ? WHERE id = ?", (status, time.time(), row))
 
     def unbatch(self, row: int) -> None:
@@ -213,10 +215,17 @@ class BatchLedger:
         rows = self._read("SELECT fetched FROM kept_pages WHERE run_id = ? AND key = ?", run_id, key)
         return bytes(rows[0][0]) if rows else None
 
-    def drop_kept(self, run_id: int | None = None) -> None:
-        """Forget the kept downloads (of one run, or of every run but the unfinished ones)."""
-        if run_id is not None:
-            self._write("DELETE FROM kept_pages WHERE run_id = ?", run_id)
-        else:
-            self._write("DELETE FROM kept_pages WHERE run_id NOT IN (SELECT id FROM runs WHERE status IN "
-                        "('running', 'interrupted'))")
+
+def forget_runs(db: sqlite3.Connection, run_ids: list[int]) -> None:
+    """Drop what the ledger holds for pruned runs (inside the caller's transaction): their kept downloads,
+    their closed batches and lines, and the answered prompts those carried (a failed prompt keeps its tries)."""
+    closed = ", ".join(f"'{state}'" for state in _CLOSED)
+    for run_id in run_ids:
+        db.execute("DELETE FROM kept_pages WHERE run_id = ?", (run_id,))
+        rows = [row for (row,) in db.execute(f"SELECT id FROM batches WHERE run_id = ? AND status IN ({closed})",
+                                             (run_id,))]
+        for row in rows:
+            db.execute("DELETE FROM batch_prompts WHERE state = 'answered' AND custom_id IN "
+                       "(SELECT custom_id FROM batch_lines WHERE batch = ?)", (row,))
+            db.execute("DELETE FROM batch_lines WHERE batch = ?", (row,))
+            db.execute("DELETE FROM batches WHERE id = ?", (row,))

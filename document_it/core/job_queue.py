@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from ..errors import ConfigError, OutputError
 from ..models import DocRef
-from .batch_ledger import LEDGER_SCHEMA, BatchLedger
+from .batch_ledger import LEDGER_SCHEMA, BatchLedger, forget_runs
 from .page_memory import PageMemory, PageRecord, from_json, to_json, upsert_page
 
 __all__ = ["JobState", "RunStatus", "Job", "Outcome", "RunInfo", "JobQueue", "SCHEMA_VERSION"]
@@ -402,5 +402,5 @@ class JobQueue(PageMemory, BatchLedger):
             for run_id in old:
                 removed += db.execute("DELETE FROM jobs WHERE run_id = ?", (run_id,)).rowcount
                 db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-                db.execute("DELETE FROM kept_pages WHERE run_id = ?", (run_id,))
+            forget_runs(db, old)
         return removed

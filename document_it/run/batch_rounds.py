@@ -338,7 +338,7 @@ def _jsonl(lines: list[LineRecord]) -> bytes:
 def _records(text: str) -> dict[str, dict[str, Any]]:
     """custom_id -> output record, from a batch output or error file (lines that are not JSON are skipped)."""
     found: dict[str, dict[str, Any]] = {}
-    for raw in text.splitlines():
+    for raw in text.split("\n"):  # not splitlines(): JSON may hold U+2028 and its kind unescaped
         with contextlib.suppress(ValueError):
             record = json.loads(raw)
             if isinstance(record, dict) and isinstance(record.get("custom_id"), str):
