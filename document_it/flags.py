@@ -243,8 +243,7 @@ def _job_queue(p: argparse.ArgumentParser, d: _Default) -> None:
     g.add_argument("--incremental", action="store_true", default=None,
                    help="re-analyse only new and changed pages, keep the rest; writes changes.md")
     g.add_argument("--batch-api", nargs="*", metavar="MODE", default=d("batch-api", None),
-                   help="prompts go through the provider's Batch API at half price: on (no MODE), strict, "
-                        "submit-only, export, or import FILE (docs/nightly.md)")
+                   help="the provider's Batch API, half price: on, strict, submit-only, export, import FILE")
     g.add_argument("--batch-wait", metavar="TIME", default=d("batch-wait", "24h"),
                    help="how long a run waits for its batches (then --resume collects)")
     g.add_argument("--batch-discount", type=float, metavar="FRACTION", default=d("batch-discount", 0.5),

@@ -55,6 +55,7 @@ def test_a_nightly_run_goes_through_batches_at_half_price_each_page_once(tmp_pat
         assert len(urls) == PAGES and set(urls.values()) == {1}  # every page read once
         run = _run_json(tmp_path)
         assert run["status"] == "completed" and run["documents"]["completed"] == PAGES
+        assert run["stages"]["pages_parsed"] == PAGES  # a page that waited for its batch is not counted twice
         batch = run["llm"]["batch_api"]
         assert batch["requests"] == batch["lines"] == stats["batch_lines"] and batch["prompts_failed"] == 0
         assert batch["share_of_requests"] == 1.0 and batch["tokens_in"] == stats["batch_prompt_tokens"]

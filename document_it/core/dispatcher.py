@@ -119,18 +119,21 @@ class Stages:
             self.observer("downloaded")
         return fetched
 
-    async def parse(self, fetched: Fetched) -> ParsedDoc:
-        """Parse one page where the plan says parsing runs, unless the same bytes were parsed before."""
+    async def parse(self, fetched: Fetched, again: bool = False) -> ParsedDoc:
+        """Parse one page where the plan says parsing runs, unless the same bytes were parsed before; `again`: a
+        page this run parsed already (it waited for a batch), not counted twice on the progress bars."""
         ref = fetched.ref
         key = memo_key(PARSE_VERSION, ref.url, ref.title, ref.topic, fetched.final_url, fetched.content_type,
                        fetched.encoding, self.chunk_tokens, self.markdown, hashlib.sha256(fetched.content).hexdigest())
         cached = self.memo.get("parse", key)
         if isinstance(cached, ParsedDoc):
-            self._parsed()
+            if not again:
+                self._parsed()
             return cached
         page = await self._bounded_parse(fetched)
         self.memo.set("parse", key, page)
-        self._parsed()
+        if not again:
+            self._parsed()
         return page
 
     async def _bounded_parse(self, fetched: Fetched) -> ParsedDoc:

@@ -181,10 +181,10 @@ class JobWorker:
             if reusable and previous is not None and content_hash(fetched.content) == previous.content_hash:
                 self.counters.same_content += 1
                 return await self._unchanged(job, previous, fetched, timings)
-        page = await parse_step(fetched, self.stages, self.settings, timings)
+        page = await parse_step(fetched, self.stages, self.settings, timings, again=kept is not None)
         if isinstance(page, DocResult):
             return await self._finish(job, JobState.FAILED, page)
-        self.counters.parsed += 1
+        self.counters.parsed += kept is None  # a page that waited for a batch was counted when first parsed
         if MARKDOWN_OUTPUTS.intersection(self.settings.outputs):  # kept with the page, for pages/ and llms-full.txt
             await self._db(self.queue.save_markdown, self.spec.source, job.key, page.markdown)
         if self.crawl is not None:  # queue the links first, so other workers can start on them meanwhile

@@ -21,11 +21,11 @@ log = logging.getLogger(__name__)
 
 
 async def parse_step(fetched: Fetched, stages: Stages, settings: Settings,
-                     timings: dict[str, float]) -> ParsedDoc | DocResult:
-    """The parsed page, or the failed result saying why it could not be parsed."""
+                     timings: dict[str, float], again: bool = False) -> ParsedDoc | DocResult:
+    """The parsed page, or the failed result saying why it could not be parsed (`again`: parsed before)."""
     clock = time.perf_counter()
     try:
-        return await stages.parse(fetched)
+        return await stages.parse(fetched, again)
     except (ParseError, WorkerLost) as exc:
         return failed_result(fetched.ref, settings, "parse", str(exc), timings=timings)
     except Exception as exc:  # a bug or an unexpected library error on one page: record it, keep the run going
