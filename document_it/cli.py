@@ -157,9 +157,11 @@ def _cache_command(argv: list[str], env: Mapping[str, str], run_parser: argparse
 def _report(summary: dict, settings: Settings) -> int:
     docs, llm = summary["documents"], summary["llm"]
     out = Path(summary.get("output_dir") or settings.output_dir)  # --resume may write where the run began
+    batch = llm.get("batch_api") or {}
+    written = "run.json" if batch.get("left") else "report.md"  # pages wait for batches: no report yet
     print(f"{docs['total']} pages: {docs['completed']} completed, {docs['failed']} failed "
           f"in {summary['wall_seconds']:.1f}s ({summary['mode']} mode, {summary['provider_label']}) "
-          f"→ {out / 'report.md'}")
+          f"→ {out / written}")
     cache = llm.get("cache") or {}
     if cache.get("hits"):
         print(f"cache: {cache['hits']} hits, {cache['misses']} misses ({cache['entries']} entries on disk)")
@@ -168,7 +170,6 @@ def _report(summary: dict, settings: Settings) -> int:
         print(f"LLM: {llm['requests']} requests, {llm['attempts']} attempts, {llm['rate_limited']} rate-limited, "
               f"{llm['tokens_in'] + llm['tokens_out']:,} tokens"
               + ("" if cost is None else f", about ${cost:.4f}"))
-    batch = llm.get("batch_api") or {}
     if batch.get("requests"):
         cost = batch.get("cost_usd")
         print(f"Batch API: {batch['requests']} requests answered, {batch['tokens_in'] + batch['tokens_out']:,} tokens"

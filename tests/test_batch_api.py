@@ -144,10 +144,12 @@ def test_submit_only_exits_at_once_and_resume_collects(tmp_path, corpus, capsys)
         assert f"{PAGES} pages wait for batches" in out and "--resume" in out
         assert sim.stats()["batches_created"] == 1
         assert _run_json(tmp_path)["status"].startswith("waiting for batches")
+        assert not (tmp_path / "out" / "report.md").exists()  # no report of pages that wait: the last one stays
 
         assert main(["--resume", "--quiet", "--state-dir", str(tmp_path / "state")]) == 0
         assert sim.stats()["batches_created"] == 1 and sim.stats()["requests"] == 0
     assert _run_json(tmp_path)["documents"]["completed"] == PAGES
+    assert (tmp_path / "out" / "report.md").exists()
 
 
 def test_strict_asks_failed_lines_again_in_a_new_batch_never_live(tmp_path, corpus):

@@ -90,3 +90,25 @@ def test_real_documentation_pages_are_analysed_at_default_flags(llama: str, tmp_
         summary = (result.get("analysis") or {}).get("summary")
         assert result["status"] == "completed" and isinstance(summary, str) and summary.strip(), result
     assert run["documents"]["completed"] == len(SMALL_PAGES)
+
+
+@pytest.mark.timeout(1200)
+def test_a_batch_file_run_on_a_real_server_completes_the_run_by_import(llama: str, tmp_path: Path) -> None:
+    """--batch-api export, the lines answered by the real server (testing/batch_runner.py stands in for an
+    offline runner such as vLLM's), then --batch-api import, round after round until the run is complete."""
+    flags = ["--llm-base-url", llama, "--limit", "2", "--tasks", "summary", "--no-synthesis",
+             "--structured-output", "function_calling"]
+    done, run = _run(tmp_path, *flags, "--batch-api", "export")
+    for round_number in range(1, 4):
+        assert done.returncode == 0, done.stderr
+        if run.get("status") == "completed":
+            break
+        exported = sorted((tmp_path / "out").glob("batch-input-*.jsonl"))[-1]
+        answers = tmp_path / f"answers-{round_number}.jsonl"
+        ran = subprocess.run([sys.executable, "-m", "document_it.testing.batch_runner", "-i", str(exported),
+                              "-o", str(answers), "--base-url", llama], cwd=ROOT, capture_output=True, text=True,
+                             timeout=900)
+        assert ran.returncode == 0, ran.stderr
+        done, run = _run(tmp_path, "--llm-base-url", llama, "--batch-api", "import", str(answers))
+    assert run["status"] == "completed" and run["documents"]["completed"] == 2, run.get("status")
+    assert run["llm"]["batch_api"]["requests"] >= 1

@@ -317,7 +317,10 @@ class Gateway(Attempts):
         """Leave every prompt the cache does not answer for the provider's Batch API from now on."""
         assert isinstance(self.provider, ChatProvider)
         settings = self._settings
-        items = 1 if settings.mode is Mode.SYNC else settings.batch_size or AUTO_MAX_ITEMS
+        # a batch file for a self-hosted runner carries prompts alone unless --batch-size says otherwise: its
+        # small models answer grouped prompts worse, and its cost is the server's time, not tokens billed
+        offline = settings.batch_api.value in ("export", "import")
+        items = 1 if settings.mode is Mode.SYNC else settings.batch_size or (1 if offline else AUTO_MAX_ITEMS)
         self.lane = BatchLane(self.provider, self.memo, settings.batch_api.value == "strict", settings.retries,
                               items, settings.batch_max_tokens or 1 << 30)
         return self.lane

@@ -374,8 +374,10 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
         summary["changes"] = {**changes_block(changes), "not_modified_304": counters.get("not_modified_304", 0),
                               "same_content": counters.get("same_content", 0)}
     with contextlib.suppress(OSError, OutputError) if not complete else contextlib.nullcontext():
-        write_outputs(settings.output_dir, results, synthesis, summary, title, settings.outputs,
-                      _markdown(queue, spec, settings, results))
+        # a run whose pages wait for batches leaves the last finished run's report and llms.txt in place
+        outputs = () if status.startswith("waiting for batches") else settings.outputs
+        write_outputs(settings.output_dir, results, synthesis, summary, title, outputs,
+                      _markdown(queue, spec, settings, results) if outputs else {})
         if spec.incremental:
             atomic_write_text(settings.output_dir / "changes.md", render_changes(title, changes, complete))
     # an aborted run (e.g. a rejected API key) stays resumable, like an interrupted one
