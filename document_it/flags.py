@@ -245,7 +245,7 @@ def _job_queue(p: argparse.ArgumentParser, d: _Default) -> None:
     g.add_argument("--batch-api", nargs="*", metavar="MODE", default=d("batch-api", None),
                    help="the provider's Batch API, half price: on, strict, submit-only, export, import FILE")
     g.add_argument("--batch-wait", metavar="TIME", default=d("batch-wait", "24h"),
-                   help="how long a run waits for its batches (then --resume collects)")
+                   help="how long a run waits for its batches; a later run collects the rest")
     g.add_argument("--batch-discount", type=float, metavar="FRACTION", default=d("batch-discount", 0.5),
                    help="the Batch API price cut")
     g.add_argument("--grace", type=float, metavar="SECONDS", default=d("grace", 5.0),

@@ -92,9 +92,9 @@ def _batch_rows(batch: dict[str, Any]) -> list[Figure]:
     cost, live = batch.get("cost_usd"), batch.get("cost_if_live_usd")
     run, run_live = batch.get("run_cost_usd"), batch.get("run_cost_if_live_usd")
     rows = [
-        Figure("Batch API requests answered (lines sent, batches, rounds)",
-               f"{batch['requests']:,} ({batch['lines']:,} lines in {batch['batches']} batches sent by this run, "
-               f"{batch['rounds']} rounds)"),
+        Figure("Batch API requests answered (sent by this run, rounds)",
+               f"{batch['requests']:,} ({batch['lines']:,} lines in {batch['files']} files, {batch['rounds']} "
+               "rounds)"),
         Figure("Batch API share of requests / tokens", f"{batch['share_of_requests']:.0%} / "
                                                        f"{batch['share_of_tokens']:.0%} ({batch['tokens_in']:,} in, "
                                                        f"{batch['tokens_out']:,} out)"),

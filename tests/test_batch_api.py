@@ -174,6 +174,9 @@ def test_export_then_import_an_output_file_completes_the_run(tmp_path, corpus, c
                 out.write(json.dumps({"id": "x", "custom_id": line["custom_id"],
                                       "response": {"status_code": status, "body": body}, "error": None}) + "\n")
         sim.reset_stats()
+        # the input file given by mistake: a one-line error, nothing asked live
+        assert main(["--quiet", "--state-dir", str(tmp_path / "state"), "--batch-api", "import", str(exported)]) == 2
+        assert "is not a batch output file" in capsys.readouterr().err and sim.stats()["requests"] == 0
         assert main(["--quiet", "--state-dir", str(tmp_path / "state"), "--batch-api", "import", str(output)]) == 0
         assert sim.stats()["requests"] == 0
     run = _run_json(tmp_path)
@@ -211,3 +214,54 @@ def test_a_batch_still_running_at_the_next_nights_start_is_collected_not_resubmi
     assert run["status"] == "completed" and run["documents"]["completed"] == PAGES
     batch = run["llm"]["batch_api"]
     assert batch["batches"] == batch["lines"] == 0 and batch["requests"] > 0 and batch["prompts_answered"] == PAGES
+
+
+def test_a_run_whose_batch_wait_runs_out_exits_5_and_resume_collects(tmp_path, corpus, capsys):
+    with SimServer(latency_ms=20, ms_per_token=0, batch_in_progress_s=2.0, max_seconds=120) as sim:
+        assert main(_args(tmp_path, corpus, sim, "--batch-api", "--batch-wait", "0", "--no-synthesis")) == 5
+        assert "still running" in capsys.readouterr().out
+        assert _run_json(tmp_path)["status"].startswith("waiting for batches")
+        assert main(["--resume", "--quiet", "--state-dir", str(tmp_path / "state"), "--batch-wait", "60"]) == 0
+        assert sim.stats()["batches_created"] == 1 and sim.stats()["requests"] == 0
+    assert _run_json(tmp_path)["documents"]["completed"] == PAGES
+
+
+def test_a_batch_the_provider_no_longer_knows_has_its_prompts_asked_again(tmp_path, corpus):
+    with SimServer(latency_ms=20, ms_per_token=0, batch_in_progress_s=30, max_seconds=120) as first:
+        assert main(_args(tmp_path, corpus, first, "--batch-api", "submit-only", "--no-synthesis")) == 0
+    with SimServer(latency_ms=20, ms_per_token=0, max_seconds=120) as other:  # another server, another account
+        assert main(["--resume", "--quiet", "--state-dir", str(tmp_path / "state"), "--llm-base-url",
+                     other.base_url]) == 0
+        assert other.stats()["requests"] == PAGES  # the lost batch's prompts, asked live once each
+    run = _run_json(tmp_path)
+    assert run["status"] == "completed" and run["documents"]["completed"] == PAGES
+    assert run["llm"]["batch_api"]["prompts_failed"] == PAGES
+
+
+def test_without_a_cache_a_resumed_run_reads_the_answers_the_ledger_kept(tmp_path, corpus):
+    with SimServer(latency_ms=20, ms_per_token=0, max_seconds=120) as sim:
+        assert main(_args(tmp_path, corpus, sim, "--batch-api", "--no-cache", "--no-synthesis", "--batch-wait", "0",
+                          "--batch-size", "1")) == 5
+        time.sleep(0.5)  # the simulator's batch finishes meanwhile (0.3 s)
+        assert main(["--resume", "--quiet", "--state-dir", str(tmp_path / "state")]) == 0
+        assert sim.stats()["batches_created"] == 1 and sim.stats()["requests"] == 0
+        assert set(_page_urls(sim).values()) == {1}
+    assert _run_json(tmp_path)["documents"]["completed"] == PAGES
+
+
+def test_a_long_pages_notes_for_a_sub_model_go_in_batches_too(tmp_path, corpus):
+    long_page = corpus.parent / "pages" / "long.md"
+    long_page.write_text("# A long page\n\n" + "\n\n".join(
+        f"Section {n} explains how queue {n} retries failed jobs with exponential backoff, how the worker "
+        f"pool {n} leases each job, and what happens when lease {n} runs out before the job is done." * 3
+        for n in range(120)))
+    corpus.write_text(corpus.read_text() + "\n## Long\n\n- [A long page](pages/long.md)\n")
+    with SimServer(latency_ms=20, ms_per_token=0, context_tokens=4096, max_seconds=120) as sim:
+        assert main(_args(tmp_path, corpus, sim, "--batch-api", "--no-synthesis", "--sub-model", "small-model",
+                          "--limit", "40")) == 0
+        assert sim.stats()["requests"] == 0  # the notes (--sub-model) and the pages: all in batches
+    run = _run_json(tmp_path)
+    assert run["documents"]["completed"] == PAGES + 1 and run["llm"]["batch_api"]["rounds"] >= 2
+    with JobQueue(tmp_path / "state" / "jobs.sqlite") as queue:
+        asked = [line.question for batch in queue.batches() for line in queue.lines_of(batch.id)]
+    assert {"task": "chunk_notes"} in asked  # the long page was read in pieces, through batches

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from document_it.core.batch_ledger import LineRecord, PromptState
+from document_it.core.batch_ledger import BatchKind, LineRecord, PromptState
 from document_it.core.job_queue import SCHEMA_VERSION, JobQueue, JobState, Outcome
 from document_it.models import DocRef
 
@@ -61,12 +61,12 @@ def test_a_batch_takes_its_lines_and_is_listed_open_by_kind(queue):
     [record] = queue.open_batches()
     assert (record.id, record.kind, record.status, record.input_file_id, record.lines, record.bytes) == \
         (api, "api", "uploaded", "file-1", 2, 1234)
-    assert record.waiting and record.batch_id is None
+    assert record.kind is BatchKind.API and record.batch_id is None
     exported = queue.add_batch(run, "file", ["c3"], 99, path="/tmp/out.jsonl")
     assert [b.id for b in queue.open_batches()] == [api]  # only the API's
     [written] = queue.open_batches("file")
     assert (written.id, written.status, written.path) == (exported, "exported", "/tmp/out.jsonl")
-    assert not written.waiting  # not the provider's to work on
+    assert written.kind is BatchKind.FILE  # not the provider's to work on
     assert [b.id for b in queue.batches(run)] == [api, exported] and queue.batches(run + 1) == []
 
 
@@ -76,12 +76,11 @@ def test_what_the_provider_says_of_a_batch_is_recorded(queue):
     row = queue.add_batch(run, "api", ["c1"], 10, input_file_id="file-1")
     queue.batch_created(row, "batch_abc", "validating")
     [record] = queue.open_batches()
-    assert (record.batch_id, record.status, record.waiting) == ("batch_abc", "validating", True)
+    assert (record.batch_id, record.status) == ("batch_abc", "validating")
     queue.batch_status(row, "in_progress", {"total": 1, "completed": 0})
     queue.batch_status(row, "completed", output_file_id="out-1", error_file_id="err-1")
     [record] = queue.open_batches()  # finished at the provider, not yet collected
-    assert (record.status, record.waiting, record.output_file_id, record.error_file_id) == \
-        ("completed", False, "out-1", "err-1")
+    assert (record.status, record.output_file_id, record.error_file_id) == ("completed", "out-1", "err-1")
     assert record.counts == {"total": 1, "completed": 0}  # kept when a later status says none
 
 
@@ -89,7 +88,7 @@ def test_a_settled_batch_closes_with_answers_and_failures_counted(queue):
     queue.store_lines([_line("c1", "a", "b", "c")])
     run = queue.start_run("src", {}).id
     row = queue.add_batch(run, "api", ["c1"], 10)
-    queue.settle(row, ["a"], {"b": "HTTP 500: boom", "c": "x" * 800})
+    queue.settle(row, {"a": {"summary": "A"}}, {"b": "HTTP 500: boom", "c": "x" * 800})
     assert queue.open_batches() == []
     assert queue.batches()[0].status == "collected"
     states = queue.prompt_states()
@@ -101,7 +100,7 @@ def test_a_settled_batch_closes_with_answers_and_failures_counted(queue):
     queue.store_lines([_line("c2", "b")])  # asked again in a later batch, which fails it again
     assert queue.prompt_states(["b"])["b"] == PromptState("waiting", 1, "HTTP 500: boom")
     again = queue.add_batch(run, "api", ["c2"], 10)
-    queue.settle(again, [], {"b": "expired"})
+    queue.settle(again, {}, {"b": "expired"})
     assert queue.prompt_states(["b"])["b"] == PromptState("failed", 2, "expired")
 
 
@@ -180,7 +179,7 @@ def test_a_v1_job_database_is_upgraded_and_keeps_its_runs(tmp_path):
         assert queue.run(run).options == {"depth": 1}
         queue.store_lines([_line("c1", "a")])
         row = queue.add_batch(run, "api", ["c1"], 10)
-        queue.settle(row, ["a"], {})
+        queue.settle(row, {"a": {"summary": "A"}}, {})
         queue.keep_page(run, "k", b"x")
         assert queue.prompt_states()["a"].state == "answered" and queue.kept_page(run, "k") == b"x"
     db = sqlite3.connect(path)
@@ -208,7 +207,7 @@ def test_a_settled_line_drops_its_body_and_pruned_runs_lose_their_collected_batc
     old = queue.start_run("src", {}).id
     queue.store_lines([_line("c1", "a"), _line("c2", "b")])
     row = queue.add_batch(old, "api", ["c1", "c2"], 10)
-    queue.settle(row, ["a"], {"b": "expired"})
+    queue.settle(row, {"a": {"summary": "A"}}, {"b": "expired"})
     assert [line.body for line in queue.lines_of(row)] == [{}, {}]  # the page text is not kept once answered
     queue.finish_run(old, "completed")
     queue.start_run("src", {})

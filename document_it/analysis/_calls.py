@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 from ..errors import DocumentItError
 from ..redact import redact
 
-__all__ = ["Ask", "Callback", "Failure", "asker", "notify", "error_text", "run_sync", "default_llm"]
+__all__ = ["Ask", "Callback", "Failure", "asker", "notify", "error_text", "run_sync", "default_llm", "gather_all"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,17 @@ class Failure(Exception):
     def __init__(self, reason: str, raw: str | None = None) -> None:
         super().__init__(reason)
         self.raw = raw
+
+
+async def gather_all(*awaitables: Awaitable[T]) -> list[T]:
+    """Every result, in order, once all have finished; then the first exception any raised, if one did. Unlike
+    asyncio.gather, none is left running when one fails: a prompt left for a batch (BatchDeferred) waits for
+    its siblings, so all of them go in the same round."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
 
 
 def asker(llm: Any) -> Ask:

@@ -24,6 +24,7 @@ from ..parse import chunk_text
 from ..tokens import estimate_tokens
 from .context import LLMContextError
 from .gateway import Gateway, LLMUnavailable
+from ._calls import gather_all
 from .patterns import aparallel_query
 from .prompts import PAGE_TASKS, ChunkInput, PageAnalysis, PageQuestion, Question, Task, TopicInput, TopicSynthesis
 from .schemas import part_value
@@ -110,10 +111,7 @@ def _analyse(gateway: Gateway, tasks: tuple[Task, ...], reread: Reread):
         page, brief = state["page"], gateway.brief_answers
         groups = (page_reading(tasks, lambda question: gateway.page_fits(page, (question,)), brief)
                   or [PageQuestion(tasks, brief)])
-        outcomes = await asyncio.gather(*(ask(question, state) for question in groups), return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        outcomes = await gather_all(*(ask(question, state) for question in groups))
         parts = {name: value for found, _ in outcomes for name, value in found.items()}  # type: ignore[misc]
         read = next((used for _, used in outcomes if used is not None and used is not page), page)  # type: ignore[misc]
         return {"page": read, "parts": parts}
@@ -183,14 +181,14 @@ async def read_in_chunks(gateway: Gateway, sub_model: str | None, page: ParsedDo
             if not exc.shrunk or depth >= 2 or len(smaller) < 2:
                 log.info("note on part %d of %s failed: %s", part, page.url, exc)
                 return None
-            notes = await asyncio.gather(*(note(part, piece, depth + 1) for piece in smaller))
+            notes = await gather_all(*(note(part, piece, depth + 1) for piece in smaller))
             return " ".join(found for found in notes if found) or None
         except LLMError as exc:  # the others still make notes; a page with none is read as it is
             log.info("note on part %d of %s failed: %s", part, page.url, exc)
             return None
         return answer.notes.strip()  # type: ignore[attr-defined]
 
-    notes = await asyncio.gather(*(note(i + 1, text) for i, text in enumerate(pieces)))
+    notes = await gather_all(*(note(i + 1, text) for i, text in enumerate(pieces)))
     kept = [f"[part {i + 1} of {total}] {text}" for i, text in enumerate(notes) if text]
     if not kept:  # every note failed: analyse the page's first part as before
         return page
@@ -367,8 +365,5 @@ async def synthesize_topics(gateway: Gateway, topics: list[TopicInput]) -> dict[
         except Exception as exc:  # recorded in the report, the run goes on
             return f"synthesis failed: {exc}"
 
-    results = await asyncio.gather(*(one(t) for t in topics), return_exceptions=True)
-    for result in results:  # every topic's prompt is made (or left for a batch) before one stops them all
-        if isinstance(result, BaseException):
-            raise result
-    return {t.topic: r for t, r in zip(topics, results)}  # type: ignore[misc]
+    results = await gather_all(*(one(t) for t in topics))  # every topic's prompt made before one stops them
+    return {t.topic: r for t, r in zip(topics, results)}

@@ -20,7 +20,7 @@ from ..errors import LLMError
 from ..redact import redact
 from .replies import error_message, first_line
 
-__all__ = ["BatchClient", "BatchState", "BatchApiError", "TooLarge", "ENDPOINT"]
+__all__ = ["BatchClient", "BatchState", "BatchApiError", "TooLarge", "NotFound", "ENDPOINT"]
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,20 @@ _TOO_LARGE = ("too large", "too_large", "exceeds", "maximum", "too many", "too_m
 
 
 class BatchApiError(LLMError):
-    """The Batch API refused or failed a call (after retries); the message says what and where."""
+    """The Batch API refused or failed a call; `transient` when it was a 429, a 5xx or no connection (the
+    retries ran out: a later poll may fare better)."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class TooLarge(BatchApiError):
     """The provider refused a batch file as larger (in bytes or lines) than it takes."""
+
+
+class NotFound(BatchApiError):
+    """The provider does not know the path or the object (no Batch API there, or a batch it no longer has)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class BatchClient:
     """One run's connection to the Batch API at --llm-base-url (or OpenAI)."""
 
     def __init__(self, settings: Settings) -> None:
+        """A client for the Batch API at the settings' base URL, with their key (nothing is sent yet)."""
         self.host = urlparse(settings.llm_base_url or "https://api.openai.com").netloc.rpartition("@")[2]
         self._secrets = (settings.api_key,)
         self._retry = RetryPolicy(settings.retries)
@@ -79,37 +89,59 @@ class BatchClient:
                                        max_retries=0, http_client=self._http)
 
     async def aclose(self) -> None:
+        """Close the connections."""
         await self._http.aclose()
 
     async def upload(self, name: str, data: bytes) -> str:
         """Upload a batch input file; its file id."""
-        found = await self._call("upload the batch file", self._sdk.files.create, file=(name, data), purpose="batch")
-        return found.id
+        try:
+            found = await self._call("upload the batch file", self._sdk.files.create, file=(name, data),
+                                     purpose="batch")
+        except NotFound as exc:
+            raise NotFound(f"{exc}: this server does not seem to offer the Batch API; run without --batch-api, or "
+                           "write the batch file with --batch-api export") from None
+        return self._read("upload the batch file", lambda: str(found.id))
 
     async def create(self, input_file_id: str, metadata: dict[str, str]) -> BatchState:
         """Start a batch over an uploaded file."""
-        return _state(await self._call("create the batch", self._sdk.batches.create, input_file_id=input_file_id,
-                                       endpoint=ENDPOINT, completion_window="24h", metadata=metadata))
+        found = await self._call("create the batch", self._sdk.batches.create, input_file_id=input_file_id,
+                                 endpoint=ENDPOINT, completion_window="24h", metadata=metadata)
+        return self._read("create the batch", lambda: _state(found))
 
-    async def find(self, input_file_id: str) -> BatchState | None:
+    async def find(self, input_file_id: str, since: float) -> BatchState | None:
         """The batch already made from `input_file_id` (a run killed between creating it and recording its id),
-        among the provider's latest ones."""
-        page = await self._call("list batches", self._sdk.batches.list, limit=100)
-        for batch in page.data:
-            if batch.input_file_id == input_file_id:
-                return _state(batch)
-        return None
+        among the provider's batches created since `since` (newest first, page after page)."""
+        after: str | None = None
+        while True:
+            extra = {"after": after} if after else {}
+            page = await self._call("list batches", self._sdk.batches.list, limit=100, **extra)
+            batches = self._read("list batches", lambda: list(page.data))
+            for batch in batches:
+                if getattr(batch, "input_file_id", None) == input_file_id:
+                    return self._read("list batches", lambda: _state(batch))
+            older = any((getattr(batch, "created_at", None) or 0) < since - 60 for batch in batches)
+            if not batches or older or not getattr(page, "has_more", False):
+                return None
+            after = batches[-1].id
 
     async def state(self, batch_id: str) -> BatchState:
-        return _state(await self._call("poll the batch", self._sdk.batches.retrieve, batch_id))
-
-    async def cancel(self, batch_id: str) -> BatchState:
-        return _state(await self._call("cancel the batch", self._sdk.batches.cancel, batch_id))
+        """What the provider says of the batch now."""
+        found = await self._call("poll the batch", self._sdk.batches.retrieve, batch_id)
+        return self._read("poll the batch", lambda: _state(found))
 
     async def content(self, file_id: str) -> str:
         """A file's text (a batch's output or error JSONL)."""
         response = await self._call("download the batch results", self._sdk.files.content, file_id)
-        return response.text
+        return self._read("download the batch results", lambda: str(response.text))
+
+    def _read(self, what: str, read: Callable[[], T]) -> T:
+        """What a reply holds; a reply that is not the object asked for (HTML from a proxy, a bare string) is a
+        one-line error, not a traceback."""
+        try:
+            return read()
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:
+            raise BatchApiError(f"the Batch API at {self.host} could not {what}: its reply was not the expected "
+                                f"object ({type(exc).__name__}: {self._clean(exc)})") from None
 
     async def _call(self, what: str, call: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         failures = 0
@@ -122,8 +154,7 @@ class BatchClient:
                 if status == 413 or (status == 400 and any(word in message.lower() for word in _TOO_LARGE)):
                     raise TooLarge(text) from None
                 if status in (404, 405, 501):
-                    raise BatchApiError(f"{text}: this server does not seem to offer the Batch API; run without "
-                                        "--batch-api, or write the batch file with --batch-api export") from None
+                    raise NotFound(text) from None
                 if status not in (408, 409, 429) and status < 500:
                     raise BatchApiError(text) from None
                 retry_after = retry_after_seconds(dict(exc.response.headers)) if exc.response is not None else None
@@ -132,7 +163,7 @@ class BatchClient:
                 retry_after = None
             failures += 1
             if failures > self._retry.retries:
-                raise BatchApiError(f"{text} (gave up after {failures} attempts)")
+                raise BatchApiError(f"{text} (gave up after {failures} attempts)", transient=True)
             delay = self._retry.delay(failures, retry_after)
             log.info("%s; trying again in %.1f s", text, delay)
             await asyncio.sleep(delay)

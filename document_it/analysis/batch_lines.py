@@ -9,20 +9,20 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel
 
 from ..config import StructuredMethod
-from ..core.batch_ledger import LineRecord, PromptState
+from ..core.batch_ledger import LineRecord, Prompt, PromptState
 from ..core.cache import Memo
-from ..errors import BatchDeferred, LLMError
+from ..errors import LLMError
 from .context import LLMContextError
 from .negotiate import refuses_method
 from .prompts import Context, PageQuestion, Question, Task, batch_schema, schema_for
 from .providers import ChatProvider, Messages
 
-__all__ = ["BatchDeferred", "BatchLane", "Deferred", "LineOutcome", "question_data"]
+__all__ = ["BatchLane", "Deferred", "LineOutcome", "question_data"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class Deferred:
     messages: Messages
     tokens: int
     page: str  # the page URL (or topic) it is asked for
+    provider: ChatProvider  # who would have answered it live (--sub-model's for a long page's notes)
 
 
 @dataclass
@@ -68,16 +69,19 @@ class BatchLane:
     their answers read back."""
 
     def __init__(self, provider: ChatProvider, memo: Memo, strict: bool, retries: int, max_items: int,
-                 max_tokens: int) -> None:
+                 max_tokens: int, kept: Callable[[str], Any] = lambda key: None) -> None:
         self.provider, self.memo = provider, memo
         self.strict, self.retries = strict, retries
         self.max_items, self.max_tokens = max(1, max_items), max_tokens
         self.states: dict[str, PromptState] = {}  # the ledger's, read before each round
         self.answers: dict[str, Any] = {}  # collected by this process, by memo key (also without a cache)
+        self._kept = kept  # the ledger's answer for a key (collected by an earlier process, the cache off)
         self._deferred: dict[str, Deferred] = {}
-        self.deferred_total = 0  # prompts deferred over the run (each once per round it waits)
-        self.lines_written = 0
         self.items_grouped = 0  # prompts that travel in a line with others
+
+    def load(self, states: dict[str, PromptState]) -> None:
+        """What the ledger knows of every prompt now (read before each round)."""
+        self.states = states
 
     # -- deferring ----------------------------------------------------------------------------
     def route(self, key: str) -> bool:
@@ -85,7 +89,7 @@ class BatchLane:
         to answer it, without --batch-api strict). In strict mode an LLMError once batches failed it more than
         --retries times."""
         state = self.states.get(key)
-        if state is None or state.state != "failed":
+        if state is None or state.state != Prompt.FAILED:
             return True
         if not self.strict:
             return False
@@ -96,11 +100,9 @@ class BatchLane:
     def defer(self, item: Deferred) -> None:
         """Leave `item` for the next batch, unless a batch already carries it (it is never sent twice)."""
         state = self.states.get(item.key)
-        if state is not None and state.state in ("waiting", "submitted"):
+        if state is not None and state.on_its_way:
             return
-        if item.key not in self._deferred:
-            self._deferred[item.key] = item
-            self.deferred_total += 1
+        self._deferred.setdefault(item.key, item)
 
     @property
     def pending(self) -> int:
@@ -112,18 +114,17 @@ class BatchLane:
         """The deferred prompts as batch lines (and forgets them): prompts of one question grouped up to
         --batch-size items and --batch-max-tokens tokens, as the model's window holds them with every answer."""
         singles: list[Deferred] = []
-        by_question: dict[Question, list[Deferred]] = {}
+        by_question: dict[tuple[int, Question], list[Deferred]] = {}  # per model (provider) and question
         for item in self._deferred.values():
             if item.task is Task.TEXT or item.context is None or self.max_items == 1:
                 singles.append(item)
             else:
-                by_question.setdefault(item.task, []).append(item)
+                by_question.setdefault((id(item.provider), item.task), []).append(item)
         self._deferred = {}
         lines = [self._single(item) for item in singles]
-        for question, items in by_question.items():
+        for (_, question), items in by_question.items():
             for group in self._groups(question, items):
                 lines.extend(self._grouped(question, group))
-        self.lines_written += len(lines)
         return lines
 
     def _groups(self, question: Question, items: list[Deferred]) -> list[list[Deferred]]:
@@ -132,7 +133,7 @@ class BatchLane:
         for item in items:
             group = groups[-1] if groups else None
             if group is not None and len(group) < self.max_items and tokens + item.tokens <= self.max_tokens \
-                    and self.provider.batch_fits(question, tokens + item.tokens, len(group) + 1):
+                    and item.provider.batch_fits(question, tokens + item.tokens, len(group) + 1):
                 group.append(item)
                 tokens += item.tokens
             else:
@@ -141,16 +142,17 @@ class BatchLane:
         return groups
 
     def _single(self, item: Deferred) -> LineRecord:
-        body, _, _ = self.provider.request(item.task, item.messages)
+        body, _, _ = item.provider.request(item.task, item.messages)
         return LineRecord(_custom_id(), question_data(item.task), (("", item.key, item.page),), body)
 
     def _grouped(self, question: Question, group: list[Deferred]) -> list[LineRecord]:
         if len(group) == 1:
             return [self._single(group[0])]
         ids = [str(number) for number in range(1, len(group) + 1)]
-        messages = self.provider.batch_messages(question, [(i, item.context) for i, item in zip(ids, group)])  # type: ignore[misc]
+        provider = group[0].provider
+        messages = provider.batch_messages(question, [(i, item.context) for i, item in zip(ids, group)])  # type: ignore[misc]
         try:
-            body, _, _ = self.provider.request(question, messages, batch_schema(question))
+            body, _, _ = provider.request(question, messages, batch_schema(question))
         except LLMContextError:  # the window holds each alone, not all together
             return [self._single(item) for item in group]
         self.items_grouped += len(group)
@@ -226,8 +228,11 @@ class BatchLane:
         return f"HTTP {status}: {message}" if status is not None else "no response in the line"
 
     def stored(self, key: str) -> Any | None:
-        """An answer collected by this process for `key` (as the memo stores it), if any."""
-        return self.answers.get(key)
+        """A batch's answer for `key` (as the memo stores it): collected by this process, or kept in the ledger."""
+        found = self.answers.get(key)
+        if found is None and key in self.states and self.states[key].state == Prompt.ANSWERED:
+            found = self._kept(key)
+        return found
 
 
 def _stored(value: Any) -> Any:

@@ -12,7 +12,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 from ..core.tracker import Prices, RequestRecord, RequestStatus, RequestTracker
 from ..errors import BatchDeferred, LLMTransientError
 from ..tokens import estimate_tokens
-from ._calls import Callback, asker, error_text, notify, run_sync
+from ._calls import Callback, asker, error_text, gather_all, notify, run_sync
 
 __all__ = ["PromptReply", "LLMClient", "ProcessingRequest", "ProcessingMetadata", "ProcessedChunk",
            "ParallelProcessor", "RequestStatus"]
@@ -125,7 +125,7 @@ class ParallelProcessor:
         gate = asyncio.Semaphore(request.max_concurrency)
         callbacks = (on_start, on_result, on_error)
         runs = (self._one(index, chunk, request, gate, callbacks) for index, chunk in enumerate(request.chunks))
-        return list(await asyncio.gather(*runs))
+        return await gather_all(*runs)
 
     def process_sync(self, request: ProcessingRequest, *, on_start: Callback | None = None,
                      on_result: Callback | None = None, on_error: Callback | None = None) -> list[ProcessedChunk]:

@@ -7,11 +7,11 @@ import functools
 import hashlib
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from ..config import Answers, Fallback, Mode, Settings
+from ..config import Answers, BatchApi, Fallback, Mode, Settings
 from ..core.breaker import CircuitBreaker
 from ..core.cache import Memo, memo_key
 from ..core.first_contact import FirstContact
@@ -19,12 +19,12 @@ from ..core.ratelimit import RateLimiter
 from ..core.retry import RetryPolicy
 from ..core.timeouts import AttemptLimit
 from ..core.tracker import Prices, RequestRecord, RequestTracker
-from ..errors import LLMError, LLMFatalError, LLMTransientError
+from ..errors import BatchDeferred, LLMError, LLMFatalError, LLMTransientError
 from ..models import ParsedDoc
 from ..tokens import estimate_tokens
 from . import figures
 from .attempts import EXPECTED_OUTPUT_TOKENS, USAGE_REPLIES, Attempts, LLMUnavailable, message_tokens
-from .batch_lines import BatchDeferred, BatchLane, Deferred
+from .batch_lines import BatchLane, Deferred
 from .batching import AUTO_MAX_ITEMS, Batcher, BatchItem, ReplyShape
 from .context import MIN_SCALE, LLMContextError
 from .prompts import PROMPT_VERSION, Context, PageQuestion, Question, Task, TopicInput, batch_schema, schema_for
@@ -106,6 +106,7 @@ class Gateway(Attempts):
             twin = Gateway(make_provider(settings), settings, self._cap, memo=self.memo)
             twin.limiter, twin.breaker, twin.tracker = self.limiter, self.breaker, self.tracker
             twin.first_contact = self.first_contact
+            twin.lane = self.lane  # its prompts go in the same batches, in lines of its own model
             self._siblings[model] = twin
         return self._siblings[model]
 
@@ -196,7 +197,8 @@ class Gateway(Attempts):
         if cached is not None:
             return cached
         if self.lane is not None and self.lane.route(key):
-            self._defer(Deferred(key, task, context, messages, message_tokens(messages), _key(context)))
+            self._defer(Deferred(key, task, context, messages, message_tokens(messages), _key(context),
+                                 self.provider))  # type: ignore[arg-type]
         try:
             value = await self._fitted(task, context, messages)
         except LLMFatalError:
@@ -252,7 +254,8 @@ class Gateway(Attempts):
         if isinstance(stored, str):
             return Completion(stored, 0, 0, 0, cached=True)
         if self.lane is not None and self.lane.route(key):
-            self._defer(Deferred(key, Task.TEXT, None, messages, message_tokens(messages), ""))
+            self._defer(Deferred(key, Task.TEXT, None, messages, message_tokens(messages), "",
+                                 self.provider))  # type: ignore[arg-type]
         text, record = await self._tracked(Task.TEXT, messages)
         self.memo.set("llm", key, text)
         return Completion(text, record.tokens_in, record.tokens_out, record.attempts)
@@ -313,17 +316,30 @@ class Gateway(Attempts):
         return memo_key(*self._key_base, "page", hashlib.sha256(" ".join(text.split()).encode()).hexdigest(),
                         *extra)
 
-    def open_lane(self) -> BatchLane:
-        """Leave every prompt the cache does not answer for the provider's Batch API from now on."""
+    def open_lane(self, kept: Callable[[str], Any]) -> BatchLane:
+        """Leave every prompt the cache does not answer for the provider's Batch API from now on (this gateway's
+        and its siblings'); `kept`: the ledger's answer for a memo key."""
         assert isinstance(self.provider, ChatProvider)
         settings = self._settings
         # a batch file for a self-hosted runner carries prompts alone unless --batch-size says otherwise: its
         # small models answer grouped prompts worse, and its cost is the server's time, not tokens billed
-        offline = settings.batch_api.value in ("export", "import")
+        offline = settings.batch_api in (BatchApi.EXPORT, BatchApi.IMPORT)
         items = 1 if settings.mode is Mode.SYNC else settings.batch_size or (1 if offline else AUTO_MAX_ITEMS)
-        self.lane = BatchLane(self.provider, self.memo, settings.batch_api.value == "strict", settings.retries,
-                              items, settings.batch_max_tokens or 1 << 30)
+        self.lane = BatchLane(self.provider, self.memo, settings.batch_api is BatchApi.STRICT, settings.retries,
+                              items, settings.batch_max_tokens or 1 << 30, kept)
+        for twin in self._siblings.values():
+            twin.lane = self.lane
         return self.lane
+
+    def spent_in_batches(self, tokens: int, cost: float) -> None:
+        """What the batch answers read so far cost (at the batch price): the budgets count it."""
+        self.batch_spent = (tokens, cost)
+
+    def close_lane(self) -> None:
+        """Ask live from now on (a run past its last batch round)."""
+        self.lane = None
+        for twin in self._siblings.values():
+            twin.lane = None
 
     def _defer(self, item: Deferred) -> None:
         """Leave `item` for a batch (checked against the window first, as a live request would be): its page

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import BatchDeferred
-from ._calls import Ask, Callback, Failure, asker, default_llm, error_text, notify, run_sync
+from ._calls import Ask, Callback, Failure, asker, default_llm, error_text, gather_all, notify, run_sync
 from .extraction import (LLMClient, ParallelProcessor, ProcessedChunk, ProcessingMetadata, ProcessingRequest,
                          PromptReply, RequestStatus)
 from .voting import TaskResult, VotingResult, VotingStrategy, label, quorum_met, tally
@@ -207,7 +207,7 @@ async def aparallel_query(prompt_template: str, chunks: Sequence[str], *, llm: A
             await notify(on_result, index, answer)
             return answer
 
-    return list(await asyncio.gather(*(one(i, chunk) for i, chunk in enumerate(chunks))))
+    return await gather_all(*(one(i, chunk) for i, chunk in enumerate(chunks)))
 
 
 def parallel_query(prompt_template: str, chunks: Sequence[str], *, llm: Any = None, max_parallel: int = 10,

@@ -8,6 +8,7 @@ It is written before the run waits, so a run killed while a batch is out (even `
 from __future__ import annotations
 
 import contextlib
+import enum
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -15,8 +16,8 @@ from typing import Any, Callable, Iterable
 
 from .page_memory import from_json, to_json
 
-__all__ = ["BatchLedger", "LineRecord", "BatchRecord", "LEDGER_SCHEMA", "OPEN", "TERMINAL", "PromptState",
-           "forget_runs"]
+__all__ = ["BatchLedger", "LineRecord", "BatchRecord", "BatchKind", "Prompt", "PromptState", "LEDGER_SCHEMA",
+           "TERMINAL", "forget_runs"]
 
 LEDGER_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -27,15 +28,31 @@ LEDGER_SCHEMA = (
        items TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, seq INTEGER NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS batch_lines_by_batch ON batch_lines (batch, state)",
     """CREATE TABLE IF NOT EXISTS batch_prompts (key TEXT PRIMARY KEY, custom_id TEXT NOT NULL, page TEXT NOT NULL,
-       state TEXT NOT NULL, tries INTEGER NOT NULL, error TEXT NOT NULL)""",
+       state TEXT NOT NULL, tries INTEGER NOT NULL, error TEXT NOT NULL, answer TEXT)""",
     """CREATE TABLE IF NOT EXISTS kept_pages (run_id INTEGER NOT NULL, key TEXT NOT NULL, fetched BLOB NOT NULL,
        PRIMARY KEY (run_id, key))""",
 )
 
-# a batch at the provider that is not finished; the provider's finished states; and ours
-OPEN = frozenset({"uploaded", "validating", "in_progress", "finalizing", "cancelling"})
+# the provider's finished states; and ours for a batch whose lines are all settled
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-_CLOSED = ("collected", "split", "imported")
+_CLOSED = ("collected", "split", "imported", "abandoned")
+_CLOSED_SQL = ", ".join(f"'{state}'" for state in _CLOSED)
+
+
+class BatchKind(str, enum.Enum):
+    """Where a batch went: to the provider's Batch API, or to a file for a self-hosted runner."""
+
+    API = "api"
+    FILE = "file"
+
+
+class Prompt(str, enum.Enum):
+    """Where one prompt (by its memo key) stands in the ledger."""
+
+    WAITING = "waiting"  # in a line not yet sent
+    SUBMITTED = "submitted"  # in a batch (or file) not yet collected: it is never sent again meanwhile
+    ANSWERED = "answered"  # its answer is kept (the memo has it too)
+    FAILED = "failed"  # a batch did not answer it: asked live, or in a new batch with strict
 _BATCH_COLUMNS = ("id, run_id, kind, status, input_file_id, batch_id, path, lines, bytes, counts, output_file_id, "
                   "error_file_id, created")
 
@@ -57,11 +74,11 @@ class LineRecord:
 
 @dataclass(frozen=True)
 class BatchRecord:
-    """One batch the run sent (kind "api") or wrote to a file (kind "file"), and where it stands."""
+    """One batch a run sent to the provider or wrote to a file, and where it stands."""
 
     id: int
     run_id: int
-    kind: str
+    kind: BatchKind
     status: str
     input_file_id: str | None
     batch_id: str | None
@@ -73,24 +90,24 @@ class BatchRecord:
     error_file_id: str | None
     created: float
 
-    @property
-    def waiting(self) -> bool:
-        """True while the provider is still working on it."""
-        return self.status in OPEN
-
 
 @dataclass(frozen=True)
 class PromptState:
-    """Where one prompt (by its memo key) stands: waiting (in a line not yet sent), submitted, answered or
-    failed, and how many batches failed to answer it."""
+    """Where one prompt stands, and how many batches of this run failed to answer it (and the last reason)."""
 
-    state: str
+    state: Prompt
     tries: int
     error: str
 
+    @property
+    def on_its_way(self) -> bool:
+        """In a line or batch not yet collected: the page waits for it, it is not sent again."""
+        return self.state in (Prompt.WAITING, Prompt.SUBMITTED)
+
 
 def _batch(row: tuple) -> BatchRecord:
-    return BatchRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], from_json(row[9]),
+    return BatchRecord(row[0], row[1], BatchKind(row[2]), row[3], row[4], row[5], row[6], row[7], row[8],
+                       from_json(row[9]),
                        row[10], row[11], row[12])
 
 
@@ -111,8 +128,17 @@ class BatchLedger:
         """memo key -> PromptState, of `keys` (all when None)."""
         rows = self._read("SELECT key, state, tries, error FROM batch_prompts")
         wanted = None if keys is None else set(keys)
-        return {key: PromptState(state, tries, error) for key, state, tries, error in rows
+        return {key: PromptState(Prompt(state), tries, error) for key, state, tries, error in rows
                 if wanted is None or key in wanted}
+
+    def answer(self, key: str) -> Any | None:
+        """The answer a batch gave for `key` (as the memo keeps it), if the ledger holds one."""
+        rows = self._read("SELECT answer FROM batch_prompts WHERE key = ? AND state = 'answered'", key)
+        return from_json(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def reset_tries(self) -> None:
+        """A new run counts its own tries (--batch-api strict gives up on a prompt after --retries of them)."""
+        self._write("UPDATE batch_prompts SET tries = 0 WHERE tries > 0")
 
     # lines
     def store_lines(self, lines: list[LineRecord]) -> None:
@@ -140,16 +166,17 @@ class BatchLedger:
                                                  "WHERE batch = ? ORDER BY seq", batch)]
 
     # batches
-    def add_batch(self, run_id: int, kind: str, custom_ids: list[str], size: int, *, input_file_id: str | None = None,
-                  path: str | None = None) -> int:
-        """Record a batch file uploaded (kind "api", status uploaded) or written (kind "file", status exported)
-        with the lines it carries, before any batch is created from it; returns its row id."""
+    def add_batch(self, run_id: int, kind: BatchKind, custom_ids: list[str], size: int, *,
+                  input_file_id: str | None = None, path: str | None = None) -> int:
+        """Record a batch file uploaded (API, status uploaded) or written (FILE, status exported) with the lines
+        it carries, before any batch is created from it; returns its row id."""
         now = time.time()
-        status = "uploaded" if kind == "api" else "exported"
+        kind = BatchKind(kind)
+        status = "uploaded" if kind is BatchKind.API else "exported"
         with self._tx() as db:
             row = db.execute("INSERT INTO batches (run_id, kind, status, input_file_id, path, lines, bytes, counts, "
                              "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, '{}', ?, ?)",
-                             (run_id, kind, status, input_file_id, path, len(custom_ids), size, now, now)).lastrowid
+                             (run_id, kind.value, status, input_file_id, path, len(custom_ids), size, now, now)).lastrowid
             for custom_id in custom_ids:
                 db.execute("UPDATE batch_lines SET batch = ?, state = 'submitted' WHERE custom_id = ?", (row, custom_id))
                 db.execute("UPDATE batch_prompts SET state = 'submitted' WHERE custom_id = ?", (custom_id,))
@@ -169,12 +196,11 @@ class BatchLedger:
                     "WHERE id = ?", status, None if counts is None else to_json(counts), output_file_id,
                     error_file_id, time.time(), row)
 
-    def open_batches(self, kind: str = "api") -> list[BatchRecord]:
+    def open_batches(self, kind: BatchKind = BatchKind.API) -> list[BatchRecord]:
         """Batches of `kind` not yet collected, oldest first: those of any run in this state dir (a nightly run
         collects the night before's)."""
-        closed = ", ".join(f"'{state}'" for state in _CLOSED)
         return [_batch(row) for row in self._read(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE kind = ? AND "
-                                                  f"status NOT IN ({closed}) ORDER BY id", kind)]
+                                                  f"status NOT IN ({_CLOSED_SQL}) ORDER BY id", BatchKind(kind).value)]
 
     def batches(self, run_id: int | None = None) -> list[BatchRecord]:
         """Every batch recorded (of one run, when given), oldest first."""
@@ -183,18 +209,50 @@ class BatchLedger:
         return [_batch(row) for row in self._read(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE run_id = ? "
                                                   "ORDER BY id", run_id)]
 
-    def settle(self, row: int, answered: Iterable[str], failed: dict[str, str], status: str = "collected") -> None:
-        """A batch's outcome: the memo keys answered, and those failed with why (a try counted); every line of
-        the batch is closed and the batch marked `status`."""
+    def settle(self, row: int, answered: dict[str, Any], failed: dict[str, str], status: str = "collected",
+               only: Iterable[str] | None = None) -> None:
+        """A batch's outcome: the answers by memo key (kept), and the keys failed with why (a try counted); the
+        lines of the batch (or only those of the custom_ids `only`) are closed, and the batch is marked `status`
+        once none is left open."""
         with self._tx() as db:
-            for key in answered:
-                db.execute("UPDATE batch_prompts SET state = 'answered', error = '' WHERE key = ?", (key,))
+            for key, value in answered.items():
+                db.execute("UPDATE batch_prompts SET state = 'answered', error = '', answer = ? WHERE key = ?",
+                           (to_json(value), key))
             for key, error in failed.items():
                 db.execute("UPDATE batch_prompts SET state = 'failed', tries = tries + 1, error = ? WHERE key = ?",
                            (error[:500], key))
             # a closed line's body (the page's text) is not needed again: kept out of the file from now on
-            db.execute("UPDATE batch_lines SET state = 'closed', body = '{}' WHERE batch = ?", (row,))
-            db.execute("UPDATE batches SET status = ?, updated = ? WHERE id = ?", (status, time.time(), row))
+            if only is None:
+                db.execute("UPDATE batch_lines SET state = 'closed', body = '{}' WHERE batch = ?", (row,))
+            else:
+                db.executemany("UPDATE batch_lines SET state = 'closed', body = '{}' WHERE custom_id = ?",
+                               [(custom_id,) for custom_id in only])
+            if not db.execute("SELECT 1 FROM batch_lines WHERE batch = ? AND state != 'closed' LIMIT 1",
+                              (row,)).fetchone():
+                db.execute("UPDATE batches SET status = ?, updated = ? WHERE id = ?", (status, time.time(), row))
+
+    def refuse_line(self, run_id: int, line: LineRecord, why: str) -> None:
+        """A line no batch can carry (too large alone): its prompts fail at once, in one transaction."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("INSERT INTO batches (run_id, kind, status, lines, bytes, counts, created, updated) "
+                             "VALUES (?, 'api', 'split', 1, 0, '{}', ?, ?)", (run_id, now, now)).lastrowid
+            db.execute("UPDATE batch_lines SET batch = ?, state = 'closed', body = '{}' WHERE custom_id = ?",
+                       (row, line.custom_id))
+            db.executemany("UPDATE batch_prompts SET state = 'failed', tries = tries + 1, error = ? WHERE key = ?",
+                           [(why[:500], key) for _, key, _ in line.items])
+
+    def abandon(self, kind: BatchKind) -> list[BatchRecord]:
+        """Give up the open batches of `kind` (a run of the other kind will not collect them): their prompts that
+        were not answered are as new again; returns them."""
+        dropped = self.open_batches(kind)
+        with self._tx() as db:
+            for record in dropped:
+                db.execute("DELETE FROM batch_prompts WHERE state != 'answered' AND custom_id IN "
+                           "(SELECT custom_id FROM batch_lines WHERE batch = ?)", (record.id,))
+                db.execute("UPDATE batch_lines SET state = 'closed', body = '{}' WHERE batch = ?", (record.id,))
+                db.execute("UPDATE batches SET status = 'abandoned', updated = ? WHERE id = ?", (time.time(), record.id))
+        return dropped
 
     def unbatch(self, row: int) -> None:
         """The provider refused the batch as too large: its lines wait again (to go in smaller files) and the
@@ -212,6 +270,7 @@ class BatchLedger:
                     sqlite3.Binary(fetched))
 
     def kept_page(self, run_id: int, key: str) -> bytes | None:
+        """The download kept for a waiting job, if any."""
         rows = self._read("SELECT fetched FROM kept_pages WHERE run_id = ? AND key = ?", run_id, key)
         return bytes(rows[0][0]) if rows else None
 
@@ -219,10 +278,9 @@ class BatchLedger:
 def forget_runs(db: sqlite3.Connection, run_ids: list[int]) -> None:
     """Drop what the ledger holds for pruned runs (inside the caller's transaction): their kept downloads,
     their closed batches and lines, and the answered prompts those carried (a failed prompt keeps its tries)."""
-    closed = ", ".join(f"'{state}'" for state in _CLOSED)
     for run_id in run_ids:
         db.execute("DELETE FROM kept_pages WHERE run_id = ?", (run_id,))
-        rows = [row for (row,) in db.execute(f"SELECT id FROM batches WHERE run_id = ? AND status IN ({closed})",
+        rows = [row for (row,) in db.execute(f"SELECT id FROM batches WHERE run_id = ? AND status IN ({_CLOSED_SQL})",
                                              (run_id,))]
         for row in rows:
             db.execute("DELETE FROM batch_prompts WHERE state = 'answered' AND custom_id IN "

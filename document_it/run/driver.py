@@ -148,6 +148,8 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None, chos
             raise ConfigError(f"nothing to resume in {settings.state_dir}: no run was interrupted there")
         queue.finish_run(info.id, "running")
         held, retried = queue.release(info.id), queue.retry_failed(info.id, RETRY_FAILED)
+        if not settings.batch_on:  # resumed without the Batch API: pages that waited for batches are asked live
+            held += queue.wake(info.id)
         log.info("resuming run %d: %d pages were under way, %d failed pages will be retried", info.id, held, retried)
         return _spec(info, database), _resolved(settings, None), info.options.get("title", ""), True
     assert index is not None
@@ -157,7 +159,8 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None, chos
     seeds = _seeds(crawl, settings) if crawl else []
     stale = queue.unfinished_run()
     if stale is not None:
-        out = " (its batches are collected by this run)" if settings.batch_on and queue.open_batches() else ""
+        out = "" if not queue.open_batches() else " (its batches are collected by this run)" if settings.batch_on \
+            else " (its batches are not collected: run with --batch-api to collect them)"
         log.warning("starting a new run; the unfinished run over %s is dropped (--resume would have continued it)%s",
                     stale.source, out)
         queue.finish_run(stale.id, "aborted")
@@ -171,6 +174,8 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None, chos
                "topic_order": list(dict.fromkeys(ref.topic for ref in index.refs)),  # the site's own order
                "settings": {k: _option(v) for k, v in stored.items()}}
     info = queue.start_run(settings.source, options)
+    if settings.batch_on:
+        queue.reset_tries()  # --batch-api strict counts each run's tries
     if crawl is not None:
         queue.add(info.id, seeds, crawl.max_pages)
     else:
@@ -328,7 +333,7 @@ async def _analysed(settings: Settings, spec: RunSpec, queue: JobQueue, emit: An
             await rounds.start()
         await worker.drain(keep, plan.docs_in_flight(settings), shutdown.stopping)
         while rounds is not None and not shutdown.stopped and await rounds.after():
-            await worker.drain(keep, plan.docs_in_flight(settings), shutdown.stopping)
+            await worker.drain(keep, plan.docs_in_flight(settings), shutdown.stopping, budget=False)
     except BaseException:
         topics.cancel()
         raise
@@ -378,7 +383,7 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
         outputs = () if status.startswith("waiting for batches") else settings.outputs
         write_outputs(settings.output_dir, results, synthesis, summary, title, outputs,
                       _markdown(queue, spec, settings, results) if outputs else {})
-        if spec.incremental:
+        if spec.incremental and outputs == settings.outputs:  # not while pages wait for batches
             atomic_write_text(settings.output_dir / "changes.md", render_changes(title, changes, complete))
     # an aborted run (e.g. a rejected API key) stays resumable, like an interrupted one
     queue.finish_run(spec.run_id, "completed" if complete else "interrupted")

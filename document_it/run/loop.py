@@ -8,8 +8,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import base64
+import json
 import os
-import pickle
 import socket
 import time
 from dataclasses import asdict, dataclass, replace
@@ -25,7 +26,7 @@ from ..errors import BatchDeferred
 from .crawl import Crawl, CrawlSpec
 from ..fetch import FetchLimits
 from .incremental import Change, content_hash, page_record, what_changed
-from ..models import PAGE_TASKS, DocResult, DocStatus, Fetched
+from ..models import PAGE_TASKS, DocRef, DocResult, DocStatus, Fetched
 from .steps import analyze_page, failed_result, parse_step
 from ..scope import url_key
 
@@ -91,8 +92,9 @@ class JobWorker:
         self.on_discovered: Callable[[], None] | None = None  # told when the crawl queued new pages (progress)
         self.on_skipped: Callable[[Job], None] | None = None  # told of a page that ends with no result
 
-    async def drain(self, emit: Callable[[DocResult], None], in_flight: int, stop: Any) -> None:
-        """Take pages until none is left (or `stop` is set, or a budget runs out); emit each recorded result."""
+    async def drain(self, emit: Callable[[DocResult], None], in_flight: int, stop: Any, budget: bool = True) -> None:
+        """Take pages until none is left (or `stop` is set, or a budget runs out); emit each recorded result.
+        `budget=False`: pages that waited for a batch, their answers paid for, finish whatever was spent."""
         wake = asyncio.Event()
         claimed: collections.deque[Job] = collections.deque()  # taken a few at a time: one transaction for several
         batch = max(1, min(_CLAIM_BATCH, in_flight // 4))
@@ -104,7 +106,7 @@ class JobWorker:
 
         async def loop() -> None:
             while not stop.is_set():
-                spent = self.agent.gateway.budget_reason() if self.agent else None
+                spent = self.agent.gateway.budget_reason() if self.agent and budget else None
                 if spent:  # pages under way finish; the rest stays pending (a one-shot run records them, at the end)
                     self.counters.budget = spent
                     return
@@ -164,7 +166,7 @@ class JobWorker:
         timings: dict[str, float] = {}
         kept = await self._db(self.queue.kept_page, self.spec.run_id, job.key) if self.settings.batch_on else None
         if kept is not None:  # it waited for a batch: analysed from the download it was asked from
-            fetched = pickle.loads(kept)
+            fetched = _unkept(kept)
         else:
             clock = time.perf_counter()
             fetched = await self.stages.fetch(ref, _validators(previous) if reusable else None)
@@ -196,7 +198,7 @@ class JobWorker:
         try:
             result = await analyze_page(ref, page, self.agent, self.settings, timings)
         except BatchDeferred:  # its prompts wait for a batch: kept as downloaded, analysed once they are answered
-            await self._db(self.queue.keep_page, self.spec.run_id, job.key, pickle.dumps(fetched))
+            await self._db(self.queue.keep_page, self.spec.run_id, job.key, _kept(fetched))
             return await self._finish(job, JobState.WAITING, None)
         if result.status is DocStatus.FAILED:
             return await self._finish(job, JobState.FAILED, result)
@@ -315,6 +317,18 @@ def _asked(result: dict[str, Any]) -> list[str]:
     """The analyses a stored result answered; results stored before --tasks existed answered all five."""
     tasks = result.get("tasks")
     return list(tasks) if tasks is not None else [task.value for task in PAGE_TASKS]
+
+
+def _kept(fetched: Fetched) -> bytes:
+    """A download as the job queue keeps it while its page waits for a batch (JSON, the bytes in base64)."""
+    data = asdict(fetched)
+    data["content"] = base64.b64encode(fetched.content).decode("ascii")
+    return json.dumps(data).encode()
+
+
+def _unkept(kept: bytes) -> Fetched:
+    data = json.loads(kept)
+    return Fetched(**{**data, "ref": DocRef(**data["ref"]), "content": base64.b64decode(data["content"])})
 
 
 def _validators(previous: PageRecord | None) -> dict[str, str] | None:
