@@ -1,4 +1,4 @@
-"""OpenAI's Files and Batch API for the LLM simulator: uploaded files, and batches that validate, run and
+"""OpenAI's Batch API for the LLM simulator (its files are _sim_files.py's): batches that validate, run and
 finish on a clock, each line answered as a live chat completion would be.
 
 A batch's state is worked out lazily from the time since it was created, whenever it is read: `validating`
@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
 from document_it.testing._sim_faults import ApiError, parse_body, server_error
+from document_it.testing._sim_files import FileStore, cursor_page, new_id, not_found
 
-__all__ = ["BATCH_COUNTERS", "ENDPOINT", "BatchSettings", "BatchStatus", "BatchStore", "FileStore",
+__all__ = ["BATCH_COUNTERS", "ENDPOINT", "BatchSettings", "BatchStatus", "BatchStore",
            "add_batch_arguments", "batch_kwargs"]
 
 BATCH_COUNTERS = ("files_uploaded", "batches_created", "batch_lines", "batch_failed_lines", "batch_prompt_tokens",
                   "batch_completion_tokens")
 ENDPOINT = "/v1/chat/completions"  # the one endpoint the simulator runs batches for
 _WINDOW_S = 24 * 3600
-_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 _MAX_ERRORS = 1000  # a failed batch lists at most this many validation errors
 _NOT_RUN = {
     "batch_expired": "This request could not be executed before the completion window expired.",
@@ -83,80 +83,6 @@ class BatchSettings:
             raise ValueError("batch_failed_lines must be in [0, 1]")
         if self.max_file_bytes < 1 or self.max_lines < 1:
             raise ValueError("batch_max_file_bytes and batch_max_lines must be >= 1")
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:24]}"
-
-
-def _not_found(kind: str, object_id: str) -> ApiError:
-    return ApiError(404, f"No such {kind} object: {object_id}", param="id")
-
-
-def _page(items: list[dict[str, Any]], has_more: bool = False) -> dict[str, Any]:
-    """OpenAI's cursor page."""
-    return {"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
-            "last_id": items[-1]["id"] if items else None, "has_more": has_more}
-
-
-class FileStore:
-    """Uploaded files and batch result files, in memory."""
-
-    def __init__(self, bump: Callable[..., None]) -> None:
-        self._bump = bump
-        self._files: dict[str, tuple[dict[str, Any], bytes]] = {}
-        self._lock = threading.Lock()
-
-    def upload(self, content: bytes | None, filename: str | None, purpose: str | None) -> dict[str, Any]:
-        """Store a client's upload (POST /v1/files) and return its FileObject."""
-        if content is None:
-            raise ApiError(400, "Missing required parameter: 'file'.", param="file")
-        if not purpose:
-            raise ApiError(400, "Missing required parameter: 'purpose'.", param="purpose")
-        if purpose not in _PURPOSES:
-            raise ApiError(400, f"'{purpose}' is not one of {list(_PURPOSES)} - 'purpose'", param="purpose")
-        if purpose == "batch" and not (filename or "").endswith(".jsonl"):
-            raise ApiError(400, "Invalid file format for Batch API. Must be .jsonl", param="file")
-        entry = self.add(content, filename or "upload", purpose)
-        self._bump(files_uploaded=1)
-        return entry
-
-    def add(self, content: bytes, filename: str, purpose: str) -> dict[str, Any]:
-        """Store `content` and return its FileObject."""
-        entry = {"id": _new_id("file-"), "object": "file", "bytes": len(content), "created_at": int(time.time()),
-                 "filename": filename, "purpose": purpose, "status": "processed", "expires_at": None,
-                 "status_details": None}
-        with self._lock:
-            self._files[entry["id"]] = (entry, content)
-        return dict(entry)
-
-    def get(self, file_id: str) -> dict[str, Any]:
-        """Return the FileObject, or raise 404."""
-        return dict(self._entry(file_id)[0])
-
-    def content(self, file_id: str) -> bytes:
-        """Return the file's bytes, or raise 404."""
-        return self._entry(file_id)[1]
-
-    def delete(self, file_id: str) -> dict[str, Any]:
-        """Forget the file; return OpenAI's deletion status."""
-        with self._lock:
-            if self._files.pop(file_id, None) is None:
-                raise _not_found("File", file_id)
-        return {"id": file_id, "object": "file", "deleted": True}
-
-    def list(self, purpose: str | None = None) -> dict[str, Any]:
-        """Return the files, newest first (GET /v1/files)."""
-        with self._lock:
-            entries = [dict(e) for e, _ in reversed(self._files.values())]
-        return _page([e for e in entries if purpose in (None, e["purpose"])])
-
-    def _entry(self, file_id: str) -> tuple[dict[str, Any], bytes]:
-        with self._lock:
-            found = self._files.get(file_id)
-        if found is None:
-            raise _not_found("File", file_id)
-        return found
 
 
 class _Line(NamedTuple):
@@ -227,7 +153,7 @@ class BatchStore:
             raise ApiError(400, f"Invalid 'input_file_id': {file_id} was not uploaded with purpose 'batch'.",
                            param="input_file_id")
         with self._lock:
-            batch = _Batch(_new_id("batch_"), file_id, endpoint, window, metadata, self.files.content(file_id),
+            batch = _Batch(new_id("batch_"), file_id, endpoint, window, metadata, self.files.content(file_id),
                            len(self._batches))
             self._batches[batch.id] = batch
             view = self._view(batch)
@@ -252,7 +178,7 @@ class BatchStore:
             now = time.monotonic()
             for batch in page:
                 self._advance(batch, now)
-            return _page([self._view(b) for b in page], has_more=start + limit < len(batches))
+            return cursor_page([self._view(b) for b in page], has_more=start + limit < len(batches))
 
     def cancel(self, batch_id: str) -> dict[str, Any]:
         """Cancel a running batch: `cancelling` now, `cancelled` after the finalizing delay."""
@@ -365,7 +291,7 @@ class BatchStore:
     def _find(self, batch_id: str) -> _Batch:
         batch = self._batches.get(batch_id)
         if batch is None:
-            raise _not_found("Batch", batch_id)
+            raise not_found("Batch", batch_id)
         return batch
 
     def _view(self, batch: _Batch) -> dict[str, Any]:
@@ -435,7 +361,7 @@ def _parse_lines(content: bytes, endpoint: str, s: BatchSettings) -> tuple[list[
 def _result(custom_id: str, response: tuple[int, dict[str, Any]] | None,
             error: dict[str, Any] | None = None) -> dict[str, Any]:
     """One line of an output or error file."""
-    return {"id": _new_id("batch_req_"), "custom_id": custom_id,
+    return {"id": new_id("batch_req_"), "custom_id": custom_id,
             "response": None if response is None else {"status_code": response[0], "request_id": uuid.uuid4().hex,
                                                         "body": response[1]},
             "error": error}
