@@ -265,3 +265,20 @@ def test_a_long_pages_notes_for_a_sub_model_go_in_batches_too(tmp_path, corpus):
     with JobQueue(tmp_path / "state" / "jobs.sqlite") as queue:
         asked = [line.question for batch in queue.batches() for line in queue.lines_of(batch.id)]
     assert {"task": "chunk_notes"} in asked  # the long page was read in pieces, through batches
+
+
+def test_a_batch_past_the_providers_queue_limit_is_sent_again_when_its_turn_comes(tmp_path, corpus):
+    with SimServer(latency_ms=20, ms_per_token=0, max_seconds=120) as sim:  # the file's size, to size the queue
+        assert main(_args(tmp_path, corpus, sim, "--batch-api", "export", "--no-synthesis")) == 0
+        (exported,) = (tmp_path / "out").glob("batch-input-*.jsonl")
+        tokens = exported.stat().st_size // 4
+    shutil.rmtree(tmp_path / "state")
+    # the queue takes 60 % of the run's tokens: the whole file is refused, then its second half waits its turn
+    with SimServer(latency_ms=20, ms_per_token=0, batch_in_progress_s=2.0, batch_enqueued_tokens=tokens * 3 // 5,
+                   max_seconds=120) as sim:
+        assert main(_args(tmp_path, corpus, sim, "--batch-api", "--no-synthesis")) == 0
+        stats = sim.stats()
+        assert stats["requests"] == 0 and stats["batches_created"] == 4  # whole, two halves, the second again
+        assert set(_page_urls(sim).values()) == {1} and len(_page_urls(sim)) == PAGES
+    batch = _run_json(tmp_path)["llm"]["batch_api"]
+    assert batch["ended"] == {"failed": 2, "completed": 2} and batch["prompts_failed"] == 0

@@ -279,10 +279,28 @@ def test_stats_count_batch_lines_apart_and_urls_together() -> None:
 
 def test_cli_flags_set_the_batch_options() -> None:
     args = _parser().parse_args(["--batch-delays", "1,2.5,3", "--batch-expire-s", "60", "--batch-failed-lines",
-                                 "0.1", "--batch-max-file-mb", "2", "--batch-max-lines", "10"])
+                                 "0.1", "--batch-max-file-mb", "2", "--batch-max-lines", "10",
+                                 "--batch-enqueued-tokens", "5000"])
     assert batch_kwargs(args) == {"batch_validating_s": 1.0, "batch_in_progress_s": 2.5, "batch_finalizing_s": 3.0,
                                   "batch_expire_s": 60.0, "batch_failed_lines": 0.1,
-                                  "batch_max_file_bytes": 2 * 1024 * 1024, "batch_max_lines": 10}
+                                  "batch_max_file_bytes": 2 * 1024 * 1024, "batch_max_lines": 10,
+                                  "batch_enqueued_tokens": 5000}
     SimServer(**batch_kwargs(_parser().parse_args([])))  # the defaults are valid options
     with pytest.raises(SystemExit):
         _parser().parse_args(["--batch-delays", "1,2"])
+
+
+def test_a_batch_past_the_enqueued_token_limit_fails_while_another_runs_and_is_taken_after() -> None:
+    lines = [_line(f"r{i}", _body(i)) for i in range(4)]
+    size = len("".join(json.dumps(x) + "\n" for x in lines))
+    with SimServer(latency_ms=0, ms_per_token=0, batch_validating_s=0.0, batch_in_progress_s=0.5,
+                   batch_enqueued_tokens=size // 4 + 10) as sim:
+        client = _client(sim)
+        first = _submit(client, lines)
+        assert client.batches.retrieve(first.id).status == "in_progress"
+        second = client.batches.retrieve(_submit(client, lines).id)  # while the first holds the queue
+        assert second.status == "failed" and second.errors.data[0].code == "token_limit_exceeded"
+        assert "Enqueued token limit reached" in second.errors.data[0].message
+        assert _wait(client, first.id).status == "completed"
+        third = _wait(client, _submit(client, lines).id)  # the queue is free again
+        assert third.status == "completed"

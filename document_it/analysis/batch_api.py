@@ -61,7 +61,15 @@ class BatchState:
     @property
     def too_large(self) -> bool:
         """The batch failed because its file is larger than the provider takes."""
-        return self.status == "failed" and any(word in error.lower() for error in self.errors for word in _TOO_LARGE)
+        return self.status == "failed" and not self.queue_full and \
+            any(word in error.lower() for error in self.errors for word in _TOO_LARGE)
+
+    @property
+    def queue_full(self) -> bool:
+        """The batch failed because the provider's queue holds as many tokens as it takes (OpenAI's enqueued
+        token limit): it is taken once batches ahead of it are done."""
+        return self.status == "failed" and any("token_limit_exceeded" in error or "enqueued token" in error.lower()
+                                               for error in self.errors)
 
 
 def _state(batch: Any) -> BatchState:

@@ -131,6 +131,11 @@ class BatchRounds:
         for part in batch_files.cut(lines, self.settings.batch_max_lines, self._max_bytes):
             await self._send(part)
 
+    async def _send_again(self, lines: list[LineRecord]) -> None:
+        """Lines already counted, sent again (their batch waited for the provider's queue)."""
+        for part in batch_files.cut(lines, self.settings.batch_max_lines, self._max_bytes):
+            await self._send(part)
+
     async def _send(self, part: list[LineRecord]) -> None:
         """Upload one file and create its batch, each step recorded before the next; a file the provider refuses
         as too large goes again in halves."""
@@ -166,14 +171,15 @@ class BatchRounds:
     def _record(self, row: int) -> BatchRecord:
         return next(record for record in self.queue.batches() if record.id == row)
 
-    async def _halve(self, part: list[LineRecord], size: int, why: str) -> None:
+    async def _halve(self, part: list[LineRecord], size: int, why: str, smaller_files: bool = True) -> None:
+        """Send `part` again in two halves (`smaller_files`: and every later file no larger than a half)."""
         self.figures.split += 1
         if len(part) == 1:
             self.queue.refuse_line(self.spec.run_id, part[0], f"too large for a batch file ({why})")
             return
-        self._max_bytes = max(1024, min(self._max_bytes, size // 2))
-        log.info("the provider refused a batch file of %d lines (%d bytes) as too large: sent in halves", len(part),
-                 size)
+        if smaller_files:
+            self._max_bytes = max(1024, min(self._max_bytes, size // 2))
+        log.info("the provider refused a batch file of %d lines (%d bytes): sent in halves", len(part), size)
         middle = len(part) // 2
         await self._send(part[:middle])
         await self._send(part[middle:])
@@ -196,7 +202,11 @@ class BatchRounds:
                                   + (f" ({s.counts['failed']} failed)" if s.counts.get("failed") else "")
                                   for s in states if s is not None))
             if not self.queue.open_batches():
-                return True
+                waiting = self.queue.waiting_lines()  # held back by the provider's queue: their turn now
+                if not waiting:
+                    return True
+                await self._send_again(waiting)
+                continue
             left = self._deadline - time.monotonic()
             if once or left <= 0 or self.stop.is_set():
                 return False
@@ -231,12 +241,18 @@ class BatchRounds:
     async def _collect(self, record: BatchRecord, state: BatchState) -> None:
         assert self.client is not None
         self.figures.ended[state.status] = self.figures.ended.get(state.status, 0) + 1
-        if state.too_large:  # its lines go again in two files of half the size each (halved again if refused)
+        ahead = [other for other in self.queue.open_batches() if other.id != record.id]
+        if state.queue_full and ahead:  # sent again once the batches ahead of it are done
+            self.queue.unbatch(record.id)
+            log.info("batch %s waits for the provider's queue (%s): sent again once the batches ahead are done",
+                     state.id, "; ".join(state.errors))
+            return
+        if state.too_large or state.queue_full:  # its lines go again in two halves (halved again if refused)
             lines = self.queue.lines_of(record.id)
             self.queue.unbatch(record.id)
             log.info("batch %s refused as too large (%s): its lines go again in two halves", state.id,
                      "; ".join(state.errors))
-            await self._halve(lines, record.bytes, "; ".join(state.errors))
+            await self._halve(lines, record.bytes, "; ".join(state.errors), smaller_files=not state.queue_full)
             return
         found: dict[str, dict[str, Any]] = {}
         for file_id in (state.output_file_id, state.error_file_id):

@@ -3,7 +3,8 @@ finish on a clock, each line answered as a live chat completion would be.
 
 A batch's state is worked out lazily from the time since it was created, whenever it is read: `validating`
 for `validating_s`, `in_progress` for `in_progress_s`, `finalizing` for `finalizing_s`, then `completed`.
-Validation failures (the batch's `errors.data[].code`): `file_too_large`, `empty_file`, `too_many_tasks`
+Validation failures (the batch's `errors.data[].code`): `token_limit_exceeded` (the batches in progress and
+this one hold more tokens than `enqueued_tokens`), `file_too_large`, `empty_file`, `too_many_tasks`
 (more than `max_lines` requests), `invalid_json_line`, `invalid_request` (custom_id, method or body wrong; its
 `param` names which), `invalid_url` (not the batch's endpoint) and `duplicate_custom_id`. Lines not run
 because the batch expired or was cancelled are in the error file with `batch_expired` / `batch_cancelled`.
@@ -72,6 +73,7 @@ class BatchSettings:
     failed_lines: float = 0.0  # share of run lines answered 500
     max_file_bytes: int = 200 * 1024 * 1024
     max_lines: int = 50_000
+    enqueued_tokens: int | None = None  # the queue's token limit over batches in progress (OpenAI's per model)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,6 +85,8 @@ class BatchSettings:
             raise ValueError("batch_failed_lines must be in [0, 1]")
         if self.max_file_bytes < 1 or self.max_lines < 1:
             raise ValueError("batch_max_file_bytes and batch_max_lines must be >= 1")
+        if self.enqueued_tokens is not None and self.enqueued_tokens < 1:
+            raise ValueError("batch_enqueued_tokens must be >= 1 (or None)")
 
 
 class _Line(NamedTuple):
@@ -113,6 +117,7 @@ class _Batch:
     errors: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: {"total": 0, "completed": 0, "failed": 0})
     tokens: tuple[int, int] = (0, 0)
+    enqueued: int = 0  # its estimated tokens, counted against the queue's limit while it runs
     model: str | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None
@@ -247,7 +252,25 @@ class BatchStore:
         else:
             batch.counts["total"] = len(batch.lines)
             batch.model = str(batch.lines[0].body.get("model") or "") or None
+            batch.enqueued = sum(len(line.raw) for line in batch.lines) // 4  # about a token per 4 bytes
+            limit = self.settings.enqueued_tokens
+            if limit is not None and batch.enqueued + self._enqueued(batch) > limit:
+                batch.errors = [{"code": "token_limit_exceeded", "param": None, "line": None, "message": (
+                    f"Enqueued token limit reached for {batch.model} in organization org-sim. Limit: {limit:,} "
+                    "enqueued tokens. Please try again once some in_progress batches have been completed.")}]
+                batch.lines = []
         return bool(batch.errors)
+
+    def _enqueued(self, batch: _Batch) -> int:
+        """The tokens of the batches created before `batch` that are in progress now (caller holds the lock)."""
+        now = time.monotonic()
+        total = 0
+        for other in self._batches.values():
+            if other.ordinal < batch.ordinal:
+                self._advance(other, now)
+                if other.status in (BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING):
+                    total += other.enqueued
+        return total
 
     def _finish(self, batch: _Batch, status: BatchStatus, elapsed: float, share: float, code: str) -> None:
         """Answer the first `share` of the lines (the rest get error `code`), write the output and error files,
@@ -390,6 +413,8 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of a batch's lines answered 500 (in the error file), drawn with --seed")
     g.add_argument("--batch-max-file-mb", type=float, default=200.0, help="larger input files fail validation")
     g.add_argument("--batch-max-lines", type=int, default=50_000, help="input files with more requests fail")
+    g.add_argument("--batch-enqueued-tokens", type=int, default=None,
+                   help="a batch that would take the tokens in progress past this fails (token_limit_exceeded)")
 
 
 def batch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -398,4 +423,4 @@ def batch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"batch_validating_s": validating, "batch_in_progress_s": running, "batch_finalizing_s": finalizing,
             "batch_expire_s": args.batch_expire_s, "batch_failed_lines": args.batch_failed_lines,
             "batch_max_file_bytes": int(args.batch_max_file_mb * 1024 * 1024),
-            "batch_max_lines": args.batch_max_lines}
+            "batch_max_lines": args.batch_max_lines, "batch_enqueued_tokens": args.batch_enqueued_tokens}
