@@ -233,8 +233,9 @@ class RunProgress:
         if gateway is None:
             return []
         window, tracker = gateway.limiter.window, gateway.tracker
+        tokens = tracker.tokens + gateway.batch_spent[0]  # live requests' and the batch answers read (--batch-api)
         return [f"window {window.limit}/{window.cap}", f"cache hits {gateway.memo.hits}", f"429s {tracker.throttled}",
-                f"{tracker.tokens:,} tokens"]
+                f"{tokens:,} tokens"]
 
     def _status(self) -> str:
         """The terminal's row under the counts."""
