@@ -138,7 +138,8 @@ def test_a_file_over_the_size_limit_is_split_in_two(tmp_path, corpus):
 
 
 def test_submit_only_exits_at_once_and_resume_collects(tmp_path, corpus, capsys):
-    with SimServer(latency_ms=20, ms_per_token=0, max_seconds=120) as sim:
+    # a server that copies the API without metadata: the batch is created without it, and found by its file
+    with SimServer(latency_ms=20, ms_per_token=0, batch_no_metadata=True, max_seconds=120) as sim:
         assert main(_args(tmp_path, corpus, sim, "--batch-api", "submit-only", "--no-synthesis")) == 0
         out = capsys.readouterr().out
         assert f"{PAGES} pages wait for batches" in out and "--resume" in out

@@ -112,8 +112,15 @@ class BatchClient:
 
     async def create(self, input_file_id: str, metadata: dict[str, str]) -> BatchState:
         """Start a batch over an uploaded file."""
-        found = await self._call("create the batch", self._sdk.batches.create, input_file_id=input_file_id,
-                                 endpoint=ENDPOINT, completion_window="24h", metadata=metadata)
+        try:
+            found = await self._call("create the batch", self._sdk.batches.create, input_file_id=input_file_id,
+                                     endpoint=ENDPOINT, completion_window="24h", metadata=metadata)
+        except BatchApiError as exc:
+            if exc.transient or "metadata" not in str(exc).lower():
+                raise
+            # a server that copies the API without metadata: the batch is found by its file instead
+            found = await self._call("create the batch", self._sdk.batches.create, input_file_id=input_file_id,
+                                     endpoint=ENDPOINT, completion_window="24h")
         return self._read("create the batch", lambda: _state(found))
 
     async def find(self, input_file_id: str, since: float) -> BatchState | None:

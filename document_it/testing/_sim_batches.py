@@ -74,6 +74,7 @@ class BatchSettings:
     max_file_bytes: int = 200 * 1024 * 1024
     max_lines: int = 50_000
     enqueued_tokens: int | None = None  # the queue's token limit over batches in progress (OpenAI's per model)
+    no_metadata: bool = False  # refuse batches that carry metadata, as servers that copy the API loosely do
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -150,6 +151,8 @@ class BatchStore:
         if window != "24h":
             raise ApiError(400, f"Invalid 'completion_window': {window!r}. Supported values are: '24h'.",
                            param="completion_window")
+        if metadata is not None and self.settings.no_metadata:
+            raise ApiError(400, "Unrecognized request argument supplied: metadata", param="metadata")
         if metadata is not None and not (isinstance(metadata, dict) and len(metadata) <= 16 and all(
                 isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
             raise ApiError(400, "Invalid 'metadata': at most 16 string keys with string values.", param="metadata")
@@ -413,6 +416,8 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of a batch's lines answered 500 (in the error file), drawn with --seed")
     g.add_argument("--batch-max-file-mb", type=float, default=200.0, help="larger input files fail validation")
     g.add_argument("--batch-max-lines", type=int, default=50_000, help="input files with more requests fail")
+    g.add_argument("--batch-no-metadata", action="store_true",
+                   help="refuse batches that carry metadata (400), as some servers that copy the API do")
     g.add_argument("--batch-enqueued-tokens", type=int, default=None,
                    help="a batch that would take the tokens in progress past this fails (token_limit_exceeded)")
 
@@ -423,4 +428,5 @@ def batch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"batch_validating_s": validating, "batch_in_progress_s": running, "batch_finalizing_s": finalizing,
             "batch_expire_s": args.batch_expire_s, "batch_failed_lines": args.batch_failed_lines,
             "batch_max_file_bytes": int(args.batch_max_file_mb * 1024 * 1024),
-            "batch_max_lines": args.batch_max_lines, "batch_enqueued_tokens": args.batch_enqueued_tokens}
+            "batch_max_lines": args.batch_max_lines, "batch_enqueued_tokens": args.batch_enqueued_tokens,
+            "batch_no_metadata": args.batch_no_metadata}
