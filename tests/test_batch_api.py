@@ -283,3 +283,13 @@ def test_a_batch_past_the_providers_queue_limit_is_sent_again_when_its_turn_come
         assert set(_page_urls(sim).values()) == {1} and len(_page_urls(sim)) == PAGES
     batch = _run_json(tmp_path)["llm"]["batch_api"]
     assert batch["ended"] == {"failed": 2, "completed": 2} and batch["prompts_failed"] == 0
+
+
+def test_uploads_that_fail_for_a_while_are_tried_again_at_the_next_poll(tmp_path, corpus):
+    with SimServer(latency_ms=20, ms_per_token=0, batch_fail_uploads=3, max_seconds=120) as sim:
+        # --retries 1: two attempts per call, so the first send gives up and the lines wait for the next poll
+        assert main(_args(tmp_path, corpus, sim, "--batch-api", "--no-synthesis", "--retries", "1")) == 0
+        stats = sim.stats()
+        assert stats["files_uploaded"] == 1 and stats["batches_created"] == 1 and stats["requests"] == 0
+        assert set(_page_urls(sim).values()) == {1} and len(_page_urls(sim)) == PAGES
+    assert _run_json(tmp_path)["documents"]["completed"] == PAGES

@@ -284,7 +284,8 @@ def test_cli_flags_set_the_batch_options() -> None:
     assert batch_kwargs(args) == {"batch_validating_s": 1.0, "batch_in_progress_s": 2.5, "batch_finalizing_s": 3.0,
                                   "batch_expire_s": 60.0, "batch_failed_lines": 0.1,
                                   "batch_max_file_bytes": 2 * 1024 * 1024, "batch_max_lines": 10,
-                                  "batch_enqueued_tokens": 5000, "batch_no_metadata": False}
+                                  "batch_enqueued_tokens": 5000, "batch_no_metadata": False,
+                                  "batch_fail_uploads": 0}
     SimServer(**batch_kwargs(_parser().parse_args([])))  # the defaults are valid options
     with pytest.raises(SystemExit):
         _parser().parse_args(["--batch-delays", "1,2"])

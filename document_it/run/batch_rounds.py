@@ -97,8 +97,10 @@ class BatchRounds:
                                                + ", ".join(str(record.path) for record in files))
         else:
             if waiting:
-                await self._submit(waiting)
-            if self.queue.open_batches() and not await self._wait(once=self.mode is BatchApi.SUBMIT_ONLY):
+                self.figures.lines += len(waiting)
+                await self._sent(waiting)
+            if (self.queue.open_batches() or self.queue.waiting_lines()) \
+                    and not await self._wait(once=self.mode is BatchApi.SUBMIT_ONLY):
                 if self.mode is BatchApi.SUBMIT_ONLY:  # what had finished is collected; the rest is left
                     return self._leave("submitted", self._described("submitted"))
                 return self._leave("waiting", self._described("still running")
@@ -122,19 +124,25 @@ class BatchRounds:
         opened = self.queue.open_batches()
         ids = ", ".join(record.batch_id or f"(file {record.input_file_id})" for record in opened)
         host = self.client.host if self.client else ""
-        return (f"{len(opened)} batch(es) of {sum(record.lines for record in opened)} requests {what} at {host} "
-                f"({ids}); --resume or the next nightly run collects them")
+        unsent = len(self.queue.waiting_lines())
+        said = [f"{len(opened)} batch(es) of {sum(record.lines for record in opened)} requests {what} at {host} "
+                f"({ids})"] if opened else []
+        said += [f"{unsent} requests not sent yet (the Batch API at {host} failed)"] if unsent else []
+        return "; ".join(said) + "; --resume or the next nightly run goes on with them"
 
     # -- sending ------------------------------------------------------------------------------
-    async def _submit(self, lines: list[LineRecord]) -> None:
-        self.figures.lines += len(lines)
-        for part in batch_files.cut(lines, self.settings.batch_max_lines, self._max_bytes):
-            await self._send(part)
-
-    async def _send_again(self, lines: list[LineRecord]) -> None:
-        """Lines already counted, sent again (their batch waited for the provider's queue)."""
-        for part in batch_files.cut(lines, self.settings.batch_max_lines, self._max_bytes):
-            await self._send(part)
+    async def _sent(self, lines: list[LineRecord]) -> bool:
+        """Send the waiting lines in files within the limits; False when the provider failed for a while (the
+        lines that were not sent stay waiting for the next try)."""
+        try:
+            for part in batch_files.cut(lines, self.settings.batch_max_lines, self._max_bytes):
+                await self._send(part)
+        except BatchApiError as exc:
+            if not exc.transient:
+                raise
+            log.warning("%s; the requests not sent yet are tried again at the next poll", exc)
+            return False
+        return True
 
     async def _send(self, part: list[LineRecord]) -> None:
         """Upload one file and create its batch, each step recorded before the next; a file the provider refuses
@@ -201,12 +209,11 @@ class BatchRounds:
             self._show(" · ".join(f"{s.id} {s.status} {s.counts.get('completed', 0)}/{s.counts.get('total', 0)}"
                                   + (f" ({s.counts['failed']} failed)" if s.counts.get("failed") else "")
                                   for s in states if s is not None))
-            if not self.queue.open_batches():
-                waiting = self.queue.waiting_lines()  # held back by the provider's queue: their turn now
-                if not waiting:
-                    return True
-                await self._send_again(waiting)
+            waiting = self.queue.waiting_lines()  # held back by the provider's queue, or not sent: try now
+            if waiting and not self.queue.open_batches() and await self._sent(waiting):
                 continue
+            if not self.queue.open_batches() and not self.queue.waiting_lines():
+                return True
             left = self._deadline - time.monotonic()
             if once or left <= 0 or self.stop.is_set():
                 return False

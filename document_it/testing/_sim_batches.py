@@ -75,6 +75,7 @@ class BatchSettings:
     max_lines: int = 50_000
     enqueued_tokens: int | None = None  # the queue's token limit over batches in progress (OpenAI's per model)
     no_metadata: bool = False  # refuse batches that carry metadata, as servers that copy the API loosely do
+    fail_uploads: int = 0  # the first uploads answered 503
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -130,7 +131,7 @@ class BatchStore:
     def __init__(self, settings: BatchSettings, *, answer: Answer, count_urls: Callable[[bytes], None],
                  bump: Callable[..., None]) -> None:
         self.settings = settings
-        self.files = FileStore(bump)
+        self.files = FileStore(bump, settings.fail_uploads)
         self._answer = answer
         self._count_urls = count_urls
         self._bump = bump
@@ -416,6 +417,8 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of a batch's lines answered 500 (in the error file), drawn with --seed")
     g.add_argument("--batch-max-file-mb", type=float, default=200.0, help="larger input files fail validation")
     g.add_argument("--batch-max-lines", type=int, default=50_000, help="input files with more requests fail")
+    g.add_argument("--batch-fail-uploads", type=int, default=0, metavar="N",
+                   help="answer the first N file uploads 503 (a server briefly overloaded)")
     g.add_argument("--batch-no-metadata", action="store_true",
                    help="refuse batches that carry metadata (400), as some servers that copy the API do")
     g.add_argument("--batch-enqueued-tokens", type=int, default=None,
@@ -429,4 +432,4 @@ def batch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "batch_expire_s": args.batch_expire_s, "batch_failed_lines": args.batch_failed_lines,
             "batch_max_file_bytes": int(args.batch_max_file_mb * 1024 * 1024),
             "batch_max_lines": args.batch_max_lines, "batch_enqueued_tokens": args.batch_enqueued_tokens,
-            "batch_no_metadata": args.batch_no_metadata}
+            "batch_no_metadata": args.batch_no_metadata, "batch_fail_uploads": args.batch_fail_uploads}

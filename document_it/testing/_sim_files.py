@@ -34,13 +34,18 @@ def cursor_page(items: list[dict[str, Any]], has_more: bool = False) -> dict[str
 class FileStore:
     """Uploaded files and batch result files, in memory."""
 
-    def __init__(self, bump: Callable[..., None]) -> None:
+    def __init__(self, bump: Callable[..., None], fail_uploads: int = 0) -> None:
         self._bump = bump
+        self._fail_uploads = fail_uploads  # the first uploads answered 503 (a server briefly overloaded)
         self._files: dict[str, tuple[dict[str, Any], bytes]] = {}
         self._lock = threading.Lock()
 
     def upload(self, content: bytes | None, filename: str | None, purpose: str | None) -> dict[str, Any]:
         """Store a client's upload (POST /v1/files) and return its FileObject."""
+        with self._lock:
+            failing, self._fail_uploads = self._fail_uploads > 0, max(0, self._fail_uploads - 1)
+        if failing:
+            raise ApiError(503, "The server is overloaded, please try again later.", kind="server_error")
         if content is None:
             raise ApiError(400, "Missing required parameter: 'file'.", param="file")
         if not purpose:

@@ -63,7 +63,7 @@ class SimServer:
                  batch_finalizing_s: float = 0.05, batch_expire_s: float | None = None,
                  batch_failed_lines: float = 0.0, batch_max_file_bytes: int = 200 * 1024 * 1024,
                  batch_max_lines: int = 50_000, batch_enqueued_tokens: int | None = None,
-                 batch_no_metadata: bool = False) -> None:
+                 batch_no_metadata: bool = False, batch_fail_uploads: int = 0) -> None:
         self.port = port
         self.latency_ms = float(latency_ms)
         self.ms_per_token = float(ms_per_token)
@@ -99,7 +99,7 @@ class SimServer:
                                  finalizing_s=batch_finalizing_s, expire_s=batch_expire_s,
                                  failed_lines=batch_failed_lines, max_file_bytes=batch_max_file_bytes,
                                  max_lines=batch_max_lines, enqueued_tokens=batch_enqueued_tokens,
-                                 no_metadata=batch_no_metadata, seed=seed)
+                                 no_metadata=batch_no_metadata, fail_uploads=batch_fail_uploads, seed=seed)
         self._batches = BatchStore(settings, answer=self.answer, count_urls=self._count_urls, bump=self._bump)
 
     # -- lifecycle -----------------------------------------------------------------
