@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from .config import (SAMPLE_SOURCE, Answers, BatchApi, Fallback, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy,
-                     chosen_outputs, page_tasks, resolve_llm)
+from .config import (SAMPLE_SOURCE, Answers, BatchApi, Fallback, LLMKind, Mode, Settings, StructuredMethod,
+                     TaskStrategy, chosen_outputs, page_tasks, resolve_llm)
 from .errors import ConfigError
 from .models import PAGE_TASKS
 

@@ -293,3 +293,11 @@ def test_uploads_that_fail_for_a_while_are_tried_again_at_the_next_poll(tmp_path
         assert stats["files_uploaded"] == 1 and stats["batches_created"] == 1 and stats["requests"] == 0
         assert set(_page_urls(sim).values()) == {1} and len(_page_urls(sim)) == PAGES
     assert _run_json(tmp_path)["documents"]["completed"] == PAGES
+
+
+def test_import_with_no_exported_run_is_a_one_line_error(tmp_path, capsys):
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"custom_id": "x", "response": {"status_code": 200, "body": {}}}) + "\n")
+    assert main(["--batch-api", "import", str(answers), "--state-dir", str(tmp_path / "state")]) == 2
+    err = capsys.readouterr().err
+    assert "goes on with an exported run, and none waits" in err and len(err.strip().splitlines()) == 1

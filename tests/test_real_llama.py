@@ -103,7 +103,7 @@ def test_a_batch_file_run_on_a_real_server_completes_the_run_by_import(llama: st
         assert done.returncode == 0, done.stderr
         if run.get("status") == "completed":
             break
-        exported = sorted((tmp_path / "out").glob("batch-input-*.jsonl"))[-1]
+        exported = max((tmp_path / "out").glob("batch-input-*.jsonl"), key=lambda path: path.stat().st_mtime_ns)
         answers = tmp_path / f"answers-{round_number}.jsonl"
         ran = subprocess.run([sys.executable, "-m", "document_it.testing.batch_runner", "-i", str(exported),
                               "-o", str(answers), "--base-url", llama], cwd=ROOT, capture_output=True, text=True,

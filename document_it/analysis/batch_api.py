@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 from urllib.parse import urlparse
@@ -87,8 +88,10 @@ def _state(batch: Any) -> BatchState:
 class BatchClient:
     """One run's connection to the Batch API at --llm-base-url (or OpenAI)."""
 
-    def __init__(self, settings: Settings) -> None:
-        """A client for the Batch API at the settings' base URL, with their key (nothing is sent yet)."""
+    def __init__(self, settings: Settings, deadline: float | None = None) -> None:
+        """A client for the Batch API at the settings' base URL, with their key (nothing is sent yet); no retry
+        waits past `deadline` (time.monotonic(): the run's --batch-wait)."""
+        self._deadline = deadline
         self.host = urlparse(settings.llm_base_url or "https://api.openai.com").netloc.rpartition("@")[2]
         self._secrets = (settings.api_key,)
         self._retry = RetryPolicy(settings.retries)
@@ -180,6 +183,8 @@ class BatchClient:
             if failures > self._retry.retries:
                 raise BatchApiError(f"{text} (gave up after {failures} attempts)", transient=True)
             delay = self._retry.delay(failures, retry_after)
+            if self._deadline is not None and time.monotonic() + delay > self._deadline:
+                raise BatchApiError(f"{text} (--batch-wait runs out before the next attempt)", transient=True)
             log.info("%s; trying again in %.1f s", text, delay)
             await asyncio.sleep(delay)
 

@@ -78,6 +78,16 @@ class BatchLane:
         self._kept = kept  # the ledger's answer for a key (collected by an earlier process, the cache off)
         self._deferred: dict[str, Deferred] = {}
         self.items_grouped = 0  # prompts that travel in a line with others
+        self.closed = False  # past the last round: every prompt is asked live (the answers read stay)
+
+    def close(self) -> None:
+        """Ask every prompt live from now on; the answers batches brought are still read."""
+        self.closed = True
+
+    def keep(self, key: str, value: Any) -> None:
+        """An answer asked live while the lane is open (a prompt a batch failed): kept for the later rounds of its
+        page, also without a cache."""
+        self.answers[key] = value
 
     def load(self, states: dict[str, PromptState]) -> None:
         """What the ledger knows of every prompt now (read before each round)."""
@@ -88,6 +98,8 @@ class BatchLane:
         """True: leave the prompt for a batch (or wait for the one it is in); False: ask it live (a batch failed
         to answer it, without --batch-api strict). In strict mode an LLMError once batches failed it more than
         --retries times."""
+        if self.closed:
+            return False
         state = self.states.get(key)
         if state is None or state.state != Prompt.FAILED:
             return True
@@ -150,7 +162,8 @@ class BatchLane:
             return [self._single(group[0])]
         ids = [str(number) for number in range(1, len(group) + 1)]
         provider = group[0].provider
-        messages = provider.batch_messages(question, [(i, item.context) for i, item in zip(ids, group)])  # type: ignore[misc]
+        contexts = [(i, item.context) for i, item in zip(ids, group)]
+        messages = provider.batch_messages(question, contexts)  # type: ignore[arg-type]
         try:
             body, _, _ = provider.request(question, messages, batch_schema(question))
         except LLMContextError:  # the window holds each alone, not all together
@@ -176,17 +189,17 @@ class BatchLane:
                 completion = json.loads(completion)
             except ValueError:
                 pass
-        usage = completion.get("usage") if isinstance(completion, dict) else None
-        if isinstance(usage, dict):
-            outcome.tokens_in = int(usage.get("prompt_tokens") or 0)
-            outcome.tokens_out = int(usage.get("completion_tokens") or 0)
         outcome.ok = True
         question = _question(line.question)
         grouped = len(line.items) > 1 or line.items[0][0] != ""
         schema = None if question is Task.TEXT else batch_schema(question) if grouped else schema_for(question)
         try:
+            usage = completion.get("usage") if isinstance(completion, dict) else None
+            if isinstance(usage, dict):
+                outcome.tokens_in = int(usage.get("prompt_tokens") or 0)
+                outcome.tokens_out = int(usage.get("completion_tokens") or 0)
             attempt = ChatProvider.read_answer(completion, schema)
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             outcome.failed = {key: f"unreadable reply: {type(exc).__name__}: {exc}" for key in keys.values()}
             return outcome
         if attempt.value is None:

@@ -212,6 +212,8 @@ class Gateway(Attempts):
             log.warning("%s answered by the offline analyser: %s", task.value, exc)
             return (await self.fallback.complete(task, context)).value
         self.memo.set("llm", key, value.model_dump())  # only valid answers are kept, one per prompt
+        if self.lane is not None:
+            self.lane.keep(key, value.model_dump())
         return value
 
     async def _fitted(self, task: Question, context: Context, messages: Messages) -> BaseModel:
@@ -258,6 +260,8 @@ class Gateway(Attempts):
                                  self.provider))  # type: ignore[arg-type]
         text, record = await self._tracked(Task.TEXT, messages)
         self.memo.set("llm", key, text)
+        if self.lane is not None:
+            self.lane.keep(key, text)
         return Completion(text, record.tokens_in, record.tokens_out, record.attempts)
 
     async def _ask_one(self, task: Question, messages: Messages, schema: type[BaseModel] | None = None) -> Any:
@@ -336,10 +340,9 @@ class Gateway(Attempts):
         self.batch_spent = (tokens, cost)
 
     def close_lane(self) -> None:
-        """Ask live from now on (a run past its last batch round)."""
-        self.lane = None
-        for twin in self._siblings.values():
-            twin.lane = None
+        """Ask live from now on (a run past its last batch round); the answers batches brought are still read."""
+        if self.lane is not None:
+            self.lane.close()
 
     def _defer(self, item: Deferred) -> None:
         """Leave `item` for a batch (checked against the window first, as a live request would be): its page

@@ -131,9 +131,12 @@ class BatchLedger:
         return {key: PromptState(Prompt(state), tries, error) for key, state, tries, error in rows
                 if wanted is None or key in wanted}
 
-    def answer(self, key: str) -> Any | None:
-        """The answer a batch gave for `key` (as the memo keeps it), if the ledger holds one."""
-        rows = self._read("SELECT answer FROM batch_prompts WHERE key = ? AND state = 'answered'", key)
+    def answer(self, key: str, since_run: int = 0) -> Any | None:
+        """The answer a batch gave for `key` (as the memo keeps it), if the ledger holds one from a batch of run
+        `since_run` or later."""
+        rows = self._read("SELECT p.answer FROM batch_prompts p JOIN batch_lines l ON l.custom_id = p.custom_id "
+                          "JOIN batches b ON b.id = l.batch WHERE p.key = ? AND p.state = 'answered' "
+                          "AND b.run_id >= ?", key, since_run)
         return from_json(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def reset_tries(self) -> None:
@@ -209,11 +212,9 @@ class BatchLedger:
         return [_batch(row) for row in self._read(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE run_id = ? "
                                                   "ORDER BY id", run_id)]
 
-    def settle(self, row: int, answered: dict[str, Any], failed: dict[str, str], status: str = "collected",
-               only: Iterable[str] | None = None) -> None:
-        """A batch's outcome: the answers by memo key (kept), and the keys failed with why (a try counted); the
-        lines of the batch (or only those of the custom_ids `only`) are closed, and the batch is marked `status`
-        once none is left open."""
+    def settle(self, row: int, answered: dict[str, Any], failed: dict[str, str], status: str = "collected") -> None:
+        """A batch's outcome: the answers by memo key (kept), and the keys failed with why (a try counted); its
+        lines are closed and the batch marked `status`."""
         with self._tx() as db:
             for key, value in answered.items():
                 db.execute("UPDATE batch_prompts SET state = 'answered', error = '', answer = ? WHERE key = ?",
@@ -222,14 +223,8 @@ class BatchLedger:
                 db.execute("UPDATE batch_prompts SET state = 'failed', tries = tries + 1, error = ? WHERE key = ?",
                            (error[:500], key))
             # a closed line's body (the page's text) is not needed again: kept out of the file from now on
-            if only is None:
-                db.execute("UPDATE batch_lines SET state = 'closed', body = '{}' WHERE batch = ?", (row,))
-            else:
-                db.executemany("UPDATE batch_lines SET state = 'closed', body = '{}' WHERE custom_id = ?",
-                               [(custom_id,) for custom_id in only])
-            if not db.execute("SELECT 1 FROM batch_lines WHERE batch = ? AND state != 'closed' LIMIT 1",
-                              (row,)).fetchone():
-                db.execute("UPDATE batches SET status = ?, updated = ? WHERE id = ?", (status, time.time(), row))
+            db.execute("UPDATE batch_lines SET state = 'closed', body = '{}' WHERE batch = ?", (row,))
+            db.execute("UPDATE batches SET status = ?, updated = ? WHERE id = ?", (status, time.time(), row))
 
     def refuse_line(self, run_id: int, line: LineRecord, why: str) -> None:
         """A line no batch can carry (too large alone): its prompts fail at once, in one transaction."""

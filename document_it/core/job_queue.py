@@ -50,8 +50,11 @@ _RUN_COLUMNS = "id, source, options, status, started, finished"
 _JOB_COLUMNS = "run_id, key, url, title, topic, note, depth, attempts, worker"
 # two queries rather than one with OR, so each walks the (run_id, state, depth, seq) index instead of sorting
 _EXPIRED_JOB = (f"SELECT {_JOB_COLUMNS} FROM jobs WHERE run_id = ? AND state = 'in_progress' AND lease_until < ? "
-                "ORDER BY depth, seq LIMIT ?")
-_PENDING_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE run_id = ? AND state = 'pending' ORDER BY depth, seq LIMIT ?"
+                "{kept} ORDER BY depth, seq LIMIT ?")
+_PENDING_JOB = (f"SELECT {_JOB_COLUMNS} FROM jobs WHERE run_id = ? AND state = 'pending' "
+                "{kept} ORDER BY depth, seq LIMIT ?")
+# only the jobs that waited for a batch (their download kept): a run's later rounds take those alone
+_KEPT = "AND key IN (SELECT key FROM kept_pages WHERE kept_pages.run_id = jobs.run_id)"
 _TAKE_JOB = ("UPDATE jobs SET state = 'in_progress', attempts = attempts + 1, lease_until = ?, worker = ? "
              "WHERE run_id = ? AND key = ?")
 _FINISH_JOB = ("UPDATE jobs SET state = ?, result = ?, change = ?, change_note = ?, lease_until = NULL "
@@ -298,13 +301,15 @@ class JobQueue(PageMemory, BatchLedger):
         jobs = self.claim_many(run_id, worker, 1)
         return jobs[0] if jobs else None
 
-    def claim_many(self, run_id: int, worker: str, count: int) -> list[Job]:
-        """Take up to `count` next jobs in one transaction, in the order claim() would take them."""
+    def claim_many(self, run_id: int, worker: str, count: int, waited_only: bool = False) -> list[Job]:
+        """Take up to `count` next jobs in one transaction, in the order claim() would take them (`waited_only`:
+        jobs that waited for a batch, not pages never started)."""
+        kept = _KEPT if waited_only else ""
         with self._tx() as db:
             now = self._clock()
-            rows = db.execute(_EXPIRED_JOB, (run_id, now, count)).fetchall()
+            rows = db.execute(_EXPIRED_JOB.format(kept=kept), (run_id, now, count)).fetchall()
             if len(rows) < count:
-                rows += db.execute(_PENDING_JOB, (run_id, count - len(rows))).fetchall()
+                rows += db.execute(_PENDING_JOB.format(kept=kept), (run_id, count - len(rows))).fetchall()
             db.executemany(_TAKE_JOB, [(now + self.lease_s, worker, run_id, row[1]) for row in rows])
         return [Job(row[0], row[1], DocRef(url=row[2], title=row[3], topic=row[4], note=row[5]), row[6], row[7] + 1,
                     worker) for row in rows]
@@ -345,11 +350,15 @@ class JobQueue(PageMemory, BatchLedger):
             return self._write(_RELEASE, run_id)
         return self._write(_RELEASE + " AND worker = ?", run_id, worker)
 
-    def wake(self, run_id: int) -> int:
-        """Put the jobs waiting for a batch back to pending (their answers are in), undoing their attempt;
-        returns how many."""
-        return self._write("UPDATE jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), lease_until = NULL, "
-                           "worker = NULL WHERE run_id = ? AND state = 'waiting'", run_id)
+    def wake(self, run_id: int, urls: Iterable[str] | None = None) -> int:
+        """Put the jobs waiting for a batch back to pending (their answers are in), undoing their attempt: all,
+        or those of `urls`; returns how many."""
+        sql = ("UPDATE jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), lease_until = NULL, "
+               "worker = NULL WHERE run_id = ? AND state = 'waiting'")
+        if urls is None:
+            return self._write(sql, run_id)
+        with self._tx() as db:
+            return sum(db.execute(sql + " AND url = ?", (run_id, url)).rowcount for url in set(urls))
 
     def retry_failed(self, run_id: int, max_attempts: int) -> int:
         """Queue again the failed jobs tried fewer than max_attempts times; returns how many."""
@@ -360,10 +369,10 @@ class JobQueue(PageMemory, BatchLedger):
         found = dict(self._read("SELECT state, COUNT(*) FROM jobs WHERE run_id = ? GROUP BY state", run_id))
         return {state: found.get(state.value, 0) for state in JobState}
 
-    def active(self, run_id: int) -> bool:
-        """Whether any job of the run is pending or in progress."""
+    def active(self, run_id: int, waited_only: bool = False) -> bool:
+        """Whether any job of the run (that waited for a batch, with `waited_only`) is pending or in progress."""
         return bool(self._read("SELECT 1 FROM jobs WHERE run_id = ? AND state IN ('pending', 'in_progress') "
-                               "LIMIT 1", run_id))
+                               f"{_KEPT if waited_only else ''} LIMIT 1", run_id))
 
     def open_by_topic(self, run_id: int) -> dict[str, int]:
         """How many pending or in-progress jobs each topic of the run has."""

@@ -53,9 +53,13 @@ def export(queue: JobQueue, run_id: int, lines: list[LineRecord], folder: Path, 
            max_bytes: int) -> list[Path]:
     """Write the lines as batch input files in `folder`, each recorded once written; their paths."""
     paths = []
+    number = max((record.id for record in queue.batches()), default=0)
     for part in cut(lines, max_lines, max_bytes):
         data = jsonl(part)
-        path = (folder / f"batch-input-{len(queue.batches()) + 1}.jsonl").resolve()
+        number += 1
+        while (folder / f"batch-input-{number}.jsonl").exists():  # never over an earlier file
+            number += 1
+        path = (folder / f"batch-input-{number}.jsonl").resolve()
         atomic_write_text(path, data.decode())  # written before it is recorded: a recorded file exists
         queue.add_batch(run_id, BatchKind.FILE, [line.custom_id for line in part], len(data), path=str(path))
         paths.append(path)

@@ -45,14 +45,18 @@ class BatchRounds:
         self.settings, self.spec, self.queue, self.gateway = settings, spec, queue, gateway
         self.mode = settings.batch_api
         self.kind = BatchKind.FILE if self.mode in _OFFLINE else BatchKind.API
-        self.lane = gateway.open_lane(queue.answer)
+        # --refresh and --no-cache ask afresh: only this run's batches answer from the ledger
+        since = spec.run_id if settings.refresh or settings.no_cache else 0
+        self.lane = gateway.open_lane(lambda key: queue.answer(key, since))
         self.progress, self.stop = progress, stop
-        self.client = BatchClient(settings) if self.kind is BatchKind.API else None
+        self._deadline = time.monotonic() + settings.batch_wait  # for the whole run, not each round
+        self.client = BatchClient(settings, self._deadline) if self.kind is BatchKind.API else None
         self.figures = BatchFigures()
         self.left: str | None = None
         self.left_kind = ""  # "submitted", "exported" or "waiting"
         self._max_bytes = settings.batch_max_bytes
-        self._deadline = time.monotonic() + settings.batch_wait  # for the whole run, not each round
+        self._held: set[str] = set()  # lines the provider's full queue sent back: sent once none of ours runs
+        self._settled: set[str] = set()  # pages (URLs) with prompts settled since the pages last drained
 
     async def aclose(self) -> None:
         """Close the Batch API client's connections."""
@@ -82,12 +86,14 @@ class BatchRounds:
         self.lane.load(self.queue.prompt_states())
 
     async def after(self) -> bool:
-        """Send what the last step left for a batch and wait for every open batch; True when answers came in for
-        pages or prompts that wait (the step is done again), False when nothing waits or the run stops here."""
+        """Send what the last step left for a batch and wait for the open batches until some come back; True when
+        answers came in for pages or prompts that wait (the step is done again), False when nothing waits or the
+        run stops here (`left` says why)."""
         deferred = self.lane.pending
         if deferred:
             self.queue.store_lines(self.lane.lines())
-        waiting = self.queue.waiting_lines()
+        waiting = [line for line in self.queue.waiting_lines()
+                   if line.custom_id not in self._held or not self.queue.open_batches()]
         if self.kind is BatchKind.FILE:
             if waiting:
                 return self._leave("exported", self._export(waiting))
@@ -95,25 +101,43 @@ class BatchRounds:
             if files:
                 return self._leave("exported", f"{len(files)} batch file(s) still wait for --batch-api import: "
                                                + ", ".join(str(record.path) for record in files))
+            woken = self.queue.wake(self.spec.run_id)
         else:
             if waiting:
                 self.figures.lines += len(waiting)
                 await self._sent(waiting)
-            if (self.queue.open_batches() or self.queue.waiting_lines()) \
-                    and not await self._wait(once=self.mode is BatchApi.SUBMIT_ONLY):
-                if self.mode is BatchApi.SUBMIT_ONLY:  # what had finished is collected; the rest is left
-                    return self._leave("submitted", self._described("submitted"))
-                return self._leave("waiting", self._described("still running")
-                                   + f" when --batch-wait ({self.settings.batch_wait:g} s) ran out")
-        woken = self.queue.wake(self.spec.run_id)
+            woken = await self._collected()
+            if woken is None:
+                return False
         self.lane.load(self.queue.prompt_states())
         if not (deferred or woken):
             return False
-        self.figures.rounds += 1
+        self.figures.rounds += bool(deferred)  # a round asks something new; a batch collected wakes its pages
         if self.figures.rounds >= MAX_ROUNDS:
             log.warning("%d Batch API rounds: what is still asked goes live", self.figures.rounds)
             self.gateway.close_lane()
         return True
+
+    async def _collected(self) -> int | None:
+        """Wait until batches bring back prompts of waiting pages, and wake those pages (all of them once no
+        batch is out); how many woke, or None when the run stops here (`left` says why)."""
+        while True:
+            if (self.queue.open_batches() or self.queue.waiting_lines()) \
+                    and not await self._wait(once=self.mode is BatchApi.SUBMIT_ONLY):
+                if self.mode is BatchApi.SUBMIT_ONLY:  # what had finished is collected; the rest is left
+                    self._leave("submitted", self._described("submitted"))
+                    return None
+                why = "the run was stopped" if self.stop.is_set() else \
+                    f"--batch-wait ({self.settings.batch_wait:g} s) ran out"
+                self._leave("waiting", self._described("still running") + f" when {why}")
+                return None
+            out = self.queue.open_batches() or self.queue.waiting_lines()
+            # while batches are out, only the pages whose prompts came back go on (the others would only wait
+            # again); once none is, every waiting page does
+            settled, self._settled = self._settled, set()
+            woken = self.queue.wake(self.spec.run_id, settled if out else None)
+            if woken or settled or not out:  # prompts came back (a synthesis's too, which wakes no page)
+                return woken
 
     def _leave(self, kind: str, why: str) -> bool:
         self.left, self.left_kind = why, kind
@@ -194,8 +218,9 @@ class BatchRounds:
 
     # -- waiting and collecting ---------------------------------------------------------------
     async def _wait(self, once: bool = False) -> bool:
-        """Poll the open batches with backoff until none is open (True) or --batch-wait runs out (False); `once`:
-        poll each once (submit-only). A poll that fails for a while (the provider down) is tried at the next."""
+        """Poll the open batches with backoff until one has been collected or none is open (True: the pages it
+        answered go on), or --batch-wait runs out (False); `once`: poll each once (submit-only). A poll or a
+        send that fails for a while (the provider down) is tried at the next."""
         delay = POLL_FIRST_S
         while True:
             states = []
@@ -209,11 +234,16 @@ class BatchRounds:
             self._show(" · ".join(f"{s.id} {s.status} {s.counts.get('completed', 0)}/{s.counts.get('total', 0)}"
                                   + (f" ({s.counts['failed']} failed)" if s.counts.get("failed") else "")
                                   for s in states if s is not None))
-            waiting = self.queue.waiting_lines()  # held back by the provider's queue, or not sent: try now
-            if waiting and not self.queue.open_batches() and await self._sent(waiting):
-                continue
-            if not self.queue.open_batches() and not self.queue.waiting_lines():
-                return True
+            running = bool(self.queue.open_batches())
+            # lines not sent (the provider failed) go now; lines its full queue sent back, once none of ours runs
+            unsent = [line for line in self.queue.waiting_lines() if not running or line.custom_id not in self._held]
+            if unsent:
+                held = any(line.custom_id in self._held for line in unsent)
+                self._held.difference_update(line.custom_id for line in unsent)
+                if await self._sent(unsent) and not held:  # a full queue is asked again only after a pause
+                    continue
+            if self._settled or not (self.queue.open_batches() or self.queue.waiting_lines()):
+                return True  # prompts came back (answered, or failed and asked again), or nothing is out
             left = self._deadline - time.monotonic()
             if once or left <= 0 or self.stop.is_set():
                 return False
@@ -223,14 +253,12 @@ class BatchRounds:
 
     async def _poll(self, record: BatchRecord) -> BatchState | None:
         """One batch's state now, its answers read once it has ended; a batch whose id a killed run did not
-        record is found by its file (or created); one the provider no longer knows fails its lines."""
-        assert self.client is not None
-        if record.input_file_id is None:  # never uploaded: nothing to poll
-            self._settle(record, {}, "its file was never uploaded")
-            return None
+        record is found by its file (or created); one the provider no longer knows, or whose results cannot
+        be read, fails its lines (asked again) rather than stopping every later run here."""
+        assert self.client is not None and record.input_file_id is not None
         try:
             if record.batch_id is None:
-                state = await self.client.find(record.input_file_id, record.created)
+                state = await self._found(record, record.input_file_id)
                 if state is None:
                     return await self._create(record.id, record.input_file_id)
                 self.queue.batch_created(record.id, state.id, state.status)
@@ -242,23 +270,38 @@ class BatchRounds:
             return None
         self.queue.batch_status(record.id, state.status, state.counts, state.output_file_id, state.error_file_id)
         if state.status in TERMINAL:
-            await self._collect(record, state)
+            try:
+                await self._collect(record, state)
+            except BatchApiError as exc:
+                if exc.transient:
+                    raise
+                log.warning("%s; the prompts of batch %s go again", exc, state.id)
+                self._settle(record, {}, f"its results could not be read ({exc})")
         return state
+
+    async def _found(self, record: BatchRecord, file_id: str) -> BatchState | None:
+        """The batch a killed run created from `file_id` but did not record; None when the provider has none (or
+        cannot list its batches: then one is created, the lesser risk)."""
+        assert self.client is not None
+        try:
+            return await self.client.find(file_id, record.created)
+        except NotFound:
+            return None
 
     async def _collect(self, record: BatchRecord, state: BatchState) -> None:
         assert self.client is not None
         self.figures.ended[state.status] = self.figures.ended.get(state.status, 0) + 1
         ahead = [other for other in self.queue.open_batches() if other.id != record.id]
-        if state.queue_full and ahead:  # sent again once the batches ahead of it are done
+        lines = self.queue.lines_of(record.id) if state.too_large or state.queue_full else []
+        if state.queue_full and (ahead or len(lines) == 1):  # sent again once none of ours runs
             self.queue.unbatch(record.id)
-            log.info("batch %s waits for the provider's queue (%s): sent again once the batches ahead are done",
-                     state.id, "; ".join(state.errors))
-            return
-        if state.too_large or state.queue_full:  # its lines go again in two halves (halved again if refused)
-            lines = self.queue.lines_of(record.id)
-            self.queue.unbatch(record.id)
-            log.info("batch %s refused as too large (%s): its lines go again in two halves", state.id,
+            self._held.update(line.custom_id for line in lines)
+            log.info("batch %s waits for the provider's queue (%s): sent again once none of ours runs", state.id,
                      "; ".join(state.errors))
+            return
+        if lines:  # too large, or alone too large for the queue: its lines go again in two halves
+            self.queue.unbatch(record.id)
+            log.info("batch %s refused (%s): its lines go again in two halves", state.id, "; ".join(state.errors))
             await self._halve(lines, record.bytes, "; ".join(state.errors), smaller_files=not state.queue_full)
             return
         found: dict[str, dict[str, Any]] = {}
@@ -276,6 +319,7 @@ class BatchRounds:
         answered: dict[str, Any] = {}
         failed: dict[str, str] = {}
         for line in self.queue.lines_of(record.id):
+            self._settled.update(page for _, _, page in line.items)
             outcome = self.lane.read(line, found.get(line.custom_id))
             if line.custom_id not in found:
                 outcome.failed = {key: missing for key in outcome.failed}

@@ -32,6 +32,7 @@ from ..core.shutdown import Shutdown
 from .crawl import Crawl, CrawlSpec, NewJob
 from ..errors import ConfigError, Interrupted, OutputError, SourceError
 from ..fetch import USER_AGENT, FetchLimits
+from .batch_files import imported
 from .batch_rounds import BatchRounds
 from .incremental import changes_block, render_changes
 from .loop import JobWorker, RunSpec, not_analysed, open_worker
@@ -66,6 +67,12 @@ def resumed_settings(settings: Settings) -> Settings:
     """For --resume: the unfinished run's source and options, except those the user set this time."""
     with JobQueue(settings.jobs_path) as queue:
         info = queue.unfinished_run()
+        if info is not None and settings.batch_api is BatchApi.IMPORT:
+            assert settings.batch_file is not None
+            imported(queue, settings.batch_file)  # a wrong file is a one-line error before the run reopens
+    if info is None and settings.batch_api is BatchApi.IMPORT:
+        raise ConfigError(f"--batch-api import goes on with an exported run, and none waits in {settings.state_dir} "
+                          "(run --batch-api export first)")
     if info is None:
         raise ConfigError(f"nothing to resume in {settings.state_dir}: no run was interrupted there "
                           "(run again without --resume)")
@@ -333,7 +340,7 @@ async def _analysed(settings: Settings, spec: RunSpec, queue: JobQueue, emit: An
             await rounds.start()
         await worker.drain(keep, plan.docs_in_flight(settings), shutdown.stopping)
         while rounds is not None and not shutdown.stopped and await rounds.after():
-            await worker.drain(keep, plan.docs_in_flight(settings), shutdown.stopping, budget=False)
+            await worker.drain(keep, plan.docs_in_flight(settings), shutdown.stopping, waited_only=True)
     except BaseException:
         topics.cancel()
         raise
@@ -379,8 +386,9 @@ def _finish(settings: Settings, spec: RunSpec, queue: JobQueue, title: str, resu
         summary["changes"] = {**changes_block(changes), "not_modified_304": counters.get("not_modified_304", 0),
                               "same_content": counters.get("same_content", 0)}
     with contextlib.suppress(OSError, OutputError) if not complete else contextlib.nullcontext():
-        # a run whose pages wait for batches leaves the last finished run's report and llms.txt in place
-        outputs = () if status.startswith("waiting for batches") else settings.outputs
+        # a run stopping while pages wait for batches (left to them, stopped, aborted) leaves the last finished
+        # run's report, llms.txt and changes.md in place
+        outputs = () if counts[JobState.WAITING] else settings.outputs
         write_outputs(settings.output_dir, results, synthesis, summary, title, outputs,
                       _markdown(queue, spec, settings, results) if outputs else {})
         if spec.incremental and outputs == settings.outputs:  # not while pages wait for batches

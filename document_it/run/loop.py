@@ -92,27 +92,29 @@ class JobWorker:
         self.on_discovered: Callable[[], None] | None = None  # told when the crawl queued new pages (progress)
         self.on_skipped: Callable[[Job], None] | None = None  # told of a page that ends with no result
 
-    async def drain(self, emit: Callable[[DocResult], None], in_flight: int, stop: Any, budget: bool = True) -> None:
+    async def drain(self, emit: Callable[[DocResult], None], in_flight: int, stop: Any,
+                    waited_only: bool = False) -> None:
         """Take pages until none is left (or `stop` is set, or a budget runs out); emit each recorded result.
-        `budget=False`: pages that waited for a batch, their answers paid for, finish whatever was spent."""
+        `waited_only`: only pages that waited for a batch, which finish whatever was spent (their answers are paid
+        for); pages a spent budget kept from starting stay for --resume."""
         wake = asyncio.Event()
         claimed: collections.deque[Job] = collections.deque()  # taken a few at a time: one transaction for several
         batch = max(1, min(_CLAIM_BATCH, in_flight // 4))
 
         async def take() -> Job | None:
             if not claimed:
-                claimed.extend(await self._db(self.queue.claim_many, self.spec.run_id, self.name, batch))
+                claimed.extend(await self._db(self.queue.claim_many, self.spec.run_id, self.name, batch, waited_only))
             return claimed.popleft() if claimed else None
 
         async def loop() -> None:
             while not stop.is_set():
-                spent = self.agent.gateway.budget_reason() if self.agent and budget else None
+                spent = self.agent.gateway.budget_reason() if self.agent and not waited_only else None
                 if spent:  # pages under way finish; the rest stays pending (a one-shot run records them, at the end)
                     self.counters.budget = spent
                     return
                 job = await take()
                 if job is None:
-                    if not await self._db(self.queue.active, self.spec.run_id):
+                    if not await self._db(self.queue.active, self.spec.run_id, waited_only):
                         return
                     wake.clear()
                     with contextlib.suppress(asyncio.TimeoutError):
