@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import logging
 import tempfile
@@ -19,8 +18,7 @@ from typing import Any, Iterator
 
 from ..analysis.gateway import Gateway, build_gateway
 from ..analysis.strategy import resolve_strategy
-from ..config import (MARKDOWN_OUTPUTS, Answers, BatchApi, LLMKind, Mode, Settings, StructuredMethod, TaskStrategy,
-                      page_tasks)
+from ..config import MARKDOWN_OUTPUTS, Mode, Settings
 from ..core.bounded import BoundedPool
 from ..core.dispatcher import PLANS
 from ..core.job_queue import JobQueue, JobState, RunInfo
@@ -32,10 +30,10 @@ from ..core.shutdown import Shutdown
 from .crawl import Crawl, CrawlSpec, NewJob
 from ..errors import ConfigError, Interrupted, OutputError, SourceError
 from ..fetch import USER_AGENT, FetchLimits
-from .batch_files import imported
 from .batch_rounds import BatchRounds
 from .incremental import changes_block, render_changes
 from .loop import JobWorker, RunSpec, not_analysed, open_worker
+from .options import stored_options
 from ..models import DocResult, DocStatus
 from ..core.cache import open_memo
 from .summary import summarize_run
@@ -46,7 +44,7 @@ from ..report import ResultStream, atomic_write_text, write_outputs
 from ..scope import url_key
 from ..sources import LlmsIndex
 
-__all__ = ["drive", "resumed_settings", "is_oneshot", "RETRY_FAILED"]
+__all__ = ["drive", "is_oneshot", "RETRY_FAILED"]
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +59,6 @@ def is_oneshot(settings: Settings, index: LlmsIndex | None) -> bool:
     if settings.enable_queue is False and crawl:
         raise ConfigError("crawling a site needs the job queue: drop --no-queue")
     return not (settings.enable_queue or settings.resume or settings.incremental or crawl or settings.batch_on)
-
-
-def resumed_settings(settings: Settings) -> Settings:
-    """For --resume: the unfinished run's source and options, except those the user set this time."""
-    with JobQueue(settings.jobs_path) as queue:
-        info = queue.unfinished_run()
-        if info is not None and settings.batch_api is BatchApi.IMPORT:
-            assert settings.batch_file is not None
-            imported(queue, settings.batch_file)  # a wrong file is a one-line error before the run reopens
-    if info is None and settings.batch_api is BatchApi.IMPORT:
-        raise ConfigError(f"--batch-api import goes on with an exported run, and none waits in {settings.state_dir} "
-                          "(run --batch-api export first)")
-    if info is None:
-        raise ConfigError(f"nothing to resume in {settings.state_dir}: no run was interrupted there "
-                          "(run again without --resume)")
-    if settings.source and settings.source != info.source:
-        raise ConfigError(f"--resume continues the run over {info.source}; drop --source or start a new run")
-    kept = {name: _FROM_OPTION.get(name, lambda v: v)(value)
-            for name, value in info.options.get("settings", {}).items() if name not in settings.explicit}
-    return settings.with_(source=info.source, incremental=bool(info.options.get("incremental")), **kept)
 
 
 def drive(settings: Settings, index: LlmsIndex | None, chosen: Settings | None = None,
@@ -139,14 +117,6 @@ def _temporary_database(settings: Settings) -> Iterator[Path]:
         yield Path(folder) / "jobs.sqlite"
 
 
-# what --resume restores unless given again: where results go, what analyses the pages, how to fetch
-_RESUMED = ("output_dir", "allow_private", "llm", "llm_base_url", "model", "sub_model", "structured_output", "mode",
-            "per_host", "delay", "extract_fields", "tasks", "task_strategy", "answers", "no_synthesis", "outputs", "batch_api")
-_FROM_OPTION: dict[str, Any] = {"output_dir": Path, "llm": LLMKind, "structured_output": StructuredMethod,
-                                "extract_fields": tuple, "tasks": page_tasks, "outputs": tuple,
-                                "mode": Mode, "task_strategy": TaskStrategy, "answers": Answers, "batch_api": BatchApi}
-
-
 def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None, chosen: Settings, oneshot: bool,
               database: Path) -> tuple[RunSpec, Settings, str, bool]:
     if settings.resume:
@@ -171,15 +141,12 @@ def _open_run(queue: JobQueue, settings: Settings, index: LlmsIndex | None, chos
         log.warning("starting a new run; the unfinished run over %s is dropped (--resume would have continued it)%s",
                     stale.source, out)
         queue.finish_run(stale.id, "aborted")
-    stored = {name: getattr(chosen, name) for name in _RESUMED}
-    if stored["batch_api"] is BatchApi.SUBMIT_ONLY:  # --resume is the later run that waits and collects
-        stored["batch_api"] = BatchApi.ON
     options = {"incremental": settings.incremental, "title": index.title, "limited": bool(settings.limit),
                "crawl": crawl.to_options() if crawl else None, "oneshot": oneshot,
                "nav_topics": crawl is not None or (not index.sectioned and flat_topics(index.refs)),
                "title_from_pages": not index.named,
                "topic_order": list(dict.fromkeys(ref.topic for ref in index.refs)),  # the site's own order
-               "settings": {k: _option(v) for k, v in stored.items()}}
+               "settings": stored_options(chosen)}
     info = queue.start_run(settings.source, options)
     if settings.batch_on:
         queue.reset_tries()  # --batch-api strict counts each run's tries
@@ -194,14 +161,6 @@ def _resolved(settings: Settings, pages: int | None) -> Settings:
     """--task-strategy auto decided for this run from its pages; crawls, nightly and resumed runs, whose
     count is not known up front, are combined."""
     return settings.with_(task_strategy=resolve_strategy(settings, pages))
-
-
-def _option(value: Any) -> Any:
-    """A setting as JSON stores it (paths and enums as strings, tuples such as --tasks as lists); _FROM_OPTION
-    turns it back."""
-    if isinstance(value, tuple):
-        return [_option(item) for item in value]
-    return str(value) if isinstance(value, Path) else value.value if isinstance(value, enum.Enum) else value
 
 
 def _seeds(spec: CrawlSpec, settings: Settings) -> list[NewJob]:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def run(settings: Settings) -> dict[str, Any]:
     """Discover, fetch, parse and analyse every page, then write the outputs; returns run.json's content."""
     if settings.resume:
-        from .driver import resumed_settings
+        from .options import resumed_settings
 
         settings = resumed_settings(settings)
     index = None if settings.resume else discover(settings.source, FetchLimits.from_settings(settings), settings.limit,
