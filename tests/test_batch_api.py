@@ -59,6 +59,7 @@ def test_a_nightly_run_goes_through_batches_at_half_price_each_page_once(tmp_pat
         batch = run["llm"]["batch_api"]
         assert batch["requests"] == batch["lines"] == stats["batch_lines"] and batch["prompts_failed"] == 0
         assert batch["share_of_requests"] == 1.0 and batch["tokens_in"] == stats["batch_prompt_tokens"]
+        assert batch["prompts_grouped"] > 0 and batch["lines"] < batch["prompts_answered"]  # pages share lines
         assert batch["cost_usd"] == pytest.approx(batch["cost_if_live_usd"] * 0.5, abs=1e-6)
         assert run["work"]["requests"] == batch["requests"] and run["work"]["prompt_tokens"] == batch["tokens_in"]
         report = (tmp_path / "out" / "report.md").read_text()

@@ -65,8 +65,9 @@ class BatchRounds:
 
     def summary(self, llm: dict[str, Any]) -> dict[str, Any]:
         """run.json's llm.batch_api (batch_figures.py)."""
-        return self.figures.summary(self.mode.value, llm, self.gateway.tracker.prices, self.settings.batch_discount,
-                                    self.left, self.left_kind)
+        return {**self.figures.summary(self.mode.value, llm, self.gateway.tracker.prices,
+                                       self.settings.batch_discount, self.left, self.left_kind),
+                "prompts_grouped": self.lane.items_grouped}  # prompts that shared a line with other pages
 
     # -- the rounds ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -105,7 +106,7 @@ class BatchRounds:
         else:
             if waiting:
                 self.figures.lines += len(waiting)
-                await self._sent(waiting)
+                await self._send_lines(waiting)
             woken = await self._collected()
             if woken is None:
                 return False
@@ -155,7 +156,7 @@ class BatchRounds:
         return "; ".join(said) + "; --resume or the next nightly run goes on with them"
 
     # -- sending ------------------------------------------------------------------------------
-    async def _sent(self, lines: list[LineRecord]) -> bool:
+    async def _send_lines(self, lines: list[LineRecord]) -> bool:
         """Send the waiting lines in files within the limits; False when the provider failed for a while (the
         lines that were not sent stay waiting for the next try)."""
         try:
@@ -240,7 +241,7 @@ class BatchRounds:
             if unsent:
                 held = any(line.custom_id in self._held for line in unsent)
                 self._held.difference_update(line.custom_id for line in unsent)
-                if await self._sent(unsent) and not held:  # a full queue is asked again only after a pause
+                if await self._send_lines(unsent) and not held:  # a full queue is asked again only after a pause
                     continue
             if self._settled or not (self.queue.open_batches() or self.queue.waiting_lines()):
                 return True  # prompts came back (answered, or failed and asked again), or nothing is out
