@@ -158,10 +158,11 @@ def _report(summary: dict, settings: Settings) -> int:
     docs, llm = summary["documents"], summary["llm"]
     out = Path(summary.get("output_dir") or settings.output_dir)  # --resume may write where the run began
     batch = llm.get("batch_api") or {}
-    written = "run.json" if batch.get("left") else "report.md"  # pages wait for batches: no report yet
-    print(f"{docs['total']} pages: {docs['completed']} completed, {docs['failed']} failed "
-          f"in {summary['wall_seconds']:.1f}s ({summary['mode']} mode, {summary['provider_label']}) "
-          f"→ {out / written}")
+    waiting = docs.get("not_reached", 0) if batch.get("left") else 0  # pages wait for batches: no report yet
+    print(f"{docs['total'] + waiting} pages: {docs['completed']} completed, {docs['failed']} failed"
+          + (f", {waiting} waiting for batches" if waiting else "")
+          + f" in {summary['wall_seconds']:.1f}s ({summary['mode']} mode, {summary['provider_label']}) "
+          f"→ {out / ('run.json' if batch.get('left') else 'report.md')}")
     cache = llm.get("cache") or {}
     if cache.get("hits"):
         print(f"cache: {cache['hits']} hits, {cache['misses']} misses ({cache['entries']} entries on disk)")
@@ -179,7 +180,7 @@ def _report(summary: dict, settings: Settings) -> int:
         print(f"changes: {changes['added']} added, {changes['changed']} changed, {changes['removed']} removed, "
               f"{changes['unchanged']} unchanged → {out / 'changes.md'}")
     if batch.get("left"):  # submitted or exported as asked (0), or still running when --batch-wait ran out
-        print(f"{docs.get('not_reached', 0)} pages wait for batches: {printable(batch['left'])}")
+        print(f"batches: {printable(batch['left'])}")
         return EXIT_BATCHES_OUT if batch.get("left_kind") == "waiting" else EXIT_OK
     if docs.get("not_reached") and summary["status"] != "completed":
         print(f"{docs['not_reached']} pages not reached ({summary['status']}); --resume continues the run"

@@ -143,7 +143,7 @@ def test_submit_only_exits_at_once_and_resume_collects(tmp_path, corpus, capsys)
     with SimServer(latency_ms=20, ms_per_token=0, batch_no_metadata=True, max_seconds=120) as sim:
         assert main(_args(tmp_path, corpus, sim, "--batch-api", "submit-only", "--no-synthesis")) == 0
         out = capsys.readouterr().out
-        assert f"{PAGES} pages wait for batches" in out and "--resume" in out
+        assert f"{PAGES} waiting for batches" in out and "--resume" in out
         assert sim.stats()["batches_created"] == 1
         assert _run_json(tmp_path)["status"].startswith("waiting for batches")
         assert not (tmp_path / "out" / "report.md").exists()  # no report of pages that wait: the last one stays
@@ -206,7 +206,7 @@ def test_a_batch_still_running_at_the_next_nights_start_is_collected_not_resubmi
     with SimServer(latency_ms=20, ms_per_token=0, batch_in_progress_s=1.5, max_seconds=120) as sim:
         # night one submits and stops (its batch runs on); night two is a new run over the same site
         assert main(_args(tmp_path, corpus, sim, "--batch-api", "submit-only", "--incremental", "--no-synthesis")) == 0
-        assert sim.stats()["batches_created"] == 1 and "wait for batches" in capsys.readouterr().out
+        assert sim.stats()["batches_created"] == 1 and "waiting for batches" in capsys.readouterr().out
 
         assert main(_args(tmp_path, corpus, sim, "--batch-api", "--incremental", "--no-synthesis")) == 0
         stats = sim.stats()
