@@ -121,7 +121,7 @@ def test_a_long_llm_status_is_cut_short_and_the_counts_stay_whole():
         limiter = type("L", (), {"window": type("W", (), {"limit": 1000, "cap": 1000})()})()
         memo = type("M", (), {"hits": 1_234_567})()
         tracker = type("T", (), {"throttled": 98_765, "tokens": 123_456_789_012})()
-        batch_spent = (0, 0.0)  # nothing through the Batch API
+        spent = (123_456_789_012, None)  # the tracker's tokens: nothing through the Batch API
 
     progress = RunProgress(123_456, enabled=True, done=100_000, failed=1_234, console=_terminal()[0])
     progress.watch(Busy())

@@ -13,10 +13,11 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from ..config import StructuredMethod
+from ..config import BatchApi, Mode, Settings, StructuredMethod
 from ..core.batch_ledger import LineRecord, Prompt, PromptState
 from ..core.cache import Memo
 from ..errors import LLMError
+from .batching import AUTO_MAX_ITEMS
 from .context import LLMContextError
 from .negotiate import refuses_method
 from .prompts import Context, PageQuestion, Question, Task, batch_schema, schema_for
@@ -78,7 +79,19 @@ class BatchLane:
         self._kept = kept  # the ledger's answer for a key (collected by an earlier process, the cache off)
         self._deferred: dict[str, Deferred] = {}
         self.items_grouped = 0  # prompts that travel in a line with others
+        self.tokens_in = self.tokens_out = 0  # what the lines read so far cost (their usage)
         self.closed = False  # past the last round: every prompt is asked live (the answers read stay)
+
+    @classmethod
+    def for_run(cls, provider: ChatProvider, memo: Memo, settings: Settings, kept: Callable[[str], Any]) -> BatchLane:
+        """The lane a run's settings ask for: prompts grouped as the live batcher groups them (none in sync mode),
+        except in a batch file for a self-hosted runner, which carries them alone unless --batch-size says
+        otherwise (its small models answer grouped prompts worse, and its cost is the server's time, not tokens
+        billed)."""
+        offline = settings.batch_api in (BatchApi.EXPORT, BatchApi.IMPORT)
+        items = 1 if settings.mode is Mode.SYNC else settings.batch_size or (1 if offline else AUTO_MAX_ITEMS)
+        return cls(provider, memo, settings.batch_api is BatchApi.STRICT, settings.retries, items,
+                   settings.batch_max_tokens or 1 << 30, kept)
 
     def close(self) -> None:
         """Ask every prompt live from now on; the answers batches brought are still read."""
@@ -198,6 +211,8 @@ class BatchLane:
             if isinstance(usage, dict):
                 outcome.tokens_in = int(usage.get("prompt_tokens") or 0)
                 outcome.tokens_out = int(usage.get("completion_tokens") or 0)
+                self.tokens_in += outcome.tokens_in
+                self.tokens_out += outcome.tokens_out
             attempt = ChatProvider.read_answer(completion, schema)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             outcome.failed = {key: f"unreadable reply: {type(exc).__name__}: {exc}" for key in keys.values()}

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from ..config import Answers, BatchApi, Fallback, Mode, Settings
+from ..config import Answers, Fallback, Mode, Settings
 from ..core.breaker import CircuitBreaker
 from ..core.cache import Memo, memo_key
 from ..core.first_contact import FirstContact
@@ -67,7 +67,6 @@ class Gateway(Attempts):
         self.absorbed_windows: list[dict[str, Any]] = []  # and where their concurrency windows ended
         self.batcher: Batcher | None = None
         self.lane: BatchLane | None = None  # --batch-api: prompts left for the provider's Batch API (open_lane)
-        self.batch_spent = (0, 0.0)  # tokens and cost (at the batch price) of the batch answers read: budgets count them
         self.reply_shape = ReplyShape()  # what a reply's time is made of (answers sent alone): when batching pays
         # sync mode is the one-request-at-a-time baseline; every other mode batches its backlog, even at cap 1
         if isinstance(provider, ChatProvider) and settings.batch_size != 1 and settings.mode is not Mode.SYNC:
@@ -175,11 +174,9 @@ class Gateway(Attempts):
     # -- budgets ------------------------------------------------------------------------------
     def budget_reason(self) -> str | None:
         """Why no new page may start (a budget is spent), or None."""
-        tokens = self.tracker.tokens + self.batch_spent[0]
+        tokens, cost = self.spent
         if self.max_tokens is not None and tokens >= self.max_tokens:
             return f"token budget reached ({tokens:,} of {self.max_tokens:,} tokens)"
-        cost = self.tracker.cost
-        cost = None if cost is None else cost + self.batch_spent[1]
         if self.max_cost is not None and cost is not None and cost >= self.max_cost:
             return f"cost budget reached (${cost:.4f} of ${self.max_cost:.4f})"
         return None
@@ -211,9 +208,7 @@ class Gateway(Attempts):
             self.fell_back.setdefault(_key(context), []).extend(t.value for t in asked)
             log.warning("%s answered by the offline analyser: %s", task.value, exc)
             return (await self.fallback.complete(task, context)).value
-        self.memo.set("llm", key, value.model_dump())  # only valid answers are kept, one per prompt
-        if self.lane is not None:
-            self.lane.keep(key, value.model_dump())
+        self._keep(key, value.model_dump())  # only valid answers are kept, one per prompt
         return value
 
     async def _fitted(self, task: Question, context: Context, messages: Messages) -> BaseModel:
@@ -251,17 +246,14 @@ class Gateway(Attempts):
                            "simulate (the offline extractive analyser only answers document-it's own tasks)")
         messages: Messages = ([("system", system)] if system else []) + [("user", prompt)]
         key = memo_key(*self._key_base, Task.TEXT.value, messages)
-        stored = self.lane.stored(key) if self.lane is not None else None
-        stored = stored if stored is not None else self.memo.get("llm", key)
+        stored = self._stored(key)
         if isinstance(stored, str):
             return Completion(stored, 0, 0, 0, cached=True)
         if self.lane is not None and self.lane.route(key):
             self._defer(Deferred(key, Task.TEXT, None, messages, message_tokens(messages), "",
                                  self.provider))  # type: ignore[arg-type]
         text, record = await self._tracked(Task.TEXT, messages)
-        self.memo.set("llm", key, text)
-        if self.lane is not None:
-            self.lane.keep(key, text)
+        self._keep(key, text)
         return Completion(text, record.tokens_in, record.tokens_out, record.attempts)
 
     async def _ask_one(self, task: Question, messages: Messages, schema: type[BaseModel] | None = None) -> Any:
@@ -324,20 +316,23 @@ class Gateway(Attempts):
         """Leave every prompt the cache does not answer for the provider's Batch API from now on (this gateway's
         and its siblings'); `kept`: the ledger's answer for a memo key."""
         assert isinstance(self.provider, ChatProvider)
-        settings = self._settings
-        # a batch file for a self-hosted runner carries prompts alone unless --batch-size says otherwise: its
-        # small models answer grouped prompts worse, and its cost is the server's time, not tokens billed
-        offline = settings.batch_api in (BatchApi.EXPORT, BatchApi.IMPORT)
-        items = 1 if settings.mode is Mode.SYNC else settings.batch_size or (1 if offline else AUTO_MAX_ITEMS)
-        self.lane = BatchLane(self.provider, self.memo, settings.batch_api is BatchApi.STRICT, settings.retries,
-                              items, settings.batch_max_tokens or 1 << 30, kept)
+        self.lane = BatchLane.for_run(self.provider, self.memo, self._settings, kept)
         for twin in self._siblings.values():
             twin.lane = self.lane
         return self.lane
 
-    def spent_in_batches(self, tokens: int, cost: float) -> None:
-        """What the batch answers read so far cost (at the batch price): the budgets count it."""
-        self.batch_spent = (tokens, cost)
+    @property
+    def spent(self) -> tuple[int, float | None]:
+        """Tokens and estimated cost so far: the live requests', and the batch answers read (at the batch price);
+        the budgets count both."""
+        tokens, cost = self.tracker.tokens, self.tracker.cost
+        if self.lane is None:
+            return tokens, cost
+        lane = self.lane
+        batch = self.tracker.prices.cost(lane.tokens_in, lane.tokens_out)
+        if cost is not None and batch is not None:
+            cost += batch * (1 - self._settings.batch_discount)
+        return tokens + lane.tokens_in + lane.tokens_out, cost
 
     def close_lane(self) -> None:
         """Ask live from now on (a run past its last batch round); the answers batches brought are still read."""
@@ -353,9 +348,20 @@ class Gateway(Attempts):
         self.prompts -= 1
         raise BatchDeferred(f"{item.task.value} prompt for {item.page or 'a note'} left for a batch")
 
-    def _from_memo(self, task: Question, key: str) -> BaseModel | None:
+    def _stored(self, key: str) -> Any | None:
+        """A prompt's answer as the memo keeps it: one a batch brought (or the lane kept), else the memo's."""
         stored = self.lane.stored(key) if self.lane is not None else None
-        stored = stored if stored is not None else self.memo.get("llm", key)
+        return stored if stored is not None else self.memo.get("llm", key)
+
+    def _keep(self, key: str, value: Any) -> None:
+        """Keep an answer asked live: in the memo, and in the lane for a page's later batch rounds (also without a
+        cache)."""
+        self.memo.set("llm", key, value)
+        if self.lane is not None:
+            self.lane.keep(key, value)
+
+    def _from_memo(self, task: Question, key: str) -> BaseModel | None:
+        stored = self._stored(key)
         if stored is None:
             return None
         try:

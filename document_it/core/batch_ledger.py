@@ -1,6 +1,7 @@
 """What the job queue remembers of the provider's Batch API (the tables `batches`, `batch_lines`,
 `batch_prompts` and `kept_pages` of jobs.sqlite): every line written, the batch that carries it, the state of
-every prompt by its memo key, and the downloaded page a waiting job is analysed from when its answers are in.
+every prompt by its memo key, and the downloaded page a waiting job is analysed from when its answers are in
+(the job woken then).
 
 It is written before the run waits, so a run killed while a batch is out (even `kill -9`) is continued by
 --resume or the next nightly run, which poll the batches already submitted and never submit a prompt twice."""
@@ -179,9 +180,11 @@ class BatchLedger:
         with self._tx() as db:
             row = db.execute("INSERT INTO batches (run_id, kind, status, input_file_id, path, lines, bytes, counts, "
                              "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, '{}', ?, ?)",
-                             (run_id, kind.value, status, input_file_id, path, len(custom_ids), size, now, now)).lastrowid
+                             (run_id, kind.value, status, input_file_id, path, len(custom_ids), size, now,
+                              now)).lastrowid
             for custom_id in custom_ids:
-                db.execute("UPDATE batch_lines SET batch = ?, state = 'submitted' WHERE custom_id = ?", (row, custom_id))
+                db.execute("UPDATE batch_lines SET batch = ?, state = 'submitted' WHERE custom_id = ?",
+                           (row, custom_id))
                 db.execute("UPDATE batch_prompts SET state = 'submitted' WHERE custom_id = ?", (custom_id,))
         assert row is not None
         return row
@@ -246,7 +249,8 @@ class BatchLedger:
                 db.execute("DELETE FROM batch_prompts WHERE state != 'answered' AND custom_id IN "
                            "(SELECT custom_id FROM batch_lines WHERE batch = ?)", (record.id,))
                 db.execute("UPDATE batch_lines SET state = 'closed', body = '{}' WHERE batch = ?", (record.id,))
-                db.execute("UPDATE batches SET status = 'abandoned', updated = ? WHERE id = ?", (time.time(), record.id))
+                db.execute("UPDATE batches SET status = 'abandoned', updated = ? WHERE id = ?",
+                           (time.time(), record.id))
         return dropped
 
     def unbatch(self, row: int) -> None:
@@ -257,6 +261,17 @@ class BatchLedger:
                        "(SELECT custom_id FROM batch_lines WHERE batch = ?)", (row,))
             db.execute("UPDATE batch_lines SET batch = NULL, state = 'waiting' WHERE batch = ?", (row,))
             db.execute("UPDATE batches SET status = 'split', updated = ? WHERE id = ?", (time.time(), row))
+
+    # the jobs that wait for a batch
+    def wake(self, run_id: int, urls: Iterable[str] | None = None) -> int:
+        """Put the jobs waiting for a batch back to pending (their answers are in), undoing their attempt: all,
+        or those of `urls`; returns how many."""
+        sql = ("UPDATE jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), lease_until = NULL, "
+               "worker = NULL WHERE run_id = ? AND state = 'waiting'")
+        if urls is None:
+            return self._write(sql, run_id)
+        with self._tx() as db:
+            return sum(db.execute(sql + " AND url = ?", (run_id, url)).rowcount for url in set(urls))
 
     # the downloaded page of a job that waits for a batch
     def keep_page(self, run_id: int, key: str, fetched: bytes) -> None:

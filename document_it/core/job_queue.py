@@ -350,16 +350,6 @@ class JobQueue(PageMemory, BatchLedger):
             return self._write(_RELEASE, run_id)
         return self._write(_RELEASE + " AND worker = ?", run_id, worker)
 
-    def wake(self, run_id: int, urls: Iterable[str] | None = None) -> int:
-        """Put the jobs waiting for a batch back to pending (their answers are in), undoing their attempt: all,
-        or those of `urls`; returns how many."""
-        sql = ("UPDATE jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), lease_until = NULL, "
-               "worker = NULL WHERE run_id = ? AND state = 'waiting'")
-        if urls is None:
-            return self._write(sql, run_id)
-        with self._tx() as db:
-            return sum(db.execute(sql + " AND url = ?", (run_id, url)).rowcount for url in set(urls))
-
     def retry_failed(self, run_id: int, max_attempts: int) -> int:
         """Queue again the failed jobs tried fewer than max_attempts times; returns how many."""
         return self._write(_RETRY, run_id, max_attempts)

@@ -233,7 +233,7 @@ class RunProgress:
         if gateway is None:
             return []
         window, tracker = gateway.limiter.window, gateway.tracker
-        tokens = tracker.tokens + gateway.batch_spent[0]  # live requests' and the batch answers read (--batch-api)
+        tokens, _ = gateway.spent  # live requests' and the batch answers read (--batch-api)
         return [f"window {window.limit}/{window.cap}", f"cache hits {gateway.memo.hits}", f"429s {tracker.throttled}",
                 f"{tokens:,} tokens"]
 

@@ -23,28 +23,24 @@ class BatchFigures:
     answered: int = 0  # prompts answered from batch output
     failed: int = 0  # prompts a batch did not answer (asked again live, or in a new batch with strict)
     requests: int = 0  # lines that came back with HTTP 200
-    tokens_in: int = 0
-    tokens_out: int = 0
     ended: dict[str, int] = field(default_factory=dict)  # batches by how they ended
 
-    def cost(self, prices: Prices, discount: float) -> tuple[float | None, float | None]:
-        """(at the batch price, at the live price) of the answers read so far; None when the price is unknown."""
-        live = prices.cost(self.tokens_in, self.tokens_out)
-        return (None if live is None else live * (1 - discount)), live
-
-    def summary(self, mode: str, llm: dict[str, Any], prices: Prices, discount: float, left: str | None,
-                left_kind: str) -> dict[str, Any]:
-        """run.json's llm.batch_api, beside `llm` (the gateway's figures of the requests sent live)."""
-        batch_cost, live_cost = self.cost(prices, discount)
+    def summary(self, mode: str, llm: dict[str, Any], usage: tuple[int, int], prices: Prices, discount: float,
+                left: str | None, left_kind: str) -> dict[str, Any]:
+        """run.json's llm.batch_api, beside `llm` (the gateway's figures of the requests sent live); `usage`: the
+        tokens in and out of the batch answers read (the lane counts them)."""
+        tokens_in, tokens_out = usage
+        live_cost = prices.cost(tokens_in, tokens_out)  # None when the model's price is unknown
+        batch_cost = None if live_cost is None else live_cost * (1 - discount)
         other = llm.get("cost_usd")  # the requests sent live
         requests = self.requests + int(llm.get("attempts") or 0)
-        tokens = self.tokens_in + self.tokens_out
+        tokens = tokens_in + tokens_out
         all_tokens = tokens + int(llm.get("tokens_in") or 0) + int(llm.get("tokens_out") or 0)
         return {
             "mode": mode, "rounds": self.rounds, "files": self.files, "batches": self.batches, "lines": self.lines,
             "split": self.split, "ended": self.ended, "prompts_answered": self.answered,
-            "prompts_failed": self.failed, "requests": self.requests, "tokens_in": self.tokens_in,
-            "tokens_out": self.tokens_out,
+            "prompts_failed": self.failed, "requests": self.requests, "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
             "share_of_requests": round(self.requests / requests, 4) if requests else 0.0,
             "share_of_tokens": round(tokens / all_tokens, 4) if all_tokens else 0.0,
             "discount": discount,

@@ -65,8 +65,9 @@ class BatchRounds:
 
     def summary(self, llm: dict[str, Any]) -> dict[str, Any]:
         """run.json's llm.batch_api (batch_figures.py)."""
-        return {**self.figures.summary(self.mode.value, llm, self.gateway.tracker.prices,
-                                       self.settings.batch_discount, self.left, self.left_kind),
+        return {**self.figures.summary(self.mode.value, llm, (self.lane.tokens_in, self.lane.tokens_out),
+                                       self.gateway.tracker.prices, self.settings.batch_discount, self.left,
+                                       self.left_kind),
                 "prompts_grouped": self.lane.items_grouped}  # prompts that shared a line with other pages
 
     # -- the rounds ---------------------------------------------------------------------------
@@ -82,7 +83,7 @@ class BatchRounds:
             assert self.settings.batch_file is not None
             found, covered = batch_files.imported(self.queue, self.settings.batch_file)
             for record in covered:
-                self._settle(record, found, f"not in {self.settings.batch_file.name}", status="imported")
+                self._settle(record.id, found, f"not in {self.settings.batch_file.name}", status="imported")
             self.figures.ended["imported"] = len(covered)
         self.lane.load(self.queue.prompt_states())
 
@@ -93,8 +94,7 @@ class BatchRounds:
         deferred = self.lane.pending
         if deferred:
             self.queue.store_lines(self.lane.lines())
-        waiting = [line for line in self.queue.waiting_lines()
-                   if line.custom_id not in self._held or not self.queue.open_batches()]
+        waiting = self._sendable()
         if self.kind is BatchKind.FILE:
             if waiting:
                 return self._leave("exported", self._export(waiting))
@@ -156,6 +156,12 @@ class BatchRounds:
         return "; ".join(said) + "; --resume or the next nightly run goes on with them"
 
     # -- sending ------------------------------------------------------------------------------
+    def _sendable(self) -> list[LineRecord]:
+        """The waiting lines to send now: those not sent yet (new, or the provider failed), and those its full
+        queue sent back once none of ours runs."""
+        running = bool(self.queue.open_batches())
+        return [line for line in self.queue.waiting_lines() if not running or line.custom_id not in self._held]
+
     async def _send_lines(self, lines: list[LineRecord]) -> bool:
         """Send the waiting lines in files within the limits; False when the provider failed for a while (the
         lines that were not sent stay waiting for the next try)."""
@@ -194,15 +200,12 @@ class BatchRounds:
             if exc.transient:
                 raise
             log.warning("%s; its %s prompts go again", exc, "live" if self.mode is not BatchApi.STRICT else "batch")
-            self._settle(self._record(row), {}, str(exc), status="collected")
+            self._settle(row, {}, str(exc))
             return None
         self.queue.batch_created(row, state.id, state.status)
         self.figures.batches += 1
         log.info("batch %s created: %s", state.id, state.status)
         return state
-
-    def _record(self, row: int) -> BatchRecord:
-        return next(record for record in self.queue.batches() if record.id == row)
 
     async def _halve(self, part: list[LineRecord], size: int, why: str, smaller_files: bool = True) -> None:
         """Send `part` again in two halves (`smaller_files`: and every later file no larger than a half)."""
@@ -235,9 +238,7 @@ class BatchRounds:
             self._show(" · ".join(f"{s.id} {s.status} {s.counts.get('completed', 0)}/{s.counts.get('total', 0)}"
                                   + (f" ({s.counts['failed']} failed)" if s.counts.get("failed") else "")
                                   for s in states if s is not None))
-            running = bool(self.queue.open_batches())
-            # lines not sent (the provider failed) go now; lines its full queue sent back, once none of ours runs
-            unsent = [line for line in self.queue.waiting_lines() if not running or line.custom_id not in self._held]
+            unsent = self._sendable()
             if unsent:
                 held = any(line.custom_id in self._held for line in unsent)
                 self._held.difference_update(line.custom_id for line in unsent)
@@ -267,7 +268,7 @@ class BatchRounds:
                 state = await self.client.state(record.batch_id)
         except NotFound as exc:
             log.warning("%s: the provider no longer knows it; its prompts go again", exc)
-            self._settle(record, {}, f"the provider no longer knows batch {record.batch_id}")
+            self._settle(record.id, {}, f"the provider no longer knows batch {record.batch_id}")
             return None
         self.queue.batch_status(record.id, state.status, state.counts, state.output_file_id, state.error_file_id)
         if state.status in TERMINAL:
@@ -277,7 +278,7 @@ class BatchRounds:
                 if exc.transient:
                     raise
                 log.warning("%s; the prompts of batch %s go again", exc, state.id)
-                self._settle(record, {}, f"its results could not be read ({exc})")
+                self._settle(record.id, {}, f"its results could not be read ({exc})")
         return state
 
     async def _found(self, record: BatchRecord, file_id: str) -> BatchState | None:
@@ -310,16 +311,16 @@ class BatchRounds:
             if file_id:
                 found.update(batch_files.records(await self.client.content(file_id)))
         missing = f"the batch {state.status}" + (f" ({'; '.join(state.errors)})" if state.errors else "")
-        answered, failed = self._settle(record, found, missing)
+        answered, failed = self._settle(record.id, found, missing)
         log.info("batch %s %s: %d prompts answered, %d to ask again", state.id, state.status, answered, failed)
 
-    def _settle(self, record: BatchRecord, found: dict[str, dict[str, Any]], missing: str,
+    def _settle(self, row: int, found: dict[str, dict[str, Any]], missing: str,
                 status: str = "collected") -> tuple[int, int]:
-        """Read every line of a batch from its output records (`missing`: why a line without one failed), keep
+        """Read every line of batch `row` from its output records (`missing`: why a line without one failed), keep
         the answers and count the rest as failed; (answered, failed)."""
         answered: dict[str, Any] = {}
         failed: dict[str, str] = {}
-        for line in self.queue.lines_of(record.id):
+        for line in self.queue.lines_of(row):
             self._settled.update(page for _, _, page in line.items)
             outcome = self.lane.read(line, found.get(line.custom_id))
             if line.custom_id not in found:
@@ -327,13 +328,9 @@ class BatchRounds:
             answered.update(outcome.answered)
             failed.update(outcome.failed)
             self.figures.requests += outcome.ok
-            self.figures.tokens_in += outcome.tokens_in
-            self.figures.tokens_out += outcome.tokens_out
         self.figures.answered += len(answered)
         self.figures.failed += len(failed)
-        self.queue.settle(record.id, answered, failed, status)
-        batch_cost, _ = self.figures.cost(self.gateway.tracker.prices, self.settings.batch_discount)
-        self.gateway.spent_in_batches(self.figures.tokens_in + self.figures.tokens_out, batch_cost or 0.0)
+        self.queue.settle(row, answered, failed, status)
         return len(answered), len(failed)
 
     # -- batch files for self-hosters ---------------------------------------------------------

@@ -185,13 +185,14 @@ class JobWorker:
             if reusable and previous is not None and content_hash(fetched.content) == previous.content_hash:
                 self.counters.same_content += 1
                 return await self._unchanged(job, previous, fetched, timings)
-        page = await parse_step(fetched, self.stages, self.settings, timings, again=kept is not None)
+        first = kept is None  # a page that waited for a batch was counted, kept and followed when first parsed
+        page = await parse_step(fetched, self.stages, self.settings, timings, again=not first)
         if isinstance(page, DocResult):
             return await self._finish(job, JobState.FAILED, page)
-        self.counters.parsed += kept is None  # a page that waited for a batch was counted when first parsed
-        if MARKDOWN_OUTPUTS.intersection(self.settings.outputs):  # kept with the page, for pages/ and llms-full.txt
+        self.counters.parsed += first
+        if first and MARKDOWN_OUTPUTS.intersection(self.settings.outputs):  # for pages/ and llms-full.txt
             await self._db(self.queue.save_markdown, self.spec.source, job.key, page.markdown)
-        if self.crawl is not None:  # queue the links first, so other workers can start on them meanwhile
+        if first and self.crawl is not None:  # queue the links first, so other workers can start on them meanwhile
             await self._add(self.crawl.follow(page.outlinks, job.depth))
         if self.agent is None:  # crawl and parse only (benchmarks/bench_crawl.py measures exactly that)
             return await self._finish(job, JobState.DONE, DocResult(
@@ -200,7 +201,8 @@ class JobWorker:
         try:
             result = await analyze_page(ref, page, self.agent, self.settings, timings)
         except BatchDeferred:  # its prompts wait for a batch: kept as downloaded, analysed once they are answered
-            await self._db(self.queue.keep_page, self.spec.run_id, job.key, _kept(fetched))
+            if first:
+                await self._db(self.queue.keep_page, self.spec.run_id, job.key, _kept(fetched))
             return await self._finish(job, JobState.WAITING, None)
         if result.status is DocStatus.FAILED:
             return await self._finish(job, JobState.FAILED, result)

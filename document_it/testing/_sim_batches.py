@@ -21,9 +21,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 from document_it.testing._sim_faults import ApiError, parse_body, server_error
+from document_it.testing._sim_batch_input import Line, parse_input
 from document_it.testing._sim_files import FileStore, cursor_page, new_id, not_found
 
 __all__ = ["BATCH_COUNTERS", "ENDPOINT", "BatchSettings", "BatchStatus", "BatchStore",
@@ -33,7 +34,6 @@ BATCH_COUNTERS = ("files_uploaded", "batches_created", "batch_lines", "batch_fai
                   "batch_completion_tokens")
 ENDPOINT = "/v1/chat/completions"  # the one endpoint the simulator runs batches for
 _WINDOW_S = 24 * 3600
-_MAX_ERRORS = 1000  # a failed batch lists at most this many validation errors
 _NOT_RUN = {
     "batch_expired": "This request could not be executed before the completion window expired.",
     "batch_cancelled": "This request could not be executed before the batch was cancelled.",
@@ -91,14 +91,6 @@ class BatchSettings:
             raise ValueError("batch_enqueued_tokens must be >= 1 (or None)")
 
 
-class _Line(NamedTuple):
-    """One validated request of a batch: its custom_id, body and the line as uploaded."""
-
-    custom_id: str
-    body: dict[str, Any]
-    raw: bytes
-
-
 @dataclass
 class _Batch:
     """One batch and what has happened to it so far."""
@@ -115,7 +107,7 @@ class _Batch:
     status: BatchStatus = BatchStatus.VALIDATING
     stamps: dict[str, int] = field(default_factory=dict)
     cancel_after: float | None = None  # seconds after creation the cancel came
-    lines: list[_Line] | None = None  # None until validated
+    lines: list[Line] | None = None  # None until validated
     errors: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: {"total": 0, "completed": 0, "failed": 0})
     tokens: tuple[int, int] = (0, 0)
@@ -249,7 +241,8 @@ class BatchStore:
         """Parse and check the input file once; return True if the batch fails validation."""
         if batch.lines is not None:
             return bool(batch.errors)
-        batch.lines, batch.errors = _parse_lines(batch.content, batch.endpoint, self.settings)
+        batch.lines, batch.errors = parse_input(batch.content, batch.endpoint, self.settings.max_file_bytes,
+                                                self.settings.max_lines)
         batch.content = b""
         if batch.errors:
             batch.lines = []
@@ -338,51 +331,6 @@ class BatchStore:
                       "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": 0},
                       "total_tokens": prompt + completion},
         }
-
-
-def _parse_lines(content: bytes, endpoint: str, s: BatchSettings) -> tuple[list[_Line], list[dict[str, Any]]]:
-    """Return the input file's requests and its validation errors (OpenAI's BatchError shape)."""
-    def error(code: str, message: str, line: int | None = None, param: str | None = None) -> dict[str, Any]:
-        return {"code": code, "message": message, "param": param, "line": line}
-
-    if len(content) > s.max_file_bytes:
-        return [], [error("file_too_large", f"The batch input file is larger than the {s.max_file_bytes} maximum. "
-                                            "Please try again with a smaller batch.")]
-    numbered = [(n, raw) for n, raw in enumerate(content.split(b"\n"), 1) if raw.strip()]
-    if not numbered:
-        return [], [error("empty_file", "The batch input file is empty.")]
-    if len(numbered) > s.max_lines:
-        return [], [error("too_many_tasks", f"The batch input file has {len(numbered)} requests, more than the "
-                                            f"{s.max_lines} maximum. Please try again with a smaller batch.")]
-    lines: list[_Line] = []
-    errors: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for n, raw in numbered:
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            obj = None
-        if not isinstance(obj, dict):
-            errors.append(error("invalid_json_line", "This line is not parseable as valid JSON.", n))
-        elif not isinstance(obj.get("custom_id"), str) or not obj["custom_id"]:
-            errors.append(error("invalid_request", "Each request needs a string 'custom_id'.", n, "custom_id"))
-        elif obj.get("method") != "POST":
-            errors.append(error("invalid_request", "The request 'method' must be 'POST'.", n, "method"))
-        elif obj.get("url") != endpoint:
-            errors.append(error("invalid_url", f"The request url {obj.get('url')!r} does not match the batch's "
-                                               f"endpoint {endpoint!r}.", n, "url"))
-        elif not isinstance(obj.get("body"), dict):
-            errors.append(error("invalid_request", "The request 'body' must be an object.", n, "body"))
-        elif obj["custom_id"] in seen:
-            errors.append(error("duplicate_custom_id", "The custom_id for this request is a duplicate of another "
-                                "request. The custom_id parameter must be unique for each request in a batch.", n,
-                                "custom_id"))
-        else:
-            seen.add(obj["custom_id"])
-            lines.append(_Line(obj["custom_id"], obj["body"], raw))
-        if len(errors) >= _MAX_ERRORS:
-            break
-    return lines, errors
 
 
 def _result(custom_id: str, response: tuple[int, dict[str, Any]] | None,
